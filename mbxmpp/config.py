@@ -1,0 +1,861 @@
+"""The TOML configuration: parsed with tomllib into frozen dataclasses, one per section.
+
+`load_config()` checks syntax and types and collects every error into one `ConfigError`;
+`check_config()` adds the checks that touch the filesystem (certificates, data directory) and the
+cross-listener ones, for the `check-config` command. Durations are float seconds, sizes int bytes,
+listen addresses `(host, port)` tuples with IPv6 hosts unbracketed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import ipaddress
+import json
+import os
+import re
+import ssl
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from mbxmpp.util.units import format_duration, format_size, parse_duration, parse_size
+
+__all__ = [
+    "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
+    "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
+    "OfflineConfig", "AccountsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
+]
+
+DEFAULT_CONFIG_FILE = "mbxmpp.toml"
+
+# Host modules loaded when [server].modules is not set; components (muc, upload, proxy65) are switched
+# by their own section's `enabled`. Keep in step with mbxmpp.example.toml.
+DEFAULT_MODULES: tuple[str, ...] = (
+    "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
+    "mam", "ping", "version", "vcard", "private", "pep",
+)
+
+COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TLS_VERSIONS = ("1.2", "1.3")
+# Forward secrecy + AEAD only for TLS 1.2; TLS 1.3 suites are not configurable through OpenSSL's list.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+Listen = tuple[str, int]
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, one message per entry."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+# ----------------------------------------------------------------------------------------- sections
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    domains: tuple[str, ...] = ("localhost",)
+    data_dir: str = "./mbxmpp-data"
+    admins: tuple[str, ...] = ()
+    log_level: str = "info"
+    modules: tuple[str, ...] | None = None     # None: DEFAULT_MODULES
+    disabled_modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TLSCertConfig:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert: str | None = None                    # None (with key None): self-signed, generated in data_dir
+    key: str | None = None
+    domains: Mapping[str, TLSCertConfig] = field(default_factory=lambda: MappingProxyType({}))
+    min_version: str = "1.2"
+    ciphers: str = DEFAULT_CIPHERS
+
+
+@dataclass(frozen=True, slots=True)
+class C2SConfig:
+    listen: tuple[Listen, ...] = (("127.0.0.1", 5222),)
+    direct_tls: tuple[Listen, ...] = (("127.0.0.1", 5223),)
+    max_stanza_size: int = 256 * 1024
+    auth_timeout: float = 30.0
+    max_unauthenticated_per_ip: int = 10
+    max_auth_attempts: int = 5
+    allow_plain: bool = True                   # SASL PLAIN, only ever offered over TLS
+    require_encryption: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class S2SConfig:
+    listen: tuple[Listen, ...] = (("127.0.0.1", 5269),)
+    direct_tls: tuple[Listen, ...] = ()        # 5270 is the usual port; not bound by default
+    max_stanza_size: int = 512 * 1024
+    enabled: bool = True
+    dialback: bool = True
+    require_dane: bool = False
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    listen: tuple[Listen, ...] = (("127.0.0.1", 5443),)
+    public_url: str | None = None              # None: https://<first domain>:<first listen port>
+    tls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SMConfig:
+    resume_timeout: float = 300.0
+    push_resume_timeout: float = 72 * 3600.0
+    max_unacked: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MAMConfig:
+    retention: float = 7 * 86400.0
+    sweep_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class MUCConfig:
+    domain: str = "conference.{domain}"
+    archive_by_default: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UploadConfig:
+    domain: str = "upload.{domain}"
+    max_file_size: int = 10 * 1024 * 1024
+    expire_after: float = 3600.0
+    enabled: bool = True
+    storage_dir: str | None = None             # load_config fills in <data_dir>/upload
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy65Config:
+    domain: str = "proxy.{domain}"
+    listen: tuple[Listen, ...] = (("127.0.0.1", 5000),)
+    public_host: str | None = None             # None: the listen host
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    max_messages: int = 1000                   # per user
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsConfig:
+    chat_plans: tuple[str, ...] = ("paid",)
+    default_plan: str = "paid"                 # plan of an account that has none recorded
+    refusal_text: str = ("Your plan does not include chat. "
+                         "Upgrade your plan to use chat with this account.")
+
+    def allows_chat(self, plan: str | None) -> bool:
+        return (self.default_plan if plan is None else plan) in self.chat_plans
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    sm: SMConfig = field(default_factory=SMConfig)
+    mam: MAMConfig = field(default_factory=MAMConfig)
+    muc: MUCConfig = field(default_factory=MUCConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    proxy65: Proxy65Config = field(default_factory=Proxy65Config)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    source: str | None = None                  # the file it was read from; None: embedded defaults
+
+    def component_domain(self, section: str, host: str) -> str:
+        """The domain of component `section` ("muc", "upload", "proxy65") for virtual host `host`."""
+        if section not in COMPONENT_SECTIONS:
+            raise ValueError(f"{section!r} is not a component section ({', '.join(COMPONENT_SECTIONS)})")
+        template: str = getattr(self, section).domain
+        return template.replace("{domain}", host.lower())
+
+    def components(self, host: str) -> dict[str, str]:
+        """Enabled components of `host`: section -> component domain."""
+        return {s: self.component_domain(s, host) for s in COMPONENT_SECTIONS
+                if getattr(self, s).enabled}
+
+    @property
+    def enabled_modules(self) -> tuple[str, ...]:
+        mods = DEFAULT_MODULES if self.server.modules is None else self.server.modules
+        return tuple(m for m in mods if m not in self.server.disabled_modules)
+
+    def tls_for(self, domain: str) -> TLSCertConfig | None:
+        """The certificate configured for `domain` (exact, then wildcard, then default), if any."""
+        d = domain.lower()
+        entry = self.tls.domains.get(d)
+        if entry is None and "." in d:
+            entry = self.tls.domains.get("*." + d.split(".", 1)[1])
+        if entry is None and self.tls.cert is not None and self.tls.key is not None:
+            entry = TLSCertConfig(self.tls.cert, self.tls.key)
+        return entry
+
+    @property
+    def http_public_url(self) -> str:
+        if self.http.public_url is not None:
+            return self.http.public_url
+        port = self.http.listen[0][1] if self.http.listen else 5443
+        return f"{'https' if self.http.tls else 'http'}://{self.server.domains[0]}:{port}"
+
+
+# ------------------------------------------------------------------------------------ value parsing
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_LOCALPART_FORBIDDEN = set("\"&'/:<>@ \t\r\n")
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in path)
+
+
+def _type_name(v: object) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    return {str: "string", int: "integer", float: "float", list: "array", dict: "table"}.get(
+        type(v), type(v).__name__)
+
+
+def _show(v: object) -> str:
+    text = json.dumps(v) if isinstance(v, (str, bool)) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_domain(d: str, *, wildcard: bool = False) -> str:
+    """Return the normalized (lowercase, no trailing dot) domain; raise ValueError if invalid."""
+    name = d.strip().lower().rstrip(".") if d.strip() != "." else ""
+    if not name:
+        raise ValueError(f"invalid domain name {d!r}: empty")
+    labels = name.split(".")
+    if wildcard and labels[0] == "*" and len(labels) > 1:
+        labels = labels[1:]
+    try:
+        ascii_labels = [lab if lab.isascii() else lab.encode("idna").decode("ascii") for lab in labels]
+    except UnicodeError:
+        raise ValueError(f"invalid domain name {d!r}: not a valid internationalized name") from None
+    if len(".".join(ascii_labels)) > 253:
+        raise ValueError(f"invalid domain name {d!r}: longer than 253 characters")
+    for lab in ascii_labels:
+        if not _LABEL.fullmatch(lab):
+            raise ValueError(f"invalid domain name {d!r}: bad label {lab!r} (letters, digits and "
+                             "inner hyphens, 1-63 characters)")
+    if all(lab.isdigit() for lab in ascii_labels):
+        raise ValueError(f"invalid domain name {d!r}: an IP address is not a domain name")
+    return name
+
+
+def _check_bare_jid(j: str) -> str:
+    local, at, domain = j.partition("@")
+    if not at or not local:
+        raise ValueError(f"invalid JID {j!r}: expected a bare JID user@domain")
+    if "/" in domain:
+        raise ValueError(f"invalid JID {j!r}: must be a bare JID without a resource")
+    if _LOCALPART_FORBIDDEN & set(local) or len(local.encode()) > 1023:
+        raise ValueError(f"invalid JID {j!r}: bad localpart {local!r}")
+    try:
+        domain = _check_domain(domain)
+    except ValueError as e:
+        raise ValueError(f"invalid JID {j!r}: {e}") from None
+    return f"{local.lower()}@{domain}"
+
+
+def parse_listen(s: str) -> Listen:
+    """Parse "host:port" or "[v6]:port" into (host, port); port 0 means an ephemeral port."""
+    if not isinstance(s, str):
+        raise ValueError(f"invalid listen address {s!r}: expected a \"host:port\" string")
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0 or not s[end + 1:].startswith(":"):
+            raise ValueError(f"invalid listen address {s!r}: expected \"[ipv6]:port\"")
+        host, port = s[1:end], s[end + 2:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid listen address {s!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port = s.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"invalid listen address {s!r}: expected \"host:port\" "
+                             "(e.g. \"0.0.0.0:5222\" or \"[::]:5222\")")
+        if ":" in host:
+            raise ValueError(f"invalid listen address {s!r}: put an IPv6 address in brackets, "
+                             f"\"[{host}]:{port}\"")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if host.replace(".", "").isdigit():
+                raise ValueError(f"invalid listen address {s!r}: {host!r} is not an IPv4 address") from None
+            try:
+                host = _check_domain(host)
+            except ValueError:
+                raise ValueError(f"invalid listen address {s!r}: {host!r} is not an IP address "
+                                 "or host name") from None
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid listen address {s!r}: port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def format_listen(addr: Listen) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --------------------------------------------------------------------------------------- the reader
+
+_MISSING: Any = object()
+
+
+class _Table:
+    """One TOML table being read: typed getters that record errors and remember the keys used."""
+
+    def __init__(self, data: dict[str, Any], path: tuple[str, ...], errors: list[str]) -> None:
+        self.data, self.path, self.errors = data, path, errors
+        self.used: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return _dotted(self.path + (k,))
+
+    def error(self, k: str, msg: str) -> None:
+        self.errors.append(f"{self.key(k)}: {msg}")
+
+    def _get(self, k: str) -> Any:
+        self.used.add(k)
+        return self.data.get(k, _MISSING)
+
+    def _wrong(self, k: str, expected: str, v: object) -> None:
+        self.error(k, f"expected {expected}, got {_type_name(v)} {_show(v)}")
+
+    def get_str(self, k: str, default: Any) -> Any:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if not isinstance(v, str) or not v:
+            self._wrong(k, "a non-empty string", v)
+            return default
+        return v
+
+    def get_bool(self, k: str, default: bool) -> bool:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if not isinstance(v, bool):
+            self._wrong(k, "a boolean (true or false)", v)
+            return default
+        return v
+
+    def get_int(self, k: str, default: int, minimum: int = 0) -> int:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            self._wrong(k, "an integer", v)
+            return default
+        if v < minimum:
+            self.error(k, f"must be at least {minimum}, got {v}")
+            return default
+        return v
+
+    def get_duration(self, k: str, default: float, minimum: float = 0.001) -> float:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            self._wrong(k, 'a duration such as "30s", "5m", "1h", "7d" or an integer number of seconds', v)
+            return default
+        try:
+            secs = parse_duration(v)
+        except ValueError as e:
+            self.error(k, str(e))
+            return default
+        if secs < minimum:
+            self.error(k, f"must be at least {format_duration(minimum)}, got {_show(v)}")
+            return default
+        return secs
+
+    def get_size(self, k: str, default: int, minimum: int = 1) -> int:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            self._wrong(k, 'a size such as "256KiB", "10MiB", "10MB" or an integer number of bytes', v)
+            return default
+        try:
+            n = parse_size(v)
+        except ValueError as e:
+            self.error(k, str(e))
+            return default
+        if n < minimum:
+            self.error(k, f"must be at least {format_size(minimum)}, got {_show(v)}")
+            return default
+        return n
+
+    def get_str_list(self, k: str, default: Any) -> Any:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            self._wrong(k, "an array of non-empty strings", v)
+            return default
+        return tuple(v)
+
+    def get_listen(self, k: str, default: tuple[Listen, ...]) -> tuple[Listen, ...]:
+        v = self._get(k)
+        if v is _MISSING:
+            return default
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self._wrong(k, 'an array of "host:port" strings (e.g. ["[::]:5222"])', v)
+            return default
+        out = []
+        for s in v:
+            try:
+                out.append(parse_listen(s))
+            except ValueError as e:
+                self.error(k, str(e))
+        return tuple(out)
+
+    def get_table(self, k: str) -> _Table | None:
+        v = self._get(k)
+        if v is _MISSING:
+            return None
+        if not isinstance(v, dict):
+            self._wrong(k, "a table", v)
+            return None
+        return _Table(v, self.path + (k,), self.errors)
+
+    def finish(self) -> None:
+        for k in self.data:
+            if k not in self.used:
+                hint = difflib.get_close_matches(k, sorted(self.used), n=1)
+                tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.errors.append(f"unknown key '{self.key(k)}'{tail}")
+
+
+# ------------------------------------------------------------------------------------ section loaders
+
+def _load_server(t: _Table) -> ServerConfig:
+    d = ServerConfig()
+    domains: list[str] = []
+    raw = t.get_str_list("domains", _MISSING)
+    if raw is _MISSING:
+        if "domains" not in t.data:
+            t.error("domains", 'required: the virtual hosts this server serves, e.g. ["example.org"]')
+    elif not raw:
+        t.error("domains", "at least one domain is required")
+    else:
+        for x in raw:
+            try:
+                name = _check_domain(x)
+            except ValueError as e:
+                t.error("domains", str(e))
+                continue
+            if name in domains:
+                t.error("domains", f"duplicate domain {name!r}")
+            else:
+                domains.append(name)
+    admins = []
+    for a in t.get_str_list("admins", ()):
+        try:
+            admins.append(_check_bare_jid(a))
+        except ValueError as e:
+            t.error("admins", str(e))
+    level = t.get_str("log_level", d.log_level).lower()
+    if level not in LOG_LEVELS:
+        t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {_show(level)}")
+        level = d.log_level
+    modules = t.get_str_list("modules", None)
+    disabled = t.get_str_list("disabled_modules", ())
+    for key, names in (("modules", modules or ()), ("disabled_modules", disabled)):
+        for m in names:
+            if not m.isidentifier():
+                t.error(key, f"invalid module name {m!r}")
+    return ServerConfig(
+        domains=tuple(domains) or d.domains, data_dir=t.get_str("data_dir", d.data_dir),
+        admins=tuple(admins), log_level=level, modules=modules, disabled_modules=disabled)
+
+
+def _load_cert_pair(t: _Table, required: bool) -> tuple[str | None, str | None]:
+    cert, key = t.get_str("cert", None), t.get_str("key", None)
+    if (cert is None) != (key is None) or (required and cert is None and key is None):
+        missing = "key" if key is None else "cert"
+        t.error(missing, "required: cert and key must be set together")
+    return cert, key
+
+
+def _load_tls(t: _Table) -> TLSConfig:
+    d = TLSConfig()
+    cert, key = _load_cert_pair(t, required=False)
+    domains: dict[str, TLSCertConfig] = {}
+    dt = t.get_table("domains")
+    if dt is not None:
+        for name in list(dt.data):
+            sub = dt.get_table(name)
+            if sub is None:
+                continue
+            try:
+                norm = _check_domain(name, wildcard=True)
+            except ValueError as e:
+                dt.error(name, str(e))
+                norm = None
+            c, k = _load_cert_pair(sub, required=True)
+            sub.finish()
+            if norm is not None and c is not None and k is not None:
+                domains[norm] = TLSCertConfig(c, k)
+        dt.finish()
+    v = t._get("min_version")
+    min_version = d.min_version
+    if v is not _MISSING:
+        # COMPAT: `min_version = 1.2` (a TOML float) is an easy mistake; accept it.
+        sv = f"{v:.1f}" if isinstance(v, float) else v
+        if sv not in TLS_VERSIONS:
+            t.error("min_version", f'must be "1.2" or "1.3", got {_show(v)}')
+        else:
+            min_version = sv
+    ciphers = t.get_str("ciphers", d.ciphers)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError:
+        t.error("ciphers", f"OpenSSL accepts no cipher from {_show(ciphers)}")
+        ciphers = d.ciphers
+    return TLSConfig(cert=cert, key=key, domains=MappingProxyType(domains),
+                     min_version=min_version, ciphers=ciphers)
+
+
+def _load_c2s(t: _Table) -> C2SConfig:
+    d = C2SConfig()
+    return C2SConfig(
+        listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
+        max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
+        auth_timeout=t.get_duration("auth_timeout", d.auth_timeout),
+        max_unauthenticated_per_ip=t.get_int("max_unauthenticated_per_ip", d.max_unauthenticated_per_ip, 1),
+        max_auth_attempts=t.get_int("max_auth_attempts", d.max_auth_attempts, 1),
+        allow_plain=t.get_bool("allow_plain", d.allow_plain),
+        require_encryption=t.get_bool("require_encryption", d.require_encryption))
+
+
+def _load_s2s(t: _Table) -> S2SConfig:
+    d = S2SConfig()
+    return S2SConfig(
+        listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
+        max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
+        enabled=t.get_bool("enabled", d.enabled), dialback=t.get_bool("dialback", d.dialback),
+        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout))
+
+
+def _load_http(t: _Table) -> HTTPConfig:
+    d = HTTPConfig()
+    url = t.get_str("public_url", None)
+    if url is not None:
+        from urllib.parse import urlsplit
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            t.error("public_url", f'expected an absolute http(s) URL such as "https://example.org:5443", '
+                                  f"got {_show(url)}")
+            url = None
+        else:
+            url = url.rstrip("/")
+    return HTTPConfig(listen=t.get_listen("listen", d.listen), public_url=url, tls=t.get_bool("tls", d.tls))
+
+
+def _load_sm(t: _Table) -> SMConfig:
+    d = SMConfig()
+    return SMConfig(resume_timeout=t.get_duration("resume_timeout", d.resume_timeout),
+                    push_resume_timeout=t.get_duration("push_resume_timeout", d.push_resume_timeout),
+                    max_unacked=t.get_int("max_unacked", d.max_unacked, 1))
+
+
+def _load_mam(t: _Table) -> MAMConfig:
+    d = MAMConfig()
+    return MAMConfig(retention=t.get_duration("retention", d.retention, minimum=1),
+                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1))
+
+
+def _component_template(t: _Table, default: str) -> str:
+    tpl: str = t.get_str("domain", default)
+    probe = tpl.replace("{domain}", "example.org")
+    try:
+        if "{" in probe or "}" in probe:
+            raise ValueError("the only placeholder is {domain}")
+        _check_domain(probe)
+    except ValueError as e:
+        t.error("domain", f"invalid component domain {tpl!r}: {e}")
+        return default
+    return tpl.lower()
+
+
+def _load_muc(t: _Table) -> MUCConfig:
+    d = MUCConfig()
+    return MUCConfig(domain=_component_template(t, d.domain),
+                     archive_by_default=t.get_bool("archive_by_default", d.archive_by_default),
+                     enabled=t.get_bool("enabled", d.enabled))
+
+
+def _load_upload(t: _Table) -> UploadConfig:
+    d = UploadConfig()
+    return UploadConfig(domain=_component_template(t, d.domain),
+                        max_file_size=t.get_size("max_file_size", d.max_file_size),
+                        expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
+                        enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None))
+
+
+def _load_proxy65(t: _Table) -> Proxy65Config:
+    d = Proxy65Config()
+    host = t.get_str("public_host", None)
+    if host is not None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                host = _check_domain(host)
+            except ValueError as e:
+                t.error("public_host", f"expected a host name or IP address: {e}")
+                host = None
+    return Proxy65Config(domain=_component_template(t, d.domain), listen=t.get_listen("listen", d.listen),
+                         public_host=host, enabled=t.get_bool("enabled", d.enabled))
+
+
+def _load_offline(t: _Table) -> OfflineConfig:
+    return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
+
+
+def _load_accounts(t: _Table) -> AccountsConfig:
+    d = AccountsConfig()
+    return AccountsConfig(chat_plans=t.get_str_list("chat_plans", d.chat_plans),
+                          default_plan=t.get_str("default_plan", d.default_plan),
+                          refusal_text=t.get_str("refusal_text", d.refusal_text))
+
+
+_SECTIONS = {
+    "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
+    "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
+    "proxy65": _load_proxy65, "offline": _load_offline, "accounts": _load_accounts,
+}
+
+
+def _check_component_domains(cfg: Config, errors: list[str]) -> None:
+    owner: dict[str, str] = {h: f"server.domains ({h})" for h in cfg.server.domains}
+    for host in cfg.server.domains:
+        for section, dom in cfg.components(host).items():
+            what = f"{section}.domain ({dom} for {host})"
+            prev = owner.get(dom)
+            if prev is not None and not prev.startswith(f"{section}.domain"):
+                errors.append(f"{section}.domain: {dom!r} for {host} is already used by {prev}")
+            owner.setdefault(dom, what)
+
+
+def _build(data: dict[str, Any], source: str | None) -> Config:
+    errors: list[str] = []
+    root = _Table(data, (), errors)
+    parts: dict[str, Any] = {}
+    if "server" not in data:
+        errors.append("missing required section [server] (with at least `domains = [...]`)")
+    for name, loader in _SECTIONS.items():
+        t = root.get_table(name)
+        if t is not None:
+            parts[name] = loader(t)
+            t.finish()
+    root.finish()
+    cfg = Config(**parts, source=source)
+    if cfg.upload.storage_dir is None:
+        cfg = dataclasses.replace(cfg, upload=dataclasses.replace(
+            cfg.upload, storage_dir=os.path.join(cfg.server.data_dir, "upload")))
+    _check_component_domains(cfg, errors)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate `path`; None gives the embedded defaults. Raises ConfigError."""
+    if path is None:
+        return _build({"server": {"domains": ["localhost"]}}, None)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError([f"cannot read config file {os.fspath(path)!r}: {e.strerror or e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{os.fspath(path)}: invalid TOML: {e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{os.fspath(path)}: not UTF-8: {e}"]) from None
+    return _build(data, os.fspath(path))
+
+
+def find_default_config() -> str | None:
+    """`./mbxmpp.toml` if it exists (the CLI order is `-c FILE`, this, then the embedded defaults)."""
+    return DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+
+
+# ------------------------------------------------------------------------------------- check_config
+
+def _cert_names(cert: Any) -> list[str]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return [n.lower() for n in san.value.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        return [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def _name_matches(pattern: str, domain: str) -> bool:
+    if pattern.startswith("*."):
+        head, _, rest = domain.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == domain
+
+
+def _check_pair(label: str, cert_path: str, key_path: str, errors: list[str]) -> Any:
+    """Check one cert/key pair; return the leaf certificate, or None after recording errors."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def read(key: str, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            errors.append(f"{label}.{key}: cannot read {path!r}: {e.strerror or e}")
+            return None
+
+    cert_pem, key_pem = read("cert", cert_path), read("key", key_path)
+    leaf = key = None
+    if cert_pem is not None:
+        try:
+            leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+        except ValueError as e:
+            errors.append(f"{label}.cert: {cert_path!r} is not a PEM certificate: {e}")
+    if key_pem is not None:
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except TypeError:
+            errors.append(f"{label}.key: {key_path!r} is encrypted; the server needs an unencrypted key")
+        except Exception as e:  # ValueError, or UnsupportedAlgorithm for an exotic key type
+            errors.append(f"{label}.key: {key_path!r} is not a PEM private key: {e}")
+    if leaf is None or key is None:
+        return None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if leaf.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        errors.append(f"{label}.key: {key_path!r} does not match the certificate {cert_path!r}")
+        return None
+    if leaf.not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
+        errors.append(f"{label}.cert: {cert_path!r} expired on {leaf.not_valid_after_utc:%Y-%m-%d}")
+    return leaf
+
+
+def _check_tls(cfg: Config, errors: list[str]) -> None:
+    leaves: dict[str, Any] = {}
+    if cfg.tls.cert is not None and cfg.tls.key is not None:
+        leaves["*default*"] = _check_pair("tls", cfg.tls.cert, cfg.tls.key, errors)
+    for name, pair in cfg.tls.domains.items():
+        leaves[name] = _check_pair(_dotted(("tls", "domains", name)), pair.cert, pair.key, errors)
+    for host in cfg.server.domains:
+        entry = cfg.tls.domains.get(host)
+        which = host if entry is not None else "*default*"
+        if entry is None and "." in host and "*." + host.split(".", 1)[1] in cfg.tls.domains:
+            which = "*." + host.split(".", 1)[1]
+        leaf = leaves.get(which)
+        if leaf is None:
+            continue  # no certificate (self-signed) or already reported
+        names = _cert_names(leaf)
+        if not any(_name_matches(n, host) for n in names):
+            src = "tls.cert" if which == "*default*" else _dotted(("tls", "domains", which)) + ".cert"
+            errors.append(f"{src}: certificate does not cover virtual host {host!r} "
+                          f"(it names {', '.join(names) or 'nothing'})")
+
+
+def _check_listeners(cfg: Config, errors: list[str]) -> None:
+    groups = [("c2s.listen", cfg.c2s.listen), ("c2s.direct_tls", cfg.c2s.direct_tls),
+              ("http.listen", cfg.http.listen)]
+    if cfg.s2s.enabled:
+        groups += [("s2s.listen", cfg.s2s.listen), ("s2s.direct_tls", cfg.s2s.direct_tls)]
+    if cfg.proxy65.enabled:
+        groups.append(("proxy65.listen", cfg.proxy65.listen))
+    seen: list[tuple[str, Listen]] = []
+    for key, addrs in groups:
+        for addr in addrs:
+            if addr[1] == 0:
+                continue  # ephemeral: never clashes
+            for other_key, other in seen:
+                if other[1] == addr[1] and _hosts_overlap(other[0], addr[0]):
+                    errors.append(f"{key}: {format_listen(addr)} clashes with {other_key} "
+                                  f"{format_listen(other)}")
+                    break
+            seen.append((key, addr))
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    # asyncio binds "::" with IPV6_V6ONLY, so "0.0.0.0" and "::" may share a port.
+    return ia.version == ib.version and (ia.is_unspecified or ib.is_unspecified)
+
+
+def _check_writable_dir(key: str, path: str, errors: list[str]) -> None:
+    p = os.path.abspath(path)
+    if os.path.exists(p):
+        if not os.path.isdir(p):
+            errors.append(f"{key}: {path!r} exists and is not a directory")
+        elif not os.access(p, os.W_OK | os.X_OK):
+            errors.append(f"{key}: directory {path!r} is not writable")
+        return
+    parent = os.path.dirname(p)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        errors.append(f"{key}: {path!r} does not exist and cannot be created "
+                      f"({parent!r} is not a writable directory)")
+
+
+def _check_modules(cfg: Config, errors: list[str]) -> None:
+    try:
+        import mbxmpp.modules as mods
+    except ImportError:
+        return
+    registry = getattr(mods, "REGISTRY", None) or getattr(mods, "MODULES", None)
+    if not isinstance(registry, Mapping):
+        return
+    for key, names in (("server.modules", cfg.server.modules or ()),
+                       ("server.disabled_modules", cfg.server.disabled_modules)):
+        for m in names:
+            if m not in registry:
+                errors.append(f"{key}: unknown module {m!r} (known: {', '.join(sorted(registry))})")
+
+
+def check_config(cfg: Config) -> list[str]:
+    """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
+    errors: list[str] = []
+    _check_tls(cfg, errors)
+    _check_listeners(cfg, errors)
+    _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
+    if cfg.upload.enabled and cfg.upload.storage_dir is not None:
+        _check_writable_dir("upload.storage_dir", cfg.upload.storage_dir, errors)
+    _check_modules(cfg, errors)
+    return errors

@@ -1,0 +1,86 @@
+"""Accounts: SCRAM credentials only (never the password), the customer's plan, creation time.
+
+Record (keyval store ``accounts``, owner = bare JID): ``{"scram": {mech: record}, "plan": str|None,
+"created": float}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..stream.scram import HASHES, ScramCredential, derive, make_credentials
+
+if TYPE_CHECKING:
+    from ..storage.api import Storage
+
+
+class Accounts:
+    def __init__(self, storage: Storage, iterations: int = 4096) -> None:
+        self.storage = storage
+        self.store = storage.keyval("accounts")
+        self.iterations = iterations
+
+    def get(self, bare: str) -> dict[str, Any] | None:
+        return self.store.get(bare)
+
+    def exists(self, bare: str) -> bool:
+        return self.store.get(bare) is not None
+
+    def credential(self, bare: str, mech: str) -> ScramCredential | None:
+        rec = self.store.get(bare)
+        if rec is None:
+            return None
+        r = rec.get("scram", {}).get(mech)
+        return None if r is None else ScramCredential.from_record(r)
+
+    def check_password(self, bare: str, password: str) -> bool:
+        rec = self.store.get(bare)
+        if rec is None:
+            # Same work as for a real account, so timing does not reveal which accounts exist.
+            derive("SCRAM-SHA-256", password, b"\0" * 16, self.iterations)
+            return False
+        scram = rec.get("scram", {})
+        mech = "SCRAM-SHA-256" if "SCRAM-SHA-256" in scram else next(iter(scram), None)
+        if mech is None:
+            return False
+        cred = ScramCredential.from_record(scram[mech])
+        probe = derive(mech, password, cred.salt, cred.iterations)
+        return hmac.compare_digest(probe.stored_key, cred.stored_key)
+
+    def record(self, password: str | None = None, creds: dict[str, ScramCredential] | None = None,
+               plan: str | None = None, old: dict[str, Any] | None = None) -> dict[str, Any]:
+        rec = dict(old) if old else {"created": time.time(), "plan": plan}
+        if plan is not None:
+            rec["plan"] = plan
+        if password is not None:
+            creds = make_credentials(password, self.iterations)
+        if creds is not None:
+            scram = {} if password is not None else dict(rec.get("scram", {}))
+            scram.update({m: c.to_record() for m, c in creds.items()})
+            rec["scram"] = scram
+        return rec
+
+    async def create(self, bare: str, password: str | None = None,
+                     creds: dict[str, ScramCredential] | None = None, plan: str | None = None) -> bool:
+        """Create or update an account; returns True if it was new."""
+        old = self.store.get(bare)
+        await self.store.set(bare, self.record(password, creds, plan, old))
+        return old is None
+
+    async def delete(self, bare: str) -> bool:
+        if self.store.get(bare) is None:
+            return False
+        await self.storage.delete_owner(bare)
+        await self.store.set(bare, None)
+        return True
+
+    def list(self, domain: str | None = None) -> Iterator[str]:
+        for owner in self.store.owners():
+            if domain is None or owner.endswith("@" + domain):
+                yield owner
+
+    @staticmethod
+    def mechanisms() -> list[str]:
+        return list(HASHES)

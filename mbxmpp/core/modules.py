@@ -1,0 +1,108 @@
+"""Feature modules: the Module base class, its decorators, and the loader.
+
+A module declares its metadata (name, XEPs, disco features) and its handlers with decorators;
+the loader collects them into the server's dispatch tables at load time, so that handling a
+stanza costs no lookup (STYLE.md §5.2).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+log = logging.getLogger(__name__)
+
+# IQ scopes: whom the IQ is addressed to (Prosody's iq/host, iq/self, iq/bare).
+HOST = "host"   # the server domain itself
+SELF = "self"   # no 'to', or the sender's own bare JID
+BARE = "bare"   # another local user's bare JID (also tried for SELF when no SELF handler exists)
+
+
+def iq_handler(type: str, ns: str, tag: str, scope: str = HOST) -> Callable:
+    """Handle IQs of ``type`` whose payload is ``{ns}tag``, addressed to ``scope``.
+
+    The method takes ``(iq, ctx)`` and returns the result payload (Element or None), or raises
+    StanzaError; it may be a coroutine function. ``scope`` may also be a tuple of scopes.
+    """
+    scopes = scope if isinstance(scope, tuple) else (scope,)
+
+    def deco(fn: Callable) -> Callable:
+        fn.__dict__.setdefault("_mb_iq", []).extend((type, ns, tag, s) for s in scopes)
+        return fn
+    return deco
+
+
+def hook(event: str, priority: int = 0) -> Callable:
+    """Run the method on ``event``; a non-None return stops lower-priority handlers."""
+    def deco(fn: Callable) -> Callable:
+        fn.__dict__.setdefault("_mb_hooks", []).append((event, priority))
+        return fn
+    return deco
+
+
+class Module:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    xeps: ClassVar[dict[str, str]] = {}        # XEP number -> version implemented
+    features: ClassVar[list[str]] = []         # disco#info features of the server domain
+    account_features: ClassVar[list[str]] = []  # disco#info features of a user's bare JID
+    identities: ClassVar[list[tuple[str, str, str]]] = []  # (category, type, name)
+    depends: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.log = logging.getLogger(f"mbxmpp.modules.{self.name}")
+
+    # Lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Called once every module is loaded and storage is open."""
+
+    async def stop(self) -> None:
+        """Called on shutdown, before storage is flushed."""
+
+    # Helpers --------------------------------------------------------------------------------
+    def handlers(self) -> tuple[list[tuple[str, str, str, str, Callable]], list[tuple[str, int, Callable]]]:
+        iqs: list[tuple[str, str, str, str, Callable]] = []
+        hooks: list[tuple[str, int, Callable]] = []
+        for klass in type(self).__mro__:
+            for attr, fn in vars(klass).items():
+                for t, ns, tag, scope in getattr(fn, "_mb_iq", ()):
+                    iqs.append((t, ns, tag, scope, getattr(self, attr)))
+                for ev, prio in getattr(fn, "_mb_hooks", ()):
+                    hooks.append((ev, prio, getattr(self, attr)))
+        return iqs, hooks
+
+
+def load_class(spec: str) -> type[Module]:
+    mod_name, _, cls_name = spec.partition(":")
+    mod: Any = importlib.import_module(mod_name)
+    cls = getattr(mod, cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise TypeError(f"{spec} is not a Module")
+    return cls
+
+
+def order_by_dependencies(names: list[str], registry: dict[str, str]) -> list[str]:
+    """Add missing dependencies and order so that each module comes after what it depends on."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str, stack: tuple[str, ...]) -> None:
+        if n in seen:
+            return
+        if n in stack:
+            raise ValueError(f"module dependency cycle: {' -> '.join(stack + (n,))}")
+        if n not in registry:
+            raise ValueError(f"unknown module {n!r}")
+        for d in load_class(registry[n]).depends:
+            visit(d, stack + (n,))
+        seen.add(n)
+        out.append(n)
+
+    for n in names:
+        visit(n, ())
+    return out

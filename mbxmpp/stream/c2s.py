@@ -1,0 +1,444 @@
+"""The client-to-server stream (RFC 6120): negotiation (STARTTLS, SASL, bind) and stanza intake.
+
+Sans-IO: bytes come in through ``receive_data``; bytes go out through the ``write`` callable the
+connection gives; TLS is requested by setting ``tls_requested`` and finished by the connection
+calling ``tls_started``. Nothing here imports asyncio or touches a socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from ..errors import StanzaError, StreamError
+from ..jid import JID, JIDError
+from ..util.ids import new_id
+from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
+from ..xml.build import error_reply, iq_result, stream_error_bytes
+from ..xml.element import _escape_attr
+from ..xml.ns import (NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS)
+from .sasl import SaslFailure, SaslServer, channel_binding_element_types, mechanisms
+
+if TYPE_CHECKING:
+    from ..core.sessions import Session
+
+log = logging.getLogger(__name__)
+
+STANZAS = frozenset(("message", "presence", "iq"))
+
+# Negotiation stages.
+ST_HEADER = 0      # waiting for a stream header
+ST_TLS = 1         # TLS not yet negotiated (features offered: starttls)
+ST_SASL = 2        # secure, waiting for SASL
+ST_SASL_STEP = 3   # a SASL exchange is in progress
+ST_BIND = 4        # authenticated, waiting for resource binding
+ST_READY = 5       # bound: stanzas flow
+ST_CLOSED = 6
+
+
+class C2SHost(Protocol):
+    """What the stream needs from the server (implemented by mbxmpp.server.Server)."""
+
+    hosts: set[str]
+
+    def get_credential(self, username: str, host: str, mech: str) -> Any: ...
+    def check_password(self, username: str, host: str, password: str) -> bool: ...
+    def login_refusal(self, username: str, host: str) -> str | None: ...
+    def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session: ...
+    def route_from_client(self, stanza: Element, session: Session) -> None: ...
+    def post_auth_features(self, stream: C2SStream) -> list[Element]: ...
+    def handle_nonza(self, stream: C2SStream, el: Element) -> bool: ...
+    def stream_closed(self, stream: C2SStream) -> None: ...
+
+
+class C2SStream:
+    def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
+                 peer: str = "", max_stanza_size: int = 262144, require_encryption: bool = True,
+                 allow_plain: bool = True, max_auth_attempts: int = 5) -> None:
+        self.server = server
+        self.write = write
+        self.secure = secure
+        self.peer = peer
+        self.require_encryption = require_encryption
+        self.allow_plain = allow_plain
+        self.max_auth_attempts = max_auth_attempts
+        self.parser = XMLParser(max_stanza_size=max_stanza_size)
+        self.stage = ST_HEADER
+        self.header_sent = False
+        self.host: str | None = None
+        self.stream_id = ""
+        self.lang = "en"
+        self.cb_data: dict[str, bytes] = {}
+        self.sasl: SaslServer | None = None
+        self.auth_failures = 0
+        self.username: str | None = None
+        self.session: Session | None = None
+        self.tls_requested = False
+        self.closing = False
+        self.on_close: Callable[[], None] | None = None   # the connection closes the transport
+        self.on_authenticated: Callable[[], None] | None = None
+        # Stream Management (XEP-0198) counters; the sm module owns the logic.
+        self.sm: Any = None
+
+    # -- input ------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self.stage == ST_CLOSED or self.tls_requested:
+            return
+        try:
+            events = self.parser.feed(data)
+        except XMLError as e:
+            for event in e.events:
+                self._event(event)
+                if self.stage == ST_CLOSED:
+                    return
+            self.fail(e)
+            return
+        for event in events:
+            self._event(event)
+            # After <starttls/> the rest of the buffer is plaintext injection: drop it.
+            if self.stage == ST_CLOSED or self.tls_requested:
+                return
+
+    def _event(self, event: Any) -> None:
+        try:
+            if event.__class__ is Element:
+                if self.stage == ST_READY and event.tag in STANZAS and event.ns == NS_CLIENT:
+                    self._stanza(event)
+                else:
+                    self._negotiation_element(event)
+            elif event.__class__ is StreamHeader:
+                self._header(event)
+            elif event is STREAM_END:
+                self.close()
+        except StreamError as e:
+            self.fail(e)
+        except Exception as e:  # a bug must not take the server down, nor leave the stream open
+            log.exception("c2s stream %s: internal error on %r", self.peer, event)
+            self.fail(StreamError("internal-server-error"))
+
+    # -- stream header and features -------------------------------------------------------
+    def _header(self, h: StreamHeader) -> None:
+        if self.stage != ST_HEADER:
+            raise StreamError("not-well-formed", "unexpected stream header")
+        to = h.attrs.get("to")
+        if to is not None:
+            try:
+                to = JID.parse(to).full
+            except JIDError:
+                to = None
+            if to not in self.server.hosts:
+                self._send_header(None)
+                raise StreamError("host-unknown", "this server does not serve that domain")
+        if self.host is None:
+            self.host = to if to is not None else next(iter(sorted(self.server.hosts)))
+        elif to is not None and to != self.host:
+            raise StreamError("host-unknown", "the domain changed on stream restart")
+        lang = h.attrs.get("xml:lang")
+        if lang:
+            self.lang = lang
+        self._send_header(h.attrs.get("from"))
+        if h.tag != "stream" or h.ns != NS_STREAMS:
+            raise StreamError("invalid-namespace", "the stream element must be <stream:stream>")
+        if h.default_ns != NS_CLIENT:
+            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        version = h.attrs.get("version", "0.9")
+        major = version.split(".", 1)[0]
+        if not major.isdigit() or int(major) < 1:
+            raise StreamError("unsupported-version", "XMPP 1.0 or later is required")
+        self._send_features()
+
+    def _send_header(self, peer_from: str | None) -> None:
+        if self.header_sent:
+            return
+        self.header_sent = True
+        self.stream_id = new_id(16)
+        to = ""
+        if peer_from:
+            try:
+                to = f" to='{_escape_attr(JID.parse(peer_from).full)}'"
+            except JIDError:
+                to = ""
+        host = self.host or next(iter(sorted(self.server.hosts)))
+        self.write(
+            f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' id='{self.stream_id}' "
+            f"from='{_escape_attr(host)}'{to} version='1.0' xml:lang='en'>".encode())
+
+    def _send_features(self) -> None:
+        f = Element("features", NS_STREAMS)
+        if not self.secure:
+            tls = f.add("starttls", NS_TLS)
+            if self.require_encryption:
+                tls.add("required")
+            self.stage = ST_TLS
+        if self.secure or not self.require_encryption:
+            if self.username is None:
+                cb_types = channel_binding_element_types(self.cb_data) if self.secure else []
+                mechs = mechanisms(self.secure, cb_types)
+                if not self.allow_plain:
+                    mechs = [m for m in mechs if m != "PLAIN"]
+                m = f.add("mechanisms", NS_SASL)
+                for name in mechs:
+                    m.add("mechanism", text=name)
+                if cb_types:
+                    # XEP-0440: which channel-binding types this server can do.
+                    cb = f.add("sasl-channel-binding", NS_SASL_CB)
+                    for t in cb_types:
+                        cb.add("channel-binding", attrs={"type": t})
+                if self.secure:
+                    self.stage = ST_SASL
+            else:
+                f.add("bind", NS_BIND)
+                f.add("session", NS_SESSION).add("optional")
+                f.children.extend(self.server.post_auth_features(self))
+                self.stage = ST_BIND
+        self.write(b"<stream:features>" + b"".join(c.to_bytes(NS_STREAMS) for c in f.elements())
+                   + b"</stream:features>")
+
+    def restart(self) -> None:
+        """A stream restart (after TLS or SASL): new parser, new header expected."""
+        self.parser.reset()
+        self.header_sent = False
+        self.stage = ST_HEADER
+
+    # -- negotiation ------------------------------------------------------------------------
+    def _negotiation_element(self, el: Element) -> None:
+        ns = el.ns
+        if ns == NS_TLS and el.tag == "starttls":
+            self._starttls()
+        elif ns == NS_SASL:
+            self._sasl(el)
+        elif el.tag in STANZAS and ns == NS_CLIENT:
+            if self.stage == ST_BIND and el.tag == "iq":
+                self._bind_iq(el)
+            elif self.username is None:
+                raise StreamError("not-authorized", "authenticate first")
+            else:
+                raise StreamError("not-authorized", "bind a resource first")
+        elif self.server.handle_nonza(self, el):
+            pass
+        elif self.username is None and self.stage in (ST_TLS, ST_SASL, ST_SASL_STEP):
+            raise StreamError("not-authorized", "authenticate first")
+        else:
+            raise StreamError("unsupported-stanza-type", f"unknown element {el.tag!r} in {ns!r}")
+
+    def _starttls(self) -> None:
+        if self.secure or self.stage != ST_TLS:
+            raise StreamError("policy-violation", "TLS is already in place")
+        self.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.tls_requested = True
+
+    def tls_started(self, cb_data: dict[str, bytes]) -> None:
+        """The connection finished the TLS handshake after <proceed/>."""
+        self.tls_requested = False
+        self.secure = True
+        self.cb_data = cb_data
+        self.restart()
+
+    def _sasl(self, el: Element) -> None:
+        tag = el.tag
+        if self.username is not None:
+            raise StreamError("policy-violation", "already authenticated")
+        if tag == "auth":
+            if not self.secure and self.require_encryption:
+                self._sasl_failure("encryption-required", "use STARTTLS first")
+                return
+            if self.stage not in (ST_SASL, ST_TLS):
+                self._sasl_failure("malformed-request", "an exchange is already in progress")
+                return
+            mech = el.get("mechanism") or ""
+            try:
+                initial = self._b64(el.text, initial=True)
+            except ValueError:
+                self._sasl_failure("incorrect-encoding")
+                return
+            if mech == "PLAIN" and not self.allow_plain:
+                self._sasl_failure("invalid-mechanism")
+                return
+            try:
+                self.sasl = SaslServer(
+                    mech, self.host or "", self._get_credential, self._check_password,
+                    cb_data=self.cb_data, tls=self.secure,
+                    plus_advertised=bool(self.cb_data) and self.secure)
+                self._sasl_step(self.sasl.start(initial))
+            except SaslFailure as f:
+                self._sasl_failure(f.condition, f.text)
+        elif tag == "response":
+            if self.sasl is None or self.stage != ST_SASL_STEP:
+                self._sasl_failure("malformed-request", "no exchange in progress")
+                return
+            try:
+                data = self._b64(el.text, initial=False)
+                self._sasl_step(self.sasl.respond(data or b""))
+            except ValueError:
+                self._sasl_failure("incorrect-encoding")
+            except SaslFailure as f:
+                self._sasl_failure(f.condition, f.text)
+        elif tag == "abort":
+            self.sasl = None
+            self._sasl_failure("aborted")
+        else:
+            raise StreamError("unsupported-stanza-type", f"unknown SASL element {tag!r}")
+
+    @staticmethod
+    def _b64(text: str, initial: bool) -> bytes | None:
+        text = text.strip()
+        if text == "":
+            return None if initial else b""
+        if text == "=":
+            return b""
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("bad base64") from None
+
+    def _get_credential(self, username: str, mech: str) -> Any:
+        return self.server.get_credential(username, self.host or "", mech)
+
+    def _check_password(self, username: str, password: str) -> bool:
+        return self.server.check_password(username, self.host or "", password)
+
+    def _sasl_step(self, result: tuple[str, bytes | None]) -> None:
+        kind, data = result
+        if kind == "challenge":
+            self.stage = ST_SASL_STEP
+            self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                       + (base64.b64encode(data) if data else b"=") + b"</challenge>")
+            return
+        assert self.sasl is not None
+        username = self.sasl.username
+        refusal = self.server.login_refusal(username or "", self.host or "")
+        if refusal is not None:
+            self.sasl = None
+            self._sasl_failure("account-disabled", refusal)
+            return
+        self.username = username
+        self.sasl = None
+        if data:
+            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                       + base64.b64encode(data) + b"</success>")
+        else:
+            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        if self.on_authenticated is not None:
+            self.on_authenticated()
+        self.restart()
+
+    def _sasl_failure(self, condition: str, text: str | None = None) -> None:
+        self.sasl = None
+        self.stage = ST_SASL if self.secure else self.stage
+        f = Element("failure", NS_SASL)
+        f.add(condition)
+        if text:
+            f.add("text", attrs={"xml:lang": "en"}, text=text)
+        self.write(f.to_bytes(""))
+        if condition != "aborted":
+            self.auth_failures += 1
+            if self.auth_failures >= self.max_auth_attempts:
+                # RFC 6120 §6.4.5: a bounded number of retries, then the stream is closed.
+                self.fail(StreamError("policy-violation", "too many failed authentication attempts"))
+
+    def _bind_iq(self, iq: Element) -> None:
+        payload = iq.first_child()
+        if iq.get("type") != "set" or payload is None or payload.ns != NS_BIND or payload.tag != "bind":
+            if payload is not None and payload.ns == NS_SESSION:
+                raise StreamError("not-authorized", "bind a resource first")
+            self.write(error_reply(iq, StanzaError("not-authorized", "bind a resource first")).to_bytes())
+            return
+        resource = payload.findtext("resource")
+        if resource is not None:
+            resource = resource.strip() or None
+        bare = JID(self.username, self.host, None)
+        if resource is not None:
+            try:
+                resource = JID(self.username, self.host, resource).resource
+            except JIDError:
+                self.write(error_reply(iq, StanzaError("bad-request", "invalid resource")).to_bytes())
+                return
+        try:
+            self.session = self.server.bind(self, bare, resource)
+        except StanzaError as e:
+            self.write(error_reply(iq, e).to_bytes())
+            return
+        result = Element("bind", NS_BIND)
+        result.add("jid", text=self.session.full)
+        reply = Element("iq", NS_CLIENT, {"type": "result", "id": iq.get("id") or ""})
+        reply.children.append(result)
+        self.write(reply.to_bytes())
+        self.stage = ST_READY
+
+    # -- stanzas ----------------------------------------------------------------------------
+    def _stanza(self, st: Element) -> None:
+        session = self.session
+        assert session is not None
+        attrs = st.attrs
+        frm = attrs.get("from")
+        if frm is not None and frm != session.full:
+            # RFC 6120 §8.1.2.1: the client may only claim its own address.
+            try:
+                j = JID.parse(frm)
+            except JIDError:
+                raise StreamError("invalid-from", "malformed 'from'") from None
+            if j.full != session.full and j.full != session.bare:
+                raise StreamError("invalid-from", "'from' is not your address")
+        attrs["from"] = session.full
+        st._bytes = None
+        if st.tag == "iq":
+            t = attrs.get("type")
+            if "id" not in attrs or t not in ("get", "set", "result", "error"):
+                self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ needs an id and a valid type")))
+                return
+            if t in ("get", "set") and sum(1 for _ in st.elements()) != 1:
+                self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
+                return
+            payload = st.first_child()
+            if payload is not None and payload.ns == NS_SESSION and t == "set" and "to" not in attrs:
+                # RFC 3921 session establishment: a no-op kept for old clients.
+                self.send_stanza(iq_result(st))
+                return
+        elif st.tag == "presence":
+            t = attrs.get("type")
+            if t is not None and t not in ("unavailable", "subscribe", "subscribed", "unsubscribe",
+                                           "unsubscribed", "probe", "error"):
+                self.send_stanza(error_reply(st, StanzaError("bad-request", "unknown presence type")))
+                return
+        if self.sm is not None:
+            self.sm.inbound()
+        self.server.route_from_client(st, session)
+
+    # -- output -----------------------------------------------------------------------------
+    def send_stanza(self, stanza: Element) -> None:
+        if self.stage == ST_CLOSED:
+            return
+        if self.sm is not None:
+            self.sm.outbound(stanza)
+        self.write(stanza.to_bytes())
+
+    def fail(self, err: StreamError) -> None:
+        """Send a stream error and close (RFC 6120 §4.9.1)."""
+        if self.stage == ST_CLOSED:
+            return
+        log.info("c2s %s: stream error %s", self.peer, err)
+        self._send_header(None)
+        self.write(stream_error_bytes(err))
+        self.close()
+
+    def close(self, error: Any = None) -> None:
+        """Close our side of the stream (and, through the connection, the transport)."""
+        if error is not None:
+            self.fail(error)
+            return
+        if self.stage == ST_CLOSED:
+            return
+        self.stage = ST_CLOSED
+        if self.header_sent:
+            self.write(b"</stream:stream>")
+        self.server.stream_closed(self)
+        if self.on_close is not None:
+            self.on_close()
+
+    def connection_lost(self) -> None:
+        if self.stage != ST_CLOSED:
+            self.stage = ST_CLOSED
+            self.server.stream_closed(self)

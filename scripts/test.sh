@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh Debian machine, build the extensions, run the tests.
+# Usage: scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  [ -f /usr/include/expat.h ] || need+=(libexpat1-dev)
+  command -v prosody >/dev/null || need+=(prosody)
+  if [ ${#need[@]} -gt 0 ]; then
+    # Debian starts a package's service on install; the tests run their own instances.
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      made_policy=1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 setup.py -q build_ext --inplace
+python3 -m pytest "$@"

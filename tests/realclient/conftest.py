@@ -1,0 +1,97 @@
+"""Fixtures for the real-client tier: a spawned daemon and slixmpp clients against it."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import AsyncIterator, Iterator
+
+import pytest
+import slixmpp
+
+from tests.daemon import Daemon
+
+USERS = ["alice@localhost", "bob@localhost", "carol@localhost"]
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    d = Daemon()
+    for u in USERS:
+        d.add_user(u, PASSWORD)
+    d.start()
+    yield d
+    rc = d.stop()
+    log = d.log()
+    d.cleanup()
+    assert rc == 0, f"server exit code {rc}\n{log}"
+    assert "Traceback" not in log, log
+
+
+def insecure_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Client(slixmpp.ClientXMPP):
+    """A slixmpp client that records what it receives."""
+
+    def __init__(self, jid: str, password: str, **kw: object) -> None:
+        super().__init__(jid, password, **kw)
+        self.ssl_context = insecure_context()
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.presences: asyncio.Queue = asyncio.Queue()
+        self.session_started = asyncio.Event()
+        self.failed_auth = asyncio.Event()
+        self.add_event_handler("session_start", self._started)
+        self.add_event_handler("failed_all_auth", lambda _e: self.failed_auth.set())
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("presence", self.presences.put_nowait)
+
+    async def _started(self, _event: object) -> None:
+        self.session_started.set()
+
+
+async def connect(daemon: Daemon, jid: str, password: str = PASSWORD, *, direct_tls: bool = False,
+                  send_presence: bool = True, get_roster: bool = True, plugins: tuple[str, ...] = (),
+                  timeout: float = 10.0, **kw: object) -> Client:
+    c = Client(jid, password, **kw)
+    for p in plugins:
+        c.register_plugin(p)
+    if direct_tls:
+        c.enable_starttls = False
+        c.enable_direct_tls = True
+        c.enable_plaintext = False
+    else:
+        c.enable_direct_tls = False
+        c.enable_plaintext = False
+    c.connect("127.0.0.1", daemon.tls if direct_tls else daemon.c2s)
+    await asyncio.wait_for(_wait_start(c), timeout)
+    if get_roster:
+        await c.get_roster()
+    if send_presence:
+        c.send_presence()
+    return c
+
+
+async def _wait_start(c: Client) -> None:
+    start = asyncio.ensure_future(c.session_started.wait())
+    failed = asyncio.ensure_future(c.failed_auth.wait())
+    done, pending = await asyncio.wait({start, failed}, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        p.cancel()
+    if failed in done:
+        raise PermissionError("authentication failed")
+
+
+async def disconnect(*clients: Client) -> None:
+    for c in clients:
+        c.disconnect()
+    for c in clients:
+        try:
+            await asyncio.wait_for(c.disconnected, 5)
+        except (asyncio.TimeoutError, Exception):
+            pass

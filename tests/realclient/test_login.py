@@ -1,0 +1,64 @@
+"""slixmpp logs in over the wire with every SASL mechanism, on STARTTLS and direct TLS."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.realclient.conftest import PASSWORD, connect, disconnect
+
+pytestmark = pytest.mark.realclient
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256",
+                                  "SCRAM-SHA-1", "PLAIN"])
+async def test_login_each_mechanism(daemon, mech):
+    c = await connect(daemon, "alice@localhost", sasl_mech=mech)
+    assert c.boundjid.bare == "alice@localhost"
+    assert c.boundjid.resource
+    await disconnect(c)
+
+
+async def test_login_direct_tls(daemon):
+    c = await connect(daemon, "bob@localhost", direct_tls=True)
+    assert c.boundjid.bare == "bob@localhost"
+    await disconnect(c)
+
+
+async def test_wrong_password_fails(daemon):
+    with pytest.raises(PermissionError):
+        c = await connect(daemon, "alice@localhost", "wrong password")
+        await disconnect(c)
+
+
+async def test_unknown_user_fails(daemon):
+    with pytest.raises(PermissionError):
+        await connect(daemon, "nobody@localhost", PASSWORD)
+
+
+async def test_requested_resource_and_conflict(daemon):
+    a1 = await connect(daemon, "alice@localhost/phone")
+    assert a1.boundjid.resource == "phone"
+    a2 = await connect(daemon, "alice@localhost/phone")
+    # RFC 6120 §7.7.2.2: the server assigns a different resource instead of kicking the first.
+    assert a2.boundjid.resource != "phone" and a2.boundjid.resource
+    await disconnect(a1, a2)
+
+
+async def test_ping_version_time_disco(daemon):
+    c = await connect(daemon, "carol@localhost",
+                      plugins=("xep_0030", "xep_0092", "xep_0199", "xep_0202", "xep_0012"))
+    assert (await c["xep_0199"].ping("localhost", timeout=5)) is not None
+    v = await c["xep_0092"].get_version("localhost", timeout=5)
+    assert v["software_version"]["name"] == "mbxmpp"
+    info = await c["xep_0030"].get_info("localhost", timeout=5)
+    features = info["disco_info"]["features"]
+    for ns in ("urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time", "jabber:iq:last",
+               "http://jabber.org/protocol/disco#info"):
+        assert ns in features
+    t = await c["xep_0202"].get_entity_time("localhost", timeout=5)
+    assert t["entity_time"]["utc"]
+    last = await c["xep_0012"].get_last_activity("localhost", timeout=5)
+    assert int(last["last_activity"]["seconds"]) >= 0
+    await disconnect(c)
