@@ -56,12 +56,13 @@ class StanzaError(Exception):
 class StreamError(Exception):
     """A stream-level error (RFC 6120 §4.9): the stream is closed after it is sent."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, app: object = None) -> None:
         if condition not in STREAM_ERROR_CONDITIONS:
             raise ValueError(f"unknown stream error condition {condition!r}")
         super().__init__(condition if text is None else f"{condition}: {text}")
         self.condition = condition
         self.text = text
+        self.app = app  # an application-specific condition Element (e.g. XEP-0198's)
 
 
 class RemoteProtocolError(StreamError):

@@ -68,11 +68,15 @@ class Server:
             cls = load_class(REGISTRY[name])
             mod = cls(self)
             self.modules[name] = mod
-            iqs, hooks = mod.handlers()
+            iqs, hooks, nonzas = mod.handlers()
             for t, ns, tag, scope, fn in iqs:
                 self.router.iq.register(t, ns, tag, scope, fn)
             for event, prio, fn in hooks:
                 self.hooks.add(event, fn, prio)
+            for ns, tag, fn in nonzas:
+                if (ns, tag) in self.nonzas:
+                    raise ValueError(f"two handlers for nonza {{{ns}}}{tag}")
+                self.nonzas[(ns, tag)] = fn
 
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)

@@ -11,6 +11,10 @@ MESSAGE_FULL = "message/full"
 PRESENCE_HOST = "presence/host"
 PRESENCE_BARE = "presence/bare"
 PRESENCE_FULL = "presence/full"
+# IQs to a local account (bare: handled by the server for it; full: delivered to a resource),
+# fired before dispatch or delivery so that filters (blocking) can refuse them.
+IQ_BARE = "iq/bare"
+IQ_FULL = "iq/full"
 # Outgoing from a local client, before routing (carbons, archive, blocking, presence broadcast).
 PRE_MESSAGE = "pre-message"
 PRE_PRESENCE = "pre-presence"

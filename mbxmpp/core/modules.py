@@ -44,6 +44,17 @@ def hook(event: str, priority: int = 0) -> Callable:
     return deco
 
 
+def nonza(ns: str, tag: str) -> Callable:
+    """Handle a top-level non-stanza element ``{ns}tag`` on a client stream (SM, CSI).
+
+    The method takes ``(stream, element)``; ``stream.session`` is the bound session, if any.
+    """
+    def deco(fn: Callable) -> Callable:
+        fn.__dict__.setdefault("_mb_nonzas", []).append((ns, tag))
+        return fn
+    return deco
+
+
 class Module:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -65,16 +76,20 @@ class Module:
         """Called on shutdown, before storage is flushed."""
 
     # Helpers --------------------------------------------------------------------------------
-    def handlers(self) -> tuple[list[tuple[str, str, str, str, Callable]], list[tuple[str, int, Callable]]]:
+    def handlers(self) -> tuple[list[tuple[str, str, str, str, Callable]], list[tuple[str, int, Callable]],
+                                list[tuple[str, str, Callable]]]:
         iqs: list[tuple[str, str, str, str, Callable]] = []
         hooks: list[tuple[str, int, Callable]] = []
+        nonzas: list[tuple[str, str, Callable]] = []
         for klass in type(self).__mro__:
             for attr, fn in vars(klass).items():
                 for t, ns, tag, scope in getattr(fn, "_mb_iq", ()):
                     iqs.append((t, ns, tag, scope, getattr(self, attr)))
                 for ev, prio in getattr(fn, "_mb_hooks", ()):
                     hooks.append((ev, prio, getattr(self, attr)))
-        return iqs, hooks
+                for ns, tag in getattr(fn, "_mb_nonzas", ()):
+                    nonzas.append((ns, tag, getattr(self, attr)))
+        return iqs, hooks, nonzas
 
 
 def load_class(spec: str) -> type[Module]:

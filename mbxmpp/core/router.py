@@ -180,6 +180,8 @@ class Router:
             self.bounce(e.stanza, StanzaError("service-unavailable"))
 
     def _iq_full(self, e: RouteEvent) -> None:
+        if self.hooks.fire(ev.IQ_FULL, e) is not None:
+            return
         s = self.sessions.get(e.to.full)  # type: ignore[union-attr]
         if s is not None:
             self.deliver(s, e.stanza)
@@ -187,9 +189,12 @@ class Router:
             self.bounce(e.stanza, StanzaError("service-unavailable"))
 
     def _iq_local(self, e: RouteEvent, to: JID, scope: str) -> None:
-        if scope == BARE and e.type in ("get", "set") and not self.user_exists(to.bare):
-            self.bounce(e.stanza, StanzaError("service-unavailable"))
-            return
+        if scope == BARE:
+            if e.type in ("get", "set") and not self.user_exists(to.bare):
+                self.bounce(e.stanza, StanzaError("service-unavailable"))
+                return
+            if self.hooks.fire(ev.IQ_BARE, e) is not None:
+                return
         self.iq.dispatch(e.stanza, IQContext(e.frm, to, e.origin, scope))
 
     def deliver(self, session: Session, stanza: Element) -> None:
@@ -205,6 +210,15 @@ class Router:
         if stanza.attrs.get("type") == "error" or "from" not in stanza.attrs:
             return
         reply = error_reply(stanza, err)
-        if "from" not in reply.attrs:
-            return
+        frm = reply.attrs.get("from")
+        try:
+            if frm is None:
+                raise JIDError()
+            _parse(frm)
+        except JIDError:
+            # The original 'to' was missing or malformed: the reply comes from the server.
+            try:
+                reply.attrs["from"] = _parse(reply.attrs["to"]).domain
+            except (KeyError, JIDError):
+                return
         self.route(reply)

@@ -76,7 +76,7 @@ class C2SStream:
         self.username: str | None = None
         self.session: Session | None = None
         self.tls_requested = False
-        self.closing = False
+        self.clean_close = False
         self.on_close: Callable[[], None] | None = None   # the connection closes the transport
         self.on_authenticated: Callable[[], None] | None = None
         # Stream Management (XEP-0198) counters; the sm module owns the logic.
@@ -111,6 +111,7 @@ class C2SStream:
             elif event.__class__ is StreamHeader:
                 self._header(event)
             elif event is STREAM_END:
+                self.clean_close = True  # the client ended the session on purpose
                 self.close()
         except StreamError as e:
             self.fail(e)
@@ -411,9 +412,17 @@ class C2SStream:
     def send_stanza(self, stanza: Element) -> None:
         if self.stage == ST_CLOSED:
             return
-        if self.sm is not None:
-            self.sm.outbound(stanza)
+        sm = self.sm
+        if sm is not None and sm.outbound(stanza):
+            self.write(stanza.to_bytes() + b"<r xmlns='urn:xmpp:sm:3'/>")
+            return
         self.write(stanza.to_bytes())
+
+    def attach_session(self, session: Session) -> None:
+        """Take over a session (Stream Management resumption) instead of binding a new one."""
+        self.session = session
+        session.stream = self
+        self.stage = ST_READY
 
     def fail(self, err: StreamError) -> None:
         """Send a stream error and close (RFC 6120 §4.9.1)."""

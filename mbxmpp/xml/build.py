@@ -64,6 +64,8 @@ def stream_error_bytes(err: StreamError) -> bytes:
         t = Element("text", NS_STREAM_ERRORS, {"xml:lang": "en"})
         t.children.append(err.text)
         e.children.append(t)
+    if getattr(err, "app", None) is not None:
+        e.children.append(err.app)  # type: ignore[arg-type]
     # The stream element's prefix is 'stream'; write it prefixed as RFC 6120 examples do.
     inner = b"".join(c.to_bytes(NS_STREAMS) for c in e.elements())
     return b"<stream:error>" + inner + b"</stream:error>"

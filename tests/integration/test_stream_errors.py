@@ -19,7 +19,8 @@ NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 async def logged_in(daemon, user="alice@localhost", resource="raw"):
     c = await RawClient.connect(daemon.c2s)
-    jid = await c.login(user, PASSWORD, resource=resource)
+    local, _, domain = user.partition("@")
+    jid = await c.login(local, PASSWORD, to=domain, resource=resource)
     return c, jid
 
 

@@ -1,0 +1,103 @@
+"""Offline message storage (XEP-0160): messages for an account without an available resource are
+kept, stamped with XEP-0203 delay, and delivered when a resource comes online.
+
+Archive store ``offline`` (owner = recipient bare JID, with_ = sender bare JID): the stanza bytes
+(versioned by the storage layer). At most ``[offline] max_messages`` per account; beyond that the
+sender gets service-unavailable (RFC 6121 §8.5.2.2.1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core import events as ev
+from ..core.modules import Module, hook
+from ..errors import StanzaError
+from ..xml.element import Element
+from ..xml.ns import NS_CHATSTATES, NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE, NS_STANZA_ID
+from .roster import parse_fragment
+from .time import xep82_datetime
+
+if TYPE_CHECKING:
+    from ..core.router import RouteEvent
+    from ..core.sessions import Session
+    from ..server import Server
+
+# Children that alone do not make a message worth keeping (XEP-0160 §3, XEP-0085 §5.6:
+# standalone chat states are not stored).
+_NOISE_NS = frozenset((NS_CHATSTATES, NS_HINTS, NS_STANZA_ID, NS_DELAY))
+_NOISE_CLIENT_TAGS = frozenset(("thread",))
+
+
+def worth_storing(msg: Element) -> bool:
+    """True for a message with content: a body, subject, or any extension payload other than
+    chat states, hints, ids and delays (receipts, encrypted payloads, invitations ...)."""
+    for c in msg.elements():
+        if c.ns in _NOISE_NS or (c.ns == NS_CLIENT and c.tag in _NOISE_CLIENT_TAGS):
+            continue
+        if c.ns == NS_CLIENT and c.tag == "error":
+            continue
+        return True
+    return False
+
+
+class Offline(Module):
+    name = "offline"
+    description = "Offline message storage"
+    xeps = {"0160": "1.0.1"}
+    features = [NS_OFFLINE]
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        self.store = server.storage.archive("offline")
+
+    @property
+    def max_messages(self) -> int:
+        return int(self.server.config.offline.max_messages)
+
+    @hook(ev.MESSAGE_OFFLINE)
+    def store_message(self, e: RouteEvent) -> Any:
+        st = e.stanza
+        t = st.attrs.get("type") or "normal"
+        if t not in ("normal", "chat"):
+            return None
+        if st.find("store", NS_HINTS) is None and not worth_storing(st):
+            return True  # XEP-0085: a standalone chat state to an offline user is dropped silently
+        if st.find("no-store", NS_HINTS) is not None:
+            return None  # XEP-0334: the sender does not want it kept; the router bounces it
+        owner = e.to.bare  # type: ignore[union-attr]
+        if self.store.count(owner) >= self.max_messages:
+            e.router.bounce(st, StanzaError("service-unavailable",
+                                            "the recipient's offline storage is full"))
+            return True
+        now = time.time()
+        stored = Element(st.tag, st.ns, dict(st.attrs), list(st.children))
+        # XEP-0203: when the server received it.
+        stored.add("delay", NS_DELAY, {"from": e.to.domain,  # type: ignore[union-attr]
+                                       "stamp": xep82_datetime(now)})
+        self.store.append(owner, stored.to_bytes(), when=now, with_=e.frm.bare)
+        return True
+
+    @hook(ev.SESSION_AVAILABLE)
+    def session_available(self, session: Session) -> None:
+        if session.priority >= 0:
+            self.deliver_to(session)
+
+    def deliver_to(self, session: Session) -> int:
+        """Deliver the stored messages in order to ``session`` and delete them; returns how many."""
+        owner = session.bare
+        items = self.store.query(owner)
+        if not items:
+            return 0
+        deliver = self.server.router.deliver
+        for it in items:
+            try:
+                msg = parse_fragment(it.value)
+            except Exception:
+                self.log.warning("dropping an unreadable offline message %s of %s", it.id, owner)
+                continue
+            deliver(session, msg)
+        # TODO: with Stream Management, delete only once the client acknowledged them.
+        self.store.delete(owner, ids=[it.id for it in items])
+        return len(items)

@@ -1,0 +1,212 @@
+"""Stream Management (XEP-0198): acks, resumption, hibernation.
+
+The counters live in an SMState (compiled twin in mbxmpp._ext.smstate) that the stream calls for
+every stanza in and out. A session whose connection drops without a clean close hibernates for
+``[sm] resume_timeout`` (``push_resume_timeout`` when it registered for push); while hibernated,
+stanzas for it are counted into the unacked queue and re-sent on resumption. When it finally
+dies, unacked messages go to offline storage or bounce: never silently away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..core import events as ev
+from ..core.modules import Module, hook, nonza
+from ..core.router import RouteEvent
+from ..errors import StanzaError, StreamError
+from ..jid import JID, JIDError
+from ..util.ids import new_id
+from ..xml.element import Element
+from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
+
+try:
+    from .._ext.smstate import SMState  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - the extension is optional
+    from ..stream.smstate import SMState
+
+
+def _sm(tag: str, **attrs: str) -> bytes:
+    return Element(tag, NS_SM, attrs).to_bytes("")
+
+
+def _failed(condition: str, h: int | None = None) -> bytes:
+    f = Element("failed", NS_SM, {} if h is None else {"h": str(h)})
+    f.add(condition, NS_STANZAS)
+    return f.to_bytes("")
+
+
+class Hibernated:
+    """Stands in for the stream while the client is away: stanzas go to the unacked queue."""
+
+    __slots__ = ("sm", "timer")
+
+    def __init__(self, sm: Any) -> None:
+        self.sm = sm
+        self.timer: asyncio.TimerHandle | None = None
+
+    def send_stanza(self, stanza: Element) -> None:
+        self.sm.outbound(stanza)
+
+    def close(self, error: Any = None) -> None:
+        pass
+
+
+class StreamManagement(Module):
+    name = "sm"
+    description = "Stream Management: acks and resumption"
+    xeps = {"0198": "1.6.1"}
+
+    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(server)
+        self.cfg = server.config.sm
+        self.by_id: dict[str, Any] = {}  # resumption id -> Session
+
+    @hook(ev.STREAM_FEATURES)
+    def offer(self, e) -> None:  # type: ignore[no-untyped-def]
+        e.features.append(Element("sm", NS_SM))
+
+    # -- nonzas -------------------------------------------------------------------------------
+    @nonza(NS_SM, "enable")
+    def enable(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
+        session = stream.session
+        if session is None or stream.sm is not None:
+            stream.write(_failed("unexpected-request"))
+            return
+        resume = el.get("resume") in ("true", "1")
+        timeout = self._timeout(session)
+        wanted = el.get("max")
+        if wanted is not None and wanted.isdigit():
+            timeout = min(timeout, max(1, int(wanted)))
+        sm = SMState(new_id(24), resume, int(timeout))
+        stream.sm = sm
+        session.mod[StreamManagement] = sm
+        attrs = {"id": sm.id, "resume": "true", "max": str(sm.max)} if resume else {}
+        if resume:
+            self.by_id[sm.id] = session
+        stream.write(_sm("enabled", **attrs))
+
+    @nonza(NS_SM, "r")
+    def request(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
+        sm = stream.sm
+        if sm is None:
+            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
+        h = sm.h_in
+        # Ack only what is durably stored: wait for the storage group commit first.
+        task = asyncio.ensure_future(self._ack_after_flush(stream, h))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _ack_after_flush(self, stream, h: int) -> None:  # type: ignore[no-untyped-def]
+        await self.server.storage.flush()
+        stream.write(_sm("a", h=str(h)))
+
+    @nonza(NS_SM, "a")
+    def ack(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
+        sm = stream.sm
+        if sm is None:
+            raise StreamError("unsupported-stanza-type", "stream management is not enabled")
+        self._apply_ack(sm, el.get("h"))
+
+    def _apply_ack(self, sm: Any, h_attr: str | None) -> None:
+        try:
+            h = int(h_attr or "")
+            if not 0 <= h < 1 << 32:
+                raise ValueError
+        except ValueError:
+            raise StreamError("invalid-xml", "'h' must be an unsigned 32-bit integer") from None
+        if not sm.ack(h):
+            app = Element("handled-count-too-high", NS_SM, {"h": str(h), "send-count": str(sm.h_out)})
+            raise StreamError("undefined-condition", "acknowledged more stanzas than were sent", app)
+
+    @nonza(NS_SM, "resume")
+    def resume(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
+        from ..stream.c2s import ST_BIND
+        if stream.username is None or stream.stage != ST_BIND or stream.session is not None:
+            stream.write(_failed("unexpected-request"))
+            return
+        session = self.by_id.get(el.get("previd") or "")
+        me = f"{stream.username}@{stream.host}"
+        # The id alone is not enough: it must belong to the account that just authenticated.
+        if session is None or session.closed or session.bare != me:
+            stream.write(_failed("item-not-found"))
+            return
+        sm = session.mod[StreamManagement]
+        self._apply_ack(sm, el.get("h"))
+        old = session.stream
+        if isinstance(old, Hibernated):
+            if old.timer is not None:
+                old.timer.cancel()
+        elif old is not None and old is not stream:
+            old.session = None  # its close must not end the session we take over
+            old.fail(StreamError("conflict", "the session was resumed on another connection"))
+        stream.sm = sm
+        stream.attach_session(session)
+        stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
+        for st in list(sm.queue):
+            stream.write(st.to_bytes())
+        if sm.queue:
+            stream.write(b"<r xmlns='urn:xmpp:sm:3'/>")
+            sm.requested = True
+
+    # -- hibernation --------------------------------------------------------------------------
+    def _timeout(self, session: Any) -> float:
+        push = self.server.module("push")
+        if push is not None and getattr(push, "is_registered", lambda s: False)(session):
+            return self.cfg.push_resume_timeout
+        return self.cfg.resume_timeout
+
+    @hook(ev.STREAM_CLOSED)
+    def hibernate(self, stream) -> bool | None:  # type: ignore[no-untyped-def]
+        sm = stream.sm
+        session = stream.session
+        if sm is None or not sm.resume or stream.clean_close or session is None:
+            return None
+        h = Hibernated(sm)
+        session.stream = h
+        h.timer = asyncio.get_event_loop().call_later(sm.max, self._expire, session)
+        self.log.debug("%s hibernating for %ss", session.full, sm.max)
+        return True
+
+    def _expire(self, session: Any) -> None:
+        if isinstance(session.stream, Hibernated):
+            self.server.destroy_session(session)
+
+    def hibernating(self, session: Any) -> bool:
+        return isinstance(session.stream, Hibernated)
+
+    @hook(ev.SESSION_CLOSED, priority=100)
+    def session_closed(self, session: Any) -> None:
+        sm = session.mod.pop(StreamManagement, None)
+        if sm is None:
+            return
+        self.by_id.pop(sm.id, None)
+        if isinstance(session.stream, Hibernated) and session.stream.timer is not None:
+            session.stream.timer.cancel()
+        unacked = list(sm.queue)
+        sm.queue.clear()
+        others = [s for s in self.server.sessions.available(session.bare) if s is not session]
+        for st in unacked:
+            self._undelivered(st, session, others)
+
+    def _undelivered(self, st: Element, session: Any, others: list) -> None:
+        """XEP-0198 §5: what the client never acknowledged is treated as not delivered."""
+        router = self.server.router
+        if st.tag == "iq":
+            if st.get("type") in ("get", "set"):
+                router.bounce(st, StanzaError("service-unavailable"))
+            return
+        if st.tag != "message" or st.get("type") in ("error", "groupchat", "headline"):
+            return
+        if st.find_ns(NS_CARBONS) is not None or st.find("result", NS_MAM) is not None:
+            return  # copies and archive results: the original is stored elsewhere
+        try:
+            to = JID.parse(st.get("to") or session.full)
+            frm = JID.parse(st.get("from") or session.host)
+        except JIDError:
+            return
+        if to.resource is None and others:
+            return  # the other resources got it too
+        e = RouteEvent(st, None, frm, session.jid.bare_jid(), router)
+        if self.server.hooks.fire(ev.MESSAGE_OFFLINE, e) is None:
+            router.bounce(st, StanzaError("recipient-unavailable", "the recipient's session ended"))

@@ -1,0 +1,1 @@
+"""mbxmpp performance suite: load generator, peers harness, scenarios, budgets, reports."""

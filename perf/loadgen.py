@@ -1,0 +1,682 @@
+"""Load generator: worker processes (uvloop, many clients each), rate scheduling, histograms.
+
+The coordinator (``Generator``) forks worker processes pinned to the generator CPUs and sends them
+commands over pipes; each worker runs one event loop holding many ``XMPPClient`` connections.
+
+Latency is measured open-loop where it matters: send times are scheduled in advance at the offered
+rate (``t_k = t0 + k / rate``), the scheduled time travels in the stanza id, and latency is
+``receive time - scheduled send time``, so a stalled generator or server shows up as latency instead
+of silently lowering the offered load (no coordinated omission). Clocks are CLOCK_MONOTONIC, shared
+by all processes on the machine. The ticker wakes every millisecond (libuv timer resolution), so
+latencies include up to ~1 ms of scheduling slack on every server alike.
+
+Every worker reports its own CPU time over the measured window; the coordinator refuses a figure
+when the generator used more than ``MAX_GEN_CPU`` of its cores (it may have been the bottleneck).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import random
+import resource
+import time
+import traceback
+from typing import Any
+
+from .xmppclient import SCRAM_CACHE_STATS, ClientOptions, El, XMPPClient, XMPPError
+
+MAX_GEN_CPU = 0.90
+BODY = "perf message 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOP"
+_now = time.monotonic_ns
+
+
+# ============================================================================================ histogram
+
+class Histogram:
+    """Log-linear histogram of microsecond values (~1.6 % resolution), mergeable across processes."""
+
+    SUB_BITS = 7
+    HALF = 1 << (SUB_BITS - 1)
+
+    def __init__(self) -> None:
+        self.counts: list[int] = [0] * 1024
+        self.n = 0
+        self.total = 0
+        self.max = 0
+        self.min = 0
+
+    def record(self, us: int) -> None:
+        if us < 0:
+            us = 0
+        b = us.bit_length()
+        if b <= self.SUB_BITS:
+            idx = us
+        else:
+            shift = b - self.SUB_BITS
+            idx = shift * self.HALF + (us >> shift)
+        c = self.counts
+        if idx >= len(c):
+            c.extend([0] * (idx + 1 - len(c)))
+        c[idx] += 1
+        if self.n == 0 or us < self.min:
+            self.min = us
+        self.n += 1
+        self.total += us
+        if us > self.max:
+            self.max = us
+
+    @classmethod
+    def value_of(cls, idx: int) -> float:
+        """Middle of the bucket."""
+        if idx < 2 * cls.HALF:
+            return float(idx)
+        shift = idx // cls.HALF - 1
+        m = idx - shift * cls.HALF
+        return ((m << shift) + ((m + 1) << shift)) / 2.0
+
+    def merge(self, other: Histogram | dict) -> None:
+        if isinstance(other, dict):
+            other = Histogram.from_dict(other)
+        if other.n == 0:
+            return
+        if len(other.counts) > len(self.counts):
+            self.counts.extend([0] * (len(other.counts) - len(self.counts)))
+        for i, v in enumerate(other.counts):
+            if v:
+                self.counts[i] += v
+        self.min = other.min if self.n == 0 else min(self.min, other.min)
+        self.n += other.n
+        self.total += other.total
+        self.max = max(self.max, other.max)
+
+    def percentile(self, p: float) -> float | None:
+        if self.n == 0:
+            return None
+        if p >= 100:
+            return float(self.max)
+        rank = max(1, math.ceil(self.n * p / 100.0))
+        acc = 0
+        for i, v in enumerate(self.counts):
+            acc += v
+            if acc >= rank:
+                return min(self.value_of(i), float(self.max))
+        return float(self.max)
+
+    def summary_ms(self) -> dict[str, float | None]:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v / 1000.0, 3)
+        return {"n": self.n, "mean": ms(self.total / self.n) if self.n else None,
+                "p50": ms(self.percentile(50)), "p90": ms(self.percentile(90)),
+                "p99": ms(self.percentile(99)), "p99.9": ms(self.percentile(99.9)),
+                "max": ms(float(self.max)) if self.n else None}
+
+    def cdf_ms(self) -> list[tuple[float, float]]:
+        """(latency ms, cumulative fraction) points."""
+        out, acc = [], 0
+        for i, v in enumerate(self.counts):
+            if v:
+                acc += v
+                out.append((self.value_of(i) / 1000.0, acc / self.n))
+        return out
+
+    def to_dict(self) -> dict:
+        last = max((i for i, v in enumerate(self.counts) if v), default=-1)
+        return {"counts": self.counts[:last + 1], "n": self.n, "total": self.total,
+                "max": self.max, "min": self.min}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Histogram:
+        h = cls()
+        h.counts = list(d["counts"]) + [0] * max(0, 1024 - len(d["counts"]))
+        h.n, h.total, h.max, h.min = d["n"], d["total"], d["max"], d.get("min", 0)
+        return h
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def _sleep_until(t_ns: int) -> None:
+    d = t_ns - _now()
+    if d > 0:
+        await asyncio.sleep(d / 1e9)
+
+
+class _Window:
+    """CPU time of this process over [w0, w1] (measured by a task sleeping to both ends)."""
+
+    def __init__(self, w0: int, w1: int) -> None:
+        self.w0, self.w1 = w0, w1
+        self.cpu0 = self.cpu1 = 0.0
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        await _sleep_until(self.w0)
+        self.cpu0 = _cpu()
+        await _sleep_until(self.w1)
+        self.cpu1 = _cpu()
+
+    async def result(self) -> dict[str, float]:
+        await self.task
+        return {"cpu_s": self.cpu1 - self.cpu0, "wall_s": (self.w1 - self.w0) / 1e9}
+
+
+# ============================================================================================ worker
+
+def _opts(d: dict) -> ClientOptions:
+    return ClientOptions(**d)
+
+
+class Worker:
+    def __init__(self, conn: Any, idx: int) -> None:
+        self.conn = conn
+        self.idx = idx
+        self.groups: dict[str, list[XMPPClient]] = {}
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        loop.add_reader(self.conn.fileno(), lambda: q.put_nowait(self.conn.recv()))
+        while True:
+            cmd, args = await q.get()
+            if cmd == "quit":
+                for name in list(self.groups):
+                    await self.cmd_close(name)
+                self.conn.send(("ok", None))
+                return
+            try:
+                res = await getattr(self, "cmd_" + cmd)(**args)
+                self.conn.send(("ok", res))
+            except Exception:
+                self.conn.send(("err", traceback.format_exc()))
+
+    # -- login / close ---------------------------------------------------------------------
+    async def cmd_login(self, group: str, users: list[tuple[str, str]], password: str, opts: dict,
+                        concurrency: int = 100, auto_subscribe: bool = False,
+                        build_roster_items: bool = False) -> dict:
+        o = _opts(opts)
+        sem = asyncio.Semaphore(concurrency)
+        clients = self.groups.setdefault(group, [])
+        hist = Histogram()
+        errors: list[str] = []
+        cpu0, t0 = _cpu(), _now()
+
+        async def one(u: str, r: str) -> XMPPClient | None:
+            async with sem:
+                c = XMPPClient(u, password, r, o)
+                c.auto_subscribe = auto_subscribe
+                c.build_roster_items = build_roster_items
+                s = _now()
+                try:
+                    await c.login()
+                except (XMPPError, OSError, asyncio.TimeoutError) as e:
+                    errors.append(f"{u}: {type(e).__name__}: {e}")
+                    c.close(False)
+                    return None
+                hist.record((_now() - s) // 1000)
+                return c
+
+        res = await asyncio.gather(*(one(u, r) for u, r in users))
+        # keep the order of `users`; failed logins leave holes the scenarios can see
+        ok = [c for c in res if c is not None]
+        clients.extend(ok)
+        return {"ok": len(ok), "failed": len(errors), "errors": errors[:5],
+                "hist": hist.to_dict(), "wall_s": (_now() - t0) / 1e9, "cpu_s": _cpu() - cpu0,
+                "tls": ok[0].tls_version if ok else "", "complete": len(ok) == len(users)}
+
+    async def cmd_close(self, group: str) -> dict:
+        clients = self.groups.pop(group, [])
+        for c in clients:
+            c.close()
+        await asyncio.gather(*(c.wait_closed(5.0) for c in clients))
+        return {"closed": len(clients)}
+
+    async def cmd_count(self, group: str) -> dict:
+        cl = self.groups.get(group, [])
+        return {"open": sum(1 for c in cl if not c.closed), "total": len(cl),
+                "reasons": list({c.close_reason for c in cl if c.closed})[:5]}
+
+    # -- login storm ----------------------------------------------------------------------
+    async def cmd_login_storm(self, users: list[str], password: str, opts: dict, concurrency: int,
+                              t_start: int, w0: int, t_end: int) -> dict:
+        o = _opts(opts)
+        hist = Histogram()
+        st = {"done": 0, "done_window": 0, "failed": 0}
+        errors: list[str] = []
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+
+        async def loop_(mine: list[str]) -> None:
+            k = random.randrange(len(mine))
+            while _now() < t_end:
+                u = mine[k % len(mine)]
+                k += 1
+                c = XMPPClient(u, password, f"s{k}", o)
+                s = _now()
+                try:
+                    await c.login()
+                except (XMPPError, OSError, asyncio.TimeoutError) as e:
+                    st["failed"] += 1
+                    if len(errors) < 5:
+                        errors.append(f"{u}: {type(e).__name__}: {e}")
+                    c.close(False)
+                    await asyncio.sleep(0.05)
+                    continue
+                e = _now()
+                st["done"] += 1
+                if w0 <= e < t_end:
+                    st["done_window"] += 1
+                    hist.record((e - s) // 1000)
+                c.close()
+
+        n = max(1, min(concurrency, len(users)))
+        tasks = [asyncio.ensure_future(loop_(users[i::n])) for i in range(n)]
+        await _sleep_until(t_end)
+        _done, pending = await asyncio.wait(tasks, timeout=10)
+        for t in pending:
+            t.cancel()
+        w = await win.result()
+        return {**st, "errors": errors, "hist": hist.to_dict(), **w}
+
+    # -- messaging ------------------------------------------------------------------------
+    async def cmd_messaging(self, group: str, mode: str, rate: float, window: int, t_start: int,
+                            w0: int, t_end: int, drain_s: float = 3.0) -> dict:
+        """Clients 2i and 2i+1 of the group chat with each other (both directions)."""
+        loop = asyncio.get_running_loop()
+        clients = [c for c in self.groups[group] if not c.closed]
+        clients = clients[:len(clients) // 2 * 2]
+        if not clients:
+            raise RuntimeError("no connected client pairs")
+        hist = Histogram()
+        st = {"sent": 0, "sent_window": 0, "recv": 0, "recv_window_sched": 0,
+              "recv_window_arrival": 0}
+        closed_loop = mode == "closed"
+        dirty: set[XMPPClient] = set()
+        flush_scheduled = [False]
+        body = BODY
+        partner: dict[XMPPClient, XMPPClient] = {}
+        for i in range(0, len(clients), 2):
+            a, b = clients[i], clients[i + 1]
+            partner[a], partner[b] = b, a
+
+        def flush() -> None:
+            flush_scheduled[0] = False
+            now = _now()
+            if now >= t_end:
+                dirty.clear()
+                return
+            for c in dirty:
+                n = c.credit
+                c.credit = 0
+                to = partner[c].bare
+                st["sent"] += n
+                if now >= w0:
+                    st["sent_window"] += n
+                c.write(("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
+                                 "</body></message>" for _ in range(n))).encode())
+            dirty.clear()
+
+        def make_handler(c: XMPPClient) -> Any:
+            p = partner[c]
+
+            def on_timed(kind: str, mid: str, now: int, frm: str) -> None:
+                if kind != "message":
+                    return
+                try:
+                    sched = int(mid[1:])
+                except ValueError:
+                    return
+                st["recv"] += 1
+                if w0 <= sched < t_end:
+                    st["recv_window_sched"] += 1
+                    hist.record((now - sched) // 1000)
+                if w0 <= now < t_end:
+                    st["recv_window_arrival"] += 1
+                if closed_loop and now < t_end:
+                    p.credit += 1
+                    dirty.add(p)
+                    if not flush_scheduled[0]:
+                        flush_scheduled[0] = True
+                        loop.call_soon(flush)
+            return on_timed
+
+        for c in clients:
+            c.credit = 0
+            c.on_timed = make_handler(c)
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+        if closed_loop:
+            for c in clients:
+                c.credit = window
+                dirty.add(c)
+            flush()
+        else:
+            interval = 1e9 / rate
+            n = 0
+            nc = len(clients)
+            tmpl = [f"<message to='{partner[c].bare}' type='chat' id='m" for c in clients]
+            tail = f"'><body>{body}</body></message>"
+            while True:
+                now = _now()
+                if now >= t_end:
+                    break
+                due = int((now - t_start) / interval) + 1
+                if due > n:
+                    touched = set()
+                    while n < due:
+                        sched = t_start + int(n * interval)
+                        i = n % nc
+                        c = clients[i]
+                        c.wbuf.append((tmpl[i] + str(sched) + tail).encode())
+                        touched.add(c)
+                        if sched >= w0:
+                            st["sent_window"] += 1
+                        n += 1
+                    for c in touched:
+                        c.flush()
+                    st["sent"] = n
+                await asyncio.sleep(0.001)
+        await _sleep_until(t_end)
+        deadline = _now() + int(drain_s * 1e9)
+        while st["recv_window_sched"] < st["sent_window"] and _now() < deadline:
+            await asyncio.sleep(0.05)
+        for c in clients:
+            c.on_timed = None
+        w = await win.result()
+        lost = sum(1 for c in clients if c.closed)
+        return {**st, "hist": hist.to_dict(), "clients": len(clients), "disconnected": lost, **w}
+
+    # -- presence broadcast -----------------------------------------------------------------
+    async def cmd_presence(self, group: str, mode: str, rate: float, window: int, t_start: int,
+                           w0: int, t_end: int, drain_s: float = 3.0) -> dict:
+        """Client 0 of the group is the center; every other client has it in its roster."""
+        clients = self.groups[group]
+        center, contacts = clients[0], [c for c in clients[1:] if not c.closed]
+        ncont = len(contacts)
+        hist = Histogram()
+        st = {"sent": 0, "sent_window": 0, "deliveries": 0, "deliveries_window_sched": 0,
+              "complete": 0, "complete_window": 0}
+        pending: dict[int, int] = {}
+        closed_loop = mode == "closed"
+        cbare = center.bare
+        loop = asyncio.get_running_loop()
+        credit_sched = [False]
+
+        def send(n: int, sched: int | None = None) -> None:
+            now = _now()
+            if now >= t_end:
+                return
+            parts = []
+            for _ in range(n):
+                s = now if sched is None else sched
+                pending[s] = pending.get(s, 0) + ncont
+                st["sent"] += 1
+                if s >= w0:
+                    st["sent_window"] += 1
+                parts.append(f"<presence id='p{s}'><status>perf {s}</status></presence>")
+            center.write("".join(parts).encode())
+
+        def refill() -> None:
+            credit_sched[0] = False
+            n = center.credit
+            center.credit = 0
+            if n:
+                send(n)
+
+        def on_timed(kind: str, mid: str, now: int, frm: str) -> None:
+            if kind != "presence" or not frm.startswith(cbare):
+                return
+            try:
+                sched = int(mid[1:])
+            except ValueError:
+                return
+            st["deliveries"] += 1
+            if w0 <= sched < t_end:
+                st["deliveries_window_sched"] += 1
+                hist.record((now - sched) // 1000)
+            left = pending.get(sched)
+            if left is None:
+                return
+            if left <= 1:
+                del pending[sched]
+                st["complete"] += 1
+                if w0 <= now < t_end:
+                    st["complete_window"] += 1
+                if closed_loop:
+                    center.credit += 1
+                    if not credit_sched[0]:
+                        credit_sched[0] = True
+                        loop.call_soon(refill)
+            else:
+                pending[sched] = left - 1
+
+        center.credit = 0
+        for c in contacts:
+            c.on_timed = on_timed
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+        if closed_loop:
+            send(window)
+        else:
+            interval = 1e9 / rate
+            n = 0
+            while True:
+                now = _now()
+                if now >= t_end:
+                    break
+                due = int((now - t_start) / interval) + 1
+                parts = []
+                while n < due:
+                    s = t_start + int(n * interval)
+                    pending[s] = pending.get(s, 0) + ncont
+                    st["sent"] += 1
+                    if s >= w0:
+                        st["sent_window"] += 1
+                    parts.append(f"<presence id='p{s}'><status>perf {s}</status></presence>")
+                    n += 1
+                if parts:
+                    center.write("".join(parts).encode())
+                await asyncio.sleep(0.001)
+        await _sleep_until(t_end)
+        deadline = _now() + int(drain_s * 1e9)
+        while st["deliveries_window_sched"] < st["sent_window"] * ncont and _now() < deadline:
+            await asyncio.sleep(0.05)
+        for c in contacts:
+            c.on_timed = None
+        w = await win.result()
+        return {**st, "contacts": ncont, "hist": hist.to_dict(), **w}
+
+    # -- roster fetch -----------------------------------------------------------------------
+    async def cmd_roster_fetch(self, group: str, t_start: int, w0: int, t_end: int) -> dict:
+        clients = [c for c in self.groups[group] if not c.closed]
+        hist = Histogram()
+        st = {"fetches": 0, "fetches_window": 0, "items": 0, "errors": 0}
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+
+        async def loop_(c: XMPPClient) -> None:
+            while _now() < t_end and not c.closed:
+                s = _now()
+                try:
+                    el = await c.iq("<query xmlns='jabber:iq:roster'/>", timeout=30)
+                except (XMPPError, asyncio.TimeoutError):
+                    st["errors"] += 1
+                    continue
+                e = _now()
+                q = el.find("query")
+                st["items"] = q.nchildren if q is not None else 0
+                st["fetches"] += 1
+                if w0 <= e < t_end:
+                    st["fetches_window"] += 1
+                    hist.record((e - s) // 1000)
+
+        await asyncio.gather(*(loop_(c) for c in clients))
+        w = await win.result()
+        return {**st, "sessions": len(clients), "hist": hist.to_dict(), **w}
+
+    # -- provisioning over the wire ---------------------------------------------------------
+    async def cmd_provision_roster(self, user: str, password: str, opts: dict,
+                                   items: list[str]) -> dict:
+        """Roster-set each item (pipelined), then count the roster."""
+        o = _opts(opts)
+        o.roster = o.presence = False
+        c = XMPPClient(user, password, "provision", o)
+        c.build_roster_items = True
+        await c.login()
+        try:
+            have = await c.iq("<query xmlns='jabber:iq:roster'/>", timeout=60)
+            q = have.find("query")
+            existing = {i.attrs.get("jid") for i in q.children} if q is not None else set()
+            todo = [j for j in items if j not in existing]
+            sem = asyncio.Semaphore(64)
+
+            async def add(j: str) -> None:
+                async with sem:
+                    await c.iq(f"<query xmlns='jabber:iq:roster'><item jid='{j}' name='{j}'>"
+                               "<group>perf</group></item></query>", "set", timeout=60)
+
+            await asyncio.gather(*(add(j) for j in todo))
+            el = await c.iq("<query xmlns='jabber:iq:roster'/>", timeout=60)
+            q = el.find("query")
+            return {"added": len(todo), "items": q.nchildren if q is not None else 0}
+        finally:
+            c.close()
+            await c.wait_closed()
+
+    async def cmd_provision_subs(self, center: str, contacts: list[str], password: str,
+                                 opts: dict, timeout: float = 120.0) -> dict:
+        """Mutual subscriptions ('both') between center and every contact, over the wire."""
+        o = _opts(opts)
+        clients = []
+        try:
+            for u in [center] + contacts:
+                c = XMPPClient(u, password, "provision", o)
+                c.auto_subscribe = True
+                c.build_roster_items = True
+                clients.append(c)
+            await asyncio.gather(*(c.login() for c in clients))
+            cc = clients[0]
+            domain = o.domain
+            cc.write("".join(f"<presence to='{u}@{domain}' type='subscribe'/>"
+                             for u in contacts).encode())
+            deadline = time.monotonic() + timeout
+            both = 0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                el = await cc.iq("<query xmlns='jabber:iq:roster'/>", timeout=60)
+                q = el.find("query")
+                both = sum(1 for i in (q.children if q is not None else [])
+                           if i.attrs.get("subscription") == "both")
+                if both >= len(contacts):
+                    break
+            return {"both": both, "wanted": len(contacts)}
+        finally:
+            for c in clients:
+                c.close()
+            await asyncio.gather(*(c.wait_closed() for c in clients))
+
+    async def cmd_stats(self) -> dict:
+        return {"scram_cache": dict(SCRAM_CACHE_STATS), "groups": {k: len(v) for k, v in
+                                                                   self.groups.items()}}
+
+
+def _worker_main(conn: Any, idx: int, cpus: list[int]) -> None:
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        pass
+    raise_nofile()
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:   # pragma: no cover - uvloop is a perf requirement
+        runner = asyncio.run
+    runner(Worker(conn, idx).serve())
+
+
+# ============================================================================================ coordinator
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Generator:
+    """Worker processes pinned to ``cpus``; ``call`` sends one command to every worker."""
+
+    def __init__(self, n_workers: int, cpus: list[int]) -> None:
+        ctx = mp.get_context("fork")
+        self.cpus = cpus
+        self.n = n_workers
+        self.conns = []
+        self.procs = []
+        for i in range(n_workers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(child, i, cpus), daemon=True,
+                            name=f"perf-worker-{i}")
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+
+    def call(self, cmd: str, args: list[dict] | dict, timeout: float = 600.0) -> list[Any]:
+        if isinstance(args, dict):
+            args = [args] * self.n
+        used = [i for i, a in enumerate(args) if a is not None]
+        for i in used:
+            self.conns[i].send((cmd, args[i]))
+        out: list[Any] = [None] * self.n
+        deadline = time.monotonic() + timeout
+        errs = []
+        for i in used:
+            left = deadline - time.monotonic()
+            if not self.conns[i].poll(max(0.0, left)):
+                raise WorkerError(f"worker {i} did not answer {cmd} within {timeout}s")
+            status, res = self.conns[i].recv()
+            if status != "ok":
+                errs.append(f"worker {i}: {res}")
+            out[i] = res
+        if errs:
+            raise WorkerError(f"{cmd} failed:\n" + "\n".join(errs))
+        return out
+
+    def close(self) -> None:
+        for c, p in zip(self.conns, self.procs):
+            try:
+                if p.is_alive():
+                    c.send(("quit", {}))
+                    if c.poll(15):
+                        c.recv()
+            except (OSError, EOFError, BrokenPipeError):
+                pass
+            p.join(5)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def gen_cpu_fraction(results: list[dict], n_cpus: int) -> float:
+    """Share of the generator's cores it used over the measured window."""
+    rs = [r for r in results if r]
+    if not rs:
+        return 0.0
+    wall = max(r["wall_s"] for r in rs)
+    return sum(r["cpu_s"] for r in rs) / (wall * n_cpus) if wall > 0 else 0.0
+
+
+def merge_hists(results: list[dict]) -> Histogram:
+    h = Histogram()
+    for r in results:
+        if r:
+            h.merge(r["hist"])
+    return h

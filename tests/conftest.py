@@ -1,0 +1,17 @@
+import os
+
+import pytest
+
+from mbxmpp.xml import CXMLParser, PyXMLParser
+
+
+@pytest.fixture(params=["c", "py"])
+def tokenizer(request):
+    """The tokenizer class, compiled and pure Python (aiohttp's parser fixtures)."""
+    if request.param == "py":
+        return PyXMLParser
+    if CXMLParser is None:
+        if os.environ.get("MBXMPP_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+            pytest.fail("the compiled tokenizer is not built (MBXMPP_REQUIRE_EXTENSIONS is set)")
+        pytest.skip("the compiled tokenizer is not built")
+    return CXMLParser
