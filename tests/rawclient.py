@@ -75,9 +75,9 @@ class RawClient:
         assert proceed.tag == "proceed", proceed
         await self.writer.start_tls(client_ssl())
 
-    async def login(self, user: str, password: str, *, to: str = "localhost",
-                    resource: str | None = "raw", direct_tls: bool = False) -> str:
-        """STARTTLS (unless direct TLS), SASL PLAIN, bind; returns the bound full JID."""
+    async def auth(self, user: str, password: str, *, to: str = "localhost",
+                   direct_tls: bool = False) -> Element:
+        """STARTTLS (unless direct TLS) and SASL PLAIN; returns the post-auth features."""
         await self.open(to)
         if not direct_tls:
             await self.starttls()
@@ -86,7 +86,15 @@ class RawClient:
         await self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         res = await self.element()
         assert res.tag == "success", res
-        await self.open(to)
+        return await self.open(to)
+
+    async def login(self, user: str, password: str, *, to: str = "localhost",
+                    resource: str | None = "raw", direct_tls: bool = False) -> str:
+        """STARTTLS (unless direct TLS), SASL PLAIN, bind; returns the bound full JID."""
+        await self.auth(user, password, to=to, direct_tls=direct_tls)
+        return await self.bind(resource)
+
+    async def bind(self, resource: str | None = "raw") -> str:
         r = f"<resource>{resource}</resource>" if resource else ""
         await self.send(f"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{r}</bind></iq>")
         res = await self.element()

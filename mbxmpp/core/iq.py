@@ -63,6 +63,11 @@ class IQDispatcher:
             if fut is not None and not fut.done():
                 fut.set_result(iq)
             return
+        if "to" not in iq.attrs and ctx.scope == SELF:
+            # RFC 6120 §10.3.3: handled as addressed to the account's bare JID; the reply is
+            # from it, so it can be routed (and clients match it).
+            iq.attrs["to"] = ctx.to.bare
+            iq._bytes = None
         payload = iq.first_child()
         if payload is None:
             self._send(error_reply(iq, StanzaError("bad-request", "IQ without payload")))

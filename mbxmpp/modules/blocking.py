@@ -47,15 +47,6 @@ def matches(item: str, jid: JID) -> bool:
     return item == jid.full or item == jid.bare or item == jid.domain
 
 
-def _addressed(iq: Element, ctx: IQContext) -> None:
-    # FIXME: the IQ dispatcher routes replies through Router.route, which drops a reply without
-    # 'from' (the reply to an IQ sent without 'to'); RFC 6120 §10.3.3: such an IQ is handled as
-    # addressed to the account's bare JID, so the reply comes from it. Remove with the core fix.
-    if "to" not in iq.attrs:
-        iq.attrs["to"] = ctx.to.bare
-        iq.clear_cache()
-
-
 class Blocking(Module):
     name = "blocking"
     description = "Blocking Command: refuse all communication with chosen JIDs"
@@ -90,7 +81,6 @@ class Blocking(Module):
     # -- IQ: blocklist / block / unblock (§3.2 - §3.5) ----------------------------------------
     @iq_handler("get", NS_BLOCKING, "blocklist", scope=SELF)
     def get_blocklist(self, iq: Element, ctx: IQContext) -> Element:
-        _addressed(iq, ctx)
         if ctx.origin is not None:
             ctx.origin.mod[Blocking] = True  # §3.3: pushes go to resources that asked
         el = Element("blocklist", NS_BLOCKING)
@@ -102,7 +92,6 @@ class Blocking(Module):
     # §10.1); the IQ result waits until they are durable, then the pushes follow it.
     @iq_handler("set", NS_BLOCKING, "block", scope=SELF)
     def block(self, iq: Element, ctx: IQContext) -> Any:
-        _addressed(iq, ctx)
         owner = ctx.frm.bare
         jids = self._parse_items(iq.first_child())  # type: ignore[arg-type]
         if not jids:
@@ -124,7 +113,6 @@ class Blocking(Module):
 
     @iq_handler("set", NS_BLOCKING, "unblock", scope=SELF)
     def unblock(self, iq: Element, ctx: IQContext) -> Any:
-        _addressed(iq, ctx)
         owner = ctx.frm.bare
         jids = self._parse_items(iq.first_child())  # type: ignore[arg-type]
         current = self.blocklist(owner)

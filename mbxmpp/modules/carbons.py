@@ -88,15 +88,6 @@ def _is_muc_pm_in(st: Element) -> bool:
     return x is not None and not _has_muc_invite(x)
 
 
-def _addressed(iq: Element, ctx: IQContext) -> None:
-    # FIXME: the IQ dispatcher routes replies through Router.route, which drops a reply without
-    # 'from' (the reply to an IQ sent without 'to'); RFC 6120 §10.3.3: such an IQ is handled as
-    # addressed to the account's bare JID, so the reply comes from it. Remove with the core fix.
-    if "to" not in iq.attrs:
-        iq.attrs["to"] = ctx.to.bare
-        iq.clear_cache()
-
-
 class Carbons(Module):
     name = "carbons"
     description = "Message Carbons: copies of sent and received messages to all enabled resources"
@@ -120,7 +111,6 @@ class Carbons(Module):
 
     @staticmethod
     def _session(iq: Element, ctx: IQContext) -> Session:
-        _addressed(iq, ctx)
         if ctx.origin is None:
             # §4.1: not-allowed "if the request is from a client that is not hosted on this server".
             raise StanzaError("not-allowed", "carbons are a setting of a local client session")

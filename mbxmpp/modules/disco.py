@@ -31,7 +31,7 @@ class Disco(Module):
     def _collect(self, attr: str) -> list:
         out: list = []
         for mod in self.server.modules.values():
-            for x in getattr(mod, attr):
+            for x in getattr(mod, attr, ()):
                 if x not in out:
                     out.append(x)
         return out
@@ -67,9 +67,7 @@ class Disco(Module):
         node = iq.first_child().get("node")  # type: ignore[union-attr]
         if node is not None:
             return self._node(ctx, node)
-        identities = [("account", "registered", "")]
-        identities += self._collect("account_identities") if any(
-            hasattr(m, "account_identities") for m in self.server.modules.values()) else []
+        identities = [("account", "registered", "")] + self._collect("account_identities")
         return self._info(identities, self._collect("account_features"), None)
 
     def _node(self, ctx: IQContext, node: str) -> Element:

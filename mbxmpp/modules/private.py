@@ -15,13 +15,13 @@ from ..core.modules import BARE, SELF, Module, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_CLIENT, NS_PRIVATE, NS_SERVER
-from .pep.nodes import parse_fragment
+from .pep.nodes import addressed, parse_fragment
 
 if TYPE_CHECKING:
     from ..server import Server
 
-MAX_FRAGMENT = 256 * 1024       # one stored element
-MAX_TOTAL = 2 * 1024 * 1024     # everything one account stores
+MAX_FRAGMENT = 128 * 1024       # one stored element
+MAX_TOTAL = 1024 * 1024         # everything one account stores
 MAX_FRAGMENTS = 1000
 # XEP-0049 §3: reserved namespaces may be refused; these would only confuse clients.
 RESERVED = frozenset((NS_CLIENT, NS_SERVER, NS_PRIVATE, ""))
@@ -85,6 +85,7 @@ class Private(Module):
 
     @iq_handler("get", NS_PRIVATE, "query", scope=SELF)
     def private_get(self, iq: Element, ctx: IQContext) -> Element:
+        addressed(iq, ctx)
         children = self._children(iq)
         if len(children) != 1:
             raise StanzaError("not-acceptable", "one namespace per query")  # §3
@@ -98,6 +99,7 @@ class Private(Module):
 
     @iq_handler("set", NS_PRIVATE, "query", scope=SELF)
     async def private_set(self, iq: Element, ctx: IQContext) -> None:
+        addressed(iq, ctx)
         owner = ctx.to.bare
         for el in self._children(iq):
             override = self.overrides.get((el.ns, el.tag))

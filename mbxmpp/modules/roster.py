@@ -47,15 +47,6 @@ def parse_fragment(data: bytes) -> Element:
     raise ValueError("no complete element in stored data")
 
 
-def _addressed(iq: Element, ctx: IQContext) -> None:
-    # FIXME: the IQ dispatcher routes replies through Router.route, which drops a reply without
-    # 'from' -- the reply to an IQ the client sent without 'to'. RFC 6120 §10.3.3: such an IQ is
-    # handled as addressed to the account's bare JID, and the reply may come from it.
-    if "to" not in iq.attrs:
-        iq.attrs["to"] = ctx.to.bare
-        iq.clear_cache()
-
-
 class RosterItem:
     """One roster entry. ``ask`` is 'subscribe' while our request to the contact is pending
     (RFC 6121 "Pending Out"); ``approved`` marks a pre-approval (RFC 6121 §3.4)."""
@@ -213,7 +204,6 @@ class Roster(Module):
 
     @iq_handler("get", NS_ROSTER, "query", scope=SELF)
     def roster_get(self, iq: Element, ctx: IQContext) -> Element | None:
-        _addressed(iq, ctx)
         owner = ctx.frm.bare
         if ctx.origin is not None:
             ctx.origin.interested = True
@@ -232,7 +222,6 @@ class Roster(Module):
 
     @iq_handler("set", NS_ROSTER, "query", scope=SELF)
     async def roster_set(self, iq: Element, ctx: IQContext) -> None:
-        _addressed(iq, ctx)
         owner = ctx.frm.bare
         q = iq.first_child()
         assert q is not None

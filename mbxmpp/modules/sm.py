@@ -142,6 +142,9 @@ class StreamManagement(Module):
             old.fail(StreamError("conflict", "the session was resumed on another connection"))
         stream.sm = sm
         stream.attach_session(session)
+        csi = self.server.module("csi")
+        if csi is not None:
+            csi.reset(session)  # XEP-0352 §5.2: a resumed stream starts active
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
         for st in list(sm.queue):
             stream.write(st.to_bytes())

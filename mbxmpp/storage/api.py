@@ -31,7 +31,7 @@ from .records import RecordError, RecordVersionError, Upgrade
 __all__ = [
     "ArchiveItem", "ItemNotFound", "RecordError", "RecordVersionError", "Upgrade",
     "KeyValStore", "MapStore", "ArchiveStore", "Batch", "Storage", "open_storage",
-    "KEYVAL", "MAP", "ARCHIVE", "SyncFuture", "make_future",
+    "KEYVAL", "MAP", "ARCHIVE", "SyncFuture", "make_future", "run_sync",
 ]
 
 KEYVAL = "keyval"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from mbxmpp.config import OfflineConfig
 from mbxmpp.xml.ns import NS_DELAY, NS_STANZAS
 from tests.harness import ServerHarness
@@ -27,8 +29,9 @@ def error_condition(s) -> str | None:
     return None
 
 
-async def test_stored_and_delivered_in_order_with_delay():
-    async with ServerHarness(modules=MODULES) as h:
+@pytest.mark.parametrize("storage", ["memory", "lmdb"])
+async def test_stored_and_delivered_in_order_with_delay(storage):
+    async with ServerHarness(modules=MODULES, storage=storage) as h:
         await h.create_user(B)
         a = await h.login(A, "r1", presence=True)
         before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -68,6 +71,30 @@ async def test_cap_bounces_with_error():
         assert err.find("error").findtext("text", NS_STANZAS)
         await a.settle()
         assert h.server.module("offline").store.count(B) == 2
+
+
+@pytest.mark.parametrize("storage", ["memory", "lmdb"])
+async def test_login_right_after_storing(storage):
+    """A message stored moments before the recipient logs in (its write not yet committed)
+    is delivered all the same, once, and the cap counts it."""
+    async with ServerHarness(modules=MODULES, storage=storage,
+                             offline=OfflineConfig(max_messages=2)) as h:
+        await h.create_user(B)
+        a = await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1")
+        for i in range(3):
+            h.send(a, f"<message to='bob@localhost' type='chat' id='m{i}'><body>{i}</body></message>")
+        h.send(b, "<presence/>")  # same loop tick: nothing is committed yet
+        await b.expect(msg("m0"))
+        await b.expect(msg("m1"))
+        err = await a.expect(msg("m2"))
+        assert error_condition(err) == "service-unavailable"
+        await h.server.storage.flush()
+        await a.settle()
+        offline = h.server.module("offline")
+        assert offline.count(B) == 0 and offline.store.count(B) == 0
+        b2 = await h.login(B, "r2", presence=True)
+        assert [s for s in b2.received if s.tag == "message"] == []
 
 
 async def test_chat_state_only_not_stored_nor_bounced():

@@ -16,7 +16,7 @@ from ...xml.element import Element
 from ...xml.ns import NS_PUBSUB, NS_PUBSUB_OWNER
 from .access import AFFILIATIONS, check_access
 from .forms import DEFAULTS, build_form, config_from_form, find_form, preconditions, pubsub_error
-from .nodes import Node, valid_name
+from .nodes import Node, addressed, valid_name
 
 if TYPE_CHECKING:
     from .nodes import NodeStore
@@ -56,6 +56,7 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub, set ---------------------------------------------
     @iq_handler("set", NS_PUBSUB, "pubsub", scope=ANYONE)
     async def pubsub_set(self, iq: Element, ctx: IQContext) -> Element | None:
+        addressed(iq, ctx)
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
         if action is None:
@@ -137,6 +138,7 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub, get ---------------------------------------------
     @iq_handler("get", NS_PUBSUB, "pubsub", scope=ANYONE)
     def pubsub_get(self, iq: Element, ctx: IQContext) -> Element:
+        addressed(iq, ctx)
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
         if action is None:
@@ -189,6 +191,7 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub#owner ---------------------------------------------
     @iq_handler("get", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
     def owner_get(self, iq: Element, ctx: IQContext) -> Element:
+        addressed(iq, ctx)
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
         if action is None:
@@ -215,6 +218,7 @@ class HandlersMixin:
 
     @iq_handler("set", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
     async def owner_set(self, iq: Element, ctx: IQContext) -> None:
+        addressed(iq, ctx)
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
         if action is None:

@@ -34,6 +34,14 @@ def parse_fragment(data: bytes) -> Element:
     raise ValueError("no complete element in stored data")
 
 
+def addressed(iq: Element, ctx: Any) -> None:
+    """FIXME (core): the IQ dispatcher drops the reply to an IQ sent without 'to' (the reply has
+    no 'from'); RFC 6120 §10.3.3 says it is addressed to the account, so say so (as roster.py)."""
+    if "to" not in iq.attrs:
+        iq.attrs["to"] = ctx.to.bare
+        iq.clear_cache()
+
+
 def valid_name(s: str | None) -> bool:
     return bool(s) and len(s.encode("utf-8")) <= MAX_NAME_BYTES and \
         not any(ord(c) < 0x20 for c in s)  # type: ignore[union-attr]

@@ -1,0 +1,435 @@
+"""Scenarios: each runs against one ServerUnderTest with the shared Generator and returns a record.
+
+A record is ``{"scenario", "server", "status", "metrics", "details", "hists", "reason"}`` where
+status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withheld), ``skipped``
+(not possible on this machine, with the reason), ``not_available`` (hook for a later feature) or
+``failed`` (with the error).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import servers as S
+from .loadgen import MAX_GEN_CPU, Generator, gen_cpu_fraction, merge_hists
+
+_now = time.monotonic_ns
+
+# ============================================================================================ parameters
+
+FULL: dict[str, dict[str, Any]] = {
+    "login_storm": {"concurrency": 50, "users": 2000, "warmup_s": 2.0, "duration_s": 10.0},
+    "idle_connections": {"counts": [1000, 10000, 50000], "login_concurrency": 200,
+                         "settle_s": 3.0},
+    "messaging": {"pairs": 50, "window": 8, "warmup_s": 2.0, "duration_s": 10.0,
+                  "fractions": [0.25, 0.5, 0.75], "fixed_rates": [1000], "lat_duration_s": 10.0},
+    "presence_broadcast": {"contacts": 100, "window": 4, "warmup_s": 2.0, "duration_s": 10.0,
+                           "fractions": [0.5], "lat_duration_s": 8.0},
+    "roster_fetch": {"items": 500, "sessions": 10, "warmup_s": 1.0, "duration_s": 8.0},
+}
+
+SMOKE: dict[str, dict[str, Any]] = {
+    "login_storm": {"concurrency": 8, "users": 100, "warmup_s": 0.5, "duration_s": 3.0},
+    "idle_connections": {"counts": [200], "login_concurrency": 50, "settle_s": 1.0},
+    "messaging": {"pairs": 10, "window": 4, "warmup_s": 0.5, "duration_s": 3.0,
+                  "fractions": [0.5], "fixed_rates": [200], "lat_duration_s": 2.0},
+    "presence_broadcast": {"contacts": 20, "window": 2, "warmup_s": 0.5, "duration_s": 2.0,
+                           "fractions": [0.5], "lat_duration_s": 2.0},
+    "roster_fetch": {"items": 100, "sessions": 2, "warmup_s": 0.5, "duration_s": 2.0},
+}
+
+ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
+                 "roster_fetch", "sm_sessions", "muc_fanout", "mam_query"]
+DEFAULT_SCENARIOS = ALL_SCENARIOS
+
+
+@dataclass
+class Ctx:
+    gen: Generator
+    params: dict[str, dict[str, Any]]
+    gen_cpus: int
+    tls: str = "starttls"
+    src_ips: list[str] = field(default_factory=lambda: [f"127.0.0.{i}" for i in range(2, 34)])
+    log: Callable[[str], None] = print
+
+    def opts(self, srv: S.ServerUnderTest, **kw: Any) -> dict:
+        d = {"host": "127.0.0.1", "port": srv.c2s_port if self.tls == "starttls" else srv.tls_port,
+             "domain": S.DOMAIN, "tls": self.tls, "src_ips": self.src_ips}
+        d.update(kw)
+        return d
+
+
+def users_needed(params: dict[str, dict[str, Any]], scenarios: list[str],
+                 max_conns: int) -> list[str]:
+    """Every account the chosen scenarios use (``u*``, ``r0``, ``p0``, ``p0c*``)."""
+    n = 0
+    if "login_storm" in scenarios:
+        n = max(n, params["login_storm"]["users"])
+    if "idle_connections" in scenarios:
+        n = max([n] + [c for c in params["idle_connections"]["counts"] if c <= max_conns])
+    if "messaging" in scenarios:
+        n = max(n, 2 * params["messaging"]["pairs"])
+    if "roster_fetch" in scenarios:
+        n = max(n, params["roster_fetch"]["items"])
+    users = [f"u{i}" for i in range(n)]
+    if "roster_fetch" in scenarios:
+        users.append("r0")
+    if "presence_broadcast" in scenarios:
+        users += ["p0"] + [f"p0c{i}" for i in range(params["presence_broadcast"]["contacts"])]
+    return users
+
+
+def max_connections(srv: S.ServerUnderTest, gen: Generator) -> tuple[int, str]:
+    """How many client connections this machine allows, and what limits it."""
+    server_lim = srv.nofile_limit()
+    gen_lim = S.nofile_hard() * gen.n
+    reserve = 300
+    if server_lim <= gen_lim:
+        return server_lim - reserve, f"server open-file limit {server_lim} (hard nofile limit)"
+    return gen_lim - reserve, f"generator open-file limit {gen_lim} over {gen.n} worker(s)"
+
+
+# ============================================================================================ helpers
+
+def _record(scenario: str, srv: S.ServerUnderTest) -> dict[str, Any]:
+    return {"scenario": scenario, "server": srv.name, "status": "ok", "metrics": {},
+            "details": {}, "hists": {}, "reason": ""}
+
+
+class _ServerCPU(threading.Thread):
+    """Server CPU seconds between two monotonic instants (sampled from /proc)."""
+
+    def __init__(self, srv: S.ServerUnderTest, w0: int, w1: int) -> None:
+        super().__init__(daemon=True)
+        self.srv, self.w0, self.w1 = srv, w0, w1
+        self.c0 = self.c1 = 0.0
+        self.start()
+
+    def run(self) -> None:
+        time.sleep(max(0.0, (self.w0 - _now()) / 1e9))
+        self.c0 = self.srv.cpu_seconds()
+        time.sleep(max(0.0, (self.w1 - _now()) / 1e9))
+        self.c1 = self.srv.cpu_seconds()
+
+    def fraction(self) -> float:
+        self.join()
+        return (self.c1 - self.c0) / ((self.w1 - self.w0) / 1e9)
+
+
+def _timeline(warmup_s: float, duration_s: float, lead_s: float = 0.5) -> tuple[int, int, int]:
+    t_start = _now() + int(lead_s * 1e9)
+    w0 = t_start + int(warmup_s * 1e9)
+    return t_start, w0, w0 + int(duration_s * 1e9)
+
+
+def _split(items: list, n: int) -> list[list]:
+    return [items[i::n] for i in range(n)]
+
+
+def _check_gen(rec: dict, results: list[dict], ctx: Ctx, label: str) -> bool:
+    frac = gen_cpu_fraction(results, ctx.gen_cpus)
+    rec["details"][f"{label}_generator_cpu"] = round(frac, 3)
+    if frac > MAX_GEN_CPU:
+        rec["status"] = "invalid"
+        rec["reason"] = (f"{label}: generator CPU {frac:.0%} of its {ctx.gen_cpus} core(s) "
+                         f"> {MAX_GEN_CPU:.0%}: it may have been the bottleneck, figure withheld")
+        return False
+    return True
+
+
+def _login_group(ctx: Ctx, srv: S.ServerUnderTest, group: str, per_worker: list[list[str]],
+                 concurrency: int, **kw: Any) -> list[dict]:
+    args = []
+    for users in per_worker:
+        args.append({"group": group, "users": [(u, f"{group}{i}") for i, u in enumerate(users)],
+                     "password": S.PASSWORD, "opts": ctx.opts(srv),
+                     "concurrency": max(1, concurrency // ctx.gen.n), **kw} if users else None)
+    res = ctx.gen.call("login", args, timeout=900)
+    failed = sum(r["failed"] for r in res if r)
+    if failed:
+        errs = [e for r in res if r for e in r["errors"]]
+        ctx.gen.call("close", {"group": group})
+        raise RuntimeError(f"{failed} logins failed for group {group}: {errs[:3]}")
+    return res
+
+
+def _close_group(ctx: Ctx, group: str) -> None:
+    ctx.gen.call("close", {"group": group}, timeout=300)
+
+
+# ============================================================================================ scenarios
+
+def login_storm(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    p = ctx.params["login_storm"]
+    rec = _record("login_storm", srv)
+    users = [f"u{i}" for i in range(p["users"])]
+    t_start, w0, t_end = _timeline(p["warmup_s"], p["duration_s"])
+    cpu = _ServerCPU(srv, w0, t_end)
+    per = max(1, p["concurrency"] // ctx.gen.n)
+    res = ctx.gen.call("login_storm", [
+        {"users": us, "password": S.PASSWORD, "opts": ctx.opts(srv), "concurrency": per,
+         "t_start": t_start, "w0": w0, "t_end": t_end} for us in _split(users, ctx.gen.n)],
+        timeout=p["warmup_s"] + p["duration_s"] + 60)
+    done = sum(r["done_window"] for r in res)
+    failed = sum(r["failed"] for r in res)
+    h = merge_hists(res)
+    rec["details"].update({"concurrency": per * ctx.gen.n, "completed_in_window": done,
+                           "failed": failed, "errors": [e for r in res for e in r["errors"]][:5],
+                           "server_cpu": round(cpu.fraction(), 3), "tls": ctx.tls,
+                           "mechanism": "SCRAM-SHA-1"})
+    rec["hists"]["login_time"] = h.to_dict()
+    if _check_gen(rec, res, ctx, "storm"):
+        rate = done / p["duration_s"]
+        lat = h.summary_ms()
+        rec["metrics"].update({"logins_per_s": round(rate, 1), "login_p50_ms": lat["p50"],
+                               "login_p99_ms": lat["p99"]})
+    if failed and done == 0:
+        rec["status"] = "failed"
+        rec["reason"] = f"all logins failed: {rec['details']['errors'][:2]}"
+    return rec
+
+
+def idle_connections(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    p = ctx.params["idle_connections"]
+    rec = _record("idle_connections", srv)
+    limit, why = max_connections(srv, ctx.gen)
+    points = []
+    skipped = {}
+    for count in p["counts"]:
+        if count > limit:
+            skipped[str(count)] = f"{count} connections exceed what this machine allows: {why}"
+            continue
+        time.sleep(p["settle_s"])
+        before = srv.rss_kb()
+        t0 = time.monotonic()
+        users = [f"u{i}" for i in range(count)]
+        res = _login_group(ctx, srv, "idle", _split(users, ctx.gen.n), p["login_concurrency"])
+        login_s = time.monotonic() - t0
+        time.sleep(p["settle_s"])
+        counts = ctx.gen.call("count", {"group": "idle"})
+        open_ = sum(c["open"] for c in counts if c)
+        after = srv.rss_kb()
+        _close_group(ctx, "idle")
+        per_conn = (after - before) / count
+        points.append({"connections": count, "open_after_settle": open_, "rss_before_kb": before,
+                       "rss_after_kb": after, "kb_per_conn": round(per_conn, 2),
+                       "login_s": round(login_s, 2),
+                       "logins_per_s": round(count / login_s, 1)})
+        rec["metrics"][f"kb_per_conn_{count}"] = round(per_conn, 2)
+        if open_ < count:
+            rec["details"].setdefault("warnings", []).append(
+                f"only {open_} of {count} connections still open after settling: "
+                f"{[r for c in counts if c for r in c['reasons']]}")
+        del res
+    rec["details"]["points"] = points
+    if skipped:
+        rec["details"]["skipped"] = skipped
+    if not points:
+        rec["status"] = "skipped"
+        rec["reason"] = "; ".join(skipped.values())
+    return rec
+
+
+def _messaging_run(ctx: Ctx, srv: S.ServerUnderTest, mode: str, rate: float, window: int,
+                   warmup: float, duration: float) -> tuple[list[dict], float]:
+    t_start, w0, t_end = _timeline(warmup, duration)
+    cpu = _ServerCPU(srv, w0, t_end)
+    res = ctx.gen.call("messaging", {"group": "msg", "mode": mode, "rate": rate / ctx.gen.n,
+                                     "window": window, "t_start": t_start, "w0": w0,
+                                     "t_end": t_end}, timeout=warmup + duration + 60)
+    return res, cpu.fraction()
+
+
+def messaging(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    p = ctx.params["messaging"]
+    rec = _record("messaging", srv)
+    users = [f"u{i}" for i in range(2 * p["pairs"])]
+    # pairs stay inside one worker: users 2i, 2i+1 go to the same worker
+    per_worker: list[list[str]] = [[] for _ in range(ctx.gen.n)]
+    for i in range(p["pairs"]):
+        per_worker[i % ctx.gen.n] += users[2 * i:2 * i + 2]
+    _login_group(ctx, srv, "msg", per_worker, 100)
+    try:
+        time.sleep(0.5)
+        res, scpu = _messaging_run(ctx, srv, "closed", 0, p["window"], p["warmup_s"],
+                                   p["duration_s"])
+        got = sum(r["recv_window_arrival"] for r in res)
+        sat = got / p["duration_s"]
+        h = merge_hists(res)
+        rec["details"]["saturation"] = {"msgs_per_s": round(sat, 1), "server_cpu": round(scpu, 3),
+                                        "in_flight": p["window"] * 2 * p["pairs"],
+                                        "latency_ms": h.summary_ms(),
+                                        "disconnected": sum(r["disconnected"] for r in res)}
+        valid = _check_gen(rec, res, ctx, "saturation")
+        if valid:
+            rec["metrics"]["msgs_per_s"] = round(sat, 1)
+        curve = [{"offered": None, "achieved": round(sat, 1), "kind": "saturation"}]
+        runs = [(f"{int(f * 100)}pct", f * sat) for f in p["fractions"]] if valid else []
+        runs += [(str(r), float(r)) for r in p["fixed_rates"]]
+        for label, rate in runs:
+            if rate <= 0:
+                continue
+            res, scpu = _messaging_run(ctx, srv, "open", rate, 0, p["warmup_s"],
+                                       p["lat_duration_s"])
+            sent = sum(r["sent_window"] for r in res)
+            recv = sum(r["recv_window_sched"] for r in res)
+            h = merge_hists(res)
+            lat = h.summary_ms()
+            achieved = recv / p["lat_duration_s"]
+            rec["hists"][f"latency_at_{label}"] = h.to_dict()
+            rec["details"][f"at_{label}"] = {"offered_per_s": round(rate, 1), "sent": sent,
+                                             "delivered": recv, "server_cpu": round(scpu, 3),
+                                             "latency_ms": lat}
+            curve.append({"offered": round(rate, 1), "achieved": round(achieved, 1),
+                          "kind": label})
+            if _check_gen(rec, res, ctx, f"at_{label}"):
+                rec["metrics"][f"p99_ms_at_{label}"] = lat["p99"]
+                rec["metrics"][f"p50_ms_at_{label}"] = lat["p50"]
+                rec["metrics"][f"delivered_frac_at_{label}"] = round(recv / sent, 4) if sent else None
+        rec["details"]["curve"] = curve
+    finally:
+        _close_group(ctx, "msg")
+    return rec
+
+
+def presence_broadcast(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    p = ctx.params["presence_broadcast"]
+    rec = _record("presence_broadcast", srv)
+    contacts = [f"p0c{i}" for i in range(p["contacts"])]
+    prov = ctx.gen.call("provision_subs", [{"center": "p0", "contacts": contacts,
+                                            "password": S.PASSWORD, "opts": ctx.opts(srv)}]
+                        + [None] * (ctx.gen.n - 1), timeout=300)[0]
+    rec["details"]["provisioned_both"] = prov["both"]
+    if prov["both"] < len(contacts):
+        rec["status"] = "failed"
+        rec["reason"] = f"subscription provisioning reached {prov['both']}/{len(contacts)} 'both'"
+        return rec
+    # the center first: it is client 0 of the group in that worker
+    ctx.gen.call("login", [{"group": "pres", "users": [("p0", "center")],
+                            "password": S.PASSWORD, "opts": ctx.opts(srv), "concurrency": 1}]
+                 + [None] * (ctx.gen.n - 1))
+    try:
+        ctx.gen.call("login", [{"group": "pres", "users": [(c, "contact") for c in contacts],
+                                "password": S.PASSWORD, "opts": ctx.opts(srv),
+                                "concurrency": 50}] + [None] * (ctx.gen.n - 1), timeout=300)
+        time.sleep(1.0)
+
+        def run(mode: str, rate: float, duration: float) -> tuple[dict, float]:
+            t_start, w0, t_end = _timeline(p["warmup_s"], duration)
+            cpu = _ServerCPU(srv, w0, t_end)
+            r = ctx.gen.call("presence", [{"group": "pres", "mode": mode, "rate": rate,
+                                           "window": p["window"], "t_start": t_start, "w0": w0,
+                                           "t_end": t_end}] + [None] * (ctx.gen.n - 1),
+                             timeout=p["warmup_s"] + duration + 60)[0]
+            return r, cpu.fraction()
+
+        r, scpu = run("closed", 0, p["duration_s"])
+        bps = r["complete_window"] / p["duration_s"]
+        rec["details"]["saturation"] = {"broadcasts_per_s": round(bps, 1),
+                                        "deliveries_per_s": round(bps * r["contacts"], 1),
+                                        "server_cpu": round(scpu, 3), "contacts": r["contacts"]}
+        if _check_gen(rec, [r], ctx, "saturation"):
+            rec["metrics"]["broadcasts_per_s"] = round(bps, 1)
+            rec["metrics"]["deliveries_per_s"] = round(bps * r["contacts"], 1)
+            for f in p["fractions"]:
+                label = f"{int(f * 100)}pct"
+                rr, scpu = run("open", f * bps, p["lat_duration_s"])
+                h = merge_hists([rr])
+                lat = h.summary_ms()
+                rec["hists"][f"latency_at_{label}"] = h.to_dict()
+                rec["details"][f"at_{label}"] = {
+                    "offered_broadcasts_per_s": round(f * bps, 1), "sent": rr["sent_window"],
+                    "deliveries": rr["deliveries_window_sched"], "server_cpu": round(scpu, 3),
+                    "latency_ms": lat}
+                if _check_gen(rec, [rr], ctx, f"at_{label}"):
+                    rec["metrics"][f"p99_ms_at_{label}"] = lat["p99"]
+    finally:
+        _close_group(ctx, "pres")
+    return rec
+
+
+def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    p = ctx.params["roster_fetch"]
+    rec = _record("roster_fetch", srv)
+    items = [f"u{i}@{S.DOMAIN}" for i in range(p["items"])]
+    prov = ctx.gen.call("provision_roster", [{"user": "r0", "password": S.PASSWORD,
+                                              "opts": ctx.opts(srv), "items": items}]
+                        + [None] * (ctx.gen.n - 1), timeout=600)[0]
+    rec["details"]["roster_items"] = prov["items"]
+    if prov["items"] < p["items"]:
+        rec["status"] = "failed"
+        rec["reason"] = f"roster provisioning reached {prov['items']}/{p['items']} items"
+        return rec
+    sessions = [[] for _ in range(ctx.gen.n)]
+    for i in range(p["sessions"]):
+        sessions[i % ctx.gen.n].append(("r0", f"fetch{i}"))
+    ctx.gen.call("login", [{"group": "roster", "users": s, "password": S.PASSWORD,
+                            "opts": ctx.opts(srv), "concurrency": 10} if s else None
+                           for s in sessions], timeout=120)
+    try:
+        t_start, w0, t_end = _timeline(p["warmup_s"], p["duration_s"])
+        cpu = _ServerCPU(srv, w0, t_end)
+        res = ctx.gen.call("roster_fetch", [{"group": "roster", "t_start": t_start, "w0": w0,
+                                             "t_end": t_end} if s else None for s in sessions],
+                           timeout=p["warmup_s"] + p["duration_s"] + 60)
+        res = [r for r in res if r]
+        n = sum(r["fetches_window"] for r in res)
+        h = merge_hists(res)
+        lat = h.summary_ms()
+        rec["hists"]["fetch_time"] = h.to_dict()
+        rec["details"].update({"sessions": p["sessions"], "items_seen": max(r["items"] for r in res),
+                               "errors": sum(r["errors"] for r in res),
+                               "server_cpu": round(cpu.fraction(), 3), "latency_ms": lat})
+        if _check_gen(rec, res, ctx, "fetch"):
+            rec["metrics"].update({"fetches_per_s": round(n / p["duration_s"], 1),
+                                   "fetch_p50_ms": lat["p50"], "fetch_p99_ms": lat["p99"]})
+    finally:
+        _close_group(ctx, "roster")
+    return rec
+
+
+def _not_available(name: str, what: str) -> Callable[[Ctx, S.ServerUnderTest], dict]:
+    def hook(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+        rec = _record(name, srv)
+        rec["status"] = "not_available"
+        rec["reason"] = f"not available yet: {what}"
+        return rec
+    hook.__name__ = name
+    return hook
+
+
+SCENARIOS: dict[str, Callable[[Ctx, S.ServerUnderTest], dict]] = {
+    "login_storm": login_storm,
+    "idle_connections": idle_connections,
+    "messaging": messaging,
+    "presence_broadcast": presence_broadcast,
+    "roster_fetch": roster_fetch,
+    "sm_sessions": _not_available("sm_sessions", "SM-enabled sessions (XEP-0198) scenario"),
+    "muc_fanout": _not_available("muc_fanout", "MUC fan-out (XEP-0045) scenario"),
+    "mam_query": _not_available("mam_query", "MAM queries (XEP-0313) scenario"),
+}
+
+
+def run_scenario(name: str, ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    t0 = time.monotonic()
+    try:
+        rec = SCENARIOS[name](ctx, srv)
+    except Exception as e:
+        rec = _record(name, srv)
+        rec["status"] = "failed"
+        rec["reason"] = f"{type(e).__name__}: {e}"[:2000]
+        rec["details"]["traceback"] = traceback.format_exc()[-4000:]
+        for g in ("idle", "msg", "pres", "roster"):
+            try:
+                ctx.gen.call("close", {"group": g}, timeout=60)
+            except Exception:
+                pass
+    rec["elapsed_s"] = round(time.monotonic() - t0, 2)
+    if srv.proc is not None and srv.proc.poll() is not None:
+        rec["status"] = "failed"
+        rec["reason"] = (rec["reason"] + f"; server exited with {srv.proc.returncode}").strip("; ")
+    return rec

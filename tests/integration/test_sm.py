@@ -1,0 +1,153 @@
+"""Stream Management (XEP-0198) over real sockets: acks, resumption after a cut connection,
+stolen resumption ids, bad acks, and what happens to unacked messages when a session dies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.daemon import Daemon
+from tests.rawclient import RawClient
+
+pytestmark = pytest.mark.realclient
+PW = "sm-pass"
+NS_SM = "urn:xmpp:sm:3"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon(extra='[sm]\nresume_timeout = "3s"\n')
+    for u in ("alice", "bob", "mallory"):
+        d.add_user(f"{u}@localhost", PW)
+    d.start()
+    yield d
+    rc = d.stop()
+    log = d.log()
+    d.cleanup()
+    assert rc == 0, log
+    assert "Traceback" not in log, log
+
+
+async def sm_client(daemon, user, resource):
+    c = await RawClient.connect(daemon.c2s)
+    feats = await c.auth(user, PW)
+    assert feats.find("sm", NS_SM) is not None
+    jid = await c.bind(resource)
+    await c.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    en = await c.element()
+    assert en.tag == "enabled" and en.get("resume") == "true" and len(en.get("id")) >= 20
+    await c.send("<presence/>")
+    return c, jid, en.get("id")
+
+
+async def messages(c, n, timeout=5.0):
+    """The next n messages; every stanza seen is counted in c.handled (the client's SM h)."""
+    out = []
+    while len(out) < n:
+        el = await c.element(timeout)
+        if el.tag in ("message", "presence", "iq"):
+            c.handled = getattr(c, "handled", 0) + 1
+        if el.tag == "message":
+            out.append(el)
+        elif el.tag == "r" and el.ns == NS_SM:
+            pass
+    return out
+
+
+async def test_ack_request_answered_with_count(daemon):
+    c, jid, _ = await sm_client(daemon, "alice", "acks")
+    for i in range(3):
+        await c.send(f"<iq type='get' id='p{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await c.send(f"<r xmlns='{NS_SM}'/>")
+    while True:
+        el = await c.element()
+        if el.tag == "a":
+            break
+    # presence + 3 pings were handled
+    assert el.get("h") == "4"
+    await c.send("</stream:stream>")
+    await c.close()
+
+
+async def test_resume_after_cut_connection_redelivers(daemon):
+    a, a_jid, sm_id = await sm_client(daemon, "alice", "phone")
+    b = await RawClient.connect(daemon.c2s)
+    await b.login("bob", PW, resource="desk")
+    await b.send(f"<message to='{a_jid}' type='chat' id='m0'><body>before</body></message>")
+    (m0,) = await messages(a, 1)
+    assert m0.findtext("body") == "before"
+    a.writer.transport.abort()  # the phone loses its network
+    await asyncio.sleep(0.3)
+    for i in range(3):
+        await b.send(f"<message to='{a_jid}' type='chat' id='m{i + 1}'><body>while away {i}</body></message>")
+    await asyncio.sleep(0.2)
+    a2 = await RawClient.connect(daemon.c2s)
+    await a2.auth("alice", PW)
+    # What the phone handled before the cut: its own presence echo and 'before'.
+    await a2.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='{a.handled}'/>")
+    res = await a2.element()
+    assert res.tag == "resumed" and res.get("previd") == sm_id
+    a2.handled = a.handled  # h carries over across resumption
+    got = await messages(a2, 3)
+    assert [m.findtext("body") for m in got] == [f"while away {i}" for i in range(3)]
+    # The session is the same one: its full JID still reaches the resumed stream.
+    await b.send(f"<message to='{a_jid}' type='chat'><body>after</body></message>")
+    (m,) = await messages(a2, 1)
+    assert m.findtext("body") == "after"
+    # Acknowledge everything, or the clean close would treat it as undelivered (to offline).
+    await a2.send(f"<a xmlns='{NS_SM}' h='{a2.handled}'/></stream:stream>")
+    await b.close()
+
+
+async def test_stolen_resumption_id_refused(daemon):
+    a, _, sm_id = await sm_client(daemon, "alice", "victim")
+    a.writer.transport.abort()
+    await asyncio.sleep(0.2)
+    m = await RawClient.connect(daemon.c2s)
+    await m.auth("mallory", PW)
+    await m.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='0'/>")
+    res = await m.element()
+    assert res.tag == "failed" and res.find("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
+    # RFC-style recovery: mallory may still bind normally.
+    jid = await m.bind("own")
+    assert jid.startswith("mallory@localhost/")
+    await m.close()
+
+
+async def test_handled_count_too_high(daemon):
+    c, _, _ = await sm_client(daemon, "bob", "liar")
+    await c.send(f"<a xmlns='{NS_SM}' h='999'/>")
+    while True:
+        el = await c.element()
+        if el.tag == "error":
+            break
+    assert el.find("undefined-condition", "urn:ietf:params:xml:ns:xmpp-streams") is not None
+    hc = el.find("handled-count-too-high", NS_SM)
+    assert hc is not None and hc.get("h") == "999"
+
+
+async def test_enable_before_bind_fails(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.auth("bob", PW)
+    await c.send(f"<enable xmlns='{NS_SM}'/>")
+    f = await c.element()
+    assert f.tag == "failed" and f.find("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
+    await c.close()
+
+
+async def test_expired_hibernation_moves_unacked_to_offline(daemon):
+    a, a_jid, _ = await sm_client(daemon, "alice", "tablet")
+    b = await RawClient.connect(daemon.c2s)
+    await b.login("bob", PW, resource="sender")
+    a.writer.transport.abort()
+    await asyncio.sleep(0.2)
+    await b.send(f"<message to='{a_jid}' type='chat'><body>do not lose me</body></message>")
+    await asyncio.sleep(4.0)  # resume_timeout is 3 s
+    a2 = await RawClient.connect(daemon.c2s)
+    await a2.login("alice", PW, resource="new")
+    await a2.send("<presence/>")
+    (m,) = await messages(a2, 1)
+    assert m.findtext("body") == "do not lose me"
+    await a2.close()
+    await b.close()

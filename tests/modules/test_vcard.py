@@ -1,0 +1,122 @@
+"""vCard-temp (XEP-0054) and the avatar hash in presence (XEP-0153)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from mbxmpp.modules.vcard import MAX_VCARD, NS_VCARD_UPDATE
+from mbxmpp.xml.ns import NS_VCARD
+from tests.harness import ServerHarness
+from tests.modules.test_pep import A, B, error_of, mutual, reply
+
+MODULES = ["disco", "roster", "presence", "vcard"]
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+PHOTO_B64 = base64.b64encode(PNG).decode()
+PHOTO_SHA1 = hashlib.sha1(PNG).hexdigest()
+
+
+def vcard_set(body: str, iq_id: str = "set", to: str | None = None) -> str:
+    to_attr = f" to='{to}'" if to else ""
+    return f"<iq type='set' id='{iq_id}'{to_attr}><vCard xmlns='vcard-temp'>{body}</vCard></iq>"
+
+
+def vcard_get(iq_id: str = "get", to: str | None = None) -> str:
+    to_attr = f" to='{to}'" if to else ""
+    return f"<iq type='get' id='{iq_id}'{to_attr}><vCard xmlns='vcard-temp'/></iq>"
+
+
+def photo(b64: str = PHOTO_B64) -> str:
+    # base64 wrapped over lines, as clients send it
+    wrapped = "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))
+    return f"<PHOTO><TYPE>image/png</TYPE><BINVAL>{wrapped}</BINVAL></PHOTO>"
+
+
+async def test_get_set_own_and_others():
+    async with ServerHarness(modules=MODULES) as h:
+        a = await h.login(A, "r")
+        b = await h.login(B, "r")
+        h.send(a, vcard_get())
+        r = await a.expect(reply("get"))
+        assert r.get("type") == "result"
+        v = r.find("vCard", NS_VCARD)
+        assert v is not None and list(v.elements()) == []
+        h.send(b, vcard_get(to=A))
+        assert error_of(await b.expect(reply("get")))[0] == "item-not-found"
+        h.send(a, vcard_set("<FN>Alice Liddell</FN><NICKNAME>al</NICKNAME>"))
+        assert (await a.expect(reply("set"))).get("type") == "result"
+        h.send(a, vcard_get())
+        v = (await a.expect(reply("get"))).find("vCard", NS_VCARD)
+        assert v.findtext("FN") == "Alice Liddell" and v.findtext("NICKNAME") == "al"
+        h.send(a, vcard_get(to=A, iq_id="get2"))  # own bare JID as 'to' is the same
+        assert (await a.expect(reply("get2"))).find("vCard", NS_VCARD).findtext("FN") == "Alice Liddell"
+        h.send(b, vcard_get(to=A))
+        r = await b.expect(reply("get"))
+        assert r.get("from") == A
+        assert r.find("vCard", NS_VCARD).findtext("FN") == "Alice Liddell"
+        h.send(b, vcard_set("<FN>Mallory</FN>", to=A))
+        assert error_of(await b.expect(reply("set")))[0] == "forbidden"
+
+
+async def test_size_limit_and_bad_photo():
+    async with ServerHarness(modules=MODULES) as h:
+        a = await h.login(A, "r")
+        h.send(a, vcard_set(f"<DESC>{'x' * (MAX_VCARD + 1)}</DESC>"))
+        assert error_of(await a.expect(reply("set")))[0] == "not-acceptable"
+        h.send(a, vcard_set("<PHOTO><BINVAL>not base64!</BINVAL></PHOTO>", iq_id="bad"))
+        assert error_of(await a.expect(reply("bad")))[0] == "bad-request"
+        h.send(a, vcard_get())
+        v = (await a.expect(reply("get"))).find("vCard", NS_VCARD)
+        assert list(v.elements()) == []  # nothing was stored
+
+
+def update_photo(p):
+    x = p.find("x", NS_VCARD_UPDATE)
+    return None if x is None else x.findtext("photo", NS_VCARD_UPDATE)
+
+
+def presence_from(jid):
+    return lambda s: s.tag == "presence" and s.get("from") == jid and s.get("type") is None
+
+
+async def test_photo_hash_added_to_presence():
+    async with ServerHarness(modules=MODULES) as h:
+        await mutual(h, A, B)
+        a = await h.login(A, "r")
+        b = await h.login(B, "r", presence=True)
+        # no stored vCard: nothing added
+        h.send(a, "<presence/>")
+        p = await b.expect(presence_from(a.jid))
+        assert p.find("x", NS_VCARD_UPDATE) is None
+        h.send(a, vcard_set("<FN>Alice</FN>" + photo()))
+        assert (await a.expect(reply("set"))).get("type") == "result"
+        h.send(a, "<presence><show>away</show></presence>")
+        p = await b.expect(presence_from(a.jid))
+        assert update_photo(p) == PHOTO_SHA1
+        assert p.findtext("show") == "away"
+        # the client's own element is left alone
+        h.send(a, f"<presence><x xmlns='{NS_VCARD_UPDATE}'><photo>abc</photo></x></presence>")
+        p = await b.expect(presence_from(a.jid))
+        assert update_photo(p) == "abc"
+        assert len(p.findall("x", NS_VCARD_UPDATE)) == 1
+        # photo removed: an empty <photo/> says "no avatar"
+        h.send(a, vcard_set("<FN>Alice</FN>", iq_id="s2"))
+        await a.expect(reply("s2"))
+        h.send(a, "<presence/>")
+        p = await b.expect(presence_from(a.jid))
+        assert update_photo(p) == ""
+        # unavailable presence is not touched
+        h.send(a, "<presence type='unavailable'/>")
+        p = await b.expect(lambda s: s.tag == "presence" and s.get("type") == "unavailable")
+        assert p.find("x", NS_VCARD_UPDATE) is None
+
+
+async def test_hash_survives_restart_of_cache():
+    async with ServerHarness(modules=MODULES) as h:
+        a = await h.login(A, "r")
+        h.send(a, vcard_set(photo()))
+        await a.expect(reply("set"))
+        vc = h.server.module("vcard")
+        vc._hashes.clear()
+        assert vc.hash_of(A) == PHOTO_SHA1
+        assert vc.hash_of(B) is None
