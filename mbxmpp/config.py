@@ -35,7 +35,8 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 # Host modules loaded when [server].modules is not set; components (muc, upload, proxy65) are switched
 # by their own section's `enabled`. Keep in step with mbxmpp.example.toml.
 DEFAULT_MODULES: tuple[str, ...] = (
-    "disco", "roster", "presence", "offline", "sm", "ping", "version", "time", "last",
+    "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "blocking",
+    "ping", "version", "time", "last",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")

@@ -126,6 +126,7 @@ class Offline(Module):
                 continue
             deliver(session, msg)
         # Writes apply in call order, so this also deletes appends not yet committed.
-        # TODO: with Stream Management, delete only once the client acknowledged them.
+        # Deleting now is safe with Stream Management: what the client never acknowledges goes
+        # back to offline storage when its session ends (modules/sm.py).
         self.store.delete(owner, ids=[i for i, _ in items])
         return len(items)

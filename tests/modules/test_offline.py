@@ -40,6 +40,8 @@ async def test_stored_and_delivered_in_order_with_delay(storage):
         h.send(a, "<message to='bob@localhost/gone' id='m3'><body>to a gone resource</body></message>")
         assert [s for s in await a.settle() if s.tag == "message"] == []  # no bounce
         offline = h.server.module("offline")
+        assert offline.count(B) == 4
+        await h.server.storage.flush()
         assert offline.store.count(B) == 4
         b = await h.login(B, "r1", presence=False)
         h.send(b, "<presence/>")
@@ -54,7 +56,8 @@ async def test_stored_and_delivered_in_order_with_delay(storage):
                 tzinfo=datetime.timezone.utc)
             assert before <= stamp <= datetime.datetime.now(datetime.timezone.utc)
         # Delivered once: gone from storage, nothing at the next login.
-        assert offline.store.count(B) == 0
+        await h.server.storage.flush()
+        assert offline.store.count(B) == 0 and offline.count(B) == 0
         b2 = await h.login(B, "r2", presence=True)
         assert [s for s in b2.received if s.tag == "message"] == []
 
