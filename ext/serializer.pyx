@@ -18,8 +18,28 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_AsUTF8String
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy
 
-from mbxmpp.xml.element import Element
-from mbxmpp.xml.ns import NS_CLIENT
+# `serialize` is defined before anything is imported from mbxmpp.xml: importing this module first
+# runs mbxmpp/xml/__init__.py, which looks `serialize` up on this partially initialised module.
+# Nothing calls it before the module has finished initialising.
+
+
+def serialize(el, parent_ns="jabber:client"):  # NS_CLIENT
+    """Serialise `el` to UTF-8 bytes; ``xmlns`` only where the ns differs from ``parent_ns``."""
+    cdef char stack[STACK_BUF]
+    cdef Buf b
+    b.p = stack
+    b.len = 0
+    b.cap = STACK_BUF
+    b.heap = False
+    try:
+        _ser(&b, el, parent_ns, 0)
+        return PyBytes_FromStringAndSize(b.p, b.len)
+    finally:
+        if b.heap:
+            free(b.p)
+
+
+from mbxmpp.xml.element import Element  # noqa: E402
 
 
 cdef extern from "Python.h":
@@ -268,19 +288,3 @@ cdef int _ser(Buf* b, object el, object parent_ns, int depth) except -1:
     _put(b, "</", 2)
     _put_str(b, tag, NULL)
     return _put(b, ">", 1)
-
-
-def serialize(el, parent_ns=NS_CLIENT):
-    """Serialise `el` to UTF-8 bytes; ``xmlns`` only where the ns differs from ``parent_ns``."""
-    cdef char stack[STACK_BUF]
-    cdef Buf b
-    b.p = stack
-    b.len = 0
-    b.cap = STACK_BUF
-    b.heap = False
-    try:
-        _ser(&b, el, parent_ns, 0)
-        return PyBytes_FromStringAndSize(b.p, b.len)
-    finally:
-        if b.heap:
-            free(b.p)

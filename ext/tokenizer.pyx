@@ -68,8 +68,13 @@ cdef Py_ssize_t _off_ns = mbx_slot_offset(Element, "ns")
 cdef Py_ssize_t _off_attrs = mbx_slot_offset(Element, "attrs")
 cdef Py_ssize_t _off_children = mbx_slot_offset(Element, "children")
 cdef Py_ssize_t _off_bytes = mbx_slot_offset(Element, "_bytes")
-cdef bint _fast_el = (type(Element) is type and _off_tag >= 0 and _off_ns >= 0 and _off_attrs >= 0
+# Only when Element is exactly the class we know: a new slot would be left unset (AttributeError)
+# by this allocation, so any change to the class falls back to calling Element(...).
+cdef bint _fast_el = (type(Element) is type and Element.__mro__ == (Element, object)
+                      and set(Element.__slots__) == {"tag", "ns", "attrs", "children", "_bytes"}
+                      and _off_tag >= 0 and _off_ns >= 0 and _off_attrs >= 0
                       and _off_children >= 0 and _off_bytes >= 0)
+FAST_ELEMENT = _fast_el  # tests check it: the fallback is correct but slower
 
 
 cdef inline object _new_element(object tag, object ns, dict attrs, list children):
@@ -458,6 +463,8 @@ cdef class XMLParser:
             raise XMLError(*self._failure)
         if self._ended or not data:
             return []
+        if self._p == NULL:
+            raise RuntimeError("XMLParser.__init__ was not called")
         b = data if type(data) is bytes else bytes(data)
         events = []
         self._events = events
@@ -491,6 +498,8 @@ cdef class XMLParser:
                     exc = self._exc
                     self._exc = None
                     self._failure = ("internal-server-error", f"tokenizer: {exc!r}")
+                    if not isinstance(exc, Exception):
+                        raise exc  # KeyboardInterrupt, SystemExit: as the Python twin
                     raise XMLError(*self._failure, events) from exc
                 if self._failure is not None:
                     raise XMLError(*self._failure, events)

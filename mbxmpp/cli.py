@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and explain every error")
     sub.add_parser("xeps", help="list the XEPs this server implements")
+    arch = sub.add_parser("archive", help="message archive (XEP-0313) maintenance")
+    asub = arch.add_subparsers(dest="archive_command", required=True)
+    sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
+    sizes.add_argument("domain", nargs="?")
+    sizes.add_argument("--top", type=int, help="only the N largest")
     user = sub.add_parser("user", help="manage accounts")
     us = user.add_subparsers(dest="user_command", required=True)
     add = us.add_parser("add", help="create an account (prompts for the password)")
@@ -77,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _xeps(cfg)
         if cmd == "user":
             return _run(_user(cfg, args))
+        if cmd == "archive":
+            return _archive_sizes(cfg, args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -141,6 +148,17 @@ def _xeps(cfg: Config) -> int:
             rows.append((xep, version, name, cls.description))
     for xep, version, name, desc in sorted(rows):
         print(f"XEP-{xep}  {version:<8} {name:<10} {desc}")
+    return EXIT_OK
+
+
+def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
+    from .modules.mam import archive_report, format_archive_report
+    from .storage import open_storage
+    storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
+    try:
+        print(format_archive_report(archive_report(storage, domain=args.domain, top=args.top)))
+    finally:
+        storage.close_sync()
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ from mbxmpp.util.units import format_duration, format_size, parse_duration, pars
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
     "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
-    "OfflineConfig", "AccountsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "OfflineConfig", "PushConfig", "AccountsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
     "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
 ]
 
@@ -35,8 +35,8 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 # Host modules loaded when [server].modules is not set; components (muc, upload, proxy65) are switched
 # by their own section's `enabled`. Keep in step with mbxmpp.example.toml.
 DEFAULT_MODULES: tuple[str, ...] = (
-    "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "blocking",
-    "ping", "version", "time", "last",
+    "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
+    "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -160,6 +160,15 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    include_body: bool = False                 # send the message body to app servers (third parties)
+    min_interval: float = 2.0                  # seconds between two pushes to one registration
+    publish_timeout: float = 30.0              # wait for the app server's reply
+    wake_before: float = 60.0                  # wake-up push before hibernation ends (<= 10% of it)
+    max_registrations: int = 20                # per account
+
+
+@dataclass(frozen=True, slots=True)
 class AccountsConfig:
     chat_plans: tuple[str, ...] = ("paid",)
     default_plan: str = "paid"                 # plan of an account that has none recorded
@@ -183,6 +192,7 @@ class Config:
     upload: UploadConfig = field(default_factory=UploadConfig)
     proxy65: Proxy65Config = field(default_factory=Proxy65Config)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
@@ -640,6 +650,15 @@ def _load_offline(t: _Table) -> OfflineConfig:
     return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
 
 
+def _load_push(t: _Table) -> PushConfig:
+    d = PushConfig()
+    return PushConfig(include_body=t.get_bool("include_body", d.include_body),
+                      min_interval=t.get_duration("min_interval", d.min_interval),
+                      publish_timeout=t.get_duration("publish_timeout", d.publish_timeout),
+                      wake_before=t.get_duration("wake_before", d.wake_before),
+                      max_registrations=t.get_int("max_registrations", d.max_registrations, 1))
+
+
 def _load_accounts(t: _Table) -> AccountsConfig:
     d = AccountsConfig()
     return AccountsConfig(chat_plans=t.get_str_list("chat_plans", d.chat_plans),
@@ -650,7 +669,8 @@ def _load_accounts(t: _Table) -> AccountsConfig:
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
-    "proxy65": _load_proxy65, "offline": _load_offline, "accounts": _load_accounts,
+    "proxy65": _load_proxy65, "offline": _load_offline, "push": _load_push,
+    "accounts": _load_accounts,
 }
 
 

@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import threading
 import time
 import traceback
 from typing import Any
@@ -187,7 +188,20 @@ class Worker:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
-        loop.add_reader(self.conn.fileno(), lambda: q.put_nowait(self.conn.recv()))
+
+        def reader() -> None:
+            # a blocking reader thread: the loop's add_reader would make the pipe non-blocking,
+            # and Connection.recv cannot read a large message from a non-blocking pipe
+            while True:
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    msg = ("quit", {})
+                loop.call_soon_threadsafe(q.put_nowait, msg)
+                if msg[0] == "quit":
+                    return
+
+        threading.Thread(target=reader, daemon=True, name="perf-cmd-reader").start()
         while True:
             cmd, args = await q.get()
             if cmd == "quit":
@@ -591,11 +605,16 @@ class Worker:
                                                                    self.groups.items()}}
 
 
-def _worker_main(conn: Any, idx: int, cpus: list[int]) -> None:
+def _worker_main(conn: Any, idx: int, cpus: list[int], nice: int = 0) -> None:
     try:
         os.sched_setaffinity(0, cpus)
     except OSError:
         pass
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
     raise_nofile()
     try:
         import uvloop
@@ -614,7 +633,7 @@ class WorkerError(RuntimeError):
 class Generator:
     """Worker processes pinned to ``cpus``; ``call`` sends one command to every worker."""
 
-    def __init__(self, n_workers: int, cpus: list[int]) -> None:
+    def __init__(self, n_workers: int, cpus: list[int], nice: int = 0) -> None:
         ctx = mp.get_context("fork")
         self.cpus = cpus
         self.n = n_workers
@@ -622,7 +641,7 @@ class Generator:
         self.procs = []
         for i in range(n_workers):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, i, cpus), daemon=True,
+            p = ctx.Process(target=_worker_main, args=(child, i, cpus, nice), daemon=True,
                             name=f"perf-worker-{i}")
             p.start()
             child.close()

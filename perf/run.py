@@ -85,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="SCENARIO.KEY=VALUE",
                     help="override a scenario parameter, e.g. --set login_storm.concurrency=100 "
                          "or --set idle_connections.counts=[1000,10000]")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="scheduling priority of the servers and the generator (root may go "
+                         "negative); default -10 for full runs (a shared machine disturbs them "
+                         "less), 0 for --smoke")
     ap.add_argument("--keep", action="store_true", help="keep the servers' temp dirs")
     args = ap.parse_args(argv)
     if args.smoke and "--servers" not in " ".join(argv or sys.argv[1:]):
@@ -148,12 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     n_workers = args.workers or len(gen_cpus)
     _log(f"results in {outdir}; servers on CPUs {args.server_cpus}, generator on {gen_cpus} "
          f"({n_workers} worker(s)); work dir {workroot}")
-    gen = Generator(n_workers, gen_cpus)
+    nice = args.nice if args.nice is not None else (0 if args.smoke else -10)
+    if os.geteuid() != 0 and nice < 0:
+        nice = 0
+    S.NICE = nice
+    gen = Generator(n_workers, gen_cpus, nice)
     ctx = SC.Ctx(gen=gen, params=params, gen_cpus=len(gen_cpus), tls=args.tls, log=_log)
     meta: dict[str, Any] = {"type": "meta", "timestamp": stamp, "mode": mode,
                             "servers": names, "scenarios": scen_names, "params": params,
                             "server_cpus": args.server_cpus, "gen_cpus": args.gen_cpus,
-                            "workers": n_workers, "tls": args.tls, "machine": _machine(),
+                            "workers": n_workers, "tls": args.tls, "nice": nice, "machine": _machine(),
                             "versions": {}, "unavailable": {}}
     started: dict[str, S.ServerUnderTest] = {}
     records: list[dict[str, Any]] = []

@@ -8,6 +8,7 @@ status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withhel
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -33,13 +34,13 @@ FULL: dict[str, dict[str, Any]] = {
 }
 
 SMOKE: dict[str, dict[str, Any]] = {
-    "login_storm": {"concurrency": 8, "users": 100, "warmup_s": 0.5, "duration_s": 3.0},
-    "idle_connections": {"counts": [200], "login_concurrency": 50, "settle_s": 1.0},
-    "messaging": {"pairs": 10, "window": 4, "warmup_s": 0.5, "duration_s": 3.0,
-                  "fractions": [0.5], "fixed_rates": [200], "lat_duration_s": 2.0},
-    "presence_broadcast": {"contacts": 20, "window": 2, "warmup_s": 0.5, "duration_s": 2.0,
-                           "fractions": [0.5], "lat_duration_s": 2.0},
-    "roster_fetch": {"items": 100, "sessions": 2, "warmup_s": 0.5, "duration_s": 2.0},
+    "login_storm": {"concurrency": 8, "users": 100, "warmup_s": 0.5, "duration_s": 2.0},
+    "idle_connections": {"counts": [200], "login_concurrency": 50, "settle_s": 0.5},
+    "messaging": {"pairs": 10, "window": 4, "warmup_s": 0.5, "duration_s": 2.0,
+                  "fractions": [], "fixed_rates": [200], "lat_duration_s": 1.5},
+    "presence_broadcast": {"contacts": 20, "window": 2, "warmup_s": 0.5, "duration_s": 1.5,
+                           "fractions": [0.5], "lat_duration_s": 1.5},
+    "roster_fetch": {"items": 100, "sessions": 2, "warmup_s": 0.5, "duration_s": 1.5},
 }
 
 ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
@@ -100,24 +101,79 @@ def _record(scenario: str, srv: S.ServerUnderTest) -> dict[str, Any]:
             "details": {}, "hists": {}, "reason": ""}
 
 
-class _ServerCPU(threading.Thread):
-    """Server CPU seconds between two monotonic instants (sampled from /proc)."""
+def _cpu_jiffies() -> dict[int, tuple[int, int]]:
+    """Per CPU (busy, total) jiffies from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)
+                out[int(name[3:])] = (sum(v[:8]) - idle, sum(v[:8]))
+    return out
 
-    def __init__(self, srv: S.ServerUnderTest, w0: int, w1: int) -> None:
+
+class _ServerCPU(threading.Thread):
+    """Server CPU seconds between two monotonic instants (sampled from /proc), and how busy the
+    server's cores were with other processes (machine noise)."""
+
+    def __init__(self, srv: S.ServerUnderTest, w0: int, w1: int, rec: dict | None = None,
+                 label: str = "") -> None:
         super().__init__(daemon=True)
         self.srv, self.w0, self.w1 = srv, w0, w1
+        self.rec, self.label = rec, label
         self.c0 = self.c1 = 0.0
+        self.j0: dict[int, tuple[int, int]] = {}
+        self.j1: dict[int, tuple[int, int]] = {}
         self.start()
 
     def run(self) -> None:
         time.sleep(max(0.0, (self.w0 - _now()) / 1e9))
-        self.c0 = self.srv.cpu_seconds()
+        self.c0, self.j0 = self.srv.cpu_seconds(), _cpu_jiffies()
         time.sleep(max(0.0, (self.w1 - _now()) / 1e9))
-        self.c1 = self.srv.cpu_seconds()
+        self.c1, self.j1 = self.srv.cpu_seconds(), _cpu_jiffies()
 
     def fraction(self) -> float:
         self.join()
+        if self.rec is not None:
+            _note_noise(self.rec, self, self.label)
+            self.rec = None
         return (self.c1 - self.c0) / ((self.w1 - self.w0) / 1e9)
+
+    def foreign(self) -> float:
+        """Share of the server cores used by anything but the server during the window."""
+        self.join()
+        cpus = [c for c in _parse_cpus(self.srv.cpus) if c in self.j0 and c in self.j1]
+        if not cpus:
+            return 0.0
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = sum(self.j1[c][0] - self.j0[c][0] for c in cpus) / hz
+        wall = (self.w1 - self.w0) / 1e9
+        return max(0.0, (busy - (self.c1 - self.c0)) / (wall * len(cpus)))
+
+
+def _parse_cpus(s: str) -> list[int]:
+    out: list[int] = []
+    for part in (s or "").split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out += list(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+NOISE_WARN = 0.10
+
+
+def _note_noise(rec: dict, cpu: _ServerCPU, label: str) -> None:
+    f = cpu.foreign()
+    rec["details"][f"{label}_foreign_cpu_on_server_cores"] = round(f, 3)
+    if f > NOISE_WARN:
+        rec["details"].setdefault("warnings", []).append(
+            f"{label}: other processes used {f:.0%} of the server cores during the window "
+            "(busy machine: figure is pessimistic)")
 
 
 def _timeline(warmup_s: float, duration_s: float, lead_s: float = 0.5) -> tuple[int, int, int]:
@@ -168,7 +224,7 @@ def login_storm(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     rec = _record("login_storm", srv)
     users = [f"u{i}" for i in range(p["users"])]
     t_start, w0, t_end = _timeline(p["warmup_s"], p["duration_s"])
-    cpu = _ServerCPU(srv, w0, t_end)
+    cpu = _ServerCPU(srv, w0, t_end, rec, "storm")
     per = max(1, p["concurrency"] // ctx.gen.n)
     res = ctx.gen.call("login_storm", [
         {"users": us, "password": S.PASSWORD, "opts": ctx.opts(srv), "concurrency": per,
@@ -235,9 +291,10 @@ def idle_connections(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
 
 
 def _messaging_run(ctx: Ctx, srv: S.ServerUnderTest, mode: str, rate: float, window: int,
-                   warmup: float, duration: float) -> tuple[list[dict], float]:
+                   warmup: float, duration: float, rec: dict,
+                   label: str) -> tuple[list[dict], float]:
     t_start, w0, t_end = _timeline(warmup, duration)
-    cpu = _ServerCPU(srv, w0, t_end)
+    cpu = _ServerCPU(srv, w0, t_end, rec, label)
     res = ctx.gen.call("messaging", {"group": "msg", "mode": mode, "rate": rate / ctx.gen.n,
                                      "window": window, "t_start": t_start, "w0": w0,
                                      "t_end": t_end}, timeout=warmup + duration + 60)
@@ -256,7 +313,7 @@ def messaging(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     try:
         time.sleep(0.5)
         res, scpu = _messaging_run(ctx, srv, "closed", 0, p["window"], p["warmup_s"],
-                                   p["duration_s"])
+                                   p["duration_s"], rec, "saturation")
         got = sum(r["recv_window_arrival"] for r in res)
         sat = got / p["duration_s"]
         h = merge_hists(res)
@@ -274,7 +331,7 @@ def messaging(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
             if rate <= 0:
                 continue
             res, scpu = _messaging_run(ctx, srv, "open", rate, 0, p["warmup_s"],
-                                       p["lat_duration_s"])
+                                       p["lat_duration_s"], rec, f"at_{label}")
             sent = sum(r["sent_window"] for r in res)
             recv = sum(r["recv_window_sched"] for r in res)
             h = merge_hists(res)
@@ -318,16 +375,16 @@ def presence_broadcast(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                                 "concurrency": 50}] + [None] * (ctx.gen.n - 1), timeout=300)
         time.sleep(1.0)
 
-        def run(mode: str, rate: float, duration: float) -> tuple[dict, float]:
+        def run(mode: str, rate: float, duration: float, label: str) -> tuple[dict, float]:
             t_start, w0, t_end = _timeline(p["warmup_s"], duration)
-            cpu = _ServerCPU(srv, w0, t_end)
+            cpu = _ServerCPU(srv, w0, t_end, rec, label)
             r = ctx.gen.call("presence", [{"group": "pres", "mode": mode, "rate": rate,
                                            "window": p["window"], "t_start": t_start, "w0": w0,
                                            "t_end": t_end}] + [None] * (ctx.gen.n - 1),
                              timeout=p["warmup_s"] + duration + 60)[0]
             return r, cpu.fraction()
 
-        r, scpu = run("closed", 0, p["duration_s"])
+        r, scpu = run("closed", 0, p["duration_s"], "saturation")
         bps = r["complete_window"] / p["duration_s"]
         rec["details"]["saturation"] = {"broadcasts_per_s": round(bps, 1),
                                         "deliveries_per_s": round(bps * r["contacts"], 1),
@@ -337,7 +394,7 @@ def presence_broadcast(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
             rec["metrics"]["deliveries_per_s"] = round(bps * r["contacts"], 1)
             for f in p["fractions"]:
                 label = f"{int(f * 100)}pct"
-                rr, scpu = run("open", f * bps, p["lat_duration_s"])
+                rr, scpu = run("open", f * bps, p["lat_duration_s"], f"at_{label}")
                 h = merge_hists([rr])
                 lat = h.summary_ms()
                 rec["hists"][f"latency_at_{label}"] = h.to_dict()
@@ -372,7 +429,7 @@ def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                            for s in sessions], timeout=120)
     try:
         t_start, w0, t_end = _timeline(p["warmup_s"], p["duration_s"])
-        cpu = _ServerCPU(srv, w0, t_end)
+        cpu = _ServerCPU(srv, w0, t_end, rec, "fetch")
         res = ctx.gen.call("roster_fetch", [{"group": "roster", "t_start": t_start, "w0": w0,
                                              "t_end": t_end} if s else None for s in sessions],
                            timeout=p["warmup_s"] + p["duration_s"] + 60)

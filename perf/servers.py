@@ -42,11 +42,19 @@ def nofile_hard() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
+NICE = 0   # set by run.py --nice: scheduling priority of the servers (and the generator)
+
+
 def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.setpgrp()   # own process group: stop() signals the whole server tree, nothing else
+    if NICE:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        except OSError:
+            pass
 
 
 def scram_sha1() -> tuple[bytes, bytes]:
@@ -357,6 +365,8 @@ pidfile = "{self.dir}/prosody.pid"
 data_path = "{self.data}"
 log = {{ warn = "{self.dir}/prosody.log" }}
 network_backend = "epoll"
+-- like the other servers: TCP_NODELAY, a listen backlog that survives a login burst
+network_settings = {{ nagle = false; tcp_backlog = 4096; }}
 certificates = "{self.dir}"
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {self.c2s_port} }}
@@ -442,6 +452,7 @@ listen:
 {listener}
     tls: true
 auth_method: internal
+cache_size: 100000
 auth_password_format: scram
 auth_scram_hash: sha
 acl:

@@ -294,6 +294,8 @@ class XMPPClient(asyncio.Protocol):
         self._lost(f"connection lost: {exc}" if exc else "connection closed")
 
     def _lost(self, reason: str) -> None:
+        if reason.startswith("connection") and not self._conn_lost.done():
+            self._conn_lost.set_result(None)
         if self.closed:
             return
         self.closed = True

@@ -21,6 +21,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+# A broken extension build must fail here, not silently fall back to pure Python.
+export MBXMPP_REQUIRE_EXTENSIONS=1
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 setup.py -q build_ext --inplace
 python3 -m pytest "$@"

@@ -18,4 +18,5 @@ REGISTRY: dict[str, str] = {
     "vcard": "mbxmpp.modules.vcard:VCard",
     "private": "mbxmpp.modules.private:Private",
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
+    "push": "mbxmpp.modules.push:Push",
 }

@@ -26,6 +26,8 @@ class Disco(Module):
         # Extra items of the server domain (components add theirs), node -> handler.
         self.host_items: list[Callable[[str], list[tuple[str, str | None, str | None]]]] = []
         self.info_nodes: dict[str, NodeHandler] = {}
+        # Items of an account's bare JID (PEP nodes...): (ctx, node) -> [(jid, name, node)].
+        self.account_items_providers: list[Callable[[IQContext, str | None], list]] = []
         self.extra_forms: list[Callable[[str], Element | None]] = []
 
     def _collect(self, attr: str) -> list:
@@ -104,4 +106,12 @@ class Disco(Module):
         if ctx.scope == SELF and node is None:
             for s in self.server.sessions.resources(ctx.to.bare):
                 q.add("item", attrs={"jid": s.full})
+        for provider in self.account_items_providers:
+            for jid, name, inode in provider(ctx, node):
+                attrs = {"jid": jid}
+                if name:
+                    attrs["name"] = name
+                if inode:
+                    attrs["node"] = inode
+                q.add("item", attrs=attrs)
         return q

@@ -16,7 +16,7 @@ from ..core.modules import Module, hook
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_CHATSTATES, NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE, NS_STANZA_ID
-from .roster import parse_fragment
+from ..xml.fragment import parse_fragment
 from .time import xep82_datetime
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from ..core.modules import BARE, SELF, Module, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_CLIENT, NS_PRIVATE, NS_SERVER
-from .pep.nodes import addressed, parse_fragment
+from ..xml.fragment import parse_fragment
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -85,7 +85,6 @@ class Private(Module):
 
     @iq_handler("get", NS_PRIVATE, "query", scope=SELF)
     def private_get(self, iq: Element, ctx: IQContext) -> Element:
-        addressed(iq, ctx)
         children = self._children(iq)
         if len(children) != 1:
             raise StanzaError("not-acceptable", "one namespace per query")  # §3
@@ -99,7 +98,6 @@ class Private(Module):
 
     @iq_handler("set", NS_PRIVATE, "query", scope=SELF)
     async def private_set(self, iq: Element, ctx: IQContext) -> None:
-        addressed(iq, ctx)
         owner = ctx.to.bare
         for el in self._children(iq):
             override = self.overrides.get((el.ns, el.tag))

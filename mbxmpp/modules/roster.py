@@ -20,8 +20,8 @@ from ..core.modules import BARE, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
-from ..xml import XMLParser
 from ..xml.element import Element
+from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CLIENT, NS_PRE_APPROVAL, NS_ROSTER, NS_ROSTER_VER
 
 if TYPE_CHECKING:
@@ -33,18 +33,6 @@ MAX_NAME = 1023    # RFC 6121 §2.3.3: server-configured limits on name and grou
 MAX_GROUP = 1023
 MAX_GROUPS = 100
 MAX_PENDING = 1000  # unanswered inbound subscription requests kept per account
-
-_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-
-
-def parse_fragment(data: bytes) -> Element:
-    """Parse one serialised stanza (as stored with ``Element.to_bytes()``) back into an Element."""
-    p = XMLParser(max_stanza_size=max(262144, 2 * len(data)))
-    p.feed(_HEADER)
-    for e in p.feed(data):
-        if isinstance(e, Element):
-            return e
-    raise ValueError("no complete element in stored data")
 
 
 class RosterItem:

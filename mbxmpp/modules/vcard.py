@@ -22,7 +22,7 @@ from ..errors import StanzaError
 from ..util.lru import LRU
 from ..xml.element import Element
 from ..xml.ns import NS_VCARD
-from .pep.nodes import addressed, parse_fragment
+from ..xml.fragment import parse_fragment
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
@@ -82,7 +82,6 @@ class VCard(Module):
     # -- vcard-temp ----------------------------------------------------------------------------
     @iq_handler("get", NS_VCARD, "vCard", scope=SELF)
     def own(self, iq: Element, ctx: IQContext) -> Element:
-        addressed(iq, ctx)
         return self.get(ctx.to.bare) or Element("vCard", NS_VCARD)
 
     @iq_handler("get", NS_VCARD, "vCard", scope=BARE)
@@ -94,7 +93,6 @@ class VCard(Module):
 
     @iq_handler("set", NS_VCARD, "vCard", scope=SELF)
     async def update(self, iq: Element, ctx: IQContext) -> None:
-        addressed(iq, ctx)
         await self.set(ctx.to.bare, iq.first_child())  # type: ignore[arg-type]
 
     @iq_handler("set", NS_VCARD, "vCard", scope=BARE)

@@ -115,7 +115,7 @@ class C2SStream:
                 self.close()
         except StreamError as e:
             self.fail(e)
-        except Exception as e:  # a bug must not take the server down, nor leave the stream open
+        except Exception:  # a bug must not take the server down, nor leave the stream open
             log.exception("c2s stream %s: internal error on %r", self.peer, event)
             self.fail(StreamError("internal-server-error"))
 

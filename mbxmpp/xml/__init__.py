@@ -11,6 +11,7 @@ Import the extensions only through this package (it resolves the import order be
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, Callable
 
@@ -20,18 +21,19 @@ from .element import STREAM_END, Element, StreamHeader, py_serialize
 
 NO_EXTENSIONS = os.environ.get("MBXMPP_NO_EXTENSIONS", "") not in ("", "0")
 
-CXMLParser: Any = None
-c_serialize: Callable[..., bytes] | None = None
-if not NO_EXTENSIONS:
-    try:
-        from mbxmpp._ext.tokenizer import XMLParser as CXMLParser
-    except ImportError:
-        CXMLParser = None
-    try:
-        from mbxmpp._ext.serializer import serialize as c_serialize
-    except ImportError:
-        c_serialize = None
 
+def _compiled(module: str, name: str) -> Any:
+    """`name` from a compiled module, or None (not built, or its import-time checks failed)."""
+    if NO_EXTENSIONS:
+        return None
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):  # AttributeError: a circular import, see serializer.pyx
+        return None
+
+
+CXMLParser: Any = _compiled("mbxmpp._ext.tokenizer", "XMLParser")
+c_serialize: Callable[..., bytes] | None = _compiled("mbxmpp._ext.serializer", "serialize")
 if c_serialize is not None:
     _element.use_serializer(c_serialize)
 
@@ -39,4 +41,4 @@ serialize: Callable[..., bytes] = c_serialize or py_serialize
 XMLParser: Any = CXMLParser or PyXMLParser
 
 __all__ = ["XMLParser", "PyXMLParser", "CXMLParser", "XMLError", "Element", "StreamHeader",
-           "STREAM_END", "serialize", "py_serialize", "c_serialize"]
+           "STREAM_END", "serialize", "py_serialize", "c_serialize", "NO_EXTENSIONS"]

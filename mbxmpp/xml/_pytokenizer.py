@@ -7,22 +7,25 @@ condition; ``tests/unit/test_tokenizer.py`` runs every test against both. This o
 Behaviour (shared with the compiled tokenizer):
 - ``feed(bytes) -> list`` of events in order: ``StreamHeader`` (the root start tag, as soon as it
   is parsed), one ``Element`` per complete depth-1 element (stanza or nonza), ``STREAM_END`` when
-  the root closes. Character data between stanzas (whitespace keepalives) is dropped; anything
-  after the end of the root is ignored.
+  the root closes. Character data between stanzas (whitespace keepalives, and any stray text) is
+  dropped; anything after the end of the root is ignored.
 - ``framed=True`` (RFC 7395 WebSocket): a synthetic wrapper root is fed at creation, so each
   complete top-level element of a frame is an ``Element`` (``<open/>`` and ``<close/>`` included);
   elements without an ``xmlns`` are in ``jabber:client``. A frame must end outside any element
-  and hold at most one element; else ``not-well-formed``. Whitespace-only frames yield nothing.
+  and hold at most one element, else ``not-well-formed``; whitespace-only frames yield nothing.
+  (A frame that ends inside a start tag, e.g. ``<a/><b``, is not detected: the rest of the tag in
+  the next frame completes it. No harm: the element is still checked like any other.)
 - RFC 6120 §11.1 restrictions: DTDs, comments, processing instructions and entity references
   other than the five predefined ones are ``restricted-xml`` (character references are allowed);
-  no entity is ever expanded. An XML declaration naming another encoding than UTF-8, or bytes
+  a DTD is refused as soon as it starts, before an entity it declares can be expanded. An XML declaration naming another encoding than UTF-8, or bytes
   that are not UTF-8, are ``unsupported-encoding``. Other parser errors are ``not-well-formed``.
-- Limits: a depth-1 element larger than ``max_stanza_size`` (counted from the parsed pieces in
-  UTF-8 bytes, approximating the unprefixed wire form: ``2 * len(local name) + 5`` per element,
-  ``len(local name) + len(value) + 4`` per attribute, ``len(prefix) + len(uri) + 10`` per
-  namespace declaration, plus character data), more than ``max_stanza_size`` bytes fed without the parser completing a token, an
-  element deeper than ``max_depth`` (the root is depth 0), or more than ``max_attrs`` attributes
-  plus namespace declarations on one element are ``policy-violation``.
+- Limits: ``policy-violation`` for a depth-1 element larger than ``max_stanza_size``, for more
+  than ``max_stanza_size`` bytes fed without the parser completing a token (an endless attribute
+  value or comment), for an element deeper than ``max_depth`` (the root is depth 0), and for more
+  than ``max_attrs`` attributes plus namespace declarations on one element. The stanza size is
+  counted from the parsed pieces in UTF-8 bytes, approximating the unprefixed wire form:
+  ``2 * len(local name) + 5`` per element, ``len(local name) + len(value) + 4`` per attribute,
+  ``len(prefix) + len(uri) + 10`` per namespace declaration, plus character data.
 - An error raises ``XMLError`` whose ``.events`` holds the events completed earlier in the same
   ``feed()``; the parser then stays failed and every later ``feed()`` raises again.
 - ``reset()`` starts a new stream (after STARTTLS or SASL): a new expat parser, all state cleared.
@@ -31,7 +34,7 @@ Behaviour (shared with the compiled tokenizer):
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 from xml.parsers import expat
 
 from ..errors import StreamError
@@ -66,12 +69,12 @@ _DECL_ENCODING = re.compile(rb"""\sencoding\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 class XMLError(StreamError):
     """The peer sent XML we refuse; ``events`` were completed before the error in the same feed."""
 
-    def __init__(self, condition: str, text: str | None = None, events: list | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, events: list[Any] | None = None) -> None:
         super().__init__(condition, text)
         self.events = [] if events is None else events
 
 
-def check_xml_decl(head: bytes) -> bool | tuple[str, str] | None:
+def check_xml_decl(head: bytes) -> Literal[True] | tuple[str, str] | None:
     """Look at the first bytes of a document: None = need more bytes, True = go on,
     (condition, text) = refuse. Only the declared encoding is checked here; expat checks the rest."""
     if len(head) < 3 and _BOM.startswith(head):
@@ -169,8 +172,8 @@ class PyXMLParser:
             old.StartNamespaceDeclHandler = old.CommentHandler = None
             old.ProcessingInstructionHandler = old.StartDoctypeDeclHandler = None
         self._depth = 0
-        self._cur: list | None = None       # children of the innermost open element in a stanza
-        self._stack: list[list] = []        # children lists of its open ancestors (below the stanza)
+        self._cur: list[Any] | None = None  # children of the innermost open element in a stanza
+        self._stack: list[list[Any]] = []  # children lists of its open ancestors (below the stanza)
         self._root: Element | None = None   # the stanza being built
         self._text: list[str] = []          # character data not yet added to _cur
         self._size = 0
@@ -183,7 +186,7 @@ class PyXMLParser:
         self._decl_done = self.framed
         self._ended = False
         self._failure: tuple[str, str] | None = None
-        self._events: list = []
+        self._events: list[Any] = []
         p = expat.ParserCreate("UTF-8", SEP)
         if hasattr(p, "SetReparseDeferralEnabled"):
             p.SetReparseDeferralEnabled(False)
@@ -201,14 +204,14 @@ class PyXMLParser:
             p.Parse(FRAME_WRAPPER, False)
 
     # -- feeding ------------------------------------------------------------------------------
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Any]:
         if self._failure is not None:
             raise XMLError(*self._failure)
         if self._ended or not data:
             return []
         if data.__class__ is not bytes:
             data = bytes(data)
-        events: list = []
+        events: list[Any] = []
         self._events = events
         if self._tail:
             data = self._tail + data
@@ -243,7 +246,7 @@ class PyXMLParser:
                 self._raise("not-well-formed", "a frame must hold only one element", events)
         return events
 
-    def _parse(self, data: bytes, n: int, events: list) -> None:
+    def _parse(self, data: bytes, n: int, events: list[Any]) -> None:
         p = self._p
         off = 0
         while off < n:
@@ -253,7 +256,8 @@ class PyXMLParser:
             try:
                 p.Parse(chunk, False)
             except _Stop:
-                raise XMLError(*self._failure, events) from None  # type: ignore[misc]
+                assert self._failure is not None
+                raise XMLError(self._failure[0], self._failure[1], events) from None
             except expat.ExpatError as e:
                 if not self._ended:
                     self._raise(*_expat_failure(e.code, e.lineno, e.offset), events)
@@ -271,7 +275,7 @@ class PyXMLParser:
                                 f"more than {self.max_stanza_size} bytes in one token", events)
             off += size
 
-    def _raise(self, condition: str, text: str, events: list) -> None:
+    def _raise(self, condition: str, text: str, events: list[Any]) -> None:
         self._failure = (condition, text)
         raise XMLError(condition, text, events)
 
@@ -315,7 +319,7 @@ class PyXMLParser:
                     prefix = pfx
             self._events.append(StreamHeader(tag, ns, attrs, default_ns, prefix))
             return
-        children: list = []
+        children: list[Any] = []
         el = Element(tag, ns, attrs, children)
         if level == 1:
             self._root = el

@@ -95,3 +95,8 @@ def test_embedded_defaults_print_how_to_add_a_user(tmp_path):
     assert "user add" in out, out
     assert (tmp_path / "mbxmpp-data" / "selfsigned.crt").exists()
     assert p.returncode == 0, out
+
+
+def test_archive_sizes_report(daemon):
+    r = daemon.cli("archive", "sizes")
+    assert r.returncode == 0 and "total" in r.stdout

@@ -16,19 +16,10 @@ pytestmark = pytest.mark.realclient
 
 NS_SID = "{urn:xmpp:sid:0}stanza-id"
 PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
-# TODO: drop once "mam" is in config.DEFAULT_MODULES (then the shared `daemon` fixture will do).
-MODULES = ["disco", "roster", "presence", "offline", "sm", "ping", "mam"]
 
 
 def mam_daemon() -> Daemon:
-    d = Daemon()
-    with open(d.config_path) as f:
-        conf = f.read()
-    mods = ", ".join(f'"{m}"' for m in MODULES)
-    conf = conf.replace("[server]\n", f"[server]\nmodules = [{mods}]\n", 1)
-    with open(d.config_path, "w") as f:
-        f.write(conf)
-    return d
+    return Daemon()  # mam is a default module
 
 
 @pytest.fixture(scope="module")

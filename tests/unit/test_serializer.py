@@ -138,7 +138,7 @@ _elements = st.recursive(
     max_leaves=25)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=HC)
+@settings(max_examples=150, deadline=None, suppress_health_check=HC)
 @given(_elements, _nss)
 def test_random_trees_identical(el, parent_ns):
     both(el, parent_ns)

@@ -21,7 +21,7 @@ from ...errors import StanzaError
 from ...storage import keys
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import NS_DISCO_ITEMS, NS_PUBSUB, NS_PUBSUB_EVENT
+from ...xml.ns import NS_PUBSUB, NS_PUBSUB_EVENT
 from .access import may_access
 from .caps import CapsCache
 from .forms import check_preconditions, default_config, pubsub_error
@@ -43,15 +43,11 @@ Listener = Callable[[str, str, str, list], Any]
 FEATURES = [NS_PUBSUB] + [f"{NS_PUBSUB}#{f}" for f in (
     "access-open", "access-presence", "access-whitelist", "auto-create", "auto-subscribe",
     "config-node", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
-    "filtered-notifications", "get-pending", "instant-nodes", "item-ids", "last-published",
-    "manage-affiliations", "manage-subscriptions", "member-affiliation", "modify-affiliations",
-    "outcast-affiliation", "persistent-items", "presence-notifications", "presence-subscribe",
-    "publish", "publish-options", "publisher-affiliation", "purge-nodes", "retract-items",
-    "retrieve-affiliations", "retrieve-default", "retrieve-items", "retrieve-subscriptions",
-    "subscribe", "subscription-notifications")]
-# Not true here: instant nodes and pending subscriptions. Keep the list honest.
-FEATURES = [f for f in FEATURES if not f.endswith(("#instant-nodes", "#get-pending",
-                                                   "#subscription-notifications"))]
+    "filtered-notifications", "item-ids", "last-published", "manage-affiliations",
+    "manage-subscriptions", "member-affiliation", "modify-affiliations", "outcast-affiliation",
+    "persistent-items", "presence-notifications", "presence-subscribe", "publish",
+    "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
+    "retrieve-items", "retrieve-subscriptions", "subscribe")]
 
 
 class PEP(HandlersMixin, NotifyMixin, Module):
@@ -71,11 +67,8 @@ class PEP(HandlersMixin, NotifyMixin, Module):
 
     async def start(self) -> None:
         disco = self.server.module("disco")
-        providers = getattr(disco, "account_items_providers", None)
-        if providers is not None:
-            providers.append(self.disco_items)
-        else:
-            self._wrap_disco_items()
+        if disco is not None:
+            disco.account_items_providers.append(self.disco_items)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -228,25 +221,3 @@ class PEP(HandlersMixin, NotifyMixin, Module):
         if node is None or not may_access(owner, node, bare, self.subscription):
             return []
         return [(owner, i, None) for i in node.items]
-
-    def _wrap_disco_items(self) -> None:
-        # COMPAT: until disco.py offers account_items_providers, extend its account handler.
-        table = self.server.router.iq._table
-        for scope in ("self", "bare"):
-            key = ("get", NS_DISCO_ITEMS, "query", scope)
-            inner = table.get(key)
-            if inner is None:
-                continue
-
-            def wrapped(iq: Element, ctx: IQContext, inner: Any = inner) -> Any:
-                q = inner(iq, ctx)
-                if isinstance(q, Element) and q.tag == "query":
-                    for jid, iname, inode in self.disco_items(ctx, q.get("node")):
-                        attrs = {"jid": jid}
-                        if iname:
-                            attrs["name"] = iname
-                        if inode:
-                            attrs["node"] = inode
-                        q.add("item", attrs=attrs)
-                return q
-            table[key] = wrapped

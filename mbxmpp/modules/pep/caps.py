@@ -56,17 +56,17 @@ def verification_string(query: Element) -> str:
     """XEP-0115 §5.1 on a disco#info <query/>; InvalidDisco for the §5.4 failures."""
     identities = []
     for i in query.findall("identity", NS_DISCO_INFO):
-        identities.append("/".join((i.get("category", ""), i.get("type", ""),  # type: ignore[arg-type]
-                                    i.get("xml:lang", ""), i.get("name", ""))))  # type: ignore[arg-type]
+        identities.append("/".join((i.get("category") or "", i.get("type") or "",
+                                    i.get("xml:lang") or "", i.get("name") or "")))
     if len(set(identities)) != len(identities):
         raise InvalidDisco("duplicate identity")
-    features = [f.get("var", "") for f in query.findall("feature", NS_DISCO_INFO)]
+    features = [f.get("var") or "" for f in query.findall("feature", NS_DISCO_INFO)]
     if len(set(features)) != len(features):
         raise InvalidDisco("duplicate feature")
     forms: dict[str, str] = {}
     for x in query.findall("x", NS_DATA):
-        form_type = None
-        fields = []
+        form_type: str | None = None
+        fields: list[tuple[str, list[str]]] = []
         for f in x.findall("field", NS_DATA):
             values = [v.text for v in f.findall("value", NS_DATA)]
             if f.get("var") == "FORM_TYPE":
@@ -77,7 +77,7 @@ def verification_string(query: Element) -> str:
                     break
                 form_type = values[0]
             else:
-                fields.append((f.get("var", ""), values))
+                fields.append((f.get("var") or "", values))
         if form_type is None:
             continue  # forms without a hidden FORM_TYPE are ignored
         if form_type in forms:
@@ -99,7 +99,7 @@ def compute_ver(query: Element, algo: str = "sha-1") -> str:
 
 
 def features_of(query: Element) -> Features:
-    return frozenset(f.get("var", "") for f in query.findall("feature", NS_DISCO_INFO))
+    return frozenset(f.get("var") or "" for f in query.findall("feature", NS_DISCO_INFO))
 
 
 class CapsCache:

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Nodes that must never leak to contacts when a client forgets its publish-options.
-PRIVATE_NODES = {
+PRIVATE_NODES: dict[str, dict[str, Any]] = {
     "urn:xmpp:bookmarks:1": {"access_model": "whitelist", "max_items": MAX_ITEMS,
                              "send_last_published_item": "never"},
     "storage:bookmarks": {"access_model": "whitelist", "send_last_published_item": "never"},

@@ -6,7 +6,7 @@ remote entity) may retrieve items, subscribe and unsubscribe, as the node's acce
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...core.iq import IQContext
 from ...core.modules import BARE, SELF, iq_handler
@@ -16,7 +16,7 @@ from ...xml.element import Element
 from ...xml.ns import NS_PUBSUB, NS_PUBSUB_OWNER
 from .access import AFFILIATIONS, check_access
 from .forms import DEFAULTS, build_form, config_from_form, find_form, preconditions, pubsub_error
-from .nodes import Node, addressed, valid_name
+from .nodes import Node, valid_name
 
 if TYPE_CHECKING:
     from .nodes import NodeStore
@@ -56,16 +56,16 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub, set ---------------------------------------------
     @iq_handler("set", NS_PUBSUB, "pubsub", scope=ANYONE)
     async def pubsub_set(self, iq: Element, ctx: IQContext) -> Element | None:
-        addressed(iq, ctx)
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
-        if action is None:
+        if ps is None or action is None:
             raise StanzaError("bad-request", "empty pubsub request")
         tag = action.tag
         if tag == "subscribe":
             return await self._subscribe(ctx, action)
         if tag == "unsubscribe":
-            return await self._unsubscribe(ctx, action)
+            await self._unsubscribe(ctx, action)
+            return None
         if tag not in ("publish", "retract", "create"):
             raise StanzaError("feature-not-implemented", f"pubsub {tag} is not supported")
         self._require_owner(ctx)
@@ -138,10 +138,9 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub, get ---------------------------------------------
     @iq_handler("get", NS_PUBSUB, "pubsub", scope=ANYONE)
     def pubsub_get(self, iq: Element, ctx: IQContext) -> Element:
-        addressed(iq, ctx)
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
-        if action is None:
+        if ps is None or action is None:
             raise StanzaError("bad-request", "empty pubsub request")
         owner = ctx.to.bare
         out = Element("pubsub", NS_PUBSUB)
@@ -191,7 +190,6 @@ class HandlersMixin:
     # -- http://jabber.org/protocol/pubsub#owner ---------------------------------------------
     @iq_handler("get", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
     def owner_get(self, iq: Element, ctx: IQContext) -> Element:
-        addressed(iq, ctx)
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
         if action is None:
@@ -218,7 +216,6 @@ class HandlersMixin:
 
     @iq_handler("set", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
     async def owner_set(self, iq: Element, ctx: IQContext) -> None:
-        addressed(iq, ctx)
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
         if action is None:

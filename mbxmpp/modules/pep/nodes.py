@@ -15,36 +15,18 @@ from collections import OrderedDict
 from typing import Any
 
 from ...util.lru import LRU
-from ...xml import XMLParser
 from ...xml.element import Element
+from ...xml.fragment import parse_fragment
 from .forms import default_config
 
 SEP = "\n"  # node names and item ids are refused if they hold control characters
 MAX_NAME_BYTES = 256
-_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-
-
-def parse_fragment(data: bytes) -> Element:
-    """Parse one element serialised with ``Element.to_bytes()`` back into an Element."""
-    p = XMLParser(max_stanza_size=max(262144, 2 * len(data)))
-    p.feed(_HEADER)
-    for e in p.feed(data):
-        if isinstance(e, Element):
-            return e
-    raise ValueError("no complete element in stored data")
-
-
-def addressed(iq: Element, ctx: Any) -> None:
-    """FIXME (core): the IQ dispatcher drops the reply to an IQ sent without 'to' (the reply has
-    no 'from'); RFC 6120 §10.3.3 says it is addressed to the account, so say so (as roster.py)."""
-    if "to" not in iq.attrs:
-        iq.attrs["to"] = ctx.to.bare
-        iq.clear_cache()
 
 
 def valid_name(s: str | None) -> bool:
-    return bool(s) and len(s.encode("utf-8")) <= MAX_NAME_BYTES and \
-        not any(ord(c) < 0x20 for c in s)  # type: ignore[union-attr]
+    if not s:
+        return False
+    return len(s.encode("utf-8")) <= MAX_NAME_BYTES and not any(ord(c) < 0x20 for c in s)
 
 
 class Item:

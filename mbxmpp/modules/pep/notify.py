@@ -37,12 +37,13 @@ _EMPTY: Features = frozenset()
 
 
 class Entry:
-    __slots__ = ("caps", "features", "served")
+    __slots__ = ("caps", "features", "served", "task")
 
     def __init__(self) -> None:
         self.caps: Caps | None = None
         self.features: Features = _EMPTY
         self.served: set[str] = set()  # owners whose last items this resource got
+        self.task: asyncio.Task | None = None  # resolving ``caps`` (one at a time per resource)
 
 
 def interests(features: Iterable[str]) -> set[str]:
@@ -127,7 +128,9 @@ class NotifyMixin:
     def _drop_local(self, bare: str, full: str) -> None:
         entries = self.local.get(bare)
         if entries is not None:
-            entries.pop(full, None)
+            entry = entries.pop(full, None)
+            if entry is not None and entry.task is not None:
+                entry.task.cancel()
             if not entries:
                 del self.local[bare]
 
@@ -184,8 +187,10 @@ class NotifyMixin:
         if feats is not None:
             self._features(entry, full, bare, feats, owners)
             return
-        task = asyncio.ensure_future(self._resolve(entries, entry, full, bare, caps, owners,
-                                                   query_from))
+        if entry.task is not None:
+            entry.task.cancel()  # announced other caps meanwhile
+        task = entry.task = asyncio.ensure_future(
+            self._resolve(entries, entry, full, bare, caps, owners, query_from))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -196,6 +201,9 @@ class NotifyMixin:
         except Exception:
             self.log.exception("caps resolution for %s failed", full)  # type: ignore[attr-defined]
             return
+        finally:
+            if entry.task is asyncio.current_task():
+                entry.task = None
         if feats is None or entries.get(full) is not entry or entry.caps != caps:
             return  # gone, or announced other caps meanwhile
         self._features(entry, full, bare, feats, owners)

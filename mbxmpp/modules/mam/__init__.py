@@ -1,0 +1,327 @@
+"""Message Archive Management (XEP-0313) with XEP-0359 stanza-ids, XEP-0441 preferences and a
+retention sweep, on the storage layer's ArchiveStore.
+
+Every one-to-one message that a local account sends or receives and that XEP-0313 §7.1.1 deems
+worth keeping is appended to the account's archive (owner = bare JID, with = the other party's
+full JID).  The recipient's copy gets ``<stanza-id by=bare id=archive-id/>`` before delivery (also
+on its way to offline storage).  The archive is keyed by owner, so a MUC room reuses it with
+owner = room JID (:meth:`MAM.archive_stanza`, :meth:`MAM.answer_query`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+
+from ...core import events as ev
+from ...core.iq import IQContext
+from ...core.modules import BARE, SELF, Module, hook, iq_handler
+from ...errors import StanzaError
+from ...jid import JID
+from ...storage.api import ArchiveItem, ArchiveStore
+from ...xml.element import Element
+from ...xml.ns import NS_CLIENT, NS_HINTS, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
+from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
+from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
+                    result_messages, run_query, stamp)
+from .retention import Sweeper
+
+if TYPE_CHECKING:
+    from ...core.router import RouteEvent
+    from ...server import Server
+    from ...storage.api import Storage
+
+__all__ = ["MAM", "archive_report", "format_archive_report", "should_store", "ARCHIVE_STORE",
+           "PREFS_STORE"]
+
+ARCHIVE_STORE = "mam"
+PREFS_STORE = "mam_prefs"
+RECORD_VERSION = 1
+
+# Archiving runs after filters that refuse a message (blocking, privacy: give them priority > 10)
+# and before modules that copy or deliver it (carbons, at the default 0), so that copies of the
+# recipient's message carry its stanza-id.
+PRIORITY = 10
+
+# Payloads that make a message worth archiving besides <body/> (XEP-0313 §7.1.1: a server MAY store
+# more than messages with a body): (ns, name or None for any element in ns).
+_KEEP: frozenset[tuple[str, str | None]] = frozenset((
+    (NS_CLIENT, "body"),
+    (NS_CLIENT, "subject"),
+    ("urn:xmpp:eme:0", "encryption"),                         # XEP-0380
+    ("eu.siacs.conversations.axolotl", "encrypted"),          # OMEMO (legacy)
+    ("urn:xmpp:omemo:2", "encrypted"),                        # XEP-0384
+    ("urn:xmpp:openpgp:0", "openpgp"),                        # XEP-0373
+    ("jabber:x:encrypted", "x"),                              # XEP-0027
+    ("jabber:x:conference", "x"),                             # XEP-0249 invitations
+    ("http://jabber.org/protocol/muc#user", "x"),             # XEP-0045 mediated invitations
+    ("urn:xmpp:chat-markers:0", "displayed"),                 # XEP-0333 read state, synced
+    ("urn:xmpp:chat-markers:0", "acknowledged"),
+    ("urn:xmpp:message-retract:1", "retract"),                # XEP-0424
+    ("urn:xmpp:reactions:0", "reactions"),                    # XEP-0444
+    ("urn:xmpp:jingle-message:0", None),                      # XEP-0353 call log
+    ("urn:xmpp:jingle-message:1", None),
+))
+
+
+def _keeps(el: Element) -> bool:
+    ns = el.ns
+    if (ns, el.tag) in _KEEP or (ns, None) in _KEEP:
+        # A muc#user <x/> counts only as an invitation (not the MUC presence/status payload).
+        return ns != "http://jabber.org/protocol/muc#user" or el.find("invite") is not None
+    return False
+
+
+def should_store(stanza: Element) -> bool:
+    """XEP-0313 §7.1.1 and XEP-0334 hints: whether a one-to-one message belongs in an archive.
+
+    Types normal and chat, and headline only with a store hint (never error; groupchat goes to
+    the room's archive); a no-store or no-permanent-store hint wins, a store hint forces;
+    otherwise a body or another conversation payload (not chat states or receipts alone)."""
+    t = stanza.attrs.get("type", "normal")
+    if t != "chat" and t != "normal" and t != "headline":
+        return False
+    keep = False
+    for c in stanza.children:
+        if c.__class__ is str:
+            continue
+        if c.ns == NS_HINTS:
+            if c.tag == "no-store" or c.tag == "no-permanent-store":
+                return False  # XEP-0334 §4.2-4.3
+            if c.tag == "store":
+                keep = True  # XEP-0334 §4.4: SHOULD be stored
+        elif not keep and t != "headline" and _keeps(c):
+            keep = True
+    return keep
+
+
+def strip_stanza_ids(stanza: Element, by: str) -> None:
+    """XEP-0359 §4 rule 2: remove stanza-ids claiming to be ours (``by`` is the archive's JID)."""
+    for c in stanza.children:
+        if c.__class__ is not str and c.tag == "stanza-id" and c.ns == NS_STANZA_ID:
+            break
+    else:
+        return
+    stanza.children = [c for c in stanza.children
+                       if c.__class__ is str or c.tag != "stanza-id" or c.ns != NS_STANZA_ID
+                       or not _same_jid(c.attrs.get("by"), by)]
+    stanza.clear_cache()
+
+
+def _same_jid(a: str | None, b: str) -> bool:
+    if a is None:
+        return False
+    if a == b:
+        return True
+    try:
+        return JID.parse(a).full == b
+    except StanzaError:
+        return False
+
+
+class MAM(Module):
+    name = "mam"
+    description = "Message Archive Management: server-side history of one-to-one messages"
+    xeps = {"0313": "1.1.3", "0359": "0.7.0", "0441": "0.2.0", "0059": "1.0"}
+    account_features = [NS_MAM, NS_MAM_EXT, NS_STANZA_ID]
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        cfg = server.config.mam
+        self.archive: ArchiveStore = server.storage.archive(ARCHIVE_STORE, RECORD_VERSION)
+        self.prefs = PrefsStore(server.storage.keyval(PREFS_STORE, 1))
+        self.sweeper = Sweeper(self.archive, cfg.retention, cfg.sweep_interval)
+        self._last_sent: tuple[Element, str] | None = None
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self.default_max = DEFAULT_MAX
+        self.max_max = MAX_MAX
+
+    async def start(self) -> None:
+        self.sweeper.start()
+
+    async def stop(self) -> None:
+        await self.sweeper.stop()
+
+    # -- archiving ----------------------------------------------------------------------------
+    def archive_stanza(self, owner: str, stanza: Element, with_: str | None,
+                       id: str | None = None) -> str:
+        """Append ``stanza`` to ``owner``'s archive; returns the archive id (= stanza-id).
+
+        ``id`` is one from ``self.archive.new_id()`` when the caller needed it first.  The record's
+        value is ``[stanza_bytes]`` (a list: room archives may append fields); durability: the
+        write is in the next group commit, ``storage.flush()`` waits for it."""
+        id_, fut = self.archive.append(owner, [stanza.to_bytes()], with_=with_, id=id)
+        if isinstance(fut, asyncio.Future) and not fut.done():
+            # Writes commit in call order: the owner's latest append settles all earlier ones.
+            self._pending[owner] = fut
+            fut.add_done_callback(functools.partial(self._settled, owner))
+        return id_
+
+    def _settled(self, owner: str, fut: asyncio.Future[None]) -> None:
+        if self._pending.get(owner) is fut:
+            del self._pending[owner]
+
+    def settled(self, owner: str) -> asyncio.Future[None] | None:
+        """The owner's last archive write if it is not committed yet (queries only see committed
+        items: a query waits for it, so that what was delivered is in the results)."""
+        fut = self._pending.get(owner)
+        return None if fut is None or fut.done() else fut
+
+    def _in_roster(self, owner: str) -> Callable[[str], bool]:
+        def check(contact: str) -> bool:
+            roster: Any = self.server.module("roster")
+            if roster is None:
+                return False  # no roster: nobody is in it
+            get_item = getattr(roster, "get_item", None)
+            if get_item is not None:
+                return get_item(owner, contact) is not None
+            sub = getattr(roster, "subscription", None)
+            return sub is not None and sub(owner, contact) not in (None, "none")
+        return check
+
+    def wants(self, owner: str, contact: JID) -> bool:
+        """The owner's preferences for messages to/from ``contact`` (XEP-0441)."""
+        p = self.prefs.get(owner)
+        return p.is_plain() or p.decide(contact, self._in_roster(owner))
+
+    @hook(ev.PRE_MESSAGE, priority=PRIORITY)
+    def outgoing(self, e: RouteEvent) -> None:
+        """The sender's copy (XEP-0313 §3: 'outgoing' in the context of the sender's archive)."""
+        to = e.to
+        if to is None or to.bare == e.frm.bare:
+            return None  # to oneself: archived once, as it arrives (incoming)
+        if not should_store(e.stanza):
+            return None
+        owner = e.frm.bare
+        if self.wants(owner, to):  # XEP-0441 §2.3.2: outgoing messages match on 'to'
+            self._last_sent = (e.stanza, self.archive_stanza(owner, e.stanza, to.full))
+        return None
+
+    def sent_id(self, stanza: Element) -> str | None:
+        """The sender's archive id of ``stanza`` while its PRE_MESSAGE chain runs (carbons:
+        XEP-0313 §3.5 wants it inside the sent copy's forwarded message, not the original)."""
+        last = self._last_sent
+        return last[1] if last is not None and last[0] is stanza else None
+
+    @hook(ev.MESSAGE_BARE, priority=PRIORITY)
+    @hook(ev.MESSAGE_FULL, priority=PRIORITY)
+    def incoming(self, e: RouteEvent) -> None:
+        """The recipient's copy, stanza-id added before delivery or offline storage."""
+        st = e.stanza
+        owner = e.to.bare  # type: ignore[union-attr]
+        if st.attrs.get("type") == "error":
+            return None
+        strip_stanza_ids(st, owner)
+        if not should_store(st) or not self.server.router.user_exists(owner):
+            return None
+        if not self.wants(owner, e.frm):  # XEP-0441 §2.3.3: incoming messages match on 'from'
+            return None
+        # The stored copy carries its stanza-id too: one serialisation serves archive and delivery.
+        id_ = self.archive.new_id()
+        st.add("stanza-id", NS_STANZA_ID, {"id": id_, "by": owner})
+        self.archive_stanza(owner, st, e.frm.full, id_)
+        return None
+
+    # -- queries ------------------------------------------------------------------------------
+    def answer_query(self, owner: str, query: Element, requester: str,
+                     send: Callable[[Element], None],
+                     transform: Callable[[Element, ArchiveItem], Element | None] | None = None
+                     ) -> Element:
+        """Run a ``<query/>`` on ``owner``'s archive: send the results, return the ``<fin/>``.
+
+        For reuse by archives other than users' (a MUC room passes its JID and its own access
+        check has been done by then)."""
+        q: Query = parse_query(query, self.default_max, self.max_max)
+        page: Page = run_query(self.archive, owner, q)
+        for msg in result_messages(owner, requester, q, page, transform):
+            send(msg)
+        return fin_element(q, page)
+
+    def _sender(self, ctx: IQContext) -> Callable[[Element], None]:
+        if ctx.origin is not None:
+            return ctx.origin.send  # straight to the session: before the IQ result, unfiltered
+        return self.server.route
+
+    @iq_handler("set", NS_MAM, "query", scope=SELF)
+    def query(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        q = iq.first_child()
+        assert q is not None
+        owner = ctx.to.bare
+        pending = self.settled(owner)
+        if pending is not None:
+            return self._after(pending, self.answer_query, owner, q, ctx.frm.full,
+                               self._sender(ctx))
+        return self.answer_query(owner, q, ctx.frm.full, self._sender(ctx))
+
+    @staticmethod
+    async def _after(pending: asyncio.Future[None], fn: Callable[..., Element],
+                     *args: Any) -> Element:
+        await asyncio.wait((pending,))  # not `await pending`: never cancel the storage's future
+        return fn(*args)
+
+    @iq_handler("get", NS_MAM, "query", scope=SELF)
+    def form(self, iq: Element, ctx: IQContext) -> Element:
+        return query_form()
+
+    @iq_handler("get", NS_MAM, "metadata", scope=SELF)
+    def metadata(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        pending = self.settled(ctx.to.bare)
+        if pending is not None:
+            return self._after(pending, self._metadata, ctx.to.bare)
+        return self._metadata(ctx.to.bare)
+
+    def _metadata(self, owner: str) -> Element:
+        """XEP-0313 §6: first and last items, or an empty element for an empty archive."""
+        md = Element("metadata", NS_MAM)
+        first, last = self.archive.first_last(owner)
+        if first is not None and last is not None:
+            md.add("start", attrs={"id": first.id, "timestamp": stamp(first.when)})
+            md.add("end", attrs={"id": last.id, "timestamp": stamp(last.when)})
+        return md
+
+    @iq_handler("get", NS_MAM, "prefs", scope=SELF)
+    def get_prefs(self, iq: Element, ctx: IQContext) -> Element:
+        return prefs_element(self.prefs.get(ctx.to.bare))
+
+    @iq_handler("set", NS_MAM, "prefs", scope=SELF)
+    async def set_prefs(self, iq: Element, ctx: IQContext) -> Element:
+        p: Prefs = parse_prefs(iq.first_child())  # type: ignore[arg-type]
+        await self.prefs.set(ctx.to.bare, p)  # the result says it is stored: wait for the commit
+        return prefs_element(p)
+
+    # XEP-0313 §9.1: someone else's archive.
+    @iq_handler("set", NS_MAM, "query", scope=BARE)
+    @iq_handler("get", NS_MAM, "query", scope=BARE)
+    @iq_handler("get", NS_MAM, "metadata", scope=BARE)
+    @iq_handler("get", NS_MAM, "prefs", scope=BARE)
+    @iq_handler("set", NS_MAM, "prefs", scope=BARE)
+    def forbidden(self, iq: Element, ctx: IQContext) -> None:
+        raise StanzaError("forbidden", "this archive is not yours")
+
+
+# -- operator report ------------------------------------------------------------------------------
+
+def archive_report(server_or_storage: Server | Storage, *, domain: str | None = None,
+                   top: int | None = None) -> list[tuple[str, int]]:
+    """(owner, item count) of every non-empty archive, largest first (ties by owner).
+
+    ``domain`` keeps owners of that domain (users ``x@domain`` and rooms ``room@domain``);
+    ``top`` keeps the N largest.  Reads only; works on a running server or on a storage opened
+    by the CLI (``open_storage("lmdb", data_dir)``)."""
+    storage: Any = getattr(server_or_storage, "storage", None) or server_or_storage
+    archive = storage.archive(ARCHIVE_STORE, RECORD_VERSION)
+    rows: Iterable[tuple[str, int]] = archive.owners_sizes()
+    if domain is not None:
+        rows = (r for r in rows if r[0] == domain or r[0].endswith("@" + domain))
+    out = sorted(rows, key=lambda r: (-r[1], r[0]))
+    return out if top is None else out[:top]
+
+
+def format_archive_report(rows: list[tuple[str, int]]) -> str:
+    """The report as a text table with a total line."""
+    width = max([len(o) for o, _ in rows] + [5])
+    lines = [f"{'owner':<{width}}  {'messages':>10}"]
+    lines += [f"{o:<{width}}  {n:>10}" for o, n in rows]
+    lines.append(f"{'total':<{width}}  {sum(n for _, n in rows):>10}  ({len(rows)} archives)")
+    return "\n".join(lines)

@@ -1,0 +1,17 @@
+"""Parse back one element stored with ``Element.to_bytes()`` (offline messages, PEP items...)."""
+
+from __future__ import annotations
+
+from . import XMLParser
+from .element import Element
+
+_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+
+
+def parse_fragment(data: bytes) -> Element:
+    p = XMLParser(max_stanza_size=max(262144, 2 * len(data)))
+    p.feed(_HEADER)
+    for e in p.feed(data):
+        if isinstance(e, Element):
+            return e
+    raise ValueError("no complete element in stored data")

@@ -1,0 +1,50 @@
+"""The performance smoke run (``python -m perf.run --smoke --budgets``) as a test.
+
+It starts the real mbxmpp daemon (and Prosody when it is installed) on loopback, runs every scenario
+with small counts and checks the loose smoke budgets of ``perf/budgets.toml``. If mbxmpp cannot
+start, this test fails (it never skips for that). Deselect with ``-m "not perf"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.perf, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(240)
+def test_perf_smoke(tmp_path: Path) -> None:
+    servers = "mbxmpp,prosody" if shutil.which("prosody") else "mbxmpp"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    cmd = [sys.executable, "-m", "perf.run", "--smoke", "--servers", servers, "--budgets",
+           "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=230)
+    out = r.stdout + r.stderr
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1, out[-4000:]
+    run = runs[0]
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    meta = records[0]
+    assert meta["type"] == "meta"
+    assert "mbxmpp" not in meta["unavailable"], (
+        "mbxmpp could not start: " + meta["unavailable"].get("mbxmpp", "") + "\n" + out[-4000:])
+    assert r.returncode == 0, out[-6000:]
+    scen = {(x["server"], x["scenario"]): x for x in records if x.get("type") == "scenario"}
+    for name in ("login_storm", "idle_connections", "messaging", "presence_broadcast",
+                 "roster_fetch"):
+        rec = scen[("mbxmpp", name)]
+        assert rec["status"] in ("ok", "invalid"), (name, rec["status"], rec["reason"])
+    assert scen[("mbxmpp", "sm_sessions")]["status"] == "not_available"
+    assert (run / "summary.md").exists()
+    assert any(p.suffix == ".png" for p in run.iterdir()), "no plots written"
