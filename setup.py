@@ -134,7 +134,8 @@ setup(
         "dnspython",
     ],
     extras_require={
-        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp"],
+        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp", "Cython>=3.0,<4",
+                 "matplotlib"],
     },
     entry_points={"console_scripts": ["mbxmpp=mbxmpp.cli:main"]},
     zip_safe=False,

@@ -122,6 +122,7 @@ class SMConfig:
     resume_timeout: float = 300.0
     push_resume_timeout: float = 72 * 3600.0
     max_unacked: int = 1000
+    location: str | None = None                # "host:port" clients should resume at (XEP-0198 §5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +359,12 @@ class _Table:
     def _wrong(self, k: str, expected: str, v: object) -> None:
         self.error(k, f"expected {expected}, got {_type_name(v)} {_show(v)}")
 
-    def get_str(self, k: str, default: Any) -> Any:
+    def get_str(self, k: str, default: Any, allow_empty: bool = False) -> Any:
         v = self._get(k)
         if v is _MISSING:
             return default
-        if not isinstance(v, str) or not v:
-            self._wrong(k, "a non-empty string", v)
+        if not isinstance(v, str) or not (v or allow_empty):
+            self._wrong(k, "a string" if allow_empty else "a non-empty string", v)
             return default
         return v
 
@@ -593,7 +594,8 @@ def _load_sm(t: _Table) -> SMConfig:
     d = SMConfig()
     return SMConfig(resume_timeout=t.get_duration("resume_timeout", d.resume_timeout),
                     push_resume_timeout=t.get_duration("push_resume_timeout", d.push_resume_timeout),
-                    max_unacked=t.get_int("max_unacked", d.max_unacked, 1))
+                    max_unacked=t.get_int("max_unacked", d.max_unacked, 1),
+                    location=t.get_str("location", d.location, allow_empty=True) or None)
 
 
 def _load_mam(t: _Table) -> MAMConfig:

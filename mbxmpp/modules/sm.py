@@ -38,16 +38,22 @@ def _failed(condition: str, h: int | None = None) -> bytes:
 
 
 class Hibernated:
-    """Stands in for the stream while the client is away: stanzas go to the unacked queue."""
+    """Stands in for the stream while the client is away: stanzas go to the unacked queue,
+    up to ``max_unacked``; past that the session ends (its queue goes to offline storage)."""
 
-    __slots__ = ("sm", "timer")
+    __slots__ = ("sm", "timer", "overflow", "sm_limit")
 
-    def __init__(self, sm: Any) -> None:
+    def __init__(self, sm: Any, overflow: Any, limit: int) -> None:
         self.sm = sm
         self.timer: asyncio.TimerHandle | None = None
+        self.overflow = overflow  # called once when the queue is over the limit
+        self.sm_limit = limit
 
     def send_stanza(self, stanza: Element) -> None:
         self.sm.outbound(stanza)
+        if self.overflow is not None and len(self.sm.queue) > self.sm_limit:
+            cb, self.overflow = self.overflow, None
+            asyncio.get_event_loop().call_soon(cb)
 
     def close(self, error: Any = None) -> None:
         pass
@@ -85,6 +91,8 @@ class StreamManagement(Module):
         attrs = {"id": sm.id, "resume": "true", "max": str(sm.max)} if resume else {}
         if resume:
             self.by_id[sm.id] = session
+            if self.cfg.location:
+                attrs["location"] = self.cfg.location  # XEP-0198 §5: where to reconnect
         stream.write(_sm("enabled", **attrs))
 
     @nonza(NS_SM, "r")
@@ -165,7 +173,7 @@ class StreamManagement(Module):
         session = stream.session
         if sm is None or not sm.resume or stream.clean_close or session is None:
             return None
-        h = Hibernated(sm)
+        h = Hibernated(sm, lambda: self._expire(session), self.cfg.max_unacked)
         session.stream = h
         h.timer = asyncio.get_event_loop().call_later(sm.max, self._expire, session)
         self.log.debug("%s hibernating for %ss", session.full, sm.max)
