@@ -87,7 +87,7 @@ class Server:
             default = (cfg.cert, cfg.key)
         else:
             names = []
-            for h in sorted(self.hosts):
+            for h in self.config.server.domains:  # the first domain names the certificate
                 names.append(h)
                 names.extend(self.component_domains(h))
             default = ensure_self_signed(self.data_dir, names)
