@@ -88,10 +88,9 @@ async def _wait_start(c: Client) -> None:
 
 
 async def disconnect(*clients: Client) -> None:
-    for c in clients:
-        c.disconnect()
-    for c in clients:
-        try:
-            await asyncio.wait_for(c.disconnected, 5)
-        except (asyncio.TimeoutError, Exception):
-            pass
+    # slixmpp replaces `disconnected` once a disconnect completes: wait on what disconnect() returns.
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients),
+                                              return_exceptions=True), 10)
+    except asyncio.TimeoutError:
+        pass
