@@ -1,0 +1,62 @@
+"""Stream Management counters: the compiled SMState and its Python twin behave the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from mbxmpp.stream.smstate import SMState as PySMState
+
+try:
+    from mbxmpp._ext.smstate import SMState as CSMState
+except ImportError:  # pragma: no cover
+    CSMState = None
+
+IMPLS = [pytest.param(PySMState, id="py"),
+         pytest.param(CSMState, id="c", marks=pytest.mark.skipif(CSMState is None, reason="not built"))]
+
+
+@pytest.fixture(params=IMPLS)
+def SM(request):
+    return request.param
+
+
+def test_counts_and_acks(SM):
+    s = SM("id", True, 300, request_every=3)
+    assert [s.outbound(i) for i in range(4)] == [False, False, True, False]
+    s.inbound()
+    s.inbound()
+    assert (s.h_in, s.h_out) == (2, 4)
+    assert s.ack(3) and list(s.queue) == [3] and s.acked == 3
+    assert not s.requested
+    assert s.ack(3)  # the same h again acks nothing more
+    assert not s.ack(5)  # more than was sent
+    assert list(s.queue) == [3]
+
+
+def test_ack_modulo_2_32(SM):
+    # XEP-0198 §4: h wraps; an ack of (acked + n) mod 2^32 drops n stanzas.
+    s = SM("id", True, 300)
+    for i in range(3):
+        s.outbound(i)
+    assert s.ack(2) and list(s.queue) == [2]
+    assert not s.ack(2 + (1 << 32) - 1)  # would mean 2^32-1 more than sent
+
+
+def test_h_in_wraps(SM):
+    s = SM("id", True, 300)
+    if SM is PySMState:
+        s.h_in = (1 << 32) - 1
+        s.inbound()
+        assert s.h_in == 0
+    else:
+        for _ in range(3):
+            s.inbound()
+        assert s.h_in == 3
+
+
+def test_unacked_copy(SM):
+    s = SM("id", False, 60)
+    s.outbound("a")
+    u = s.unacked()
+    u.append("b")
+    assert list(s.queue) == ["a"]
