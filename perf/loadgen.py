@@ -27,14 +27,14 @@ import time
 import traceback
 from typing import Any
 
-from .xmppclient import SCRAM_CACHE_STATS, ClientOptions, El, XMPPClient, XMPPError
+from .xmppclient import SCRAM_CACHE_STATS, ClientOptions, XMPPClient, XMPPError
 
 MAX_GEN_CPU = 0.90
 BODY = "perf message 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOP"
 _now = time.monotonic_ns
 
 
-# ============================================================================================ histogram
+# ====================================================================== histogram
 
 class Histogram:
     """Log-linear histogram of microsecond values (~1.6 % resolution), mergeable across processes."""
@@ -173,7 +173,7 @@ class _Window:
         return {"cpu_s": self.cpu1 - self.cpu0, "wall_s": (self.w1 - self.w0) / 1e9}
 
 
-# ============================================================================================ worker
+# ====================================================================== worker
 
 def _opts(d: dict) -> ClientOptions:
     return ClientOptions(**d)
@@ -611,10 +611,12 @@ def _worker_main(conn: Any, idx: int, cpus: list[int], nice: int = 0) -> None:
     except OSError:
         pass
     if nice:
+        from .servers import set_priority
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            os.setsid()
         except OSError:
             pass
+        set_priority(nice)
     raise_nofile()
     try:
         import uvloop
@@ -624,7 +626,7 @@ def _worker_main(conn: Any, idx: int, cpus: list[int], nice: int = 0) -> None:
     runner(Worker(conn, idx).serve())
 
 
-# ============================================================================================ coordinator
+# ====================================================================== coordinator
 
 class WorkerError(RuntimeError):
     pass

@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=0,
                     help="generator worker processes (default: one per generator CPU)")
     ap.add_argument("--tls", choices=("starttls", "direct"), default="starttls")
+    ap.add_argument("--archive", action="store_true",
+                    help="every server archives 1:1 messages (MAM on mbxmpp, mod_mam on Prosody "
+                         "and ejabberd); default: routed, not archived")
     ap.add_argument("--set", action="append", default=[], metavar="SCENARIO.KEY=VALUE",
                     help="override a scenario parameter, e.g. --set login_storm.concurrency=100 "
                          "or --set idle_connections.counts=[1000,10000]")
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"type": "meta", "timestamp": stamp, "mode": mode,
                             "servers": names, "scenarios": scen_names, "params": params,
                             "server_cpus": args.server_cpus, "gen_cpus": args.gen_cpus,
-                            "workers": n_workers, "tls": args.tls, "nice": nice, "machine": _machine(),
+                            "workers": n_workers, "tls": args.tls, "nice": nice,
+                            "archive": args.archive, "machine": _machine(),
                             "versions": {}, "unavailable": {}}
     started: dict[str, S.ServerUnderTest] = {}
     records: list[dict[str, Any]] = []
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     rc = 1
                 continue
             srv = S.make(name, workroot, args.server_cpus)
+            srv.archive = args.archive
             meta["versions"][name] = srv.version()
             users = SC.users_needed(params, scen_names, S.nofile_hard() - 300)
             t0 = time.monotonic()

@@ -1,7 +1,8 @@
 """Scenarios: each runs against one ServerUnderTest with the shared Generator and returns a record.
 
-A record is ``{"scenario", "server", "status", "metrics", "details", "hists", "reason"}`` where
-status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withheld), ``skipped``
+A record is ``{"scenario", "server", "status", "metrics", "withheld", "details", "hists",
+"reason"}`` where status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withheld
+in ``withheld``, never reported as results), ``partial`` (some withheld), ``skipped``
 (not possible on this machine, with the reason), ``not_available`` (hook for a later feature) or
 ``failed`` (with the error).
 """
@@ -20,7 +21,7 @@ from .loadgen import MAX_GEN_CPU, Generator, gen_cpu_fraction, merge_hists
 
 _now = time.monotonic_ns
 
-# ============================================================================================ parameters
+# ====================================================================== parameters
 
 FULL: dict[str, dict[str, Any]] = {
     "login_storm": {"concurrency": 50, "users": 2000, "warmup_s": 2.0, "duration_s": 10.0},
@@ -94,11 +95,11 @@ def max_connections(srv: S.ServerUnderTest, gen: Generator) -> tuple[int, str]:
     return gen_lim - reserve, f"generator open-file limit {gen_lim} over {gen.n} worker(s)"
 
 
-# ============================================================================================ helpers
+# ====================================================================== helpers
 
 def _record(scenario: str, srv: S.ServerUnderTest) -> dict[str, Any]:
     return {"scenario": scenario, "server": srv.name, "status": "ok", "metrics": {},
-            "details": {}, "hists": {}, "reason": ""}
+            "withheld": {}, "details": {}, "hists": {}, "reason": ""}
 
 
 def _cpu_jiffies() -> dict[int, tuple[int, int]]:
@@ -191,10 +192,17 @@ def _check_gen(rec: dict, results: list[dict], ctx: Ctx, label: str) -> bool:
     rec["details"][f"{label}_generator_cpu"] = round(frac, 3)
     if frac > MAX_GEN_CPU:
         rec["status"] = "invalid"
-        rec["reason"] = (f"{label}: generator CPU {frac:.0%} of its {ctx.gen_cpus} core(s) "
-                         f"> {MAX_GEN_CPU:.0%}: it may have been the bottleneck, figure withheld")
+        why = (f"{label}: generator CPU {frac:.0%} of its {ctx.gen_cpus} core(s) > "
+               f"{MAX_GEN_CPU:.0%}: it may have been the bottleneck, figure withheld")
+        rec["reason"] = (rec["reason"] + "; " if rec["reason"] else "") + why
         return False
     return True
+
+
+def _put(rec: dict, valid: bool, metrics: dict[str, Any]) -> None:
+    """Valid figures go to ``metrics``; those measured while the generator was the bottleneck go
+    to ``withheld`` (never reported as results; a rate there is only a lower bound)."""
+    rec["metrics" if valid else "withheld"].update(metrics)
 
 
 def _login_group(ctx: Ctx, srv: S.ServerUnderTest, group: str, per_worker: list[list[str]],
@@ -217,7 +225,7 @@ def _close_group(ctx: Ctx, group: str) -> None:
     ctx.gen.call("close", {"group": group}, timeout=300)
 
 
-# ============================================================================================ scenarios
+# ====================================================================== scenarios
 
 def login_storm(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     p = ctx.params["login_storm"]
@@ -238,11 +246,10 @@ def login_storm(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                            "server_cpu": round(cpu.fraction(), 3), "tls": ctx.tls,
                            "mechanism": "SCRAM-SHA-1"})
     rec["hists"]["login_time"] = h.to_dict()
-    if _check_gen(rec, res, ctx, "storm"):
-        rate = done / p["duration_s"]
-        lat = h.summary_ms()
-        rec["metrics"].update({"logins_per_s": round(rate, 1), "login_p50_ms": lat["p50"],
-                               "login_p99_ms": lat["p99"]})
+    rate = done / p["duration_s"]
+    lat = h.summary_ms()
+    _put(rec, _check_gen(rec, res, ctx, "storm"),
+         {"logins_per_s": round(rate, 1), "login_p50_ms": lat["p50"], "login_p99_ms": lat["p99"]})
     if failed and done == 0:
         rec["status"] = "failed"
         rec["reason"] = f"all logins failed: {rec['details']['errors'][:2]}"
@@ -321,11 +328,9 @@ def messaging(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                                         "in_flight": p["window"] * 2 * p["pairs"],
                                         "latency_ms": h.summary_ms(),
                                         "disconnected": sum(r["disconnected"] for r in res)}
-        valid = _check_gen(rec, res, ctx, "saturation")
-        if valid:
-            rec["metrics"]["msgs_per_s"] = round(sat, 1)
+        _put(rec, _check_gen(rec, res, ctx, "saturation"), {"msgs_per_s": round(sat, 1)})
         curve = [{"offered": None, "achieved": round(sat, 1), "kind": "saturation"}]
-        runs = [(f"{int(f * 100)}pct", f * sat) for f in p["fractions"]] if valid else []
+        runs = [(f"{int(f * 100)}pct", f * sat) for f in p["fractions"]]
         runs += [(str(r), float(r)) for r in p["fixed_rates"]]
         for label, rate in runs:
             if rate <= 0:
@@ -343,10 +348,9 @@ def messaging(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                                              "latency_ms": lat}
             curve.append({"offered": round(rate, 1), "achieved": round(achieved, 1),
                           "kind": label})
-            if _check_gen(rec, res, ctx, f"at_{label}"):
-                rec["metrics"][f"p99_ms_at_{label}"] = lat["p99"]
-                rec["metrics"][f"p50_ms_at_{label}"] = lat["p50"]
-                rec["metrics"][f"delivered_frac_at_{label}"] = round(recv / sent, 4) if sent else None
+            _put(rec, _check_gen(rec, res, ctx, f"at_{label}"),
+                 {f"p99_ms_at_{label}": lat["p99"], f"p50_ms_at_{label}": lat["p50"],
+                  f"delivered_frac_at_{label}": round(recv / sent, 4) if sent else None})
         rec["details"]["curve"] = curve
     finally:
         _close_group(ctx, "msg")
@@ -389,9 +393,9 @@ def presence_broadcast(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["details"]["saturation"] = {"broadcasts_per_s": round(bps, 1),
                                         "deliveries_per_s": round(bps * r["contacts"], 1),
                                         "server_cpu": round(scpu, 3), "contacts": r["contacts"]}
-        if _check_gen(rec, [r], ctx, "saturation"):
-            rec["metrics"]["broadcasts_per_s"] = round(bps, 1)
-            rec["metrics"]["deliveries_per_s"] = round(bps * r["contacts"], 1)
+        _put(rec, _check_gen(rec, [r], ctx, "saturation"),
+             {"broadcasts_per_s": round(bps, 1), "deliveries_per_s": round(bps * r["contacts"], 1)})
+        if bps > 0:
             for f in p["fractions"]:
                 label = f"{int(f * 100)}pct"
                 rr, scpu = run("open", f * bps, p["lat_duration_s"], f"at_{label}")
@@ -402,8 +406,8 @@ def presence_broadcast(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                     "offered_broadcasts_per_s": round(f * bps, 1), "sent": rr["sent_window"],
                     "deliveries": rr["deliveries_window_sched"], "server_cpu": round(scpu, 3),
                     "latency_ms": lat}
-                if _check_gen(rec, [rr], ctx, f"at_{label}"):
-                    rec["metrics"][f"p99_ms_at_{label}"] = lat["p99"]
+                _put(rec, _check_gen(rec, [rr], ctx, f"at_{label}"),
+                     {f"p99_ms_at_{label}": lat["p99"]})
     finally:
         _close_group(ctx, "pres")
     return rec
@@ -441,9 +445,9 @@ def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["details"].update({"sessions": p["sessions"], "items_seen": max(r["items"] for r in res),
                                "errors": sum(r["errors"] for r in res),
                                "server_cpu": round(cpu.fraction(), 3), "latency_ms": lat})
-        if _check_gen(rec, res, ctx, "fetch"):
-            rec["metrics"].update({"fetches_per_s": round(n / p["duration_s"], 1),
-                                   "fetch_p50_ms": lat["p50"], "fetch_p99_ms": lat["p99"]})
+        _put(rec, _check_gen(rec, res, ctx, "fetch"),
+             {"fetches_per_s": round(n / p["duration_s"], 1), "fetch_p50_ms": lat["p50"],
+              "fetch_p99_ms": lat["p99"]})
     finally:
         _close_group(ctx, "roster")
     return rec
@@ -485,6 +489,8 @@ def run_scenario(name: str, ctx: Ctx, srv: S.ServerUnderTest) -> dict:
                 ctx.gen.call("close", {"group": g}, timeout=60)
             except Exception:
                 pass
+    if rec["status"] == "invalid" and rec["metrics"]:
+        rec["status"] = "partial"     # some figures valid, others withheld
     rec["elapsed_s"] = round(time.monotonic() - t0, 2)
     if srv.proc is not None and srv.proc.poll() is not None:
         rec["status"] = "failed"

@@ -44,7 +44,8 @@ def test_perf_smoke(tmp_path: Path) -> None:
     for name in ("login_storm", "idle_connections", "messaging", "presence_broadcast",
                  "roster_fetch"):
         rec = scen[("mbxmpp", name)]
-        assert rec["status"] in ("ok", "invalid"), (name, rec["status"], rec["reason"])
+        # "invalid"/"partial": the generator was the bottleneck (the server outran it)
+        assert rec["status"] in ("ok", "partial", "invalid"), (name, rec["status"], rec["reason"])
     assert scen[("mbxmpp", "sm_sessions")]["status"] == "not_available"
     assert (run / "summary.md").exists()
     assert any(p.suffix == ".png" for p in run.iterdir()), "no plots written"
