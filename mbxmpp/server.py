@@ -130,6 +130,10 @@ class Server:
             srv.close()
         for conn in list(self.connections):
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
+        # Sessions kept for resumption cannot survive the restart: end them while storage is
+        # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
+        for session in list(self.sessions.full.values()):
+            self.destroy_session(session)
         for mod in reversed(list(self.modules.values())):
             try:
                 await mod.stop()
@@ -197,8 +201,12 @@ class Server:
         session = stream.session
         if session is None or session.stream is not stream:
             return
-        if self.hooks.fire(ev.STREAM_CLOSED, stream) is not None:
-            return  # kept (hibernated) by Stream Management
+        try:
+            if self.hooks.fire(ev.STREAM_CLOSED, stream) is not None:
+                return  # kept (hibernated) by Stream Management
+        except Exception:
+            # A failing hook must not leave a bound session behind a dead stream.
+            log.exception("stream-closed hook failed for %s", session.full)
         self.destroy_session(session)
 
     def destroy_session(self, session: Session) -> None:

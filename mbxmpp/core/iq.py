@@ -8,13 +8,13 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import StanzaError
+from ..jid import JID, JIDError
 from ..util.ids import new_id
 from ..xml.build import error_reply, iq_result
 from ..xml.element import Element
 from .modules import BARE, HOST, SELF
 
 if TYPE_CHECKING:
-    from ..jid import JID
     from .sessions import Session
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class IQDispatcher:
     def __init__(self, send: Callable[[Element], None]) -> None:
         self._send = send  # routes a reply
         self._table: dict[tuple[str, str, str, str], Callable] = {}
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[str, tuple[asyncio.Future, str | None]] = {}  # id -> (future, addressee)
         self._tasks: set[asyncio.Task] = set()
 
     def register(self, type: str, ns: str, tag: str, scope: str, fn: Callable) -> None:
@@ -59,9 +59,14 @@ class IQDispatcher:
         """Handle an IQ addressed to the server or to a user's bare JID."""
         type_ = iq.attrs.get("type")
         if type_ == "result" or type_ == "error":
-            fut = self._pending.pop(iq.attrs.get("id", ""), None)
-            if fut is not None and not fut.done():
-                fut.set_result(iq)
+            iq_id = iq.attrs.get("id", "")
+            entry = self._pending.get(iq_id)
+            # RFC 6120 §8.2.3: a response comes from the entity the request went to; anyone
+            # else who learned or guessed the id must not be able to answer for it.
+            if entry is not None and _answers(iq.attrs.get("from"), entry[1]):
+                del self._pending[iq_id]
+                if not entry[0].done():
+                    entry[0].set_result(iq)
             return
         if "to" not in iq.attrs and ctx.scope == SELF:
             # RFC 6120 §10.3.3: handled as addressed to the account's bare JID; the reply is
@@ -119,12 +124,28 @@ class IQDispatcher:
             iq_id = new_id()
             iq.set("id", iq_id)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[iq_id] = fut
+        self._pending[iq_id] = (fut, iq.attrs.get("to"))
         self._send(iq)
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
-            self._pending.pop(iq_id, None)
+            entry = self._pending.get(iq_id)
+            if entry is not None and entry[0] is fut:
+                del self._pending[iq_id]
+
+
+def _answers(frm: str | None, to: str | None) -> bool:
+    """Is a response from ``frm`` one to a request sent to ``to``? A request to a bare JID or a
+    domain may be answered by it or by one of its resources."""
+    if to is None:
+        return True
+    if frm is None:
+        return False
+    try:
+        f, t = JID.parse(frm), JID.parse(to)
+    except JIDError:
+        return False
+    return f.full == t.full or (t.resource is None and f.bare == t.bare)
 
 
 __all__ = ["IQDispatcher", "IQContext", "HOST", "SELF", "BARE"]

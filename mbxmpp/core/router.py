@@ -173,7 +173,7 @@ class Router:
             return
         # RFC 6121 §8.5.3.2.1: no such resource.
         t = e.type or "normal"
-        if t in ("normal", "chat"):
+        if t not in ("groupchat", "headline", "error"):  # RFC 6121 §5.2.2: unknown types are 'normal'
             e.to = e.to.bare_jid()  # type: ignore[union-attr]
             self.message_to_bare(e)
         elif t == "groupchat":

@@ -74,6 +74,8 @@ class SessionManager:
         if not resource or (resources is not None and resource in resources):
             # RFC 6120 §7.7.2.2: on conflict the server may assign its own resource.
             resource = (resource + "." if resource else "") + new_id(6)
+            if len(resource.encode()) > 1023:  # RFC 7622 §3.1: still a valid resourcepart
+                resource = new_id(12)
         session = Session(jid_bare.with_resource(resource), stream)
         self.full[session.full] = session
         self.by_bare.setdefault(session.bare, {})[resource] = session

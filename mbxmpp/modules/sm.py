@@ -83,7 +83,7 @@ class StreamManagement(Module):
         resume = el.get("resume") in ("true", "1")
         timeout = self._timeout(session)
         wanted = el.get("max")
-        if wanted is not None and wanted.isdigit():
+        if wanted is not None and wanted.isascii() and wanted.isdigit():  # int('²') raises
             timeout = min(timeout, max(1, int(wanted)))
         sm = SMState(new_id(24), resume, int(timeout))
         stream.sm = sm
@@ -107,7 +107,9 @@ class StreamManagement(Module):
 
     async def _ack_after_flush(self, stream, h: int) -> None:  # type: ignore[no-untyped-def]
         await self.server.storage.flush()
-        stream.write(_sm("a", h=str(h)))
+        from ..stream.c2s import ST_CLOSED
+        if stream.stage != ST_CLOSED:  # nothing may follow our </stream:stream> (RFC 6120 §4.4)
+            stream.write(_sm("a", h=str(h)))
 
     @nonza(NS_SM, "a")
     def ack(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +120,9 @@ class StreamManagement(Module):
 
     def _apply_ack(self, sm: Any, h_attr: str | None) -> None:
         try:
-            h = int(h_attr or "")
+            if not (h_attr and h_attr.isascii() and h_attr.isdigit()):  # xs:unsignedInt digits only
+                raise ValueError
+            h = int(h_attr)
             if not 0 <= h < 1 << 32:
                 raise ValueError
         except ValueError:
@@ -143,6 +147,7 @@ class StreamManagement(Module):
         self._apply_ack(sm, el.get("h"))
         old = session.stream
         if isinstance(old, Hibernated):
+            session.mod.pop(Hibernated, None)
             if old.timer is not None:
                 old.timer.cancel()
         elif old is not None and old is not stream:
@@ -176,6 +181,7 @@ class StreamManagement(Module):
         h = Hibernated(sm, lambda: self._expire(session), self.cfg.max_unacked)
         session.stream = h
         h.timer = asyncio.get_event_loop().call_later(sm.max, self._expire, session)
+        session.mod[Hibernated] = h  # destroy_session() clears session.stream before our hook
         self.log.debug("%s hibernating for %ss", session.full, sm.max)
         return True
 
@@ -192,8 +198,9 @@ class StreamManagement(Module):
         if sm is None:
             return
         self.by_id.pop(sm.id, None)
-        if isinstance(session.stream, Hibernated) and session.stream.timer is not None:
-            session.stream.timer.cancel()
+        h = session.mod.pop(Hibernated, None)
+        if h is not None and h.timer is not None:
+            h.timer.cancel()
         unacked = list(sm.queue)
         sm.queue.clear()
         others = [s for s in self.server.sessions.available(session.bare) if s is not session]

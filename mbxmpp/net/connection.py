@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# RFC 6120 §4.4: after our </stream:stream>, how long we wait for the peer to close its side
+# (and for what we wrote to drain) before the TCP connection is cut.
+CLOSE_TIMEOUT = 2.0
+# Output a client leaves unread, beyond the kernel's buffers, before its stream is closed:
+# a client that does not read must not make the server buffer without bound.
+MIN_MAX_OUTPUT = 8 * 1024 * 1024
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
 
 def _cb_data(sslobj: ssl.SSLObject) -> dict[str, bytes]:
     # The context that served the handshake (after SNI) knows its certificate.
@@ -25,7 +33,7 @@ def _cb_data(sslobj: ssl.SSLObject) -> dict[str, bytes]:
 
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "ssl_context", "transport", "stream", "peer_ip", "_wbuf", "_auth_timer",
-                 "_counted_unauth", "_loop")
+                 "_counted_unauth", "_loop", "_closing", "_close_timer", "_lost", "max_output")
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
         self.server = server
@@ -35,8 +43,12 @@ class C2SConnection(asyncio.Protocol):
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
         self._counted_unauth = False
+        self._closing = False   # our stream is closed: nothing more is written or read
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._lost = False
         self.peer_ip = ""
         cfg = server.config.c2s
+        self.max_output = max(MIN_MAX_OUTPUT, 32 * cfg.max_stanza_size)
         self.stream = C2SStream(server, self._write, secure=direct_tls,
                                 max_stanza_size=cfg.max_stanza_size,
                                 require_encryption=cfg.require_encryption,
@@ -64,6 +76,8 @@ class C2SConnection(asyncio.Protocol):
         self._auth_timer = self._loop.call_later(limits.auth_timeout, self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # what the peer sends after our closing tag is discarded
         stream = self.stream
         stream.receive_data(data)
         if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
@@ -75,15 +89,25 @@ class C2SConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
         self._uncount()
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+            self._auth_timer = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self.server.connections.discard(self)
         self.transport = None
+        self._wbuf.clear()
         self.stream.connection_lost()
 
     # -- internals ----------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
+        if self._closing:
+            return  # nothing may follow our </stream:stream> (RFC 6120 §4.4)
         # Writes are coalesced per loop iteration: one TLS record and one syscall per batch.
         buf = self._wbuf
         buf.append(data)
@@ -99,17 +123,34 @@ class C2SConnection(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.write(data)
+            if t.get_write_buffer_size() > self.max_output and not self._closing:
+                log.warning("c2s %s: more than %d bytes of unread output, closing",
+                            self.stream.peer, self.max_output)
+                self.stream.fail(StreamError("policy-violation", "too much unread output"))
 
     def _close_transport(self) -> None:
+        """The stream wrote its closing tag: flush, then close the connection (RFC 6120 §4.4)."""
         self._flush()
+        self._closing = True
+        self._uncount()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if self.stream.clean_close:
+            t.close()  # the peer closed its stream first: both are closed
+        elif t.can_write_eof():
+            t.write_eof()  # FIN after our closing tag; the connection ends when the peer closes
+        # Whatever happens, the connection is gone after the timeout (unread output included).
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_expired)
+
+    def _close_expired(self) -> None:
+        self._close_timer = None
         t = self.transport
         if t is not None:
-            self._loop.call_soon(self._flush_and_close, t)
-
-    def _flush_and_close(self, t: asyncio.Transport) -> None:
-        self._flush()
-        if not t.is_closing():
-            t.close()
+            t.abort()
 
     async def _start_tls(self) -> None:
         t = self.transport
@@ -117,23 +158,23 @@ class C2SConnection(asyncio.Protocol):
             return
         try:
             new = await self._loop.start_tls(t, self, self.ssl_context, server_side=True,
-                                             ssl_handshake_timeout=30)
+                                             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as e:
             log.info("c2s %s: TLS handshake failed: %s", self.stream.peer, e)
             if self.transport is not None:
                 self.transport.abort()
+            # asyncio's own loop does not call connection_lost() when the handshake times out
+            # (uvloop does): release the connection here, or its pre-auth slot leaks.
+            self.connection_lost(e)
             return
-        if new is None:
+        if new is None or self._lost:
             return
         self.transport = new  # type: ignore[assignment]
         sslobj = new.get_extra_info("ssl_object")
         self.stream.tls_started(_cb_data(sslobj) if sslobj is not None else {})
 
     def _authenticated(self) -> None:
-        self._uncount()
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
+        self._uncount()  # the timer runs on until a resource is bound
 
     def _uncount(self) -> None:
         if self._counted_unauth:
@@ -146,5 +187,13 @@ class C2SConnection(asyncio.Protocol):
 
     def _auth_timeout(self) -> None:
         self._auth_timer = None
-        if self.stream.username is None:
-            self.stream.fail(StreamError("connection-timeout", "authentication took too long"))
+        stream = self.stream
+        # Until a resource is bound (or a session resumed): authenticating without binding
+        # must not hold a connection forever either.
+        if stream.session is None and not self._closing:
+            if stream.tls_requested:
+                # Mid-handshake: a stream error cannot be sent in clear now.
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            stream.fail(StreamError("connection-timeout", "authentication took too long"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..errors import StanzaError, StreamError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANZAS = frozenset(("message", "presence", "iq"))
+_LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 # Negotiation stages.
 ST_HEADER = 0      # waiting for a stream header
@@ -70,6 +72,7 @@ class C2SStream:
         self.host: str | None = None
         self.stream_id = ""
         self.lang = "en"
+        self.stream_lang: str | None = None  # the xml:lang of the client's stream header
         self.cb_data: dict[str, bytes] = {}
         self.sasl: SaslServer | None = None
         self.auth_failures = 0
@@ -137,11 +140,14 @@ class C2SStream:
         elif to is not None and to != self.host:
             raise StreamError("host-unknown", "the domain changed on stream restart")
         lang = h.attrs.get("xml:lang")
-        if lang:
-            self.lang = lang
+        if lang and len(lang) <= 35 and _LANG_TAG.fullmatch(lang):  # an RFC 5646 tag, roughly
+            self.lang = self.stream_lang = lang
         self._send_header(h.attrs.get("from"))
         if h.tag != "stream" or h.ns != NS_STREAMS:
             raise StreamError("invalid-namespace", "the stream element must be <stream:stream>")
+        if h.prefix != "stream":
+            # RFC 6120 §4.8.5/§4.9.3.2: the stream namespace is bound to the prefix 'stream'.
+            raise StreamError("bad-namespace-prefix", "the stream namespace prefix must be 'stream'")
         if h.default_ns != NS_CLIENT:
             raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
         version = h.attrs.get("version", "0.9")
@@ -218,16 +224,21 @@ class C2SStream:
                 raise StreamError("not-authorized", "authenticate first")
             else:
                 raise StreamError("not-authorized", "bind a resource first")
+        elif self.username is None:
+            # RFC 6120 §4.9.3.12: nothing but TLS and SASL before authentication (feature
+            # modules' nonzas included).
+            raise StreamError("not-authorized", "authenticate first")
         elif self.server.handle_nonza(self, el):
             pass
-        elif self.username is None and self.stage in (ST_TLS, ST_SASL, ST_SASL_STEP):
-            raise StreamError("not-authorized", "authenticate first")
         else:
             raise StreamError("unsupported-stanza-type", f"unknown element {el.tag!r} in {ns!r}")
 
     def _starttls(self) -> None:
         if self.secure or self.stage != ST_TLS:
-            raise StreamError("policy-violation", "TLS is already in place")
+            # RFC 6120 §5.4.2.2: the failure case is <failure/>, then the stream is closed.
+            self.write(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            self.close()
+            return
         self.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         self.tls_requested = True
 
@@ -328,7 +339,8 @@ class C2SStream:
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         self.sasl = None
-        self.stage = ST_SASL if self.secure else self.stage
+        # RFC 6120 §6.4.5: after a failure the client may retry (also on a plaintext stream).
+        self.stage = ST_SASL if self.secure else ST_TLS
         f = Element("failure", NS_SASL)
         f.add(condition)
         if text:
@@ -341,7 +353,12 @@ class C2SStream:
                 self.fail(StreamError("policy-violation", "too many failed authentication attempts"))
 
     def _bind_iq(self, iq: Element) -> None:
+        if iq.get("type") in ("result", "error"):
+            return  # RFC 6120 §8.3.1: never answer a result or an error with an error
         payload = iq.first_child()
+        if "id" not in iq.attrs:  # RFC 6120 §8.2.3: an IQ without an id is a bad request
+            self.write(error_reply(iq, StanzaError("bad-request", "IQ needs an id")).to_bytes())
+            return
         if iq.get("type") != "set" or payload is None or payload.ns != NS_BIND or payload.tag != "bind":
             if payload is not None and payload.ns == NS_SESSION:
                 raise StreamError("not-authorized", "bind a resource first")
@@ -384,29 +401,64 @@ class C2SStream:
             if j.full != session.full and j.full != session.bare:
                 raise StreamError("invalid-from", "'from' is not your address")
         attrs["from"] = session.full
+        if self.stream_lang is not None and "xml:lang" not in attrs:
+            attrs["xml:lang"] = self.stream_lang  # RFC 6120 §8.1.5: the stream's language
         st._bytes = None
+        # XEP-0198 §4: every stanza received counts, including those refused below.
+        if self.sm is not None:
+            self.sm.inbound()
+        t = attrs.get("type")
         if st.tag == "iq":
-            t = attrs.get("type")
             if "id" not in attrs or t not in ("get", "set", "result", "error"):
-                self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ needs an id and a valid type")))
+                if t != "error":  # RFC 6120 §8.3.1: an error is never answered with an error
+                    self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ needs an id and a valid type")))
                 return
-            if t in ("get", "set") and sum(1 for _ in st.elements()) != 1:
-                self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
-                return
-            payload = st.first_child()
-            if payload is not None and payload.ns == NS_SESSION and t == "set" and "to" not in attrs:
-                # RFC 3921 session establishment: a no-op kept for old clients.
-                self.send_stanza(iq_result(st))
-                return
+            if t in ("get", "set"):
+                if sum(1 for _ in st.elements()) != 1:
+                    self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
+                    return
+                payload = st.first_child()
+                assert payload is not None
+                if t == "set" and payload.ns in (NS_SESSION, NS_BIND) and self._to_own_account(attrs.get("to")):
+                    if payload.ns == NS_SESSION:
+                        # RFC 3921 session establishment (often sent to the domain): a no-op kept
+                        # for old clients.
+                        self.send_stanza(iq_result(st))
+                        return
+                    if payload.ns == NS_BIND:
+                        # RFC 6120 §7.6.2.2: one resource per stream.
+                        self.send_stanza(error_reply(st, StanzaError("not-allowed", "a resource is already bound")))
+                        return
         elif st.tag == "presence":
-            t = attrs.get("type")
             if t is not None and t not in ("unavailable", "subscribe", "subscribed", "unsubscribe",
                                            "unsubscribed", "probe", "error"):
                 self.send_stanza(error_reply(st, StanzaError("bad-request", "unknown presence type")))
                 return
-        if self.sm is not None:
-            self.sm.inbound()
-        self.server.route_from_client(st, session)
+        try:
+            self.server.route_from_client(st, session)
+        except StanzaError as e:
+            # e.g. a JIDError from a module: the stanza fails, not the stream (RFC 6120 §8.3).
+            if t != "error":
+                self.send_stanza(error_reply(st, e))
+        except StreamError:
+            raise
+        except Exception:
+            # A bug in a feature module costs this stanza, not the client's stream.
+            log.exception("c2s %s: internal error routing %r", self.peer, st)
+            if t != "error":
+                self.send_stanza(error_reply(st, StanzaError("internal-server-error")))
+
+    def _to_own_account(self, to: str | None) -> bool:
+        """No 'to', or the client's own domain or bare JID (what the server answers itself)."""
+        if to is None:
+            return True
+        try:
+            j = JID.parse(to)
+        except JIDError:
+            return False
+        session = self.session
+        assert session is not None
+        return j.full == session.jid.domain or j.full == session.bare
 
     # -- output -----------------------------------------------------------------------------
     def send_stanza(self, stanza: Element) -> None:

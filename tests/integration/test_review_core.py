@@ -1,0 +1,228 @@
+"""Review of the core over real sockets: pre-auth slots released after an abandoned STARTTLS,
+authenticated-but-unbound streams time out, a client that does not read cannot make the server
+buffer without bound, and RFC 6120/6121 / XEP-0198 details a hostile suite checks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tests.daemon import Daemon
+from tests.rawclient import RawClient
+
+pytestmark = pytest.mark.realclient
+
+PW = "review-pw"
+NS_SM = "urn:xmpp:sm:3"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon()
+    with open(d.config_path) as f:
+        text = f.read()
+    text = text.replace("[c2s]\n", '[c2s]\nauth_timeout = "2s"\nmax_unauthenticated_per_ip = 3\n', 1)
+    with open(d.config_path, "w") as f:
+        f.write(text)
+    for u in ("alice", "bob"):
+        d.add_user(f"{u}@localhost", PW)
+    d.start()
+    yield d
+    rc = d.stop()
+    log = d.log()
+    d.cleanup()
+    assert rc == 0, log
+    assert "Traceback" not in log, log
+
+
+def condition(el) -> str:
+    err = el.find("error")
+    assert err is not None, el
+    return next(c.tag for c in err.elements() if c.ns == NS_STANZAS and c.tag != "text")
+
+
+async def test_abandoned_starttls_handshakes_release_preauth_slots(daemon):
+    # Connections dropped in the middle of the TLS handshake used to keep their pre-auth slot
+    # (the loop never reports them lost): a few of them locked the IP out for good.
+    for _ in range(4):
+        c = await RawClient.connect(daemon.c2s)
+        await c.open()
+        await c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await c.element()).tag == "proceed"
+        c.writer.transport.abort()
+    await asyncio.sleep(0.3)
+    ok = await RawClient.connect(daemon.c2s)
+    assert (await ok.login("alice", PW)).startswith("alice@localhost/")
+    await ok.close()
+
+
+async def test_authenticated_but_unbound_stream_times_out(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.auth("alice", PW)
+    assert await c.stream_error(timeout=6) == "connection-timeout"
+    await c.expect_closed()
+
+
+async def test_client_that_does_not_read_is_disconnected(daemon):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", daemon.c2s))
+    r, w = await asyncio.open_connection(sock=sock)
+    c = RawClient(r, w)
+    await c.login("bob", PW, resource="deaf")
+    big = "x" * (200 * 1024)
+    closed = False
+    try:
+        # Each service-unavailable error carries the 200 KB payload back: 30 MB the client never reads.
+        for i in range(150):
+            await c.send(f"<iq type='get' id='q{i}' to='localhost'><q xmlns='urn:x'>{big}</q></iq>")
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            await c.send(" ")
+    except (ConnectionError, OSError):
+        closed = True
+    assert closed, "the server kept buffering for a client that does not read"
+    assert "unread output" in daemon.log()
+    await c.close()
+    # Everyone else is fine.
+    a = await RawClient.connect(daemon.c2s)
+    await a.login("alice", PW, resource="fine")
+    await a.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert (await a.element()).get("type") == "result"
+    await a.close()
+
+
+async def test_legacy_session_iq_to_the_domain(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", PW, resource="legacy")
+    await c.send("<iq type='set' id='sess' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+    r = await c.element()
+    assert r.get("id") == "sess" and r.get("type") == "result", r
+    await c.close()
+
+
+async def test_second_bind_refused_and_errors_not_answered(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", PW, resource="once")
+    await c.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>twice</resource></bind></iq>")
+    r = await c.element()
+    assert r.get("id") == "b2" and condition(r) == "not-allowed"
+    # An IQ error without an id is not answered (RFC 6120 §8.3.1): the next reply is the ping's.
+    await c.send("<iq type='error'/>")
+    await c.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    r = await c.element()
+    assert r.get("id") == "p" and r.get("type") == "result"
+    await c.close()
+
+
+async def test_sm_h_counts_stanzas_answered_with_errors(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", PW, resource="counted")
+    await c.send(f"<enable xmlns='{NS_SM}'/>")
+    assert (await c.element()).tag == "enabled"
+    await c.send("<iq type='get' id='nopayload' to='localhost'/>")
+    await c.send("<presence type='bogus'/>")
+    await c.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await c.send(f"<r xmlns='{NS_SM}'/>")
+    while True:
+        el = await c.element()
+        if el.tag == "a":
+            break
+    assert el.get("h") == "3"
+    await c.close()
+
+
+async def test_message_of_unknown_type_to_a_gone_resource(daemon):
+    # RFC 6121 §5.2.2: an unknown type is 'normal', and a normal message to a resource that is
+    # not there goes to the bare JID (§8.5.3.2.1), like a message without a type.
+    bob = await RawClient.connect(daemon.c2s)
+    bob_jid = await bob.login("bob", PW, resource="here")
+    await bob.send("<presence/>")
+    a = await RawClient.connect(daemon.c2s)
+    await a.login("alice", PW, resource="sender")
+    await a.send("<message to='bob@localhost/gone' type='bogus' id='u1'><body>hello</body></message>")
+    while True:
+        m = await bob.element()
+        if m.tag == "message":
+            break
+    assert m.findtext("body") == "hello" and m.get("to") in ("bob@localhost/gone", bob_jid)
+    await a.close()
+    await bob.close()
+
+
+async def test_peer_closing_first_gets_our_close_and_eof(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", PW, resource="bye")
+    await c.send("</stream:stream>")
+    await c.expect_closed()
+    assert await asyncio.wait_for(c.reader.read(), 3) == b""
+
+
+async def test_starttls_handshake_timeout_releases_the_connection(monkeypatch, tmp_path):
+    # In process, on asyncio's own loop (the daemon runs uvloop): there a handshake timeout
+    # never reached connection_lost(), so the pre-auth slot and the connection leaked.
+    from mbxmpp.net import connection as connection_mod
+    from mbxmpp.net.connection import C2SConnection
+    from mbxmpp.net.tls import ensure_self_signed, server_context
+    from tests.harness import ServerHarness
+
+    monkeypatch.setattr(connection_mod, "TLS_HANDSHAKE_TIMEOUT", 0.3)
+    ctx = server_context(*ensure_self_signed(str(tmp_path), ["localhost"]))
+    async with ServerHarness(modules=[]) as h:
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(lambda: C2SConnection(h.server, ctx, False), "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        c = await RawClient.connect(port)
+        await c.open()
+        await c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await c.element()).tag == "proceed"
+        assert h.server.unauth_per_ip == {"127.0.0.1": 1}
+        await asyncio.sleep(0.8)  # no ClientHello: the handshake times out
+        assert h.server.unauth_per_ip == {}
+        assert not h.server.connections
+        await c.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_unacked_messages_of_hibernated_session_survive_a_restart():
+    # A graceful stop used to drop hibernated sessions with their unacknowledged messages:
+    # they must go to offline storage like on any other end of the session (XEP-0198 §5).
+    d = Daemon()
+    try:
+        for u in ("alice", "bob"):
+            d.add_user(f"{u}@localhost", PW)
+        d.start()
+        b = await RawClient.connect(d.c2s)
+        b_jid = await b.login("bob", PW, resource="phone")
+        await b.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        assert (await b.element()).tag == "enabled"
+        await b.send("<presence/>")
+        await b.element()  # own presence
+        b.writer.transport.abort()  # hibernates
+        await asyncio.sleep(0.3)
+        a = await RawClient.connect(d.c2s)
+        await a.login("alice", PW, resource="desk")
+        await a.send(f"<message to='{b_jid}' type='chat' id='keep'><body>do not lose me</body></message>")
+        await a.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        while (await a.element()).get("id") != "p":
+            pass
+        await a.close()
+        assert d.stop() == 0
+        d.start()
+        b2 = await RawClient.connect(d.c2s)
+        await b2.login("bob", PW, resource="phone2")
+        await b2.send("<presence/>")
+        while True:
+            m = await b2.element()
+            if m.tag == "message":
+                break
+        assert m.findtext("body") == "do not lose me"
+        await b2.close()
+        assert d.stop() == 0
+        assert "Traceback" not in d.log(), d.log()
+    finally:
+        d.cleanup()
