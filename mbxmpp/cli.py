@@ -266,12 +266,11 @@ async def _import(cfg: Config, accounts: Any, path: str) -> int:
         for start in range(0, len(items), IMPORT_BATCH):
             chunk = items[start:start + IMPORT_BATCH]
             derived = list(pool.map(_derive_line, chunk, chunksize=64))
-            futs = []
-            for _n, bare, scram, _ in derived:
-                creds = {m: ScramCredential.from_record(r) for m, r in scram.items()}  # type: ignore[union-attr]
-                old = accounts.get(bare)
-                futs.append(accounts.store.set(bare, accounts.record(None, creds, None, old)))
-            await asyncio.gather(*futs)
+            # One write transaction per chunk (DESIGN.md: bulk import).
+            async with accounts.storage.batch() as batch:
+                for _n, bare, scram, _ in derived:
+                    creds = {m: ScramCredential.from_record(r) for m, r in scram.items()}  # type: ignore[union-attr]
+                    batch.set(accounts.store, bare, accounts.record(None, creds, None, accounts.get(bare)))
             done += len(chunk)
             if tty:
                 print(f"\rimported {done}/{len(items)}", end="", file=sys.stderr)
