@@ -11,6 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..stream.scram import HASHES, ScramCredential, derive, make_credentials
+from ..util.lru import LRU
+
+# Routing asks "does this account exist?" for every stanza to a bare JID. Known accounts are
+# remembered for a while; a deletion by the CLI (another process) is seen within this time.
+EXISTS_TTL = 30.0
 
 if TYPE_CHECKING:
     from ..storage.api import Storage
@@ -21,12 +26,20 @@ class Accounts:
         self.storage = storage
         self.store = storage.keyval("accounts")
         self.iterations = iterations
+        self._known: LRU[str, float] = LRU(100_000)
 
     def get(self, bare: str) -> dict[str, Any] | None:
         return self.store.get(bare)
 
     def exists(self, bare: str) -> bool:
-        return self.store.get(bare) is not None
+        now = time.monotonic()
+        seen = self._known.get(bare)
+        if seen is not None and now - seen < EXISTS_TTL:
+            return True
+        if self.store.get(bare) is None:
+            return False
+        self._known.put(bare, now)
+        return True
 
     def credential(self, bare: str, mech: str) -> ScramCredential | None:
         rec = self.store.get(bare)
@@ -72,6 +85,7 @@ class Accounts:
     async def delete(self, bare: str) -> bool:
         if self.store.get(bare) is None:
             return False
+        self._known.pop(bare)
         await self.storage.delete_owner(bare)
         await self.store.set(bare, None)
         return True
