@@ -56,6 +56,13 @@ class C2SHost(Protocol):
 
 
 class C2SStream:
+    # One per connection: slots keep the memory of an idle connection down.
+    __slots__ = ("allow_plain", "auth_failures", "cb_data", "clean_close", "header_sent",
+                 "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
+                 "parser", "peer", "require_encryption", "sasl", "secure", "server",
+                 "session", "sm", "stage", "stream_id", "stream_lang", "tls_requested",
+                 "username", "write")
+
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
                  peer: str = "", max_stanza_size: int = 262144, require_encryption: bool = True,
                  allow_plain: bool = True, max_auth_attempts: int = 5) -> None:
