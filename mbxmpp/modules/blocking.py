@@ -12,7 +12,7 @@ Effects, both directions (§3.3):
 - inbound from a blocked JID: messages and IQ get/set get <service-unavailable/>, presence and
   other IQs are dropped without a word (the user appears offline);
 - outbound to a blocked JID from the user's client: <not-acceptable/> with
-  <blocked xmlns='urn:xmpp:blocking:errors'/>, presence dropped;
+  <blocked xmlns='urn:xmpp:blocking:errors'/> (errors and IQ results dropped);
 - what the server itself sends on a user's behalf to a blocked *local* JID (presence broadcast,
   probe answers) is dropped on arrival at the contact's side.
 """
@@ -289,10 +289,12 @@ class Blocking(Module):
             return None
         st = e.stanza
         t = st.attrs.get("type")
-        if st.tag != "presence" and t != "error" and t != "result":
-            # §3.3: not routed; <not-acceptable/> + <blocked/>, straight to the sender (routing
-            # it from the blocked JID would meet the block again).
-            err = StanzaError("not-acceptable", "you have blocked this JID",
+        if t != "error" and not (t == "result" and st.tag == "iq"):
+            # §3.3: "an outbound stanza" (directed presence and subscription requests included)
+            # is not routed but answered with <not-acceptable/> + <blocked/>, straight to the
+            # sender (routing it from the blocked JID would meet the block again).
+            # Type 'cancel' as in the XEP's example (retrying cannot help until unblocked).
+            err = StanzaError("not-acceptable", "you have blocked this JID", type="cancel",
                               app_condition=(NS_BLOCKING_ERRORS, "blocked"))
             self.server.router.deliver(origin, error_reply(st, err))
         return True

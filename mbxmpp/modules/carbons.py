@@ -18,11 +18,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..core.modules import SELF, Module, hook, iq_handler
+from ..core.modules import BARE, HOST, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
+from ..util.lru import LRU
 from ..xml.build import error_reply
 from ..xml.element import Element
-from ..xml.ns import NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC
+from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC,
+                      NS_STANZA_ID)
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
@@ -47,9 +49,8 @@ def is_eligible(st: Element) -> bool:
     """XEP-0280 §6.1: is this message copied at all? (the sender/receiver rules come on top)."""
     t = st.attrs.get("type", "normal")
     # §6.1 (MUC rules): groupchat is replicated by the MUC service itself. Headlines are not IM.
-    # COMPAT: errors are eligible only "in response to an eligible message", which cannot be
-    # told without tracking what was sent (the original payload is optional in an error reply,
-    # RFC 6120 §8.3.1), so errors are not copied.
+    # Errors are eligible only "in response to an eligible message": the module tracks what was
+    # sent (Carbons.answers_sent); on its own, an error is not copied.
     if t == "groupchat" or t == "headline" or t == "error":
         return False
     eligible = t == "chat"
@@ -94,20 +95,32 @@ class Carbons(Module):
     xeps = {"0280": "1.0.1"}
     features = [NS_CARBONS]
 
+    # Eligible messages sent by a user with several resources, remembered so that an error
+    # answering one of them is copied too (§6.1): (sender bare, recipient bare, stanza id).
+    max_tracked = 20000
+
     def __init__(self, server: Server) -> None:
         super().__init__(server)
         self.sessions = server.sessions
+        self._sent: LRU[tuple[str, str, str], None] = LRU(self.max_tracked)
 
     # -- enable / disable (§4, §5, §10.1: repeated requests are not errors) ----------------
-    @iq_handler("set", NS_CARBONS, "enable", scope=SELF)
+    # Usually sent without 'to' (the account); some clients address the server domain.
+    @iq_handler("set", NS_CARBONS, "enable", scope=(SELF, HOST))
     def enable(self, iq: Element, ctx: IQContext) -> None:
         self._session(iq, ctx).mod[Carbons] = True
         return None
 
-    @iq_handler("set", NS_CARBONS, "disable", scope=SELF)
+    @iq_handler("set", NS_CARBONS, "disable", scope=(SELF, HOST))
     def disable(self, iq: Element, ctx: IQContext) -> None:
         self._session(iq, ctx).mod.pop(Carbons, None)
         return None
+
+    @iq_handler("set", NS_CARBONS, "enable", scope=BARE)
+    @iq_handler("set", NS_CARBONS, "disable", scope=BARE)
+    def other_account(self, iq: Element, ctx: IQContext) -> None:
+        # §5.1: not-allowed when "trying to disable another client's Carbons".
+        raise StanzaError("not-allowed", "carbons are a setting of one's own sessions")
 
     @staticmethod
     def _session(iq: Element, ctx: IQContext) -> Session:
@@ -159,10 +172,28 @@ class Carbons(Module):
         res = self.sessions.by_bare.get(origin.bare)
         if res is None or len(res) < 2:
             return None
+        st = e.stanza
+        if not is_eligible(st):
+            return None
+        msg_id = st.attrs.get("id")
+        if msg_id:
+            self._sent.put((origin.bare, to.bare, msg_id), None)
         targets = [s for s in res.values() if s is not origin and s.mod.get(Carbons) is True]
-        if targets and is_eligible(e.stanza):
-            self._copy(e.stanza, "sent", origin.bare, targets)
+        if targets:
+            copy = st.copy()
+            # XEP-0313 §3.5: the sender's archive id goes inside the forwarded copy.
+            mam: Any = self.server.module("mam")
+            sid = mam.sent_id(st) if mam is not None and hasattr(mam, "sent_id") else None
+            if sid is not None:
+                copy.add("stanza-id", NS_STANZA_ID, {"id": sid, "by": origin.bare})
+            self._copy(copy, "sent", origin.bare, targets, snapshot=False)
         return None
+
+    def answers_sent(self, bare: str, frm: Any, st: Element) -> bool:
+        """Is the error ``st`` (from ``frm``, to account ``bare``) a reply to an eligible message
+        one of the account's resources sent (§6.1)?"""
+        msg_id = st.attrs.get("id")
+        return bool(msg_id) and (bare, frm.bare, msg_id) in self._sent
 
     # -- received carbons (§7) ----------------------------------------------------------------
     @hook(ev.MESSAGE_BARE, priority=-50)
@@ -177,12 +208,20 @@ class Carbons(Module):
             return None  # nobody else to copy to (and no session at all: offline, no carbons)
         st = e.stanza
         enabled = [s for s in res.values() if s.mod.get(Carbons) is True]
-        if not enabled or not is_eligible(st) or _is_muc_pm_in(st):
+        if not enabled:
+            return None
+        is_error = st.attrs.get("type") == "error"
+        if is_error:
+            if not self.answers_sent(bare, e.frm, st):
+                return None
+        elif not is_eligible(st) or _is_muc_pm_in(st):
             return None
         # Who gets the original (RFC 6121 §8.5.2 / §8.5.3) does not get a copy.
         target = self.sessions.get(to.full) if to.resource is not None else None
         if target is not None:
             skip = {target}
+        elif is_error:
+            skip = set()  # an error is delivered to the addressed resource only, if at all
         else:
             # A bare JID, or an unknown resource of a chat/normal message, which the router
             # delivers as to the bare JID (§8.5.3.2.1).
@@ -199,10 +238,11 @@ class Carbons(Module):
         return None
 
     # -- copies -------------------------------------------------------------------------------
-    def _copy(self, st: Element, kind: str, bare: str, targets: list[Session]) -> None:
+    def _copy(self, st: Element, kind: str, bare: str, targets: list[Session],
+              snapshot: bool = True) -> None:
         """Wrap ``st`` (XEP-0297) once and deliver the wrapper to each target (§7, §8)."""
         # A snapshot: later hooks may change the original (stanza-id, ...).
-        fwd = Element("forwarded", NS_FORWARD, None, [st.copy()])
+        fwd = Element("forwarded", NS_FORWARD, None, [st.copy() if snapshot else st])
         wrapper = Element(kind, NS_CARBONS, None, [fwd])
         t = st.attrs.get("type")
         deliver = self.server.router.deliver

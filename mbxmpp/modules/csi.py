@@ -16,6 +16,7 @@ Per-session state: ``session.mod[CSI]`` is a ``_State`` once the client has sent
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
@@ -124,6 +125,9 @@ class CSI(Module):
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
+        # Streams that said <inactive/> after authentication but before binding: the state is
+        # the stream's (XEP-0352 §3), so the session bound on it starts inactive.
+        self._unbound_inactive: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @hook(ev.STREAM_FEATURES)
     def stream_features(self, e: Any) -> None:
@@ -133,7 +137,11 @@ class CSI(Module):
     def inactive(self, stream: Any, el: Element) -> None:
         session = getattr(stream, "session", None)
         if session is None:
-            return  # before binding there is nothing to hold
+            try:
+                self._unbound_inactive.add(stream)
+            except TypeError:
+                pass  # not weakly referenceable: then the stream starts active
+            return
         st = session.mod.get(CSI)
         if st is None:
             st = session.mod[CSI] = _State(stream)
@@ -144,6 +152,7 @@ class CSI(Module):
     def active(self, stream: Any, el: Element) -> None:
         session = getattr(stream, "session", None)
         if session is None:
+            self._unbound_inactive.discard(stream)
             return
         st = session.mod.get(CSI)
         if st is not None:
@@ -201,6 +210,14 @@ class CSI(Module):
             key = st.seq
         q[key] = stanza
         return True
+
+    @hook(ev.SESSION_BOUND)
+    def session_bound(self, session: Session) -> None:
+        stream = session.stream
+        if stream is not None and stream in self._unbound_inactive:
+            self._unbound_inactive.discard(stream)
+            st = session.mod[CSI] = _State(stream)
+            st.active = False
 
     @hook(ev.SESSION_CLOSED)
     def session_closed(self, session: Session) -> None:

@@ -26,8 +26,11 @@ class Disco(Module):
         # Extra items of the server domain (components add theirs), node -> handler.
         self.host_items: list[Callable[[str], list[tuple[str, str | None, str | None]]]] = []
         self.info_nodes: dict[str, NodeHandler] = {}
-        # Items of an account's bare JID (PEP nodes...): (ctx, node) -> [(jid, name, node)].
-        self.account_items_providers: list[Callable[[IQContext, str | None], list]] = []
+        # Items of an account's bare JID (PEP nodes...): (ctx, node) -> [(jid, name, node)], or
+        # None for a node the provider does not know (no provider knows it: item-not-found).
+        self.account_items_providers: list[Callable[[IQContext, str | None], list | None]] = []
+        # disco#info of a node of an account (PEP nodes): (ctx, node) -> <query/> or None.
+        self.account_info_providers: list[Callable[[IQContext, str], Element | None]] = []
         self.extra_forms: list[Callable[[str], Element | None]] = []
 
     def _collect(self, attr: str) -> list:
@@ -68,6 +71,11 @@ class Disco(Module):
     def account_info(self, iq: Element, ctx: IQContext) -> Element:
         node = iq.first_child().get("node")  # type: ignore[union-attr]
         if node is not None:
+            if node not in self.info_nodes:
+                for provider in self.account_info_providers:
+                    q = provider(ctx, node)
+                    if q is not None:
+                        return q
             return self._node(ctx, node)
         identities = [("account", "registered", "")] + self._collect("account_identities")
         return self._info(identities, self._collect("account_features"), None)
@@ -106,12 +114,19 @@ class Disco(Module):
         if ctx.scope == SELF and node is None:
             for s in self.server.sessions.resources(ctx.to.bare):
                 q.add("item", attrs={"jid": s.full})
+        known = node is None
         for provider in self.account_items_providers:
-            for jid, name, inode in provider(ctx, node):
+            items = provider(ctx, node)
+            if items is None:
+                continue
+            known = True
+            for jid, name, inode in items:
                 attrs = {"jid": jid}
                 if name:
                     attrs["name"] = name
                 if inode:
                     attrs["node"] = inode
                 q.add("item", attrs=attrs)
+        if not known:
+            raise StanzaError("item-not-found")  # XEP-0030 §4.3: no such node
         return q

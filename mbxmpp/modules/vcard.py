@@ -49,7 +49,7 @@ def photo_hash(vcard: Element) -> str:
 class VCard(Module):
     name = "vcard"
     description = "vCard-temp profiles and the avatar hash in presence"
-    xeps = {"0054": "1.2", "0153": "1.1"}
+    xeps = {"0054": "1.3.0", "0153": "1.1"}
     account_features = [NS_VCARD]
 
     def __init__(self, server: Server) -> None:
@@ -88,7 +88,9 @@ class VCard(Module):
     def other(self, iq: Element, ctx: IQContext) -> Element:
         vcard = self.get(ctx.to.bare)
         if vcard is None:
-            raise StanzaError("item-not-found", "no vCard")  # XEP-0054 §3.1
+            # XEP-0054 1.3 §3.3: the same error as for a non-existent user (no directory
+            # harvesting), which RFC 6121 §8.5.1 makes <service-unavailable/>.
+            raise StanzaError("service-unavailable")
         return vcard
 
     @iq_handler("set", NS_VCARD, "vCard", scope=SELF)

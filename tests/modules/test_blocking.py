@@ -315,9 +315,14 @@ async def test_outbound_to_blocked():
         err = await a1.expect(reply_to("i1"))
         assert error_condition(err) == "not-acceptable"
         assert err.find("error", NS_CLIENT).find("blocked", NS_BLOCKING_ERRORS) is not None
-        # presence (directed, subscriptions) and IQ results: dropped silently
-        h.send(a1, f"<presence to='{B}'/>")
-        h.send(a1, f"<presence to='{B}' type='subscribe'/>")
+        # presence (directed, subscriptions) is refused like any outbound stanza (§3.3)
+        for id_, type_ in (("p1", None), ("p2", "subscribe")):
+            t = f" type='{type_}'" if type_ else ""
+            h.send(a1, f"<presence to='{B}' id='{id_}'{t}/>")
+            err = await a1.expect(lambda s, i=id_: s.get("id") == i)
+            assert err.tag == "presence" and error_condition(err) == "not-acceptable"
+            assert err.find("error", NS_CLIENT).find("blocked", NS_BLOCKING_ERRORS) is not None
+        # IQ results and errors: dropped silently
         h.send(a1, f"<iq to='{B}/b1' type='result' id='i2'/>")
         h.send(a1, f"<message to='{B}' type='error' id='m4'/>")
         await quiet(a1, a2, b)    # no carbons of what was refused

@@ -151,9 +151,11 @@ async def test_sent_to_remote_is_copied():
         h.send(a1, "<message to='romeo@remote.example' type='chat' id='m1'><body>x</body></message>")
         c = await a2.expect(carbon("sent"))
         assert inner(c).get("to") == "romeo@remote.example"
-        # the bounce (no s2s in the harness) reaches the sender, and is not copied
+        # the bounce (no s2s in the harness) reaches the sender, and, as an error answering an
+        # eligible message (XEP-0280 §6.1), is copied to the other enabled resource
         err = await a1.expect(lambda s: s.get("type") == "error")
         assert error_condition(err) == "remote-server-not-found"
+        assert inner(await a2.expect(carbon("received"))).get("type") == "error"
         await quiet(a1, a2, a3)
 
 

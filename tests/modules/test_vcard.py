@@ -42,7 +42,7 @@ async def test_get_set_own_and_others():
         v = r.find("vCard", NS_VCARD)
         assert v is not None and list(v.elements()) == []
         h.send(b, vcard_get(to=A))
-        assert error_of(await b.expect(reply("get")))[0] == "item-not-found"
+        assert error_of(await b.expect(reply("get")))[0] == "service-unavailable"  # XEP-0054 1.3
         h.send(a, vcard_set("<FN>Alice Liddell</FN><NICKNAME>al</NICKNAME>"))
         assert (await a.expect(reply("set"))).get("type") == "result"
         h.send(a, vcard_get())

@@ -108,11 +108,12 @@ async def test_vcard_avatar_hash_and_fetch(daemon):
     assert got["PHOTO"]["BINVAL"] == PHOTO
     assert hashlib.sha1(got["PHOTO"]["BINVAL"]).hexdigest() == PHOTO_SHA1
 
-    # Carol: Bob has no vCard (item-not-found); Alice's is not hers to change (forbidden).
+    # Carol: Bob has no vCard (service-unavailable, XEP-0054 1.3); Alice's is not hers to
+    # change (forbidden).
     c = await connect(daemon, CAROL + "/desk", plugins=("xep_0054",))
     with pytest.raises(IqError) as ei:
         await c.plugin["xep_0054"].get_vcard(JID(BOB), timeout=5)
-    assert ei.value.iq["error"]["condition"] == "item-not-found"
+    assert ei.value.iq["error"]["condition"] == "service-unavailable"
     evil = VCardTemp()
     evil["FN"] = "Mallory"
     with pytest.raises(IqError) as ei:

@@ -80,8 +80,9 @@ def should_store(stanza: Element) -> bool:
     the room's archive); a no-store or no-permanent-store hint wins, a store hint forces;
     otherwise a body or another conversation payload (not chat states or receipts alone)."""
     t = stanza.attrs.get("type", "normal")
-    if t != "chat" and t != "normal" and t != "headline":
+    if t == "error" or t == "groupchat":
         return False
+    # RFC 6121 §5.2.2: a message of an unknown type is handled as 'normal'.
     keep = False
     for c in stanza.children:
         if c.__class__ is str:
@@ -189,6 +190,9 @@ class MAM(Module):
     def outgoing(self, e: RouteEvent) -> None:
         """The sender's copy (XEP-0313 §3: 'outgoing' in the context of the sender's archive)."""
         to = e.to
+        # XEP-0359 §4 rule 2: a client's stanza-id claiming to be from its own archive is never
+        # stored there, nor shown to its other resources (carbons) or to the recipient.
+        strip_stanza_ids(e.stanza, e.frm.bare)
         if to is None or to.bare == e.frm.bare:
             return None  # to oneself: archived once, as it arrives (incoming)
         if not should_store(e.stanza):
@@ -210,9 +214,10 @@ class MAM(Module):
         """The recipient's copy, stanza-id added before delivery or offline storage."""
         st = e.stanza
         owner = e.to.bare  # type: ignore[union-attr]
+        # XEP-0359 §4 rule 2: also from messages that are not archived (errors included).
+        strip_stanza_ids(st, owner)
         if st.attrs.get("type") == "error":
             return None
-        strip_stanza_ids(st, owner)
         if not should_store(st) or not self.server.router.user_exists(owner):
             return None
         if not self.wants(owner, e.frm):  # XEP-0441 §2.3.3: incoming messages match on 'from'

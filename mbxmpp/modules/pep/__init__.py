@@ -21,7 +21,7 @@ from ...errors import StanzaError
 from ...storage import keys
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import NS_PUBSUB, NS_PUBSUB_EVENT
+from ...xml.ns import NS_DATA, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_EVENT
 from .access import may_access
 from .caps import CapsCache
 from .forms import check_preconditions, default_config, pubsub_error
@@ -43,7 +43,7 @@ Listener = Callable[[str, str, str, list], Any]
 FEATURES = [NS_PUBSUB] + [f"{NS_PUBSUB}#{f}" for f in (
     "access-open", "access-presence", "access-whitelist", "auto-create", "auto-subscribe",
     "config-node", "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
-    "filtered-notifications", "item-ids", "last-published", "manage-affiliations",
+    "filtered-notifications", "item-ids", "last-published", "manage-affiliations", "meta-data",
     "manage-subscriptions", "member-affiliation", "modify-affiliations", "outcast-affiliation",
     "persistent-items", "presence-notifications", "presence-subscribe", "publish",
     "publish-options", "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
@@ -56,6 +56,9 @@ class PEP(HandlersMixin, NotifyMixin, Module):
     xeps = {"0163": "1.2.2", "0060": "1.26.0", "0223": "1.1.1", "0115": "1.6.0"}
     account_features = FEATURES
     account_identities = [("pubsub", "pep", "")]
+    # XEP-0223 §5 (and XEP-0163 §8.1 clients that ask the server): the domain too.
+    features = FEATURES
+    identities = [("pubsub", "pep", "")]
     depends = ("disco", "roster")
 
     def __init__(self, server: Server) -> None:
@@ -69,6 +72,8 @@ class PEP(HandlersMixin, NotifyMixin, Module):
         disco = self.server.module("disco")
         if disco is not None:
             disco.account_items_providers.append(self.disco_items)
+            if hasattr(disco, "account_info_providers"):
+                disco.account_info_providers.append(self.disco_info)
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -131,11 +136,16 @@ class PEP(HandlersMixin, NotifyMixin, Module):
         if svc.size - (len(old.data) if old else 0) + len(data) > MAX_SERVICE_BYTES:
             raise StanzaError("policy-violation", "the account's PEP storage is full")
         futs = []
+        if node is not None and pre:
+            check_preconditions(node.config, pre)
+        # XEP-0060 §7.1.3.5: a payload not of the node's configured type (pubsub#type).
+        ntype = (node.config if node is not None else (pre or {})).get("type") or ""
+        if ntype and payload.ns != ntype:
+            raise pubsub_error("bad-request", "invalid-payload",
+                               f"this node takes {ntype} payloads")
         if node is None:
             node = self._new_node(svc, name, pre or {})
             futs.append(self.store.save_node(owner, node))
-        elif pre:
-            check_preconditions(node.config, pre)
         item = Item(item_id, self.store.next_seq(), publisher or owner, data, payload)
         evicted = svc.add_item(node, item)
         if node.persistent:
@@ -210,7 +220,10 @@ class PEP(HandlersMixin, NotifyMixin, Module):
         await self.store.save_node(owner, node)
 
     # -- disco#items on the account (XEP-0060 §5.2, §5.5) -----------------------------------
-    def disco_items(self, ctx: IQContext, name: str | None) -> list[tuple[str, str | None, str | None]]:
+    def disco_items(self, ctx: IQContext, name: str | None
+                    ) -> list[tuple[str, str | None, str | None]] | None:
+        """The account's nodes, or the item ids of one (XEP-0060 §5.5: as 'name'); None for a
+        node that does not exist or that the requester may not see (item-not-found)."""
         owner = ctx.to.bare
         svc = self.store.service(owner)
         bare = ctx.frm.bare
@@ -219,5 +232,27 @@ class PEP(HandlersMixin, NotifyMixin, Module):
                     if may_access(owner, node, bare, self.subscription)]
         node = svc.nodes.get(name)
         if node is None or not may_access(owner, node, bare, self.subscription):
-            return []
+            return None
         return [(owner, i, None) for i in node.items]
+
+    def disco_info(self, ctx: IQContext, name: str) -> Element | None:
+        """XEP-0060 §5.3 / §5.4: a node's identity (leaf) and meta-data; None (item-not-found)
+        for a node that does not exist or that the requester may not see."""
+        owner = ctx.to.bare
+        node = self.store.service(owner).nodes.get(name)
+        if node is None or not may_access(owner, node, ctx.frm.bare, self.subscription):
+            return None
+        q = Element("query", NS_DISCO_INFO, {"node": name})
+        q.add("identity", attrs={"category": "pubsub", "type": "leaf"})
+        q.add("feature", attrs={"var": NS_PUBSUB})
+        x = q.add("x", NS_DATA, {"type": "result"})
+        fields = [("FORM_TYPE", NS_PUBSUB + "#meta-data", "hidden"),
+                  ("pubsub#type", node.config.get("type") or "", None),
+                  ("pubsub#title", node.config.get("title") or "", None),
+                  ("pubsub#description", node.config.get("description") or "", None),
+                  ("pubsub#owner", owner, "jid-multi"),
+                  ("pubsub#access_model", node.config.get("access_model", "presence"), None)]
+        for var, value, ftype in fields:
+            f = x.add("field", attrs={"var": var, "type": ftype} if ftype else {"var": var})
+            f.add("value", text=value or None)
+        return q

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ...errors import StanzaError
+from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import NS_DATA, NS_PUBSUB_ERRORS
+from ...xml.ns import NS_CLIENT, NS_DATA, NS_PUBSUB_ERRORS
 
 NS_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
 NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
@@ -113,6 +114,28 @@ def pubsub_error(condition: str, app: str | None, text: str | None = None) -> St
     return StanzaError(condition, text, app_condition=(NS_PUBSUB_ERRORS, app) if app else None)
 
 
+class Unsupported(StanzaError):
+    """XEP-0060 §7.1.3 etc.: <feature-not-implemented/> with
+    ``<unsupported xmlns='...pubsub#errors' feature='...'/>`` (see :func:`error_iq`)."""
+
+    def __init__(self, feature: str, text: str | None = None) -> None:
+        super().__init__("feature-not-implemented", text,
+                         app_condition=(NS_PUBSUB_ERRORS, "unsupported"))
+        self.feature = feature
+
+
+def error_iq(iq: Element, err: StanzaError) -> Element:
+    """The error reply to ``iq``, with the 'feature' of an :class:`Unsupported` condition (the
+    generic error builder knows only the condition's name)."""
+    reply = error_reply(iq, err)
+    if isinstance(err, Unsupported):
+        e = reply.find("error", NS_CLIENT)
+        u = None if e is None else e.find("unsupported", NS_PUBSUB_ERRORS)
+        if u is not None:
+            u.set("feature", err.feature)
+    return reply
+
+
 # -- XEP-0004 --------------------------------------------------------------------------------
 def parse_form(x: Element) -> tuple[str | None, dict[str, list[str]]]:
     """(FORM_TYPE, {var: [values]}) of a submitted data form."""
@@ -154,7 +177,11 @@ def parse_config(fields: dict[str, list[str]], strict_unknown: bool) -> dict[str
 
 
 def config_from_form(x: Element | None) -> dict[str, Any]:
-    """A node_config form (create/configure) -> changes; not-acceptable for bad values."""
+    """A node_config form (create/configure) -> changes.
+
+    not-acceptable (XEP-0060 §8.2.5.2, XEP-0004 §3.5) for a bad value or a field this service
+    does not implement (applying the rest would silently ignore what the owner asked for), with
+    <unsupported-access-model/> for an access model it lacks (§8.1.3.3)."""
     if x is None:
         return {}
     if x.get("type") == "cancel":
@@ -162,8 +189,15 @@ def config_from_form(x: Element | None) -> dict[str, Any]:
     form_type, fields = parse_form(x)
     if form_type not in (None, NS_NODE_CONFIG):
         raise StanzaError("bad-request", f"unexpected FORM_TYPE {form_type}")
+    am = fields.get("pubsub#access_model")
+    if am is not None and _text(am).strip() not in ACCESS_MODELS:
+        raise pubsub_error("not-acceptable", "unsupported-access-model",
+                           f"access model {_text(am).strip()!r} is not supported")
     try:
-        return parse_config(fields, strict_unknown=False)
+        return parse_config(fields, strict_unknown=True)
+    except KeyError as e:
+        raise StanzaError("not-acceptable", f"unsupported node configuration field {e.args[0]}"
+                          ) from None
     except (ValueError, TypeError) as e:
         raise StanzaError("not-acceptable", str(e)) from None
 

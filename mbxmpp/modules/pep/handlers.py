@@ -6,7 +6,9 @@ remote entity) may retrieve items, subscribe and unsubscribe, as the node's acce
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...core.iq import IQContext
 from ...core.modules import BARE, SELF, iq_handler
@@ -15,7 +17,8 @@ from ...jid import JID, JIDError
 from ...xml.element import Element
 from ...xml.ns import NS_PUBSUB, NS_PUBSUB_OWNER
 from .access import AFFILIATIONS, check_access
-from .forms import DEFAULTS, build_form, config_from_form, find_form, preconditions, pubsub_error
+from .forms import (DEFAULTS, Unsupported, build_form, config_from_form, error_iq, find_form,
+                    preconditions, pubsub_error)
 from .nodes import Node, valid_name
 
 if TYPE_CHECKING:
@@ -34,6 +37,38 @@ def _node_name(el: Element) -> str:
 
 def _bool(v: str | None) -> bool:
     return v in ("1", "true")
+
+
+# XEP-0060: the feature named in <unsupported/> for requests this service does not implement.
+_UNSUPPORTED = {
+    "options": "subscription-options",   # §6.3.4.6 (get and set)
+    "default": "subscription-options",   # §6.4.4.1 (pubsub ns: default subscription options)
+}
+
+
+def _unsupported(tag: str, ns: str = "pubsub") -> Unsupported:
+    return Unsupported(_UNSUPPORTED.get(tag, tag) if ns == "pubsub" else tag,
+                       f"{ns} {tag} is not supported")
+
+
+def _pubsub_errors(fn: Callable) -> Callable:
+    """Turn :class:`Unsupported` into the full error reply (with its 'feature' attribute)."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def awrapper(self: Any, iq: Element, ctx: IQContext) -> Any:
+            try:
+                return await fn(self, iq, ctx)
+            except Unsupported as e:
+                return error_iq(iq, e)
+        return awrapper
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, iq: Element, ctx: IQContext) -> Any:
+        try:
+            return fn(self, iq, ctx)
+        except Unsupported as e:
+            return error_iq(iq, e)
+    return wrapper
 
 
 class HandlersMixin:
@@ -55,6 +90,7 @@ class HandlersMixin:
 
     # -- http://jabber.org/protocol/pubsub, set ---------------------------------------------
     @iq_handler("set", NS_PUBSUB, "pubsub", scope=ANYONE)
+    @_pubsub_errors
     async def pubsub_set(self, iq: Element, ctx: IQContext) -> Element | None:
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
@@ -67,7 +103,7 @@ class HandlersMixin:
             await self._unsubscribe(ctx, action)
             return None
         if tag not in ("publish", "retract", "create"):
-            raise StanzaError("feature-not-implemented", f"pubsub {tag} is not supported")
+            raise _unsupported(tag)
         self._require_owner(ctx)
         owner = ctx.to.bare
         if tag == "publish":
@@ -99,8 +135,16 @@ class HandlersMixin:
             await self.retract(owner, name, ids, do_notify)  # type: ignore[attr-defined]
             return None
         # create (+ configure)
+        if not action.get("node"):
+            # §8.1.2: no NodeID and no instant nodes: not-acceptable + <nodeid-required/>.
+            raise pubsub_error("not-acceptable", "nodeid-required",
+                               "instant nodes are not supported")
         name = _node_name(action)
-        config = config_from_form(find_form(ps.find("configure", NS_PUBSUB)))
+        conf = ps.find("configure", NS_PUBSUB)
+        if conf is not None and conf.get("node") is not None:
+            # §8.1.3: the <configure/> of a create MUST NOT have a 'node' (it is the create's).
+            raise StanzaError("bad-request", "<configure/> of a create takes no 'node'")
+        config = config_from_form(find_form(conf))
         await self.create(owner, name, config)  # type: ignore[attr-defined]
         return None
 
@@ -137,6 +181,7 @@ class HandlersMixin:
 
     # -- http://jabber.org/protocol/pubsub, get ---------------------------------------------
     @iq_handler("get", NS_PUBSUB, "pubsub", scope=ANYONE)
+    @_pubsub_errors
     def pubsub_get(self, iq: Element, ctx: IQContext) -> Element:
         ps = iq.first_child()
         action = ps.first_child() if ps is not None else None
@@ -182,13 +227,13 @@ class HandlersMixin:
                 if a and a != "none":
                     affs.add("affiliation", attrs={"node": node.name, "affiliation": a})
             return out
-        if action.tag == "default":
-            out.add("default").append(build_form(DEFAULTS))
-            return out
-        raise StanzaError("feature-not-implemented", f"pubsub {action.tag} is not supported")
+        # <default/> here asks for default *subscription* options (§6.4; the node configuration
+        # defaults are asked in the #owner namespace): like <options/>, not implemented.
+        raise _unsupported(action.tag)
 
     # -- http://jabber.org/protocol/pubsub#owner ---------------------------------------------
     @iq_handler("get", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
+    @_pubsub_errors
     def owner_get(self, iq: Element, ctx: IQContext) -> Element:
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
@@ -198,6 +243,8 @@ class HandlersMixin:
         if action.tag == "default":
             out.add("default").append(build_form(DEFAULTS))
             return out
+        if action.tag not in ("configure", "affiliations", "subscriptions"):
+            raise _unsupported(action.tag, "pubsub#owner")
         owner, node = self._owner_node(ctx, action)
         if action.tag == "configure":
             out.add("configure", attrs={"node": node.name}).append(build_form(node.config))
@@ -211,17 +258,20 @@ class HandlersMixin:
             for jid, state in sorted(node.subs.items()):
                 subs.add("subscription", attrs={"jid": jid, "subscription": state})
         else:
-            raise StanzaError("feature-not-implemented", f"pubsub#owner {action.tag}")
+            raise _unsupported(action.tag, "pubsub#owner")
         return out
 
     @iq_handler("set", NS_PUBSUB_OWNER, "pubsub", scope=ANYONE)
+    @_pubsub_errors
     async def owner_set(self, iq: Element, ctx: IQContext) -> None:
         self._require_owner(ctx)
         action = iq.first_child().first_child()  # type: ignore[union-attr]
         if action is None:
             raise StanzaError("bad-request", "empty pubsub request")
-        owner, node = self._owner_node(ctx, action)
         tag = action.tag
+        if tag not in ("configure", "delete", "purge", "affiliations", "subscriptions"):
+            raise _unsupported(tag, "pubsub#owner")
+        owner, node = self._owner_node(ctx, action)
         if tag == "configure":
             changes = config_from_form(find_form(action))
             await self.configure(owner, node.name, changes)  # type: ignore[attr-defined]
@@ -236,7 +286,7 @@ class HandlersMixin:
             self._set_subscriptions(node, action)
             await self.save(owner, node)  # type: ignore[attr-defined]
         else:
-            raise StanzaError("feature-not-implemented", f"pubsub#owner {tag}")
+            raise _unsupported(tag, "pubsub#owner")
 
     @staticmethod
     def _set_affiliations(owner: str, node: Node, action: Element) -> None:
