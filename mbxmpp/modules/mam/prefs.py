@@ -10,6 +10,7 @@ from ...jid import JID, JIDError
 from ...storage.api import KeyValStore
 from ...xml.element import Element
 from ...xml.ns import NS_MAM
+from ...util.lru import LRU
 
 ALWAYS = "always"
 NEVER = "never"
@@ -78,19 +79,30 @@ def prefs_element(p: Prefs) -> Element:
 
 
 class PrefsStore:
-    """Per-user preferences in a keyval store; the plain default is not stored at all."""
+    """Per-user preferences in a keyval store; the plain default is not stored at all.
 
-    def __init__(self, store: KeyValStore) -> None:
+    Every archived message asks for its owner's preferences, so they are cached (only this
+    process writes them)."""
+
+    def __init__(self, store: KeyValStore, cache_size: int = 10_000) -> None:
         self.store = store
+        self._cache: LRU[str, Prefs] = LRU(cache_size)
 
     def get(self, owner: str) -> Prefs:
+        p = self._cache.get(owner)
+        if p is not None:
+            return p
         rec = self.store.get(owner)
         if not isinstance(rec, dict):
-            return Prefs()
-        return Prefs(rec.get("default", ALWAYS), list(rec.get("always", ())),
-                     list(rec.get("never", ())))
+            p = Prefs()
+        else:
+            p = Prefs(rec.get("default", ALWAYS), list(rec.get("always", ())),
+                      list(rec.get("never", ())))
+        self._cache.put(owner, p)
+        return p
 
     def set(self, owner: str, p: Prefs) -> Any:
         value = None if p.is_plain() else {"default": p.default, "always": p.always,
                                            "never": p.never}
+        self._cache.pop(owner)
         return self.store.set(owner, value)
