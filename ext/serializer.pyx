@@ -81,8 +81,10 @@ cdef Py_ssize_t _off_tag = mbx_ser_slot_offset(Element, "tag")
 cdef Py_ssize_t _off_ns = mbx_ser_slot_offset(Element, "ns")
 cdef Py_ssize_t _off_attrs = mbx_ser_slot_offset(Element, "attrs")
 cdef Py_ssize_t _off_children = mbx_ser_slot_offset(Element, "children")
+cdef Py_ssize_t _off_bytes = mbx_ser_slot_offset(Element, "_bytes")
 cdef bint _fast_el = (type(Element) is type and _off_tag >= 0 and _off_ns >= 0 and _off_attrs >= 0
-                      and _off_children >= 0)
+                      and _off_children >= 0 and _off_bytes >= 0)
+cdef object _NS_CLIENT = "jabber:client"
 
 cdef enum:
     STACK_BUF = 2048
@@ -239,8 +241,34 @@ cdef int _put_attr(Buf* b, object k, object v, Py_ssize_t* nns) except -1:
     return _put(b, "'", 1)
 
 
+cdef int _put_cached(Buf* b, object c, object parent_ns, bint client) except -1:
+    """Write the child Element ``c``'s cached ``_bytes`` when they are exactly what serialising it
+    under a parent in ``parent_ns`` gives; 1 if written, 0 if it must be serialised.
+
+    ``_bytes`` is the serialisation under a ``jabber:client`` parent. Under another parent only
+    the child's own ``xmlns`` can differ (its descendants depend on its ns alone): it is written
+    in both cases when the child's ns is neither ``jabber:client`` nor the parent's ns.
+    ``element._serialize_into`` applies the same rule."""
+    if _fast_el:
+        cb = mbx_ser_slot_get(c, _off_bytes, "_bytes")
+    else:
+        cb = c._bytes
+    if cb is None or type(cb) is not bytes:
+        return 0
+    if not client:
+        if _fast_el:
+            cns = mbx_ser_slot_get(c, _off_ns, "ns")
+        else:
+            cns = c.ns
+        if cns == _NS_CLIENT or cns == parent_ns:
+            return 0
+    _put(b, PyBytes_AS_STRING(cb), PyBytes_GET_SIZE(cb))
+    return 1
+
+
 cdef int _ser(Buf* b, object el, object parent_ns, int depth) except -1:
     cdef Py_ssize_t pos = 0, nns = 0, i
+    cdef bint client
     cdef PyObject* pk
     cdef PyObject* pv
     if depth > MAX_DEPTH:
@@ -270,20 +298,21 @@ cdef int _ser(Buf* b, object el, object parent_ns, int depth) except -1:
     if not children:
         return _put(b, "/>", 2)
     _put(b, ">", 1)
+    client = ns is _NS_CLIENT or ns == _NS_CLIENT
     if type(children) is list:
         i = 0
         while i < len(<list>children):  # re-read: a property getter could mutate the list
             c = (<list>children)[i]
             if type(c) is str:
                 _put_str(b, c, _text_esc)
-            else:
+            elif not (type(c) is Element and _put_cached(b, c, ns, client)):
                 _ser(b, c, ns, depth + 1)
             i += 1
     else:
         for c in children:
             if type(c) is str:
                 _put_str(b, c, _text_esc)
-            else:
+            elif not (type(c) is Element and _put_cached(b, c, ns, client)):
                 _ser(b, c, ns, depth + 1)
     _put(b, "</", 2)
     _put_str(b, tag, NULL)

@@ -129,24 +129,35 @@ class Presence(Module):
             if offline is not None:
                 offline.deliver_to(session)  # type: ignore[attr-defined]
 
-    def _broadcast(self, session: Session, pres: Element) -> set[str]:
+    def _broadcast(self, session: Session, pres: Element) -> tuple[str, ...]:
         """RFC 6121 §4.2.2 / §4.4.2 / §4.5.2: to contacts subscribed to us, and to our own
         available resources (for available presence, including the sender itself).
         Returns the contacts it was sent to."""
         owner = session.bare
         route = self.server.route
-        sent = set()
-        for contact, item in self.roster.items(owner).items():
-            if item.subscription in FROM_SUBS:
-                route(readdress(pres, session.full, contact))
-                sent.add(contact)
+        contacts = self.roster.contacts(owner, FROM_SUBS)
+        if contacts:
+            # What readdress(pres, session.full, contact) gives, with the work shared: the
+            # attributes are copied from one prepared dict, and each child element is serialised
+            # once here (its cached bytes are reused by every copy's serialisation).
+            tag, ns, children = pres.tag, pres.ns, pres.children
+            attrs = dict(pres.attrs)
+            attrs["from"] = session.full
+            if len(contacts) > 1:
+                for c in children:
+                    if c.__class__ is not str:
+                        c.to_bytes()
+            for contact in contacts:
+                a = attrs.copy()
+                a["to"] = contact
+                route(Element(tag, ns, a, list(children)))
         deliver = self.server.router.deliver
         unavailable = pres.attrs.get("type") == "unavailable"
         for s in self.server.sessions.available(owner):
             if unavailable and s is session:
                 continue
             deliver(s, readdress(pres, session.full, s.full))
-        return sent
+        return contacts
 
     def _initial(self, session: Session) -> None:
         """What only the first available presence of a session triggers (RFC 6121 §4.2.2)."""
@@ -154,9 +165,8 @@ class Presence(Module):
         route = self.server.route
         deliver = self.server.router.deliver
         # Probes, from the full JID so that the answers come to this resource only.
-        for contact, item in self.roster.items(owner).items():
-            if item.subscription in TO_SUBS:
-                route(_presence("probe", session.full, contact))
+        for contact in self.roster.contacts(owner, TO_SUBS):
+            route(_presence("probe", session.full, contact))
         # The presence of our other available resources.
         for s in self.server.sessions.available(owner):
             if s is not session and s.presence is not None:
@@ -176,11 +186,12 @@ class Presence(Module):
         """RFC 6121 §4.5.2: unavailable to contacts, own resources and directed recipients."""
         sent: set[str] = set()
         if was_available:
-            sent = self._broadcast(session, pres)
+            sent = set(self._broadcast(session, pres))
             if not self.server.sessions.available(session.bare):
                 last = readdress(pres, session.bare, None)
                 last.children = [c for c in last.children
                                  if c.__class__ is str or c.tag != "priority"]
+                last.clear_cache()
                 self.last_unavailable.put(session.bare, last)
         route = self.server.route
         for target in session.directed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
@@ -33,6 +34,10 @@ MAX_NAME = 1023    # RFC 6121 §2.3.3: server-configured limits on name and grou
 MAX_GROUP = 1023
 MAX_GROUPS = 100
 MAX_PENDING = 1000  # unanswered inbound subscription requests kept per account
+# The in-memory roster cache (see _Snapshot): at most this many owners, and this many items over all
+# of them (the least recently used owners are dropped first).
+CACHE_OWNERS = 2000
+CACHE_ITEMS = 20_000  # about 1 kB each (records, elements, serialised queries)
 
 
 class RosterItem:
@@ -86,6 +91,102 @@ class RosterItem:
                 f" name={self.name!r} groups={self.groups!r}>")
 
 
+class _Snapshot:
+    """An owner's roster as stored at roster version ``ver`` (the ``VER_KEY`` record), and what is
+    derived from it on demand: the ``<item/>`` elements with the serialised ``<query/>`` (roster
+    gets), and contact lists by subscription state (presence broadcasts and probes).
+
+    Every change of a roster goes through ``Roster.set_item``, which bumps the version, so a
+    snapshot whose ``ver`` equals the stored one is current. ``ver`` None marks a stale snapshot,
+    kept only so that a rebuild can reuse the elements of unchanged items. The records, elements and
+    lists are shared: never handed out to be modified."""
+
+    __slots__ = ("ver", "recs", "els", "queries", "by_sub")
+
+    def __init__(self, ver: list[Any], recs: dict[str, list[Any]]) -> None:
+        self.ver: list[Any] | None = ver
+        self.recs = recs                            # contact -> stored record, storage order
+        self.els: dict[str, Element] | None = None  # contact -> its <item/>
+        self.queries: dict[str | None, bytes] = {}  # 'ver' attribute -> serialised <query/>
+        self.by_sub: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def elements(self) -> dict[str, Element]:
+        els = self.els
+        if els is None:
+            els = self.els = {c: RosterItem.from_record(rec).element(c)
+                              for c, rec in self.recs.items()}
+        return els
+
+    def reuse(self, old: _Snapshot) -> None:
+        """Take over the elements of ``old`` (an earlier snapshot) for the unchanged items."""
+        old_els = old.els
+        if old_els is None or self.els is not None:
+            return
+        old_recs = old.recs
+        els = {}
+        for c, rec in self.recs.items():
+            el = old_els.get(c)
+            els[c] = el if el is not None and old_recs.get(c) == rec else (
+                RosterItem.from_record(rec).element(c))
+        self.els = els
+
+    def query(self, ver_attr: str | None) -> Element:
+        """A new ``<query/>`` holding the (shared) item elements, its serialisation cached."""
+        q = Element("query", NS_ROSTER, {} if ver_attr is None else {"ver": ver_attr},
+                    list(self.elements().values()))
+        b = self.queries.get(ver_attr)
+        if b is None:
+            self.queries[ver_attr] = q.to_bytes()
+        else:
+            q._bytes = b
+        return q
+
+    def contacts(self, subs: tuple[str, ...]) -> tuple[str, ...]:
+        out = self.by_sub.get(subs)
+        if out is None:
+            out = self.by_sub[subs] = tuple(c for c, rec in self.recs.items() if rec[1] in subs)
+        return out
+
+
+class _SnapshotCache:
+    """Least recently used snapshots, bounded by owners and by items in total."""
+
+    __slots__ = ("max_owners", "max_items", "items", "_d")
+
+    def __init__(self, max_owners: int, max_items: int) -> None:
+        self.max_owners = max_owners
+        self.max_items = max_items
+        self.items = 0
+        self._d: OrderedDict[str, _Snapshot] = OrderedDict()
+
+    def get(self, owner: str) -> _Snapshot | None:
+        snap = self._d.get(owner)
+        if snap is not None:
+            self._d.move_to_end(owner)
+        return snap
+
+    def put(self, owner: str, snap: _Snapshot) -> None:
+        self.pop(owner)
+        n = len(snap.recs) + 1
+        if n > self.max_items:
+            return
+        d = self._d
+        d[owner] = snap
+        self.items += n
+        while len(d) > self.max_owners or self.items > self.max_items:
+            _, old = d.popitem(last=False)
+            self.items -= len(old.recs) + 1
+
+    def pop(self, owner: str) -> _Snapshot | None:
+        snap = self._d.pop(owner, None)
+        if snap is not None:
+            self.items -= len(snap.recs) + 1
+        return snap
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
 class Roster(Module):
     name = "roster"
     description = "Roster management with versioning and subscription pre-approval"
@@ -96,6 +197,26 @@ class Roster(Module):
         super().__init__(server)
         self.store = server.storage.map("roster")
         self.pending = server.storage.map("roster_pending")
+        self._cache = _SnapshotCache(CACHE_OWNERS, CACHE_ITEMS)
+
+    def _snapshot(self, owner: str) -> _Snapshot:
+        """The owner's roster as stored now; cached while its version stays the same."""
+        cache = self._cache
+        old = cache.get(owner)
+        if old is not None:
+            ver = old.ver
+            if ver is not None and ver == self.store.get(owner, VER_KEY):
+                return old
+        recs = self.store.get_all(owner)
+        ver = recs.pop(VER_KEY, None)
+        snap = _Snapshot(ver, recs)
+        if ver is not None:
+            if old is not None:
+                snap.reuse(old)
+            cache.put(owner, snap)
+        elif old is not None:
+            cache.pop(owner)
+        return snap
 
     # -- public API (presence, last, blocking, admin tools) ----------------------------------
     def get_item(self, owner: str, contact: str) -> RosterItem | None:
@@ -108,8 +229,13 @@ class Roster(Module):
         return "none" if rec is None else rec[1]
 
     def items(self, owner: str) -> dict[str, RosterItem]:
-        return {k: RosterItem.from_record(v) for k, v in self.store.get_all(owner).items()
-                if k != VER_KEY}
+        """contact -> a new RosterItem (the caller's to change), in storage order."""
+        from_record = RosterItem.from_record
+        return {k: from_record(v) for k, v in self._snapshot(owner).recs.items()}
+
+    def contacts(self, owner: str, subscriptions: tuple[str, ...]) -> tuple[str, ...]:
+        """The contacts whose subscription state is one of ``subscriptions``, in storage order."""
+        return self._snapshot(owner).contacts(subscriptions)
 
     def version(self, owner: str) -> str:
         rec = self.store.get(owner, VER_KEY)
@@ -122,6 +248,9 @@ class Roster(Module):
         rec = self.store.get(owner, VER_KEY)
         # The epoch makes versions of a deleted and re-created account differ (XEP-0237 §3).
         ver = [rec[0], rec[1] + 1] if rec is not None else [format(int(time.time()), "x"), 1]
+        snap = self._cache.get(owner)
+        if snap is not None:
+            snap.ver = None  # stale from now on (whatever the stored version says)
         fut: asyncio.Future[None] = self.store.set_many(
             owner, {contact: None if item is None else item.to_record(), VER_KEY: ver})
         if push:
@@ -177,6 +306,13 @@ class Roster(Module):
             owner, contact, None if stanza is None else stanza.to_bytes())
         return fut
 
+    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_CREATED)
+    def _forget(self, arg: Any) -> None:
+        bare = getattr(arg, "bare", arg)
+        if isinstance(bare, str):
+            self._cache.pop(bare)
+
     # -- stream features --------------------------------------------------------------------
     @hook(ev.STREAM_FEATURES)
     def stream_features(self, e: Any) -> None:
@@ -198,15 +334,13 @@ class Roster(Module):
         q = iq.first_child()
         assert q is not None
         client_ver = q.get("ver")
-        current = self.version(owner)
+        snap = self._snapshot(owner)
+        ver = snap.ver
+        current = "0" if ver is None else f"{ver[0]}-{ver[1]}"
         if client_ver is not None and client_ver == current:
             return None  # RFC 6121 §2.6.3: up to date; changes come as pushes
-        result = Element("query", NS_ROSTER)
-        if client_ver is not None:
-            result.set("ver", current)
-        for contact, item in self.items(owner).items():
-            result.append(item.element(contact))
-        return result
+        # The items' elements and the serialised <query/> are built once per roster version.
+        return snap.query(None if client_ver is None else current)
 
     @iq_handler("set", NS_ROSTER, "query", scope=SELF)
     async def roster_set(self, iq: Element, ctx: IQContext) -> None:

@@ -218,11 +218,23 @@ def _serialize_into(el: Element, parent_ns: str, out: list[str]) -> None:
         out.append("/>")
         return
     out.append(">")
+    ns = el.ns
+    client = ns == NS_CLIENT
     for c in el.children:
         if c.__class__ is str:
             out.append(_escape_text(c))
-        else:
-            _serialize_into(c, el.ns, out)
+            continue
+        if c.__class__ is Element:
+            # A child's cached ``_bytes`` (its serialisation under a jabber:client parent) is what
+            # it serialises to here when the parent is in jabber:client, or when its own xmlns is
+            # written either way (ns neither jabber:client nor the parent's). Same rule as the
+            # compiled serializer.
+            b = c._bytes
+            if b is not None and b.__class__ is bytes and (
+                    client or (c.ns != NS_CLIENT and c.ns != ns)):
+                out.append(b.decode())
+                continue
+        _serialize_into(c, ns, out)
     out.append("</")
     out.append(el.tag)
     out.append(">")
