@@ -27,6 +27,7 @@ import time
 import traceback
 from typing import Any
 
+from . import mamwire
 from .xmppclient import SCRAM_CACHE_STATS, ClientOptions, XMPPClient, XMPPError
 
 MAX_GEN_CPU = 0.90
@@ -184,6 +185,7 @@ class Worker:
         self.conn = conn
         self.idx = idx
         self.groups: dict[str, list[XMPPClient]] = {}
+        self.mam: dict[XMPPClient, tuple[mamwire.Querier, list[str]]] = {}
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,6 +254,8 @@ class Worker:
     async def cmd_close(self, group: str) -> dict:
         clients = self.groups.pop(group, [])
         for c in clients:
+            self.mam.pop(c, None)
+        for c in clients:
             c.close()
         await asyncio.gather(*(c.wait_closed(5.0) for c in clients))
         return {"closed": len(clients)}
@@ -306,12 +310,18 @@ class Worker:
     # -- messaging ------------------------------------------------------------------------
     async def cmd_messaging(self, group: str, mode: str, rate: float, window: int, t_start: int,
                             w0: int, t_end: int, drain_s: float = 3.0) -> dict:
-        """Clients 2i and 2i+1 of the group chat with each other (both directions)."""
+        """Clients 2i and 2i+1 of the group chat with each other (both directions).
+
+        With Stream Management enabled on the clients, each counts what it sends (``sm_sent``)
+        and appends its own ``<r/>`` when due; after the drain every client requests a last ack
+        and checks that the server acknowledged exactly what it sent."""
         loop = asyncio.get_running_loop()
         clients = [c for c in self.groups[group] if not c.closed]
         clients = clients[:len(clients) // 2 * 2]
         if not clients:
             raise RuntimeError("no connected client pairs")
+        sm = all(c.sm_on for c in clients)
+        sm_r0 = sum(c.sm_r_in for c in clients)
         hist = Histogram()
         st = {"sent": 0, "sent_window": 0, "recv": 0, "recv_window_sched": 0,
               "recv_window_arrival": 0}
@@ -337,8 +347,9 @@ class Worker:
                 st["sent"] += n
                 if now >= w0:
                     st["sent_window"] += n
-                c.write(("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
-                                 "</body></message>" for _ in range(n))).encode())
+                data = ("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
+                                "</body></message>" for _ in range(n))).encode()
+                c.write(data + c.sm_sent(n) if sm else data)
             dirty.clear()
 
         def make_handler(c: XMPPClient) -> Any:
@@ -393,6 +404,10 @@ class Worker:
                         i = n % nc
                         c = clients[i]
                         c.wbuf.append((tmpl[i] + str(sched) + tail).encode())
+                        if sm:
+                            r = c.sm_sent(1)
+                            if r:
+                                c.wbuf.append(r)
                         touched.add(c)
                         if sched >= w0:
                             st["sent_window"] += 1
@@ -408,6 +423,11 @@ class Worker:
         for c in clients:
             c.on_timed = None
         w = await win.result()
+        if sm:
+            synced = await asyncio.gather(*(c.sm_sync(5.0) for c in clients if not c.closed))
+            st.update({"sm_server_requests": sum(c.sm_r_in for c in clients) - sm_r0,
+                       "sm_unacked_after_sync": sum(1 for ok in synced if not ok),
+                       "sm_bad_acks": sum(c.sm_bad_acks for c in clients)})
         lost = sum(1 for c in clients if c.closed)
         return {**st, "hist": hist.to_dict(), "clients": len(clients), "disconnected": lost, **w}
 
@@ -600,6 +620,102 @@ class Worker:
                 c.close()
             await asyncio.gather(*(c.wait_closed() for c in clients))
 
+    # -- MAM (XEP-0313) --------------------------------------------------------------------
+    async def cmd_mam_fill(self, opts: dict, pairs: list[tuple[str, str]], password: str, n: int,
+                           window: int, timeout: float) -> dict:
+        """Fill each owner's archive with n messages from its peer (pairs run concurrently)."""
+        o = _opts(opts)
+        cpu0, t0 = _cpu(), _now()
+        res = await asyncio.gather(*(mamwire.fill(o, owner, peer, password, n, window, timeout)
+                                     for owner, peer in pairs))
+        wall = (_now() - t0) / 1e9
+        return {"fills": res, "wall_s": wall, "cpu_s": _cpu() - cpu0,
+                "msgs_per_s": round(n * len(pairs) / wall, 1)}
+
+    async def cmd_mam_warm(self, group: str, n: int, warmup: int) -> dict:
+        """Full (built and checked) last-page queries on every session of the group: the answer
+        must be the last 50 messages sent, oldest first; their archive ids become what the light
+        queries are checked against."""
+        errors: list[str] = []
+        expected = list(range(max(0, n - mamwire.PAGE), n))
+
+        async def one(c: XMPPClient) -> None:
+            q = mamwire.Querier(c, "q")
+            ids: list[str] = []
+            for _ in range(max(1, warmup)):
+                _dt, fin, nums, ids = await q.last_page(full=True)
+                err = mamwire.check_page(fin, nums or [], expected)
+                if err:
+                    errors.append(f"{c.user}: {err}")
+                    break
+            self.mam[c] = (q, list(ids))
+
+        await asyncio.gather(*(one(c) for c in self.groups[group] if not c.closed))
+        return {"errors": errors[:5], "failed": len(errors)}
+
+    async def _mam_light(self, c: XMPPClient, stats: dict) -> int | None:
+        """One counted (not built) last-page query: latency ns, or None when it was wrong."""
+        q, ids = self.mam[c]
+        try:
+            dt, fin, _n, got = await q.last_page(full=False)
+        except (XMPPError, asyncio.TimeoutError) as e:
+            stats["errors"] += 1
+            if len(stats["error_samples"]) < 3:
+                stats["error_samples"].append(f"{c.user}: {type(e).__name__}: {e}")
+            return None
+        if fin.find("fin") is None or got != ids:
+            stats["errors"] += 1
+            if len(stats["error_samples"]) < 3:
+                stats["error_samples"].append(f"{c.user}: {len(got)} results, expected "
+                                              f"{len(ids)} (same archive ids as the warm-up)")
+            return None
+        return dt
+
+    async def cmd_mam_latency(self, group: str, queries: int, max_s: float) -> dict:
+        """Sequential last-page queries on the group's first session: ``queries`` of them or
+        ``max_s`` seconds, whichever comes first."""
+        c = next(c for c in self.groups[group] if not c.closed)
+        hist = Histogram()
+        st: dict[str, Any] = {"errors": 0, "error_samples": []}
+        cpu0, t0 = time.process_time(), _now()     # ns resolution (os.times: 10 ms ticks)
+        end = t0 + int(max_s * 1e9)
+        done = 0
+        while done < queries and _now() < end and not c.closed:
+            dt = await self._mam_light(c, st)
+            done += 1
+            if dt is not None:
+                hist.record(dt // 1000)
+        return {**st, "queries": done, "hist": hist.to_dict(), "cpu_s": time.process_time() - cpu0,
+                "wall_s": (_now() - t0) / 1e9, "bounded_by_time": done < queries}
+
+    async def cmd_mam_throughput(self, group: str, t_start: int, w0: int, t_end: int) -> dict:
+        """Every session of the group queries back to back (closed loop) until t_end."""
+        clients = [c for c in self.groups[group] if not c.closed]
+        hist = Histogram()
+        st: dict[str, Any] = {"done": 0, "done_window": 0, "errors": 0, "error_samples": []}
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+
+        async def loop_(c: XMPPClient) -> None:
+            while _now() < t_end and not c.closed:
+                dt = await self._mam_light(c, st)
+                e = _now()
+                if dt is None:
+                    await asyncio.sleep(0.01)
+                    continue
+                st["done"] += 1
+                if w0 <= e < t_end:
+                    st["done_window"] += 1
+                    hist.record(dt // 1000)
+
+        tasks = [asyncio.ensure_future(loop_(c)) for c in clients]
+        await _sleep_until(t_end)
+        _done, pending = await asyncio.wait(tasks, timeout=60)
+        for t in pending:
+            t.cancel()
+        w = await win.result()
+        return {**st, "sessions": len(clients), "hist": hist.to_dict(), **w}
+
     async def cmd_stats(self) -> dict:
         return {"scram_cache": dict(SCRAM_CACHE_STATS), "groups": {k: len(v) for k, v in
                                                                    self.groups.items()}}
@@ -650,7 +766,8 @@ class Generator:
             self.conns.append(parent)
             self.procs.append(p)
 
-    def call(self, cmd: str, args: list[dict] | dict, timeout: float = 600.0) -> list[Any]:
+    def call(self, cmd: str, args: list[dict[str, Any] | None] | dict[str, Any],
+             timeout: float = 600.0) -> list[Any]:
         if isinstance(args, dict):
             args = [args] * self.n
         used = [i for i, a in enumerate(args) if a is not None]

@@ -94,8 +94,10 @@ def summary_md(records: list[dict], servers: list[str], budget_lines: list[str] 
         for r in notes:
             lb = ", ".join(f"{k} ≥ {_fmt(v)}" for k, v in r.get("withheld", {}).items()
                            if k.endswith("_per_s") and v)
+            ub = ", ".join(f"{k} ≤ {_fmt(v)}" for k, v in r.get("upper_bounds", {}).items())
             lines.append(f"- {r['server']} {r['scenario']}: **{r['status']}** — {r['reason']}"
-                         + (f" (lower bound only: {lb})" if lb else ""))
+                         + (f" (lower bound only: {lb})" if lb else "")
+                         + (f" (upper bound only: {ub})" if ub else ""))
     warn = [(r, w) for r in records if r.get("type") == "scenario"
             for w in r.get("details", {}).get("warnings", [])]
     skipped = [(r, k, v) for r in records if r.get("type") == "scenario"
@@ -219,6 +221,7 @@ def check_budgets(records: list[dict], budgets: list[dict[str, Any]],
     """(missed, notes): every missed budget named with the figure; notes for unchecked ones."""
     table = metric_table(records)
     withheld = metric_table(records, "withheld")
+    uppers = metric_table(records, "upper_bounds")
     status = {(r["server"], r["scenario"]): r for r in records if r.get("type") == "scenario"}
     missed: list[str] = []
     notes: list[str] = []
@@ -229,6 +232,16 @@ def check_budgets(records: list[dict], budgets: list[dict[str, Any]],
         vals = table.get(key, {})
         v = vals.get(target)
         lower = None    # a rate measured while the generator was the bottleneck: a lower bound
+        upper = uppers.get(key, {}).get(target)   # e.g. a ratio over such a rate: an upper bound
+        if v is None and isinstance(upper, (int, float)) and "vs" not in b:
+            if "min" in b and upper < b["min"]:
+                missed.append(f"{name}: at most {upper} < min {b['min']} (an upper bound: the "
+                              "generator was the bottleneck in the figure it divides by)")
+            elif "max" in b and upper <= b["max"]:
+                notes.append(f"{name}: met as an upper bound ({upper} <= {b['max']})")
+            else:
+                notes.append(f"{name}: not checked (only an upper bound, {upper}, was measured)")
+            continue
         if v is None:
             lower = withheld.get(key, {}).get(target)
             if isinstance(lower, (int, float)):

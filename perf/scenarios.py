@@ -3,20 +3,28 @@
 A record is ``{"scenario", "server", "status", "metrics", "withheld", "details", "hists",
 "reason"}`` where status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withheld
 in ``withheld``, never reported as results), ``partial`` (some withheld), ``skipped``
-(not possible on this machine, with the reason), ``not_available`` (hook for a later feature) or
-``failed`` (with the error).
+(not possible on this machine, with the reason), ``not_available`` (the server lacks the feature,
+e.g. no Stream Management, or a hook for a later one: ``muc_fanout``) or ``failed`` (with the
+error).
+
+``sm_sessions`` and ``mam_query`` run on instances of their own (``_own_instance``) with SM / MAM
+switched on, so that the other scenarios keep the peers' common feature set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from . import servers as S
+from . import mamwire
 from .loadgen import MAX_GEN_CPU, Generator, gen_cpu_fraction, merge_hists
 
 _now = time.monotonic_ns
@@ -32,6 +40,13 @@ FULL: dict[str, dict[str, Any]] = {
     "presence_broadcast": {"contacts": 100, "window": 4, "warmup_s": 2.0, "duration_s": 10.0,
                            "fractions": [0.5], "lat_duration_s": 8.0},
     "roster_fetch": {"items": 500, "sessions": 10, "warmup_s": 1.0, "duration_s": 8.0},
+    # saturation: `rounds` pairs of plain/SM runs (order alternated) of duration_s each
+    "sm_sessions": {"pairs": 50, "window": 8, "rounds": 2, "warmup_s": 2.0, "duration_s": 6.0,
+                    "fixed_rates": [1000], "plain_fixed_rates": [1000], "lat_duration_s": 10.0,
+                    "client_r_every": 5},
+    "mam_query": {"messages": 10000, "owners": 2, "fill_window": 100, "fill_timeout_s": 600.0,
+                  "warmup": 5, "queries": 200, "lat_max_s": 60.0, "concurrency": 4,
+                  "warmup_s": 1.0, "duration_s": 10.0},
 }
 
 SMOKE: dict[str, dict[str, Any]] = {
@@ -42,6 +57,12 @@ SMOKE: dict[str, dict[str, Any]] = {
     "presence_broadcast": {"contacts": 20, "window": 2, "warmup_s": 0.5, "duration_s": 1.5,
                            "fractions": [0.5], "lat_duration_s": 1.5},
     "roster_fetch": {"items": 100, "sessions": 2, "warmup_s": 0.5, "duration_s": 1.5},
+    "sm_sessions": {"pairs": 10, "window": 4, "rounds": 1, "warmup_s": 0.3, "duration_s": 0.8,
+                    "fixed_rates": [200], "plain_fixed_rates": [], "lat_duration_s": 0.8,
+                    "client_r_every": 5},
+    "mam_query": {"messages": 500, "owners": 1, "fill_window": 100, "fill_timeout_s": 60.0,
+                  "warmup": 2, "queries": 30, "lat_max_s": 1.5, "concurrency": 2,
+                  "warmup_s": 0.3, "duration_s": 0.8},
 }
 
 ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
@@ -99,7 +120,7 @@ def max_connections(srv: S.ServerUnderTest, gen: Generator) -> tuple[int, str]:
 
 def _record(scenario: str, srv: S.ServerUnderTest) -> dict[str, Any]:
     return {"scenario": scenario, "server": srv.name, "status": "ok", "metrics": {},
-            "withheld": {}, "details": {}, "hists": {}, "reason": ""}
+            "withheld": {}, "upper_bounds": {}, "details": {}, "hists": {}, "reason": ""}
 
 
 def _cpu_jiffies() -> dict[int, tuple[int, int]]:
@@ -206,11 +227,11 @@ def _put(rec: dict, valid: bool, metrics: dict[str, Any]) -> None:
 
 
 def _login_group(ctx: Ctx, srv: S.ServerUnderTest, group: str, per_worker: list[list[str]],
-                 concurrency: int, **kw: Any) -> list[dict]:
+                 concurrency: int, opts_extra: dict | None = None, **kw: Any) -> list[dict]:
     args = []
     for users in per_worker:
         args.append({"group": group, "users": [(u, f"{group}{i}") for i, u in enumerate(users)],
-                     "password": S.PASSWORD, "opts": ctx.opts(srv),
+                     "password": S.PASSWORD, "opts": ctx.opts(srv, **(opts_extra or {})),
                      "concurrency": max(1, concurrency // ctx.gen.n), **kw} if users else None)
     res = ctx.gen.call("login", args, timeout=900)
     failed = sum(r["failed"] for r in res if r)
@@ -299,10 +320,10 @@ def idle_connections(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
 
 def _messaging_run(ctx: Ctx, srv: S.ServerUnderTest, mode: str, rate: float, window: int,
                    warmup: float, duration: float, rec: dict,
-                   label: str) -> tuple[list[dict], float]:
+                   label: str, group: str = "msg") -> tuple[list[dict], float]:
     t_start, w0, t_end = _timeline(warmup, duration)
     cpu = _ServerCPU(srv, w0, t_end, rec, label)
-    res = ctx.gen.call("messaging", {"group": "msg", "mode": mode, "rate": rate / ctx.gen.n,
+    res = ctx.gen.call("messaging", {"group": group, "mode": mode, "rate": rate / ctx.gen.n,
                                      "window": window, "t_start": t_start, "w0": w0,
                                      "t_end": t_end}, timeout=warmup + duration + 60)
     return res, cpu.fraction()
@@ -425,7 +446,7 @@ def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["status"] = "failed"
         rec["reason"] = f"roster provisioning reached {prov['items']}/{p['items']} items"
         return rec
-    sessions = [[] for _ in range(ctx.gen.n)]
+    sessions: list[list[tuple[str, str]]] = [[] for _ in range(ctx.gen.n)]
     for i in range(p["sessions"]):
         sessions[i % ctx.gen.n].append(("r0", f"fetch{i}"))
     ctx.gen.call("login", [{"group": "roster", "users": s, "password": S.PASSWORD,
@@ -453,6 +474,282 @@ def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------- own server instances
+
+@contextlib.contextmanager
+def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
+                  **attrs: Any):
+    """A second instance of ``srv``'s server (same CPUs, certificate kind, base config) with
+    ``attrs`` set (``sm``, ``archive``, ``archive_items``), its own temp dir and ports, and
+    ``users`` provisioned; stopped on exit. The suite's main instance stays up, idle."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=srv.dir.parent))
+    inst = S.make(srv.name, workdir, srv.cpus)
+    inst.archive = srv.archive
+    for k, v in attrs.items():
+        setattr(inst, k, v)
+    t0 = time.monotonic()
+    inst.launch(users)
+    ctx.log(f"{tag}: own {srv.name} instance up on 127.0.0.1:{inst.c2s_port} "
+            f"({', '.join(f'{k}={v}' for k, v in attrs.items())}) in "
+            f"{time.monotonic() - t0:.1f}s, pid {inst.main_pid()}")
+    try:
+        yield inst
+    finally:
+        alive = inst.running
+        inst.stop()
+        if not alive:
+            raise RuntimeError(f"the {srv.name} instance of {tag} exited:\n" + inst.log_tail(15))
+
+
+def _pairs_per_worker(ctx: Ctx, users: list[str]) -> list[list[str]]:
+    """Pairs (2i, 2i+1) stay inside one worker."""
+    per_worker: list[list[str]] = [[] for _ in range(ctx.gen.n)]
+    for i in range(len(users) // 2):
+        per_worker[i % ctx.gen.n] += users[2 * i:2 * i + 2]
+    return per_worker
+
+
+# ---------------------------------------------------------------------- sm_sessions
+
+def sm_sessions(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    """1:1 messaging with Stream Management on every session, against the same messaging without
+    it, on one instance of the server that offers SM (mbxmpp + ``sm``, Prosody + ``smacks``,
+    ejabberd + ``mod_stream_mgmt``). Two groups of pairs are logged in side by side (different
+    users): ``smplain`` never enables SM, ``smon`` sends ``<enable resume='true'/>`` after bind,
+    answers every server ``<r/>`` with ``<a h/>`` and sends its own ``<r/>`` after every
+    ``client_r_every`` messages. Saturation alternates plain/SM runs (``rounds`` of each, order
+    swapped every round); the ratio SM/plain is over the sums."""
+    p = ctx.params["sm_sessions"]
+    rec = _record("sm_sessions", srv)
+    ok, why = srv.sm_available()
+    if not ok:
+        rec["status"] = "not_available"
+        rec["reason"] = f"{srv.name} offers no Stream Management here: {why}"
+        return rec
+    n = 2 * p["pairs"]
+    plain_users = [f"u{i}" for i in range(n)]
+    sm_users = [f"u{i}" for i in range(n, 2 * n)]
+    with _own_instance(ctx, srv, "sm_sessions", plain_users + sm_users, sm=True) as inst:
+        rec["details"]["instance"] = {"sm": True, "archive": inst.archive,
+                                      "c2s_port": inst.c2s_port}
+        _login_group(ctx, inst, "smplain", _pairs_per_worker(ctx, plain_users), 100)
+        try:
+            try:
+                _login_group(ctx, inst, "smon", _pairs_per_worker(ctx, sm_users), 100,
+                             opts_extra={"sm": True,
+                                         "sm_request_every": p["client_r_every"]})
+            except RuntimeError as e:
+                if "offers no stream management" in str(e):
+                    rec["status"] = "not_available"
+                    rec["reason"] = f"{srv.name} does not offer urn:xmpp:sm:3: {e}"[:500]
+                    return rec
+                raise
+            time.sleep(0.2)
+            _sm_runs(ctx, inst, p, rec)
+        finally:
+            t0 = time.monotonic()
+            _close_group(ctx, "smplain")
+            _close_group(ctx, "smon")
+            rec["details"]["close_s"] = round(time.monotonic() - t0, 2)
+    return rec
+
+
+def _sm_runs(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict) -> None:
+    # delivered, seconds, valid, server CPU seconds
+    tot: dict[str, list] = {"plain": [0, 0.0, True, 0.0], "sm": [0, 0.0, True, 0.0]}
+    sm_checks = {"sm_server_requests": 0, "sm_unacked_after_sync": 0, "sm_bad_acks": 0}
+    rounds = []
+    for r in range(max(1, p["rounds"])):
+        order = ("plain", "sm") if r % 2 == 0 else ("sm", "plain")
+        this = {}
+        for kind in order:
+            group = "smon" if kind == "sm" else "smplain"
+            label = f"saturation_{kind}_{r}"
+            res, scpu = _messaging_run(ctx, inst, "closed", 0, p["window"], p["warmup_s"],
+                                       p["duration_s"], rec, label, group)
+            got = sum(x["recv_window_arrival"] for x in res)
+            valid = _check_gen(rec, res, ctx, label)
+            tot[kind][0] += got
+            tot[kind][1] += p["duration_s"]
+            tot[kind][2] = tot[kind][2] and valid
+            tot[kind][3] += scpu * p["duration_s"]
+            this[kind] = {"msgs_per_s": round(got / p["duration_s"], 1),
+                          "server_cpu": round(scpu, 3),
+                          "disconnected": sum(x["disconnected"] for x in res)}
+            if kind == "sm":
+                for k in sm_checks:
+                    sm_checks[k] += sum(x.get(k, 0) for x in res)
+        rounds.append(this)
+    rec["details"]["saturation_rounds"] = rounds
+    plain = tot["plain"][0] / tot["plain"][1]
+    smr = tot["sm"][0] / tot["sm"][1]
+    _put(rec, tot["plain"][2], {"plain_msgs_per_s": round(plain, 1)})
+    _put(rec, tot["sm"][2], {"msgs_per_s": round(smr, 1)})
+    if plain > 0:
+        ratio = {"msgs_per_s_ratio_vs_plain": round(smr / plain, 3)}
+        if tot["plain"][2]:
+            # over a valid plain figure: a result, or (SM figure generator-limited) a lower bound
+            _put(rec, tot["sm"][2], ratio)
+        elif tot["sm"][2]:
+            # the plain figure is a lower bound (generator-limited): the ratio an upper bound
+            rec["upper_bounds"].update(ratio)
+    if tot["plain"][0] and tot["sm"][0] and tot["plain"][3] > 0:
+        # server CPU per delivered message, SM over plain: what SM costs the server, much less
+        # sensitive than the throughput ratio to other processes taking the server's core
+        us_plain = tot["plain"][3] / tot["plain"][0] * 1e6
+        us_sm = tot["sm"][3] / tot["sm"][0] * 1e6
+        rec["details"]["server_cpu_us_per_msg"] = {"plain": round(us_plain, 2),
+                                                   "sm": round(us_sm, 2)}
+        rec["metrics"]["server_cpu_per_msg_ratio_vs_plain"] = round(us_sm / us_plain, 3)
+
+    def latency(kind: str, rate: float) -> None:
+        group = "smon" if kind == "sm" else "smplain"
+        pre = "" if kind == "sm" else "plain_"
+        label = f"{pre}at_{int(rate)}" if rate == int(rate) else f"{pre}at_{rate}"
+        res, scpu = _messaging_run(ctx, inst, "open", rate, 0, p["warmup_s"],
+                                   p["lat_duration_s"], rec, label, group)
+        sent = sum(x["sent_window"] for x in res)
+        recv = sum(x["recv_window_sched"] for x in res)
+        h = merge_hists(res)
+        lat = h.summary_ms()
+        tag = label[len(pre) + 3:]
+        rec["hists"][f"latency_{label}"] = h.to_dict()
+        rec["details"][label] = {"offered_per_s": round(rate, 1), "sent": sent,
+                                 "delivered": recv, "server_cpu": round(scpu, 3),
+                                 "latency_ms": lat}
+        if kind == "sm":
+            for k in sm_checks:
+                sm_checks[k] += sum(x.get(k, 0) for x in res)
+        _put(rec, _check_gen(rec, res, ctx, label),
+             {f"{pre}p50_ms_at_{tag}": lat["p50"], f"{pre}p99_ms_at_{tag}": lat["p99"],
+              f"{pre}delivered_frac_at_{tag}": round(recv / sent, 4) if sent else None})
+
+    for rate in p["fixed_rates"]:
+        latency("sm", float(rate))
+    for rate in p["plain_fixed_rates"]:
+        latency("plain", float(rate))
+    rec["details"]["sm_checks"] = sm_checks
+    # every SM session's last <r/> must be answered with h = what it sent
+    rec["metrics"]["ack_errors"] = sm_checks["sm_unacked_after_sync"] + sm_checks["sm_bad_acks"]
+    if rec["metrics"]["ack_errors"]:
+        rec["details"].setdefault("warnings", []).append(
+            f"stream management: {sm_checks['sm_unacked_after_sync']} session(s) whose final ack "
+            f"did not match what they sent, {sm_checks['sm_bad_acks']} ack(s) of more than sent")
+
+
+# ---------------------------------------------------------------------- mam_query
+
+def mam_query(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    """MAM "last page of 50" on an instance of the server with archiving on (mbxmpp + ``mam``,
+    Prosody ``mod_mam`` with its default internal store, ejabberd ``mod_mam`` on mnesia): owners'
+    archives filled with ``messages`` each over the wire (``perf/mamwire.py``, shared with
+    ``perf/bench_mam_wire.py``); then ``queries`` sequential queries on one session (at most
+    ``lat_max_s``) and ``concurrency`` sessions querying back to back for ``duration_s``."""
+    p = ctx.params["mam_query"]
+    rec = _record("mam_query", srv)
+    n = p["messages"]
+    if n < mamwire.PAGE:
+        raise ValueError(f"mam_query.messages must be at least {mamwire.PAGE}")
+    owners = [f"m{i}" for i in range(max(1, p["owners"]))]
+    peers = [f"mp{i}" for i in range(len(owners))]
+    with _own_instance(ctx, srv, "mam_query", owners + peers, archive=True,
+                       archive_items=n) as inst:
+        rec["details"]["instance"] = {"archive": True, "c2s_port": inst.c2s_port,
+                                      "storage": inst.mam_storage()}
+        # fill: owner/peer pairs spread over the workers
+        per: list[list[tuple[str, str]]] = _split(list(zip(owners, peers)), ctx.gen.n)
+        c0 = inst.cpu_seconds()
+        res = ctx.gen.call("mam_fill", [
+            {"opts": ctx.opts(inst), "pairs": pr, "password": S.PASSWORD, "n": n,
+             "window": p["fill_window"], "timeout": p["fill_timeout_s"]} if pr else None
+            for pr in per], timeout=p["fill_timeout_s"] + 120)
+        res = [r for r in res if r]
+        wall = max(r["wall_s"] for r in res)
+        fill_rate = n * len(owners) / wall
+        rec["details"]["fill"] = {"messages_per_owner": n, "owners": len(owners),
+                                  "wall_s": round(wall, 2), "server_cpu_s":
+                                  round(inst.cpu_seconds() - c0, 2),
+                                  "per_pair": [f for r in res for f in r["fills"]]}
+        rec["metrics"]["fill_msgs_per_s"] = round(fill_rate, 1)
+
+        # sequential latency: one session of the first owner
+        ctx.gen.call("login", [{"group": "mamlat", "users": [(owners[0], "lat")],
+                                "password": S.PASSWORD,
+                                "opts": ctx.opts(inst, roster=False, presence=False),
+                                "concurrency": 1}] + [None] * (ctx.gen.n - 1), timeout=120)
+        try:
+            w = ctx.gen.call("mam_warm", [{"group": "mamlat", "n": n, "warmup": p["warmup"]}]
+                             + [None] * (ctx.gen.n - 1), timeout=600)[0]
+            if w["failed"]:
+                rec["status"] = "failed"
+                rec["reason"] = f"wrong MAM answers: {w['errors']}"
+                return rec
+            c0 = inst.cpu_seconds()
+            r = ctx.gen.call("mam_latency", [{"group": "mamlat", "queries": p["queries"],
+                                              "max_s": p["lat_max_s"]}]
+                             + [None] * (ctx.gen.n - 1), timeout=p["lat_max_s"] + 120)[0]
+            scpu = inst.cpu_seconds() - c0
+        finally:
+            _close_group(ctx, "mamlat")
+        h = merge_hists([r])
+        lat = h.summary_ms()
+        rec["hists"]["query_time"] = h.to_dict()
+        done = max(1, r["queries"])
+        rec["details"]["sequential"] = {
+            "queries": r["queries"], "bounded_by_time": r["bounded_by_time"],
+            "wall_s": round(r["wall_s"], 2), "errors": r["errors"],
+            "error_samples": r["error_samples"], "latency_ms": lat,
+            "server_cpu_ms_per_query": round(scpu * 1000 / done, 3),
+            "client_cpu_ms_per_query": round(r["cpu_s"] * 1000 / done, 3)}
+        if r["bounded_by_time"]:
+            rec["details"].setdefault("warnings", []).append(
+                f"sequential queries: {r['queries']} of {p['queries']} in the {p['lat_max_s']}s "
+                "bound")
+        rec["metrics"].update({"query_p50_ms": lat["p50"], "query_p99_ms": lat["p99"],
+                               "query_errors": r["errors"]})
+
+        # concurrent sessions (owners in turn), spread over the workers
+        sess: list[list[tuple[str, str]]] = [[] for _ in range(ctx.gen.n)]
+        for i in range(p["concurrency"]):
+            sess[i % ctx.gen.n].append((owners[i % len(owners)], f"tp{i}"))
+        ctx.gen.call("login", [{"group": "mamtp", "users": s_, "password": S.PASSWORD,
+                                "opts": ctx.opts(inst, roster=False, presence=False),
+                                "concurrency": 10} if s_ else None for s_ in sess], timeout=120)
+        try:
+            ws = ctx.gen.call("mam_warm", [{"group": "mamtp", "n": n, "warmup": 1} if s_ else None
+                                           for s_ in sess], timeout=600)
+            errs = [e for x in ws if x for e in x["errors"]]
+            if errs:
+                rec["status"] = "failed"
+                rec["reason"] = f"wrong MAM answers: {errs[:3]}"
+                return rec
+            t_start, w0, t_end = _timeline(p["warmup_s"], p["duration_s"])
+            cpu = _ServerCPU(inst, w0, t_end, rec, "concurrent")
+            res = ctx.gen.call("mam_throughput", [
+                {"group": "mamtp", "t_start": t_start, "w0": w0, "t_end": t_end} if s_ else None
+                for s_ in sess], timeout=p["warmup_s"] + p["duration_s"] + 120)
+            res = [x for x in res if x]
+            scpu = cpu.fraction()
+        finally:
+            _close_group(ctx, "mamtp")
+        got = sum(x["done_window"] for x in res)
+        qps = got / p["duration_s"]
+        h = merge_hists(res)
+        rec["hists"]["concurrent_query_time"] = h.to_dict()
+        rec["details"]["concurrent"] = {
+            "sessions": p["concurrency"], "queries_in_window": got,
+            "errors": sum(x["errors"] for x in res),
+            "error_samples": [e for x in res for e in x["error_samples"]][:3],
+            "server_cpu": round(scpu, 3),
+            "server_cpu_ms_per_query": round(scpu * p["duration_s"] * 1000 / got, 3) if got
+            else None, "latency_ms": h.summary_ms()}
+        rec["metrics"]["query_errors"] += sum(x["errors"] for x in res)
+        _put(rec, _check_gen(rec, res, ctx, "concurrent"),
+             {"queries_per_s": round(qps, 1),
+              "concurrent_p99_ms": h.summary_ms()["p99"]})
+    return rec
+
+
 def _not_available(name: str, what: str) -> Callable[[Ctx, S.ServerUnderTest], dict]:
     def hook(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec = _record(name, srv)
@@ -469,9 +766,10 @@ SCENARIOS: dict[str, Callable[[Ctx, S.ServerUnderTest], dict]] = {
     "messaging": messaging,
     "presence_broadcast": presence_broadcast,
     "roster_fetch": roster_fetch,
-    "sm_sessions": _not_available("sm_sessions", "SM-enabled sessions (XEP-0198) scenario"),
-    "muc_fanout": _not_available("muc_fanout", "MUC fan-out (XEP-0045) scenario"),
-    "mam_query": _not_available("mam_query", "MAM queries (XEP-0313) scenario"),
+    "sm_sessions": sm_sessions,
+    "muc_fanout": _not_available("muc_fanout", "MUC fan-out (XEP-0045) scenario: mbxmpp has no "
+                                 "MUC yet"),
+    "mam_query": mam_query,
 }
 
 
@@ -484,7 +782,7 @@ def run_scenario(name: str, ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["status"] = "failed"
         rec["reason"] = f"{type(e).__name__}: {e}"[:2000]
         rec["details"]["traceback"] = traceback.format_exc()[-4000:]
-        for g in ("idle", "msg", "pres", "roster"):
+        for g in ("idle", "msg", "pres", "roster", "smplain", "smon", "mamlat", "mamtp"):
             try:
                 ctx.gen.call("close", {"group": g}, timeout=60)
             except Exception:

@@ -1,9 +1,11 @@
 """A minimal, fast XMPP c2s client for load generation (asyncio/uvloop protocol, hand-written).
 
 Only what the scenarios need: stream open, STARTTLS or direct TLS (XEP-0368), SASL SCRAM-SHA-1/-256
-(or PLAIN), resource binding, roster get/set, presence and messages. Stanzas are parsed with expat;
-after login, messages and presences carrying a timestamp in their ``id`` take a fast path that never
-builds an element tree.
+(or PLAIN), resource binding, Stream Management (XEP-0198: enable, ack counting, answering the
+server's ``<r/>``, periodic requests of its own), roster get/set, presence, messages and MAM result
+pages (XEP-0313). Stanzas are parsed with expat; after login, messages and presences carrying a
+timestamp in their ``id`` take a fast path that never builds an element tree, and MAM results can be
+counted (their archive ids kept) without building the forwarded messages.
 
 SCRAM: the expensive part (PBKDF2) depends only on (hash, password, salt, iterations), so ClientKey,
 StoredKey and ServerKey are computed once per such key and cached for the life of the process;
@@ -25,8 +27,8 @@ from typing import Any, Callable
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 
-__all__ = ["XMPPClient", "ClientOptions", "XMPPError", "El", "scram_keys", "make_tls_context",
-           "SCRAM_CACHE_STATS"]
+__all__ = ["XMPPClient", "ClientOptions", "XMPPError", "SMUnavailable", "El", "scram_keys",
+           "make_tls_context", "SCRAM_CACHE_STATS"]
 
 _now = time.monotonic_ns
 
@@ -35,11 +37,18 @@ NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_ROSTER = "jabber:iq:roster"
+NS_SM = "urn:xmpp:sm:3"
+SM_R = f"<r xmlns='{NS_SM}'/>".encode()
+_STANZAS = frozenset(("message", "presence", "iq"))
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 class XMPPError(Exception):
     """A login step failed, the stream closed, or the server answered with an error."""
+
+
+class SMUnavailable(XMPPError):
+    """The server does not offer Stream Management."""
 
 
 # ----------------------------------------------------------------------------------------- SCRAM
@@ -115,12 +124,13 @@ class ClientOptions:
     """How a client logs in; shared by many clients."""
 
     __slots__ = ("host", "port", "domain", "tls", "mech", "roster", "presence", "timeout",
-                 "src_ips", "tls_ctx", "wait_self_presence")
+                 "src_ips", "tls_ctx", "wait_self_presence", "sm", "sm_request_every")
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5222, domain: str = "localhost", *,
                  tls: str = "starttls", mech: str = "SCRAM-SHA-1", roster: bool = True,
                  presence: bool = True, timeout: float = 30.0, src_ips: list[str] | None = None,
-                 wait_self_presence: bool = True) -> None:
+                 wait_self_presence: bool = True, sm: bool = False,
+                 sm_request_every: int = 0) -> None:
         if tls not in ("starttls", "direct"):
             raise ValueError("tls must be 'starttls' or 'direct'")
         self.host = host
@@ -134,6 +144,10 @@ class ClientOptions:
         self.src_ips = src_ips or []
         self.tls_ctx = make_tls_context()
         self.wait_self_presence = wait_self_presence
+        # Stream Management: <enable resume='true'/> after bind; the client requests an ack (<r/>)
+        # itself after every `sm_request_every` stanzas it sends (0: never)
+        self.sm = sm
+        self.sm_request_every = sm_request_every
 
 
 _src_rr = [0]
@@ -145,6 +159,15 @@ class XMPPClient(asyncio.Protocol):
     Callbacks (set as attributes after login):
       on_timed(kind, id, now_ns, frm)  a message/presence whose id starts with 'm'/'p' (fast path)
       on_stanza(el)                    any other stanza (iq without waiter, presence, message)
+
+    Stream Management (``opts.sm``): ``sm_h_in`` counts the stanzas received since ``<enabled/>``;
+    a server ``<r/>`` is answered with ``<a h='sm_h_in'/>`` once the data chunk that carried it is
+    parsed (several requests in one chunk get one answer); ``sm_sent(n)`` counts stanzas sent and
+    returns the ``<r/>`` to append when one is due; the server's ``<a h/>`` goes to ``sm_acked``
+    (``sm_bad_acks`` counts acks of more than was sent).
+
+    MAM (``mam_queryid`` set): a ``<message><result queryid=...>`` is not built: its archive id
+    goes to ``mam_ids`` and the rest of the message is skipped.
     """
 
     def __init__(self, user: str, password: str, resource: str, opts: ClientOptions) -> None:
@@ -172,6 +195,17 @@ class XMPPClient(asyncio.Protocol):
         self.auto_subscribe = False
         self.build_roster_items = False
         self.credit = 0
+        self.sm_on = False
+        self.sm_h_in = 0
+        self.sm_h_out = 0
+        self.sm_acked = 0
+        self.sm_bad_acks = 0
+        self.sm_r_in = 0
+        self.sm_ack_due = False
+        self._sm_pending = False
+        self._sm_since_r = 0
+        self.mam_queryid: str | None = None
+        self.mam_ids: list[str] = []
         self._new_parser()
 
     # -- parser ------------------------------------------------------------------------------
@@ -193,6 +227,24 @@ class XMPPClient(asyncio.Protocol):
         if self._skip:
             return
         if d == 2:
+            if self.sm_on:
+                t = _local(tag)
+                if t in _STANZAS:
+                    self.sm_h_in += 1
+                elif t == "r":
+                    self.sm_r_in += 1
+                    self.sm_ack_due = True
+                    self._skip = d
+                    return
+                elif t == "a":
+                    self._sm_got_ack(attrs.get("h", ""))
+                    self._skip = d
+                    return
+            elif self._sm_pending and _local(tag) == "enabled":
+                # counting starts here, whatever else the same chunk carries
+                self.sm_on = True
+                self._sm_pending = False
+                self.sm_h_in = self.sm_h_out = self.sm_acked = 0
             if self.ready and self.on_timed is not None:
                 t = _local(tag)
                 i = attrs.get("id")
@@ -206,6 +258,13 @@ class XMPPClient(asyncio.Protocol):
             return
         parent = self._stack[-1] if self._stack else None
         if parent is not None:
+            if d == 3 and self.mam_queryid is not None and parent.tag == "message" and \
+                    attrs.get("queryid") == self.mam_queryid and _local(tag) == "result":
+                # a MAM result: keep its archive id, build nothing (the whole message is skipped)
+                self.mam_ids.append(attrs.get("id", ""))
+                self._stack.pop()
+                self._skip = 2
+                return
             parent.nchildren += 1
             if d >= 4 and self.ready and parent.tag == "query" and not self.build_roster_items:
                 # roster results: count items, don't build them
@@ -248,6 +307,7 @@ class XMPPClient(asyncio.Protocol):
                 t = el.attrs.get("type")
                 frm = el.attrs.get("from", "")
                 if t == "subscribe":
+                    self.sm_count(2)
                     self.write(f"<presence to='{frm}' type='subscribed'/>".encode())
                     # and ask back, so that both ends reach 'both'
                     self.write(f"<presence to='{frm}' type='subscribe'/>".encode())
@@ -271,6 +331,7 @@ class XMPPClient(asyncio.Protocol):
         i = el.attrs.get("id", "")
         frm = el.attrs.get("from")
         to = f" to='{frm}'" if frm else ""
+        self.sm_count(1)
         self.write(f"<iq type='result' id='{_xml_escape(i, {chr(39): '&apos;'})}'{to}/>".encode())
 
     # -- asyncio protocol ---------------------------------------------------------------------
@@ -285,6 +346,50 @@ class XMPPClient(asyncio.Protocol):
             self._lost(f"XML error from server: {e}")
             if self.transport is not None:
                 self.transport.abort()
+        if self.sm_ack_due:
+            self.sm_ack_due = False
+            self.write(f"<a xmlns='{NS_SM}' h='{self.sm_h_in % (1 << 32)}'/>".encode())
+
+    # -- stream management --------------------------------------------------------------------
+    def _sm_got_ack(self, h: str) -> None:
+        try:
+            v = int(h)
+        except ValueError:
+            self.sm_bad_acks += 1
+            return
+        if (v - self.sm_acked) % (1 << 32) > (self.sm_h_out - self.sm_acked) % (1 << 32):
+            self.sm_bad_acks += 1       # the server acknowledged more than was sent
+        self.sm_acked = v
+
+    def sm_count(self, n: int) -> None:
+        """Count stanzas sent outside ``sm_sent`` (IQs, presences)."""
+        if self.sm_on:
+            self.sm_h_out += n
+
+    def sm_sent(self, n: int) -> bytes:
+        """Count ``n`` stanzas about to be sent; the ``<r/>`` to append after them when due."""
+        if not self.sm_on:
+            return b""
+        self.sm_h_out += n
+        every = self.opts.sm_request_every
+        if every <= 0:
+            return b""
+        self._sm_since_r += n
+        if self._sm_since_r >= every:
+            self._sm_since_r = 0
+            return SM_R
+        return b""
+
+    async def sm_sync(self, timeout: float = 5.0) -> bool:
+        """Request an ack and wait until the server has acknowledged every stanza sent."""
+        if not self.sm_on:
+            return False
+        self.write(SM_R)
+        deadline = _now() + int(timeout * 1e9)
+        while self.sm_acked % (1 << 32) != self.sm_h_out % (1 << 32) and _now() < deadline \
+                and not self.closed:
+            await asyncio.sleep(0.01)
+        return self.sm_acked % (1 << 32) == self.sm_h_out % (1 << 32)
 
     def eof_received(self) -> bool | None:
         self._lost("EOF from server")
@@ -358,6 +463,7 @@ class XMPPClient(asyncio.Protocol):
         t = f" to='{to}'" if to else ""
         fut = self.loop.create_future()
         self._iq_waiters[i] = fut
+        self.sm_count(1)
         self.write(f"<iq type='{type_}' id='{i}'{t}>{payload}</iq>".encode())
         if not self.ready:
             # before ready, answers arrive through the queue
@@ -443,6 +549,14 @@ class XMPPClient(asyncio.Protocol):
         sess = feats.find("session")
         if sess is not None and sess.find("optional") is None:
             await self.iq(f"<session xmlns='{NS_SESSION}'/>", "set")
+        if o.sm:
+            if not any(c.tag == "sm" and c.attrs.get("xmlns") == NS_SM for c in feats.children):
+                raise SMUnavailable("server offers no stream management (urn:xmpp:sm:3)")
+            self._sm_pending = True
+            self.write(f"<enable xmlns='{NS_SM}' resume='true'/>".encode())
+            el = await self._recv()
+            if el.tag != "enabled" or not self.sm_on:
+                raise XMPPError(f"SM enable refused: {el.tag} {[c.tag for c in el.children]}")
         # from here on stanzas are dispatched, not queued
         self.ready = True
         # anything that arrived meanwhile is handed over
@@ -455,6 +569,7 @@ class XMPPClient(asyncio.Protocol):
 
     async def send_initial_presence(self) -> None:
         if not self.opts.wait_self_presence:
+            self.sm_count(1)
             self.write(b"<presence/>")
             return
         fut = self.loop.create_future()
@@ -468,6 +583,7 @@ class XMPPClient(asyncio.Protocol):
                 prev(el)
 
         self.on_stanza = watch
+        self.sm_count(1)
         self.write(b"<presence/>")
         try:
             await asyncio.wait_for(fut, self.opts.timeout)
