@@ -11,7 +11,9 @@ Common rules (both backends, checked by ``tests/storage/test_contract.py``):
 * Reads are synchronous and inline.  Writes return a future that resolves once the write is durable
   (``None``, or the method's result).  Called inside a running event loop the future is an
   ``asyncio.Future`` of that loop; called outside any loop it is a :class:`SyncFuture` (block
-  with ``.result()``).  Writes are applied in call order.
+  with ``.result()``).  Writes are applied in call order.  Await a write's future or add
+  done-callbacks to it, nothing else: the LMDB backend gives the archive appends made in one loop
+  iteration the same future (whose ``cancel()`` is refused).
 * keyval/map reads see writes at once (read-your-writes, before the commit).  Archive queries see an
   append only once its future has resolved (the memory backend shows it at once: do not rely on it).
 * Archive ids are 32 lowercase hex digits (be64 microseconds + 8 random bytes): unique, sorting as

@@ -28,6 +28,8 @@ import re
 import threading
 import time
 
+_getrandbits = random.getrandbits
+
 MAX_KEY = 511
 ID_LEN = 16
 WITH_HASH_LEN = 8
@@ -46,7 +48,15 @@ def check_store(name: object, version: object) -> None:
         raise ValueError(f"schema version must be a non-negative int, not {version!r}")
 
 
-def owner_prefix(owner: str) -> bytes:
+#: bounded caches of the per-call key work (owner prefixes, with-hashes), emptied when full: owners
+#: and contacts repeat, and the loop thread pays for every append, set and read.  Bulk writes of
+#: distinct owners (``batch()``) bypass them (:func:`owner_prefix_uncached`): there a cache only costs.
+_CACHE_MAX = 8192
+_prefixes: dict[str, bytes] = {}
+_with_hashes: dict[str, bytes] = {}
+
+
+def owner_prefix_uncached(owner: str) -> bytes:
     """``owner`` as a key prefix; ValueError if it cannot be one (NUL inside, too long)."""
     if not isinstance(owner, str):
         raise TypeError(f"owner must be str, not {type(owner).__name__}")
@@ -56,6 +66,18 @@ def owner_prefix(owner: str) -> bytes:
     if b"\0" in b:
         raise ValueError("owner must not contain NUL")
     return b + b"\0"
+
+
+def owner_prefix(owner: str) -> bytes:
+    """``owner`` as a key prefix (cached); ValueError if it cannot be one (NUL inside, too long)."""
+    p = _prefixes.get(owner)  # TypeError here for an unhashable owner, as below
+    if p is None:
+        p = owner_prefix_uncached(owner)
+        if type(owner) is str:
+            if len(_prefixes) >= _CACHE_MAX:
+                _prefixes.clear()
+            _prefixes[owner] = p
+    return p
 
 
 def owner_of(key: bytes) -> str:
@@ -131,22 +153,29 @@ def ts_bound(us: int) -> bytes:
 
 class IdAllocator:
     """Time-ordered 16-byte ids, strictly increasing per process for ``when=None`` even if the
-    wall clock steps back (the id then carries the last timestamp handed out, plus one)."""
+    wall clock steps back (the id then carries the last timestamp handed out, plus one).
 
-    __slots__ = ("_last", "_lock")
+    ``lock`` guards the sequence; a caller that holds it anyway (the LMDB backend's enqueue lock
+    is this lock) uses :meth:`new_locked` and saves taking a second lock per append."""
+
+    __slots__ = ("_last", "lock")
 
     def __init__(self) -> None:
         self._last = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def new(self, when: float | None = None) -> bytes:
         if when is not None:  # explicit times (imports, tests): unique, not monotonic
-            return ((ts_us(when) << 64) | random.getrandbits(64)).to_bytes(16, "big")
-        n = ((time.time_ns() // 1000) << 64) | random.getrandbits(64)
-        with self._lock:
-            if n <= self._last:
-                n = self._last + 1 + random.getrandbits(16)
-            self._last = n
+            return ((ts_us(when) << 64) | _getrandbits(64)).to_bytes(16, "big")
+        with self.lock:
+            return self.new_locked()
+
+    def new_locked(self) -> bytes:
+        """A fresh id for the current time; ``lock`` must be held."""
+        n = ((time.time_ns() // 1000) << 64) | _getrandbits(64)
+        if n <= self._last:
+            n = self._last + 1 + _getrandbits(16)
+        self._last = n
         return n.to_bytes(16, "big")
 
 
@@ -163,7 +192,14 @@ def bare(jid: str) -> str:
 
 def with_hash(with_: str) -> bytes:
     """8-byte hash of the bare JID; index hits are confirmed against the record (collisions)."""
-    return hashlib.blake2b(bare(with_).encode("utf-8"), digest_size=WITH_HASH_LEN).digest()
+    h = _with_hashes.get(with_)
+    if h is None:
+        h = hashlib.blake2b(bare(with_).encode("utf-8"), digest_size=WITH_HASH_LEN).digest()
+        if type(with_) is str:
+            if len(_with_hashes) >= _CACHE_MAX:
+                _with_hashes.clear()
+            _with_hashes[with_] = h
+    return h
 
 
 def with_matches(query: str, stored: str | None) -> bool:

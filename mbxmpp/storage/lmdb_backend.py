@@ -8,13 +8,21 @@ Reads run inline on the caller's thread in a short read transaction (1-2 µs of 
 get; a read transaction reused for a whole loop tick would save ~1 µs but must be renewed after each
 of our commits and pins pages, so it is not worth it here: see perf/bench_storage.py).
 
-Writes: the caller packs and queues an op and gets a future; a single writer thread (started on the
-first write) takes everything queued, applies it in ONE write transaction, commits with fsync and
-only then resolves the futures (``call_soon_threadsafe`` once per batch and loop).  Everything queued
-while a commit runs forms the next batch (group commit), so fsync never blocks the event loop and N
-concurrent writers cost far fewer than N commits (``storage.commits`` counts them).  keyval and map
-keep an overlay of queued values so that reads see writes before their commit.  If a batch fails,
-its jobs are retried one per transaction so that one bad job cannot fail the others.
+Writes: the caller packs (and validates) at the call and gets a future.  Inside a running loop the
+write is buffered and the whole loop iteration's writes are handed to the writer as ONE unit (a
+``_Hand``: one queue put and at most one wake-up of the writer thread per iteration, scheduled with
+``call_soon`` by the iteration's first write); outside a loop a write is handed over at once (after
+what is buffered: call order is kept).  Archive appends made in one iteration share one future (a
+``_SharedFuture``, which refuses ``cancel()``); other writes have their own.  A single writer
+thread (started on the first write) takes everything handed over, applies it in ONE write
+transaction, commits with fsync and only then resolves the futures (one ``call_soon_threadsafe``
+per commit and loop).  Everything handed over while a commit runs forms the next batch (group
+commit), so fsync never blocks the event loop and N concurrent writers cost far fewer than N
+commits (``storage.commits`` counts them).  An append costs the writer three cursor puts (item,
+time index, with-index); the per-owner item counts are summed and written once per transaction.
+keyval and map keep an overlay of queued values so that reads see writes before their commit.  If a
+batch fails, its writes are retried one per transaction so that one bad write cannot fail the others
+(a failed append fails its hand's shared future).
 
 Map full: the writer aborts, doubles the map (``set_mapsize``, +8 GiB steps past 8 GiB) and retries
 the batch.  Remapping invalidates every open transaction of the process, so every read holds
@@ -42,7 +50,12 @@ import lmdb
 
 from . import keys
 from .api import ArchiveItem, ItemNotFound, SyncFuture, run_sync
-from .records import Upgrade, current, decode, pack, unpack
+from .records import Upgrade, _packer, current, decode, pack, unpack
+
+_pack = _packer.pack
+_new_id_locked = keys.ids.new_locked
+_get_running_loop = asyncio._get_running_loop
+_bulk_prefix = keys.owner_prefix_uncached  # batch(): many distinct owners, caching only costs
 
 FORMAT = 1
 GiB = 1 << 30
@@ -50,13 +63,16 @@ _CHUNK = 1000  # keys per read transaction when iterating owners
 _MAX_BATCH = 10_000  # jobs per write transaction (bounds commit latency under a flood)
 
 # writer ops: tuples whose first item is one of these
-OP_PUT, OP_DELPREFIX, OP_AR_PUT, OP_AR_DEL, OP_AR_EXPIRE, OP_DEL_OWNER, OP_ADOPT = range(7)
+OP_PUT, OP_DELPREFIX, OP_AR_PUT, OP_AR_DEL, OP_AR_EXPIRE, OP_DEL_OWNER = range(6)
 
 Op = tuple[Any, ...]
 Pend = tuple[Any, Any, Any]      # (store, overlay token, packed value or None)
 
 
 class _Job:
+    """A write with its own future (keyval, map, deletes, flush, batches, anything called outside
+    a loop).  Archive appends called inside a loop are not jobs: see :class:`_Hand`."""
+
     __slots__ = ("seq", "ops", "touches", "fut", "result", "error")
 
     def __init__(self, seq: int, ops: list[Op], touches: list[Pend], fut: Any) -> None:
@@ -68,17 +84,55 @@ class _Job:
         self.error: BaseException | None = None
 
 
-_STOP = _Job(-1, [], [], None)
+class _SharedFuture(asyncio.Future):  # type: ignore[type-arg]
+    """The one future of every archive append handed to the writer in the same loop iteration.
+
+    Callers only await it or add done-callbacks; ``cancel()`` is refused (returns False) so that a
+    task cancelled while awaiting its append cannot cancel the future of the others' appends: that
+    task's cancellation takes effect once the commit has resolved the future."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
-def _resolve(jobs: list[_Job]) -> None:
-    for j in jobs:
-        f = j.fut
+class _Hand:
+    """What the loop thread hands to the writer at once (one ``queue.put`` per loop iteration).
+
+    ``items`` in call order: a ``_Job``; a single keyval/map set from a loop, as one tuple
+    ``(OP_PUT, db, key, raw, store, overlay token, seq, future)`` (its error, if any, in
+    ``failed[id(item)]``); or a run of appends to one archive ``[_ArDbs, rec, ...]`` that all resolve
+    ``fut``, the shared future (its ``error``: any failed append of the hand).  ``n`` counts the
+    writes.  A hand is never split over two commits.  (Few objects per pending write: fewer and
+    cheaper garbage collections while writes wait for their commit.)"""
+
+    __slots__ = ("items", "fut", "error", "n", "adopt", "failed")
+
+    def __init__(self, items: list[Any], fut: Any = None, n: int = 1, adopt: bool = False) -> None:
+        self.items = items
+        self.fut = fut
+        self.error: BaseException | None = None
+        self.n = n
+        self.adopt = adopt
+        self.failed: dict[int, BaseException] | None = None
+
+    def fail(self, item: Any, e: BaseException) -> None:
+        """Record the error of a tuple item (a single set)."""
+        if self.failed is None:
+            self.failed = {}
+        self.failed.setdefault(id(item), e)
+
+
+_STOP = _Hand([], n=0)
+
+
+def _resolve(settle: list[tuple[Any, Any, BaseException | None]]) -> None:
+    """Loop thread: settle the futures of one commit (one ``call_soon_threadsafe`` per commit)."""
+    for f, result, error in settle:
         if not f.done():
-            if j.error is not None:
-                f.set_exception(j.error)
+            if error is not None:
+                f.set_exception(error)
             else:
-                f.set_result(j.result)
+                f.set_result(result)
 
 
 def _scan(txn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool = False,
@@ -134,13 +188,19 @@ class LmdbKeyVal(_Store):
         raw = e[1] if e is not None else self._s._get(self._db, key)
         return None if raw is None else self._decode(raw)
 
-    def _op_set(self, owner: str, value: Any) -> tuple[list[Op], list[Pend]]:
-        key = keys.owner_prefix(owner)
+    def _op_set(self, owner: str, value: Any, prefix_of: Callable[[str], bytes] = keys.owner_prefix
+                ) -> tuple[list[Op], list[Pend]]:
+        key = prefix_of(owner)
         raw = None if value is None else pack(self.version, value)
         return [(OP_PUT, self._db, key, raw)], [(self, key, raw)]
 
     def set(self, owner: str, value: Any) -> Any:
-        return self._s._submit(*self._op_set(owner, value))
+        loop = _get_running_loop()
+        if loop is None:
+            return self._s._submit(*self._op_set(owner, value))
+        key = keys._prefixes.get(owner) or keys.owner_prefix(owner)
+        raw = None if value is None else _pack([self.version, value])  # (version checked at open)
+        return self._s._put1(self, self._db, key, key, raw, loop)
 
     def _pend_apply(self, token: bytes, seq: int, raw: bytes | None) -> None:
         self._pend[token] = (seq, raw)
@@ -222,8 +282,10 @@ class LmdbMap(_Store):
         return {keys.map_key_part(prefix, k): self._decode(raw)
                 for k, raw in sorted(raws.items()) if raw is not None}
 
-    def _op_set_many(self, owner: str, items: dict[str, Any]) -> tuple[list[Op], list[Pend]]:
-        prefix = keys.owner_prefix(owner)
+    def _op_set_many(self, owner: str, items: dict[str, Any],
+                     prefix_of: Callable[[str], bytes] = keys.owner_prefix
+                     ) -> tuple[list[Op], list[Pend]]:
+        prefix = prefix_of(owner)
         ops: list[Op] = []
         pends: list[Pend] = []
         for key, value in items.items():
@@ -234,7 +296,13 @@ class LmdbMap(_Store):
         return ops, pends
 
     def set(self, owner: str, key: str, value: Any) -> Any:
-        return self._s._submit(*self._op_set_many(owner, {key: value}))
+        loop = _get_running_loop()
+        if loop is None:
+            return self._s._submit(*self._op_set_many(owner, {key: value}))
+        prefix = keys._prefixes.get(owner) or keys.owner_prefix(owner)
+        k = keys.map_key(prefix, key)
+        raw = None if value is None else _pack([self.version, value])
+        return self._s._put1(self, self._db, k, (prefix, k), raw, loop)
 
     def set_many(self, owner: str, items: dict[str, Any]) -> Any:
         return self._s._submit(*self._op_set_many(owner, items))
@@ -276,32 +344,72 @@ class LmdbArchive(_Store):
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self._a = self._s._ar_dbs(b"ar:" + self.name.encode())
+        self._reset_caches()
 
-    def new_id(self, when: float | None = None) -> str:
-        return keys.ids.new(when).hex()
+    def _reset_caches(self) -> None:
+        """(Also for a copy of this store with another schema version.)"""
+        # with_ -> (record head, with-hash, with_ in UTF-8): a record is msgpack
+        # [version, [with_, value]], i.e. this head (fixed per version and with_) + pack(value)
+        self._wcache: dict[str | None, tuple[bytes, bytes, bytes | None]] = {}
 
-    def _op_append(self, owner: str, value: Any, when: float | None, with_: str | None,
-                   id: str | None) -> tuple[str, list[Op]]:
-        prefix = keys.owner_prefix(owner)
+    def _with_entry(self, with_: str | None) -> tuple[bytes, bytes, bytes | None]:
         if with_ is not None and not isinstance(with_, str):
             raise TypeError("with_ must be a str or None")
+        head = b"\x92" + _pack(self.version) + b"\x92" + _pack(with_)
+        e = (head, b"", None) if with_ is None else (head, keys.with_hash(with_),
+                                                     with_.encode("utf-8"))
+        if type(with_) is str or with_ is None:
+            if len(self._wcache) >= keys._CACHE_MAX:
+                self._wcache.clear()
+            self._wcache[with_] = e
+        return e
+
+    def new_id(self, when: float | None = None) -> str:
+        b = keys.ids.new(when)
+        s = b.hex()
+        self._s._last_id = (s, b)  # append(id=s) then needs no parsing
+        return s
+
+    def _id16(self, id: str | None, when: float | None) -> bytes:
         if id is None:
-            id16 = keys.ids.new(when)
-        else:
-            b = keys.id_str_to_bytes(id)
-            if b is None:
-                raise ValueError(f"not an archive id: {id!r}")
-            id16 = b
-        wkey = wval = None
-        if with_ is not None:
-            wkey, wval = prefix + keys.with_hash(with_) + id16, with_.encode("utf-8")
-        raw = pack(self.version, [with_, value])
-        return id16.hex(), [(OP_AR_PUT, self._a, prefix, id16, wkey, wval, raw)]
+            return keys.ids.new(when)
+        last = self._s._last_id
+        if id is last[0]:
+            return last[1]
+        b = keys.id_str_to_bytes(id)
+        if b is None:
+            raise ValueError(f"not an archive id: {id!r}")
+        return b
+
+    def _prep(self, owner: str, value: Any, when: float | None, with_: str | None,
+              id: str | None, prefix_of: Callable[[str], bytes] = keys.owner_prefix
+              ) -> tuple[bytes, bytes, bytes, bytes | None, bytes | None, bytes]:
+        """(id16, owner prefix, id16, with-index key, with_ bytes, record) of an append."""
+        prefix = prefix_of(owner)
+        e = self._wcache.get(with_) or self._with_entry(with_)
+        id16 = self._id16(id, when)
+        return (id16, prefix, id16, None if e[2] is None else prefix + e[1] + id16, e[2],
+                e[0] + _pack(value))
+
+    def _op_append(self, owner: str, value: Any, when: float | None, with_: str | None,
+                   id: str | None) -> tuple[bytes, Op]:
+        """(A batch's append: owners are not cached.)"""
+        id16, *rec = self._prep(owner, value, when, with_, id, keys.owner_prefix_uncached)
+        return id16, (OP_AR_PUT, self._a, *rec)
 
     def append(self, owner: str, value: Any, when: float | None = None, with_: str | None = None,
                id: str | None = None) -> tuple[str, Any]:
-        sid, ops = self._op_append(owner, value, when, with_, id)
-        return sid, self._s._submit(ops, [])
+        loop = _get_running_loop()
+        if loop is None:
+            rec = self._prep(owner, value, when, with_, id)
+            return rec[0].hex(), self._s._submit([(OP_AR_PUT, self._a, *rec[1:])], [])
+        # the hot path (archiving in a loop): validate and pack here, at the call; a fresh id is
+        # allocated under the enqueue lock, which is the id allocator's lock
+        prefix = keys._prefixes.get(owner) or keys.owner_prefix(owner)
+        e = self._wcache.get(with_) or self._with_entry(with_)
+        raw = e[0] + _pack(value)
+        id16 = None if id is None and when is None else self._id16(id, when)
+        return self._s._append(self._a, prefix, e, raw, id16, loop)
 
     def _item(self, id16: bytes, raw: bytes) -> ArchiveItem:
         version, (with_, value) = unpack(raw)
@@ -438,19 +546,19 @@ class LmdbBatch:
         self._pends += pends
 
     def set(self, store: Any, owner: str, value: Any) -> None:
-        self._add(*store._op_set(owner, value))
+        self._add(*store._op_set(owner, value, _bulk_prefix))
 
     def map_set(self, store: Any, owner: str, key: str, value: Any) -> None:
-        self._add(*store._op_set_many(owner, {key: value}))
+        self._add(*store._op_set_many(owner, {key: value}, _bulk_prefix))
 
     def map_set_many(self, store: Any, owner: str, items: dict[str, Any]) -> None:
-        self._add(*store._op_set_many(owner, items))
+        self._add(*store._op_set_many(owner, items, _bulk_prefix))
 
     def append(self, store: Any, owner: str, value: Any, when: float | None = None,
                with_: str | None = None, id: str | None = None) -> str:
-        sid, ops = store._op_append(owner, value, when, with_, id)
-        self._ops += ops
-        return str(sid)
+        id16, op = store._op_append(owner, value, when, with_, id)
+        self._ops.append(op)
+        return str(id16.hex())
 
     def commit(self) -> Any:
         ops, pends, self._ops, self._pends = self._ops, self._pends, [], []
@@ -488,10 +596,18 @@ class LmdbStorage:
                               metasync=sync if metasync is None else metasync, readahead=False,
                               max_spare_txns=1, max_readers=max_readers)
         self._rlock = threading.Lock()   # held by every read; taken to remap (set_mapsize)
-        self._olock = threading.Lock()   # overlays + enqueue order
+        # overlays + enqueue order; it is the id allocator's lock, so that an append takes one lock
+        self._olock = keys.ids.lock
         self._done_cond = threading.Condition()  # SyncFutures wait on it; notified per batch
-        self._q: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Hand] = queue.SimpleQueue()
+        # what the loop thread wrote during this loop iteration, handed to the writer as ONE
+        # _Hand by _handoff (scheduled with call_soon on the first write of the iteration)
+        self._buf: list[Any] = []
+        self._buf_n = 0
+        self._buf_fut: _SharedFuture | None = None    # the appends' future of this hand
+        self._buf_loop: asyncio.AbstractEventLoop | None = None  # where _handoff is scheduled
         self._seq = 0
+        self._last_id: tuple[str | None, bytes] = (None, b"")  # the last new_id(), str and bytes
         self._writer: threading.Thread | None = None
         self._closed = False
         self._stores: dict[tuple[str, str, int], Any] = {}
@@ -532,6 +648,8 @@ class LmdbStorage:
             else:  # another schema version over the same data and the same overlay
                 st = copy.copy(first)
                 st.version, st._upgrade = version, upgrade
+                if isinstance(st, LmdbArchive):
+                    st._reset_caches()
             self._stores[k] = st
         return st
 
@@ -599,31 +717,103 @@ class LmdbStorage:
     def _adopt_size(self) -> None:
         """Another process grew the map: let the writer adopt the new size (it must be idle)."""
         fut = SyncFuture(self._done_cond)
-        self._submit([(OP_ADOPT,)], [], fut)
+        self._submit([], [], fut, adopt=True)
         fut.result()
 
     # -- writes ---------------------------------------------------------------------------------
+    #
+    # Inside a running loop, writes are buffered (``_buf``) and handed to the writer once per loop
+    # iteration: one queue put and at most one wake-up of the writer per iteration, however many
+    # writes.  Writes from outside a loop (or waiting on a SyncFuture) are handed off at once,
+    # after what is buffered, so the call order is kept.  Archive appends in a loop share one
+    # future per hand (``_SharedFuture``); every other write has its own.
 
-    def _submit(self, ops: list[Op], pends: list[Pend], fut: Any = None) -> Any:
+    def _submit(self, ops: list[Op], pends: list[Pend], fut: Any = None,
+                adopt: bool = False) -> Any:
         if self._closed:
             raise RuntimeError("storage is closed")
+        loop = None
         if fut is None:
-            try:
-                fut = asyncio.get_running_loop().create_future()
-            except RuntimeError:
-                fut = SyncFuture(self._done_cond)
-        lock = self._olock
-        lock.acquire()
-        try:
+            loop = _get_running_loop()
+            fut = SyncFuture(self._done_cond) if loop is None else loop.create_future()
+        with self._olock:
             seq = self._seq = self._seq + 1
             for store, token, raw in pends:
                 store._pend_apply(token, seq, raw)
-            self._q.put(_Job(seq, ops, pends, fut))
-        finally:
-            lock.release()
+            if loop is not None and self._buf_loop is not loop:
+                self._rebind(loop)
+            self._buf.append(_Job(seq, ops, pends, fut))
+            self._buf_n += 1
+            if loop is None or self._buf_n >= _MAX_BATCH:
+                self._handoff_locked(adopt)
         if self._writer is None:
             self._start_writer()
         return fut
+
+    def _append(self, a: _ArDbs, prefix: bytes, e: tuple[bytes, bytes, bytes | None], raw: bytes,
+                id16: bytes | None, loop: asyncio.AbstractEventLoop) -> tuple[str, Any]:
+        """An archive append from ``loop``'s thread (``LmdbArchive.append``): buffered, resolved
+        by the hand's shared future.  Consecutive appends to one archive form a run
+        ``[a, rec, rec, ...]`` (a ``rec`` holds only bytes: the garbage collector stops tracking
+        it).  ``id16`` None: a fresh id, allocated here under the lock."""
+        if self._closed:
+            raise RuntimeError("storage is closed")
+        with self._olock:
+            if id16 is None:
+                id16 = _new_id_locked()
+            rec = (id16, prefix, id16, None if e[2] is None else prefix + e[1] + id16, e[2], raw)
+            if self._buf_loop is not loop:
+                self._rebind(loop)
+            fut = self._buf_fut
+            if fut is None:
+                fut = self._buf_fut = _SharedFuture(loop=loop)
+            buf = self._buf
+            if buf and buf[-1].__class__ is list and buf[-1][0] is a:
+                buf[-1].append(rec)
+            else:
+                buf.append([a, rec])
+            self._buf_n += 1
+            if self._buf_n >= _MAX_BATCH:
+                self._handoff_locked()
+        if self._writer is None:
+            self._start_writer()
+        return id16.hex(), fut
+
+    def _put1(self, store: Any, db: Any, key: bytes, token: Any, raw: bytes | None,
+              loop: asyncio.AbstractEventLoop) -> Any:
+        """A keyval or map set from ``loop``'s thread: one buffered tuple, its own future."""
+        if self._closed:
+            raise RuntimeError("storage is closed")
+        fut = loop.create_future()
+        with self._olock:
+            seq = self._seq = self._seq + 1
+            store._pend_apply(token, seq, raw)
+            if self._buf_loop is not loop:
+                self._rebind(loop)
+            self._buf.append((OP_PUT, db, key, raw, store, token, seq, fut))
+            self._buf_n += 1
+            if self._buf_n >= _MAX_BATCH:
+                self._handoff_locked()
+        if self._writer is None:
+            self._start_writer()
+        return fut
+
+    def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(``_olock`` held) The first buffered write of ``loop`` (in its thread): hand off what
+        another loop buffered, and schedule the hand-off of this iteration's writes."""
+        self._handoff_locked()
+        self._buf_loop = loop
+        loop.call_soon(self._handoff)
+
+    def _handoff(self) -> None:
+        with self._olock:
+            self._buf_loop = None
+            self._handoff_locked()
+
+    def _handoff_locked(self, adopt: bool = False) -> None:
+        if self._buf:
+            self._q.put(_Hand(self._buf, self._buf_fut, self._buf_n, adopt))
+            self._buf, self._buf_fut, self._buf_n = [], None, 0
 
     def _start_writer(self) -> None:
         with self._olock:
@@ -635,60 +825,81 @@ class LmdbStorage:
     def _run(self) -> None:
         q = self._q
         while True:
-            jobs = [q.get()]
-            while len(jobs) < _MAX_BATCH:
+            hands = [q.get()]
+            n = hands[0].n
+            while n < _MAX_BATCH:  # whole hands only: a hand's shared future needs all its writes
                 try:
-                    jobs.append(q.get_nowait())
+                    h = q.get_nowait()
                 except queue.Empty:
                     break
-            stop = _STOP in jobs
+                hands.append(h)
+                n += h.n
+            stop = _STOP in hands
             if stop:
-                jobs = [j for j in jobs if j is not _STOP]
+                hands = [h for h in hands if h is not _STOP]
             try:
-                self._process(jobs)
+                self._process(hands)
             except BaseException as e:  # never leave a future hanging
-                for j in jobs:
-                    j.error = j.error or e
-                self._finish(jobs)
+                for h in hands:
+                    h.error = h.error or e
+                    for it in h.items:
+                        if it.__class__ is _Job:
+                            it.error = it.error or e
+                        elif it.__class__ is tuple:
+                            h.fail(it, e)
+                self._finish(hands)
             if stop:
                 return
 
-    def _process(self, jobs: list[_Job]) -> None:
-        if any(j.ops and j.ops[0][0] == OP_ADOPT for j in jobs):
+    def _process(self, hands: list[_Hand]) -> None:
+        if any(h.adopt for h in hands):
             with self._rlock:
                 self._env.set_mapsize(0)
-        real = [j for j in jobs if j.ops and j.ops[0][0] != OP_ADOPT]
-        if real:
-            self._commit(real)
-        self._finish(jobs)
+        items = hands[0].items if len(hands) == 1 else [it for h in hands for it in h.items]
+        if any(it.__class__ is not _Job or it.ops for it in items):  # (not for flushes alone)
+            err = self._commit(items)
+            if err is not None:
+                self._isolate(hands, len(items) == 1 and (
+                    items[0].__class__ is not list or len(items[0]) == 2), err)
+        self._finish(hands)
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, items: list[Any]) -> Exception | None:
+        """Apply ``items`` in one write transaction and commit; the error if that failed."""
         grows = 0
         while True:
             try:
                 with self._env.begin(write=True) as txn:
-                    for j in jobs:
-                        for op in j.ops:
-                            j.result = self._apply(txn, op)
+                    self._apply_items(txn, items)
                 self.commits += 1
-                return
+                return None
             except lmdb.MapFullError as e:
                 grows += 1
                 if grows > 16:
-                    return self._fail(jobs, e)
+                    return e
                 self._grow()
             except lmdb.MapResizedError:
                 with self._rlock:
                     self._env.set_mapsize(0)
             except Exception as e:
-                return self._fail(jobs, e)
+                return e
 
-    def _fail(self, jobs: list[_Job], e: Exception) -> None:
-        if len(jobs) == 1:
-            jobs[0].error = e
-        else:  # isolate the culprit: one transaction per job
-            for j in jobs:
-                self._commit([j])
+    def _isolate(self, hands: list[_Hand], single: bool, err: Exception) -> None:
+        """A batch failed: commit its writes one per transaction so that one bad write cannot fail
+        the others (an append that fails fails its hand's shared future)."""
+        for h in hands:
+            for it in h.items:
+                if it.__class__ is list:
+                    for rec in itertools.islice(it, 1, None):
+                        e = err if single else self._commit([[it[0], rec]])
+                        if e is not None and h.error is None:
+                            h.error = e
+                else:
+                    e = err if single else self._commit([it])
+                    if e is not None:
+                        if it.__class__ is tuple:
+                            h.fail(it, e)
+                        else:
+                            it.error = e
 
     def _grow(self) -> None:
         with self._rlock:
@@ -696,30 +907,85 @@ class LmdbStorage:
             self._env.set_mapsize(size * 2 if size < 8 * GiB else size + 8 * GiB)
         self.grows += 1
 
-    def _finish(self, jobs: list[_Job]) -> None:
-        with self._olock:
-            for j in jobs:
-                for store, token, _ in j.touches:
-                    store._unpend(token, j.seq)
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        sync = False
-        for j in jobs:
-            f = j.fut
-            if isinstance(f, asyncio.Future):
-                by_loop.setdefault(f.get_loop(), []).append(j)
-            elif f is not None:
-                f._set(j.result, j.error)
-                sync = True
+    def _finish(self, hands: list[_Hand]) -> None:
+        settle: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+        touched: list[_Job] = []
+        sync: list[_Job] = []
+        sets: list[tuple[Any, ...]] = []
+        for h in hands:
+            f = h.fut
+            if f is not None:
+                settle.setdefault(f.get_loop(), []).append((f, None, h.error))
+            failed = h.failed
+            for it in h.items:
+                if it.__class__ is tuple:
+                    sets.append(it)
+                    f = it[7]
+                    settle.setdefault(f.get_loop(), []).append(
+                        (f, None, None if failed is None else failed.get(id(it))))
+                elif it.__class__ is _Job:
+                    if it.touches:
+                        touched.append(it)
+                    f = it.fut
+                    if isinstance(f, asyncio.Future):
+                        settle.setdefault(f.get_loop(), []).append((f, it.result, it.error))
+                    elif f is not None:
+                        sync.append(it)
+        if touched or sets:  # the overlay entries of committed writes (the database has them now)
+            with self._olock:
+                for j in touched:
+                    for store, token, _ in j.touches:
+                        store._unpend(token, j.seq)
+                for it in sets:
+                    it[4]._unpend(it[5], it[6])
         if sync:
+            for j in sync:
+                j.fut._set(j.result, j.error)
             with self._done_cond:
                 self._done_cond.notify_all()
-        for loop, js in by_loop.items():
+        for loop, lst in settle.items():
             try:
-                loop.call_soon_threadsafe(_resolve, js)
+                loop.call_soon_threadsafe(_resolve, lst)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
 
     # -- the writer's operations (writer thread, inside the write transaction) ------------------
+
+    def _apply_items(self, txn: Any, items: list[Any]) -> None:
+        """Apply a batch in call order.  Item counts of appends are summed per owner and written
+        once per transaction (before any other archive op, so that its count updates see them)."""
+        counts: dict[_ArDbs, dict[bytes, int]] = {}
+        ar_puts = self._ar_puts
+        apply = self._apply
+        for it in items:
+            cls = it.__class__
+            if cls is list:
+                ar_puts(txn, it, counts)
+                continue
+            if cls is tuple:  # a single set: (OP_PUT, db, key, raw, ...)
+                apply(txn, it)
+                continue
+            run: list[Any] = []
+            for op in it.ops:
+                code = op[0]
+                if code == OP_AR_PUT:
+                    if not run or run[0] is not op[1]:
+                        if run:
+                            ar_puts(txn, run, counts)
+                        run = [op[1]]
+                    run.append(op[1:])
+                    continue
+                if run:
+                    ar_puts(txn, run, counts)
+                    run = []
+                if counts and code >= OP_AR_DEL:
+                    self._flush_counts(txn, counts)
+                it.result = self._apply(txn, op)
+            if run:
+                ar_puts(txn, run, counts)
+                it.result = None
+        if counts:
+            self._flush_counts(txn, counts)
 
     def _apply(self, txn: Any, op: Op) -> Any:
         code = op[0]
@@ -730,7 +996,10 @@ class LmdbStorage:
                 txn.put(op[2], op[3], db=op[1])
             return None
         if code == OP_AR_PUT:
-            return self._ar_put(txn, *op[1:])
+            counts: dict[_ArDbs, dict[bytes, int]] = {}
+            self._ar_puts(txn, [op[1], op[1:]], counts)
+            self._flush_counts(txn, counts)
+            return None
         if code == OP_DELPREFIX:
             hi = keys.prefix_end(op[2])
             for k in list(_scan(txn, op[1], op[2], hi, values=False)):
@@ -753,19 +1022,35 @@ class LmdbStorage:
         elif raw is not None:
             txn.delete(prefix, db=a.n)
 
-    def _ar_put(self, txn: Any, a: _ArDbs, prefix: bytes, id16: bytes, wkey: bytes | None,
-                wval: bytes | None, raw: bytes) -> None:
-        mk = prefix + id16
-        if txn.put(mk, raw, db=a.main, overwrite=False):
-            txn.put(id16 + prefix[:-1], b"", db=a.t)
-            self._count_add(txn, a, prefix, 1)
-        else:  # the same id again: replace the item, and its with-index entry
-            old_with = unpack(txn.get(mk, db=a.main))[1][0]
-            if old_with is not None:
-                txn.delete(prefix + keys.with_hash(old_with) + id16, db=a.w)
-            txn.put(mk, raw, db=a.main)
-        if wkey is not None:
-            txn.put(wkey, wval, db=a.w)
+    def _flush_counts(self, txn: Any, counts: dict[_ArDbs, dict[bytes, int]]) -> None:
+        for a, per_owner in counts.items():
+            for prefix, delta in per_owner.items():
+                self._count_add(txn, a, prefix, delta)
+        counts.clear()
+
+    def _ar_puts(self, txn: Any, run: list[Any], counts: dict[_ArDbs, dict[bytes, int]]) -> None:
+        """A run of appends ``[a, (_, prefix, id16, wkey, wval, raw), ...]``: each item (new, or
+        replacing the owner's item of that id), its time-index and with-index entries; the owners'
+        item counts go to ``counts``.  The writer's hot loop: cursor puts, positional flags."""
+        a = run[0]
+        mput = txn.cursor(db=a.main).put
+        tput = txn.cursor(db=a.t).put
+        wput = txn.cursor(db=a.w).put
+        cnt = counts.get(a)
+        if cnt is None:
+            cnt = counts[a] = {}
+        for _, prefix, id16, wkey, wval, raw in itertools.islice(run, 1, None):
+            if mput(prefix + id16, raw, True, False):  # (dupdata, overwrite=False): a new item
+                tput(id16 + prefix[:-1], b"")
+                cnt[prefix] = cnt.get(prefix, 0) + 1
+            else:  # the same id again: replace the item, and its with-index entry
+                mk = prefix + id16
+                old_with = unpack(txn.get(mk, db=a.main))[1][0]
+                if old_with is not None:
+                    txn.delete(prefix + keys.with_hash(old_with) + id16, db=a.w)
+                txn.put(mk, raw, db=a.main)
+            if wkey is not None:
+                wput(wkey, wval)
 
     def _ar_unlink(self, txn: Any, a: _ArDbs, prefix: bytes, id16: bytes, raw: bytes) -> None:
         """Remove the index entries of a deleted item."""

@@ -357,3 +357,167 @@ def test_under_uvloop(tmp_path):
         return kv.get("u199@x")
     assert uvloop.run(main()) == 199
     st.close_sync()
+
+
+# -- the write path: hand-off per loop iteration, shared append futures, summed counts ----------
+
+@aio
+async def test_one_iteration_is_one_hand_one_commit_one_append_future(tmp_path):
+    st = LmdbStorage(str(tmp_path))
+    kv, ar = st.keyval("acc"), st.archive("mam")
+    await kv.set("warm@x", 1)
+    c0 = st.commits
+    res = [ar.append(f"u{i % 3}@x", i, with_="p@y/r") for i in range(300)]
+    kf = kv.set("a@x", 1)
+    res += [ar.append("u0@x", "after", id=ar.new_id())]
+    futs = {id(f) for _, f in res}
+    f = res[0][1]
+    assert len(futs) == 1 and isinstance(f, asyncio.Future) and not f.done()
+    assert kf is not f and not kf.done()
+    assert await f is None and await kf is None
+    assert st.commits - c0 == 1
+    assert [ar.count(f"u{i}@x") for i in range(3)] == [101, 100, 100]
+    assert list(ar.owners_sizes()) == [("u0@x", 101), ("u1@x", 100), ("u2@x", 100)]
+    assert [i.value for i in ar.query("u1@x", with_="p@y")] == list(range(1, 300, 3))
+    _, f2 = ar.append("u0@x", 1)  # the next iteration: another future
+    assert f2 is not f
+    await f2
+    await st.close()
+
+
+@aio
+async def test_cancelling_an_awaiter_does_not_cancel_the_shared_future(tmp_path, monkeypatch):
+    st = LmdbStorage(str(tmp_path))
+    ar = st.archive("mam")
+    await ar.append("warm@x", 0)[1]
+    gate = threading.Event()
+    real = LmdbStorage._apply_items
+
+    def slow(self, txn, items):
+        gate.wait(10)
+        return real(self, txn, items)
+    monkeypatch.setattr(LmdbStorage, "_apply_items", slow)
+    _, f = ar.append("u@x", 1)
+    _, g = ar.append("v@x", 2)
+    assert f is g
+    async def wait(fut):
+        return await fut
+    t1 = asyncio.ensure_future(wait(f))               # a task awaiting it ...
+    t2 = asyncio.ensure_future(asyncio.wait_for(g, 10))
+    await asyncio.sleep(0.02)
+    t1.cancel()                                       # ... is cancelled
+    assert not f.cancelled() and not f.cancel()
+    gate.set()
+    assert await t2 is None
+    with pytest.raises(asyncio.CancelledError):
+        await t1
+    assert f.result() is None and ar.count("u@x") == ar.count("v@x") == 1
+    await st.close()
+
+
+@aio
+async def test_counts_and_indexes_with_other_archive_ops_in_the_same_transaction(tmp_path):
+    """Appends, deletes, expiry and account deletion in one iteration (one transaction): the
+    per-owner counts (summed per transaction) and the indexes stay exact."""
+    rnd = random.Random(99)
+    mem, db = open_storage("memory"), open_storage("lmdb", str(tmp_path))
+    ars = [s.archive("a") for s in (mem, db)]
+    # the count goes through zero inside the transaction: appended 2, deleted 2, appended 1
+    a = ars[1]
+    a.append("z@x", 1)
+    a.append("z@x", 2)
+    deleted = a.delete("z@x")
+    a.append("z@x", 3)
+    assert await deleted == 2
+    await db.flush()
+    assert a.count("z@x") == 1 and list(a.owners_sizes()) == [("z@x", 1)]
+    await db.delete_owner("z@x")
+    owners = ["a@x", "b@x", "c@x"]
+    t = 1_700_000_000.0
+    for rounds in range(40):
+        pending: list[tuple[object, object]] = []
+        for _ in range(rnd.randint(1, 40)):
+            o = rnd.choice(owners)
+            r = rnd.random()
+            if r < 0.75:
+                t += rnd.choice([0.000001, 1, 10])
+                new = ars[0].new_id(t)
+                w, v = rnd.choice(["p@y/r", "q@y", None]), rnd.random()
+                for a in ars:
+                    a.append(o, v, with_=w, id=new)
+            elif r < 0.85:
+                before = rnd.choice([None, t - 30])
+                pending.append(tuple(a.delete(o, before=before) for a in ars))
+            elif r < 0.95:
+                budget = rnd.randint(0, 5)
+                pending.append(tuple(a.expire(t - 50, budget=budget) for a in ars))
+            else:
+                await mem.delete_owner(o)
+                db.delete_owner_sync(o) if rnd.random() < 0.3 else await db.delete_owner(o)
+        for fm, fd in pending:
+            assert await fm == await fd  # type: ignore[misc]
+        await db.flush()
+        for o in owners:
+            assert ars[0].count(o) == ars[1].count(o) == len(ars[1].query(o))
+            assert ars[0].count(o, with_="p@y") == ars[1].count(o, with_="p@y")
+        assert list(ars[0].owners_sizes()) == list(ars[1].owners_sizes())
+    await mem.close()
+    await db.close()
+
+
+def test_record_head_is_the_packed_record():
+    """An append's record is packed as a cached head + pack(value): the bytes of pack(version,
+    [with_, value]) (the on-disk format is unchanged)."""
+    from mbxmpp.storage.lmdb_backend import LmdbArchive  # noqa: F401
+    from mbxmpp.storage.records import pack
+    for version, with_, value in [(1, None, [b"x"]), (3, "a@b/c", {"k": [1, 2]}),
+                                  (200, "é" * 40, "s" * 300), (70000, "x", None)]:
+        st = LmdbStorage.__new__(LmdbStorage)
+        st._last_id = (None, b"")
+        ar = LmdbArchive.__new__(LmdbArchive)
+        ar._s, ar.version, ar._a = st, version, None
+        ar._reset_caches()
+        rec = ar._prep("o@x", value, 5.0, with_, None)
+        assert rec[5] == pack(version, [with_, value])
+        assert rec[3] == (None if with_ is None else b"o@x\0" + keys.with_hash(with_) + rec[0])
+
+
+def test_writes_from_two_loops_in_two_threads(tmp_path):
+    st = LmdbStorage(str(tmp_path))
+    kv, ar = st.keyval("acc"), st.archive("mam")
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        async def main() -> None:
+            for i in range(50):
+                futs = [ar.append(f"t{t}@x", j, with_="p@y")[1] for j in range(20)]
+                futs.append(kv.set(f"t{t}@x", i))
+                await asyncio.gather(*futs)
+                assert kv.get(f"t{t}@x") == i
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert [ar.count(f"t{t}@x") for t in range(3)] == [1000] * 3
+    ids = [i.id for i in ar.query("t0@x")]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    st.close_sync()
+
+
+@aio
+async def test_sync_write_in_the_loop_thread_hands_off_the_buffer_first(tmp_path):
+    st = LmdbStorage(str(tmp_path))
+    kv, ar = st.keyval("acc"), st.archive("mam")
+    await kv.set("warm@x", 0)
+    f = kv.set("a@x", 1)
+    sid, g = ar.append("a@x", "m")
+    st.flush_sync()  # blocks this loop; the buffered writes go first
+    assert kv._pend == {} and ar.get("a@x", sid) is not None
+    assert await f is None and await g is None
+    await st.close()

@@ -153,8 +153,9 @@ class MAM(Module):
         value is ``[stanza_bytes]`` (a list: room archives may append fields); durability: the
         write is in the next group commit, ``storage.flush()`` waits for it."""
         id_, fut = self.archive.append(owner, [stanza.to_bytes()], with_=with_, id=id)
-        if isinstance(fut, asyncio.Future) and not fut.done():
-            # Writes commit in call order: the owner's latest append settles all earlier ones.
+        if isinstance(fut, asyncio.Future) and not fut.done() and self._pending.get(owner) is not fut:
+            # Writes commit in call order: the owner's latest append settles all earlier ones
+            # (appends of one loop iteration share a future: one callback per owner).
             self._pending[owner] = fut
             fut.add_done_callback(functools.partial(self._settled, owner))
         return id_
