@@ -4,36 +4,17 @@ paging both ways, the form, metadata; archived messages survive kill -9."""
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
 
 import pytest
 from slixmpp import JID
 
 from tests.daemon import Daemon
-from tests.realclient.conftest import PASSWORD, USERS, connect, disconnect
+from tests.realclient.conftest import PASSWORD, connect, disconnect
 
 pytestmark = pytest.mark.realclient
 
 NS_SID = "{urn:xmpp:sid:0}stanza-id"
 PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
-
-
-def mam_daemon() -> Daemon:
-    return Daemon()  # mam is a default module
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    d = mam_daemon()
-    for u in USERS:
-        d.add_user(u, PASSWORD)
-    d.start()
-    yield d
-    rc = d.stop()
-    log = d.log()
-    d.cleanup()
-    assert rc == 0, f"server exit code {rc}\n{log}"
-    assert "Traceback" not in log, log
 
 
 async def _bodies(c, n: int, timeout: float = 10.0) -> list:  # type: ignore[no-untyped-def]
@@ -106,7 +87,7 @@ async def test_archive_retrieval_and_paging(daemon):
 
 
 async def test_archive_survives_kill9():
-    d = mam_daemon()
+    d = Daemon()  # mam is a default module
     try:
         for u in ("alice@localhost", "bob@localhost"):
             d.add_user(u, PASSWORD)
