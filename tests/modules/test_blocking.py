@@ -177,9 +177,8 @@ async def test_wrong_types_and_other_accounts():
     async with ServerHarness(modules=MODULES) as h:
         a = await login(h, A, "a1")
         await login(h, B, "b1")
-        # a blocklist is read with get and changed with set only
-        # (FIXME: with 'to' until the core routes replies to IQs without 'to')
-        h.send(a, f"<iq type='set' id='x1' to='{A}'><blocklist {BL}/></iq>")
+        # a blocklist is read with get and changed with set only (with and without 'to')
+        h.send(a, f"<iq type='set' id='x1'><blocklist {BL}/></iq>")
         assert error_condition(await a.expect(reply_to("x1"))) == "service-unavailable"
         h.send(a, f"<iq type='get' id='x2' to='{A}'><block {BL}><item jid='x@y'/></block></iq>")
         assert error_condition(await a.expect(reply_to("x2"))) == "service-unavailable"
