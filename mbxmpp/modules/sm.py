@@ -68,6 +68,8 @@ class StreamManagement(Module):
         super().__init__(server)
         self.cfg = server.config.sm
         self.by_id: dict[str, Any] = {}  # resumption id -> Session
+        self._waiting: list[tuple[Any, int]] = []  # (stream, h) waiting for the next flush
+        self._flusher: asyncio.Future[None] | None = None
 
     @hook(ev.STREAM_FEATURES)
     def offer(self, e) -> None:  # type: ignore[no-untyped-def]
@@ -100,16 +102,24 @@ class StreamManagement(Module):
         sm = stream.sm
         if sm is None:
             raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        h = sm.h_in
-        # Ack only what is durably stored: wait for the storage group commit first.
-        task = asyncio.ensure_future(self._ack_after_flush(stream, h))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # Ack only what is durably stored: the <a/> waits for a storage flush. Requests are
+        # batched: one flush answers every <r/> that arrived before it started.
+        self._waiting.append((stream, sm.h_in))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._answer_requests())
 
-    async def _ack_after_flush(self, stream, h: int) -> None:  # type: ignore[no-untyped-def]
-        await self.server.storage.flush()
+    async def _answer_requests(self) -> None:
         from ..stream.c2s import ST_CLOSED
-        if stream.stage != ST_CLOSED:  # nothing may follow our </stream:stream> (RFC 6120 §4.4)
-            stream.write(_sm("a", h=str(h)))
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self.server.storage.flush()
+            except Exception:
+                self.log.exception("storage flush failed: acks withheld")
+                return
+            for stream, h in batch:
+                if stream.stage != ST_CLOSED:  # nothing may follow our </stream:stream>
+                    stream.write(_sm("a", h=str(h)))
 
     @nonza(NS_SM, "a")
     def ack(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
