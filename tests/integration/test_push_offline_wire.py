@@ -7,13 +7,13 @@ count starts again from zero after that login."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Iterator
 
 import pytest
 
 from mbxmpp.xml.element import Element
 from tests.daemon import Daemon
+from tests.integration.pushapp import AppServer
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.realclient
@@ -38,48 +38,6 @@ def daemon() -> Iterator[Daemon]:
     d.cleanup()
     assert rc == 0, log
     assert "Traceback" not in log, log
-
-
-class AppServer:
-    """A raw client acting as the XMPP Push Service: answers every publish with a result and
-    queues it; anything else it gets is queued in ``other``."""
-
-    def __init__(self, c: RawClient) -> None:
-        self.c = c
-        self.pushes: asyncio.Queue[Element] = asyncio.Queue()
-        self.other: asyncio.Queue[Element] = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._run())
-
-    @classmethod
-    async def start(cls, daemon: Daemon) -> AppServer:
-        c = await RawClient.connect(daemon.c2s)
-        assert await c.login("appserver", PW, resource="srv") == APPF
-        return cls(c)
-
-    async def _run(self) -> None:
-        while True:
-            el = await self.c.element(timeout=3600)
-            if el.tag == "iq" and el.get("type") == "set" and el.find("pubsub", NS_PUBSUB) is not None:
-                await self.c.send(f"<iq type='result' to='{el.get('from')}' id='{el.get('id')}'/>")
-                self.pushes.put_nowait(el)
-            else:
-                self.other.put_nowait(el)
-
-    async def ping(self, id_: str) -> None:
-        """A round trip through the server on the app server's stream."""
-        await self.c.send(f"<iq type='get' id='{id_}' to='localhost'>"
-                          "<ping xmlns='urn:xmpp:ping'/></iq>")
-        while True:
-            el = await asyncio.wait_for(self.other.get(), 5)
-            if el.tag == "iq" and el.get("id") == id_:
-                assert el.get("type") == "result", el
-                return
-
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        await self.c.close()
 
 
 def summary(iq: Any) -> dict[str, Any]:
@@ -110,7 +68,7 @@ async def logout(c: RawClient) -> None:
 
 
 async def test_offline_user_gets_push_then_offline_message(daemon):
-    app = await AppServer.start(daemon)
+    app = await AppServer.start(daemon, PW)
     a, a_jid = await login(daemon, "alice", "phone")
     assert a_jid == "alice@localhost/phone"
     await a.send("<presence/>")

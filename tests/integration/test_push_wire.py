@@ -6,13 +6,13 @@ a session nobody resumes gets a wake-up push before its hibernation expires."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Iterator
 
 import pytest
 
 from mbxmpp.xml.element import Element
 from tests.daemon import Daemon
+from tests.integration.pushapp import AppServer
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.realclient
@@ -34,34 +34,6 @@ def daemon() -> Iterator[Daemon]:
     d.cleanup()
     assert rc == 0, log
     assert "Traceback" not in log, log
-
-
-class AppServer:
-    """A raw client acting as the XMPP Push Service: answers every publish with a result."""
-
-    def __init__(self, c: RawClient) -> None:
-        self.c = c
-        self.pushes: asyncio.Queue[Element] = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._run())
-
-    @classmethod
-    async def start(cls, daemon: Daemon) -> AppServer:
-        c = await RawClient.connect(daemon.c2s)
-        assert await c.login("appserver", PW, resource="srv") == APPF
-        return cls(c)
-
-    async def _run(self) -> None:
-        while True:
-            el = await self.c.element(timeout=3600)
-            if el.tag == "iq" and el.get("type") == "set" and el.find("pubsub", NS_PUBSUB) is not None:
-                await self.c.send(f"<iq type='result' to='{el.get('from')}' id='{el.get('id')}'/>")
-                self.pushes.put_nowait(el)
-
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        await self.c.close()
 
 
 def summary(iq: Element) -> dict[str, str]:
@@ -95,7 +67,7 @@ async def push_client(daemon: Daemon, user: str, resource: str, node: str) -> tu
 
 
 async def test_hibernated_client_notified_then_resumes(daemon):
-    app = await AppServer.start(daemon)
+    app = await AppServer.start(daemon, PW)
     a, a_jid, sm_id = await push_client(daemon, "alice", "phone", "node-a")
     a.writer.transport.abort()  # the phone loses its network
     # Longer than resume_timeout (2 s): a push-registered session hibernates for 6 s.
@@ -134,7 +106,7 @@ async def test_hibernated_client_notified_then_resumes(daemon):
 
 
 async def test_wake_up_push_before_hibernation_expires(daemon):
-    app = await AppServer.start(daemon)
+    app = await AppServer.start(daemon, PW)
     c, _, _ = await push_client(daemon, "carol", "tablet", "node-c")
     loop = asyncio.get_running_loop()
     t0 = loop.time()

@@ -94,3 +94,24 @@ async def disconnect(*clients: Client) -> None:
                                               return_exceptions=True), 10)
     except asyncio.TimeoutError:
         pass
+
+
+async def subscribe_both(a, b, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Mutual presence subscription (slixmpp auto-authorizes and auto-subscribes back); returns
+    once both rosters say 'both'."""
+    changed = asyncio.Event()
+    for c in (a, b):
+        c.add_event_handler("roster_update", lambda _iq: changed.set())
+        c.add_event_handler("roster_subscription_authorized", lambda _p: changed.set())
+    a_bare, b_bare = a.boundjid.bare, b.boundjid.bare
+
+    def done() -> bool:
+        return (a.client_roster[b_bare]["subscription"] == "both"
+                and b.client_roster[a_bare]["subscription"] == "both")
+
+    a.send_presence(pto=b_bare, ptype="subscribe")
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not done():
+        changed.clear()
+        await asyncio.wait_for(changed.wait(), max(0.01, end - loop.time()))

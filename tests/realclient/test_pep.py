@@ -12,7 +12,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
-from tests.realclient.conftest import connect
+from tests.realclient.conftest import connect, subscribe_both
 
 pytestmark = pytest.mark.realclient
 
@@ -33,27 +33,6 @@ async def _next(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 
         item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
         if pred(item):
             return item
-
-
-async def subscribe_both(a, b, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Mutual presence subscription (slixmpp auto-authorizes and auto-subscribes back); returns
-    once both rosters say 'both'."""
-    changed = asyncio.Event()
-    for c in (a, b):
-        c.add_event_handler("roster_update", lambda _iq: changed.set())
-        c.add_event_handler("roster_subscription_authorized", lambda _p: changed.set())
-    a_bare, b_bare = a.boundjid.bare, b.boundjid.bare
-
-    def done() -> bool:
-        return (a.client_roster[b_bare]["subscription"] == "both"
-                and b.client_roster[a_bare]["subscription"] == "both")
-
-    a.send_presence(pto=b_bare, ptype="subscribe")
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not done():
-        changed.clear()
-        await asyncio.wait_for(changed.wait(), max(0.01, end - loop.time()))
 
 
 async def close(*clients) -> None:  # type: ignore[no-untyped-def]

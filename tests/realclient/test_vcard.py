@@ -13,7 +13,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0054.stanza import VCardTemp
 
-from tests.realclient.conftest import connect
+from tests.realclient.conftest import connect, subscribe_both
 
 pytestmark = pytest.mark.realclient
 
@@ -36,24 +36,6 @@ async def _next(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 
 async def close(*clients: Any) -> None:
     await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients),
                                           return_exceptions=True), 10)
-
-
-async def subscribe_both(a: Any, b: Any, timeout: float = 10.0) -> None:
-    changed = asyncio.Event()
-    for c in (a, b):
-        c.add_event_handler("roster_update", lambda _iq: changed.set())
-    a_bare, b_bare = a.boundjid.bare, b.boundjid.bare
-
-    def done() -> bool:
-        return (a.client_roster[b_bare]["subscription"] == "both"
-                and b.client_roster[a_bare]["subscription"] == "both")
-
-    a.send_presence(pto=b_bare, ptype="subscribe")
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not done():
-        changed.clear()
-        await asyncio.wait_for(changed.wait(), max(0.01, end - loop.time()))
 
 
 def photo_of(p: Any) -> str | None:
