@@ -122,6 +122,8 @@ class SMConfig:
     resume_timeout: float = 300.0
     push_resume_timeout: float = 72 * 3600.0
     max_unacked: int = 1000
+    # the server asks for an ack (<r/>) once this many stanzas are unacked (and none is asked)
+    request_every: int = 10
     location: str | None = None                # "host:port" clients should resume at (XEP-0198 §5)
 
 
@@ -595,6 +597,7 @@ def _load_sm(t: _Table) -> SMConfig:
     return SMConfig(resume_timeout=t.get_duration("resume_timeout", d.resume_timeout),
                     push_resume_timeout=t.get_duration("push_resume_timeout", d.push_resume_timeout),
                     max_unacked=t.get_int("max_unacked", d.max_unacked, 1),
+                    request_every=t.get_int("request_every", d.request_every, 1),
                     location=t.get_str("location", d.location, allow_empty=True) or None)
 
 

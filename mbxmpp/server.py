@@ -22,6 +22,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
+from .util.gctune import tune_for_serving
 from .xml.element import Element
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class Server:
 
     async def serve_forever(self) -> None:
         await self.start()
+        tune_for_serving()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,7 @@ from ..errors import StanzaError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
 from ..xml.element import Element
+from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CLIENT, NS_DATA, NS_PUBSUB, NS_PUSH
 
 if TYPE_CHECKING:
@@ -323,8 +324,9 @@ class Push(Module):
         session.mod[Push] = _Hib(hib, timer)
         # Messages the client had not acknowledged when the connection died may never have
         # been seen: notify for them now.
-        for st in list(hib.sm.queue):  # type: ignore[union-attr]
-            self._message_for_absent(session.bare, st)
+        for data in list(hib.sm.queue):  # type: ignore[union-attr]
+            if data.startswith(b"<message"):
+                self._message_for_absent(session.bare, parse_fragment(data))
 
     def _wake(self, session: Session, hib: Any) -> None:
         """The hibernation is about to expire: a last push so that the client resumes it."""

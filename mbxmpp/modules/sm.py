@@ -19,6 +19,7 @@ from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
 from ..xml.element import Element
+from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 
 try:
@@ -29,6 +30,10 @@ except ImportError:  # pragma: no cover - the extension is optional
 
 def _sm(tag: str, **attrs: str) -> bytes:
     return Element(tag, NS_SM, attrs).to_bytes("")
+
+
+def _ack(h: int) -> bytes:
+    return b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % h
 
 
 def _failed(condition: str, h: int | None = None) -> bytes:
@@ -50,7 +55,7 @@ class Hibernated:
         self.sm_limit = limit
 
     def send_stanza(self, stanza: Element) -> None:
-        self.sm.outbound(stanza)
+        self.sm.outbound(stanza.to_bytes())  # the unacked queue holds serialised stanzas
         if self.overflow is not None and len(self.sm.queue) > self.sm_limit:
             cb, self.overflow = self.overflow, None
             asyncio.get_event_loop().call_soon(cb)
@@ -87,7 +92,7 @@ class StreamManagement(Module):
         wanted = el.get("max")
         if wanted is not None and wanted.isascii() and wanted.isdigit():  # int('²') raises
             timeout = min(timeout, max(1, int(wanted)))
-        sm = SMState(new_id(24), resume, int(timeout))
+        sm = SMState(new_id(24), resume, int(timeout), self.cfg.request_every)
         stream.sm = sm
         session.mod[StreamManagement] = sm
         attrs = {"id": sm.id, "resume": "true", "max": str(sm.max)} if resume else {}
@@ -102,8 +107,12 @@ class StreamManagement(Module):
         sm = stream.sm
         if sm is None:
             raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        # Ack only what is durably stored: the <a/> waits for a storage flush. Requests are
-        # batched: one flush answers every <r/> that arrived before it started.
+        # Ack only what is durably stored: the <a/> waits for a storage flush, unless every
+        # write so far is committed already. Requests are batched: one flush answers every <r/>
+        # that arrived before it started (and later ones wait behind them, to keep the order).
+        if not self._waiting and self.server.storage.idle():
+            stream.write(_ack(sm.h_in))
+            return
         self._waiting.append((stream, sm.h_in))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._answer_requests())
@@ -119,7 +128,7 @@ class StreamManagement(Module):
                 return
             for stream, h in batch:
                 if stream.stage != ST_CLOSED:  # nothing may follow our </stream:stream>
-                    stream.write(_sm("a", h=str(h)))
+                    stream.write(_ack(h))
 
     @nonza(NS_SM, "a")
     def ack(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]
@@ -169,8 +178,8 @@ class StreamManagement(Module):
         if csi is not None:
             csi.reset(session)  # XEP-0352 §5.2: a resumed stream starts active
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
-        for st in list(sm.queue):
-            stream.write(st.to_bytes())
+        for data in list(sm.queue):
+            stream.write(data)
         if sm.queue:
             stream.write(b"<r xmlns='urn:xmpp:sm:3'/>")
             sm.requested = True
@@ -211,7 +220,7 @@ class StreamManagement(Module):
         h = session.mod.pop(Hibernated, None)
         if h is not None and h.timer is not None:
             h.timer.cancel()
-        unacked = list(sm.queue)
+        unacked = [parse_fragment(data) for data in sm.queue]
         sm.queue.clear()
         others = [s for s in self.server.sessions.available(session.bare) if s is not session]
         for st in unacked:

@@ -604,6 +604,10 @@ class LmdbStorage:
         # _Hand by _handoff (scheduled with call_soon on the first write of the iteration)
         self._buf: list[Any] = []
         self._buf_n = 0
+        # writes accepted (any thread, under _olock) and writes the writer has finished with
+        # (committed, or failed and reported): equal when nothing is waiting for a commit
+        self._accepted = 0
+        self._finished = 0
         self._buf_fut: _SharedFuture | None = None    # the appends' future of this hand
         self._buf_loop: asyncio.AbstractEventLoop | None = None  # where _handoff is scheduled
         self._seq = 0
@@ -744,6 +748,7 @@ class LmdbStorage:
                 self._rebind(loop)
             self._buf.append(_Job(seq, ops, pends, fut))
             self._buf_n += 1
+            self._accepted += 1
             if loop is None or self._buf_n >= _MAX_BATCH:
                 self._handoff_locked(adopt)
         if self._writer is None:
@@ -773,6 +778,7 @@ class LmdbStorage:
             else:
                 buf.append([a, rec])
             self._buf_n += 1
+            self._accepted += 1
             if self._buf_n >= _MAX_BATCH:
                 self._handoff_locked()
         if self._writer is None:
@@ -792,6 +798,7 @@ class LmdbStorage:
                 self._rebind(loop)
             self._buf.append((OP_PUT, db, key, raw, store, token, seq, fut))
             self._buf_n += 1
+            self._accepted += 1
             if self._buf_n >= _MAX_BATCH:
                 self._handoff_locked()
         if self._writer is None:
@@ -848,6 +855,7 @@ class LmdbStorage:
                         elif it.__class__ is tuple:
                             h.fail(it, e)
                 self._finish(hands)
+            self._finished += n
             if stop:
                 return
 
@@ -1114,6 +1122,10 @@ class LmdbStorage:
                 self._apply(txn, (OP_DELPREFIX, self._env.open_db(name, txn=txn), prefix))
 
     # -- flush, close, owners ---------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Whether every write accepted so far is committed (no flush needed to be sure)."""
+        return self._finished == self._accepted
 
     async def flush(self) -> None:
         if self._writer is not None and not self._closed:

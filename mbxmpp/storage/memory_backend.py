@@ -372,6 +372,9 @@ class MemoryStorage:
         """Run a coroutine to completion from synchronous code (the CLI)."""
         return run_sync(coro)
 
+    def idle(self) -> bool:
+        return True  # writes apply at once
+
     async def flush(self) -> None:
         await asyncio.sleep(0)
 

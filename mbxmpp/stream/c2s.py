@@ -114,10 +114,13 @@ class C2SStream:
     def _event(self, event: Any) -> None:
         try:
             if event.__class__ is Element:
-                if self.stage == ST_READY and event.tag in STANZAS and event.ns == NS_CLIENT:
-                    self._stanza(event)
-                else:
-                    self._negotiation_element(event)
+                if self.stage == ST_READY:
+                    if event.tag in STANZAS and event.ns == NS_CLIENT:
+                        self._stanza(event)
+                        return
+                    if self.server.handle_nonza(self, event):  # SM's <r/> and <a/>: the hot ones
+                        return
+                self._negotiation_element(event)
             elif event.__class__ is StreamHeader:
                 self._header(event)
             elif event is STREAM_END:
@@ -471,11 +474,14 @@ class C2SStream:
     def send_stanza(self, stanza: Element) -> None:
         if self.stage == ST_CLOSED:
             return
+        data = stanza.to_bytes()
         sm = self.sm
-        if sm is not None and sm.outbound(stanza):
-            self.write(stanza.to_bytes() + b"<r xmlns='urn:xmpp:sm:3'/>")
+        # Stream Management keeps the bytes, not the tree: the stanza is freed now, while its
+        # objects are hot, and the garbage collector never walks an unacked queue.
+        if sm is not None and sm.outbound(data):
+            self.write(data + b"<r xmlns='urn:xmpp:sm:3'/>")
             return
-        self.write(stanza.to_bytes())
+        self.write(data)
 
     def attach_session(self, session: Session) -> None:
         """Take over a session (Stream Management resumption) instead of binding a new one."""

@@ -70,6 +70,27 @@ async def test_ack_request_answered_with_count(daemon):
     await c.close()
 
 
+async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon):
+    """[sm] request_every (default 10): one <r/> right after the 10th unacked stanza, no other
+    until that request is answered."""
+    a, a_jid, _ = await sm_client(daemon, "alice", "asks")
+    b = await RawClient.connect(daemon.c2s)
+    await b.login("bob", PW, resource="asker")
+    for i in range(25):
+        await b.send(f"<message to='{a_jid}' type='chat' id='q{i}'><body>{i}</body></message>")
+    seen, asked_at = 0, []
+    while seen < 26:  # alice's own presence echo, then the 25 messages
+        el = await a.element()
+        if el.tag in ("message", "presence", "iq"):
+            seen += 1
+        elif el.tag == "r" and el.ns == NS_SM:
+            asked_at.append(seen)
+    assert asked_at == [10]  # unanswered: no second request
+    await a.send(f"<a xmlns='{NS_SM}' h='{seen}'/></stream:stream>")
+    await b.close()
+    await a.close()
+
+
 async def test_resume_after_cut_connection_redelivers(daemon):
     a, a_jid, sm_id = await sm_client(daemon, "alice", "phone")
     b = await RawClient.connect(daemon.c2s)

@@ -380,8 +380,9 @@ async def test_unacked_messages_pushed_when_hibernation_starts():
     async with ServerHarness(modules=MODULES) as h:
         app, a, b, sm_id = await setup(h, sm=True)
         # Sent on the live stream, never acknowledged by the client.
-        a.session.mod[StreamManagement].outbound(parse_stanza(
-            f"<message from='{B}/b1' to='{A}/a1' type='chat'><body>unseen</body></message>"))
+        a.session.mod[StreamManagement].outbound(parse_stanza(  # the queue holds bytes
+            f"<message from='{B}/b1' to='{A}/a1' type='chat'><body>unseen</body></message>"
+        ).to_bytes())
         await app.settle()
         h.disconnect(a)
         iq = await app.expect(is_push)

@@ -501,3 +501,12 @@ async def test_store_names(storage):
         with pytest.raises(ValueError):
             storage.keyval(bad)
     assert storage.keyval("ok.name-1_x") is storage.keyval("ok.name-1_x")
+
+
+@aio
+async def test_idle_after_flush(storage):
+    kv, ar = storage.keyval("accounts"), storage.archive("mam")
+    kv.set("a@x", 1)
+    ar.append("a@x", [b"<m/>"], with_="b@x")
+    await storage.flush()
+    assert storage.idle()  # flushed: an SM <r/> can be answered without waiting

@@ -126,6 +126,32 @@ async def test_read_your_writes_while_commit_in_flight(tmp_path, monkeypatch):
 
 
 @aio
+async def test_idle_only_when_every_accepted_write_is_committed(tmp_path, monkeypatch):
+    """SM answers an <r/> at once only when ``idle()``: no write may be waiting for a commit."""
+    st = LmdbStorage(str(tmp_path))
+    kv, ar = st.keyval("acc"), st.archive("mam")
+    assert st.idle()  # nothing written yet (no writer thread either)
+    await kv.set("a@x", 0)
+    assert st.idle()
+    gate = threading.Event()
+    real = LmdbStorage._commit
+
+    def slow_commit(self, items):
+        gate.wait(10)
+        return real(self, items)
+    monkeypatch.setattr(LmdbStorage, "_commit", slow_commit)
+    _, fut = ar.append("a@x", [b"<message/>"], with_="b@x")
+    assert not st.idle()  # buffered in this loop iteration
+    await asyncio.sleep(0.05)
+    assert not st.idle() and not fut.done()  # handed to the writer, commit held back
+    f2 = kv.set("a@x", 1)
+    gate.set()
+    await asyncio.gather(fut, f2)
+    assert st.idle()
+    await st.close()
+
+
+@aio
 async def test_failed_job_does_not_fail_the_batch(tmp_path, monkeypatch):
     st = LmdbStorage(str(tmp_path))
     kv = st.keyval("acc")

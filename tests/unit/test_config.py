@@ -126,6 +126,7 @@ def test_units_in_sections(tmp_path):
         [sm]
         resume_timeout = "90"
         push_resume_timeout = "1w"
+        request_every = 25
         [mam]
         retention = "30d"
         sweep_interval = "30s"
@@ -136,8 +137,14 @@ def test_units_in_sections(tmp_path):
     assert cfg.c2s.max_stanza_size == 65536 and cfg.c2s.auth_timeout == 10.0
     assert cfg.s2s.max_stanza_size == 1048576 and cfg.s2s.timeout == 120.0
     assert cfg.sm.resume_timeout == 90.0 and cfg.sm.push_resume_timeout == 604800.0
+    assert cfg.sm.request_every == 25
     assert cfg.mam.retention == 30 * 86400.0 and cfg.mam.sweep_interval == 30.0
     assert cfg.upload.max_file_size == 100_000_000 and cfg.upload.expire_after == 129600.0
+
+
+def test_sm_request_every_at_least_one(tmp_path):
+    errs = errors_of(tmp_path, MINIMAL + "[sm]\nrequest_every = 0\n")
+    assert len(errs) == 1 and errs[0].startswith("sm.request_every"), errs
 
 
 def test_mam_sweep_interval_below_minimum(tmp_path):
