@@ -13,6 +13,7 @@ plus the storage writer), the number of commits, the time the garbage collector 
 timed part (full collections walk the 20,000 pre-parsed stanzas: objects kept alive until a commit,
 such as per-append done-callbacks, make them more frequent), and the mam/no-mam ratio.  Runs
 alternate (no-mam, mam, no-mam, mam, ...) so that machine noise hits both alike; medians are printed.
+The collector is tuned as the daemon tunes it (``--default-gc``: CPython's defaults).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mbxmpp.jid import JID  # noqa: E402
+from mbxmpp.util.gctune import tune_for_serving  # noqa: E402
 from tests.harness import ServerHarness, parse_stanza  # noqa: E402
 
 BASE_MODULES = ["disco", "roster", "presence", "offline"]
@@ -77,7 +79,7 @@ class Sink:
         self.closed = True
 
 
-async def run_once(mam: bool, n: int) -> dict[str, float]:
+async def run_once(mam: bool, n: int, tune_gc: bool = True) -> dict[str, float]:
     modules = BASE_MODULES + (["mam"] if mam else [])
     async with ServerHarness(modules=modules, storage="lmdb") as h:
         server = h.server
@@ -97,7 +99,11 @@ async def run_once(mam: bool, n: int) -> dict[str, float]:
             msgs.append(m)
         await server.storage.flush()
         commits0 = getattr(server.storage, "commits", 0)
-        gc.collect()
+        before = gc.get_threshold()
+        if tune_gc:
+            tune_for_serving()  # as the daemon does once it is up
+        else:
+            gc.collect()
         route = server.route_from_client
         await asyncio.sleep(0)
         GC.secs, GC.full, GC.on = 0.0, 0, True
@@ -109,6 +115,8 @@ async def run_once(mam: bool, n: int) -> dict[str, float]:
         await server.storage.flush()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         GC.on = False
+        gc.unfreeze()
+        gc.set_threshold(*before)
         commits = getattr(server.storage, "commits", 0) - commits0
         assert sb.n == n, f"delivered {sb.n} of {n}"
         if mam:
@@ -123,11 +131,13 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="CPython's collector thresholds instead of the daemon's (util/gctune.py)")
     args = ap.parse_args()
     res: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for r in range(args.repeat):
         for mam in (False, True):
-            x = await run_once(mam, args.messages)
+            x = await run_once(mam, args.messages, not args.default_gc)
             res[mam].append(x)
             print(f"  run {r + 1} {'mam   ' if mam else 'no mam'}: {x['wall']:9,.0f} msgs/s wall "
                   f"{x['cpu']:9,.0f} msgs/CPU-s  {x['commits']:6.0f} commits  gc {x['gc']:5.2f} s "

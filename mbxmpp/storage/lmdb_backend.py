@@ -44,6 +44,7 @@ import itertools
 import os
 import queue
 import threading
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 import lmdb
@@ -844,8 +845,13 @@ class LmdbStorage:
             stop = _STOP in hands
             if stop:
                 hands = [h for h in hands if h is not _STOP]
+            counted = False
             try:
                 self._process(hands)
+                # before the futures resolve: whoever they wake sees idle() true
+                self._finished += n
+                counted = True
+                self._finish(hands)
             except BaseException as e:  # never leave a future hanging
                 for h in hands:
                     h.error = h.error or e
@@ -854,8 +860,9 @@ class LmdbStorage:
                             it.error = it.error or e
                         elif it.__class__ is tuple:
                             h.fail(it, e)
+                if not counted:
+                    self._finished += n
                 self._finish(hands)
-            self._finished += n
             if stop:
                 return
 
@@ -869,7 +876,6 @@ class LmdbStorage:
             if err is not None:
                 self._isolate(hands, len(items) == 1 and (
                     items[0].__class__ is not list or len(items[0]) == 2), err)
-        self._finish(hands)
 
     def _commit(self, items: list[Any]) -> Exception | None:
         """Apply ``items`` in one write transaction and commit; the error if that failed."""
@@ -1039,26 +1045,41 @@ class LmdbStorage:
     def _ar_puts(self, txn: Any, run: list[Any], counts: dict[_ArDbs, dict[bytes, int]]) -> None:
         """A run of appends ``[a, (_, prefix, id16, wkey, wval, raw), ...]``: each item (new, or
         replacing the owner's item of that id), its time-index and with-index entries; the owners'
-        item counts go to ``counts``.  The writer's hot loop: cursor puts, positional flags."""
+        item counts go to ``counts``.  The writer's hot loop: one ``putmulti`` per database (the
+        loops run in C), then the rare items whose id was there already are replaced one by one."""
         a = run[0]
-        mput = txn.cursor(db=a.main).put
-        tput = txn.cursor(db=a.t).put
-        wput = txn.cursor(db=a.w).put
+        recs = run[1:]
+        keys_ = [r[1] + r[2] for r in recs]
+        consumed, added = txn.cursor(db=a.main).putmulti(
+            zip(keys_, [r[5] for r in recs]), overwrite=False)
+        txn.cursor(db=a.t).putmulti([(r[2] + r[1][:-1], b"") for r in recs])
         cnt = counts.get(a)
         if cnt is None:
             cnt = counts[a] = {}
-        for _, prefix, id16, wkey, wval, raw in itertools.islice(run, 1, None):
-            if mput(prefix + id16, raw, True, False):  # (dupdata, overwrite=False): a new item
-                tput(id16 + prefix[:-1], b"")
-                cnt[prefix] = cnt.get(prefix, 0) + 1
-            else:  # the same id again: replace the item, and its with-index entry
-                mk = prefix + id16
-                old_with = unpack(txn.get(mk, db=a.main))[1][0]
-                if old_with is not None:
-                    txn.delete(prefix + keys.with_hash(old_with) + id16, db=a.w)
-                txn.put(mk, raw, db=a.main)
-            if wkey is not None:
-                wput(wkey, wval)
+        for prefix, n in Counter(r[1] for r in recs).items():
+            cnt[prefix] = cnt.get(prefix, 0) + n
+        txn.cursor(db=a.w).putmulti([(r[3], r[4]) for r in recs if r[3] is not None])
+        if added != consumed:
+            self._ar_replace(txn, a, recs, keys_, cnt)
+
+    def _ar_replace(self, txn: Any, a: _ArDbs, recs: list[Any], keys_: list[bytes],
+                    cnt: dict[bytes, int]) -> None:
+        """Appends whose id the owner's archive held already (imports, explicit ids): putmulti
+        left the old item; replace it (and its with-index entry) and take back the count.  (An
+        old item byte-identical to the new one counts as new: only a 64-bit random collision
+        with the very same content gets there.)"""
+        for r, mk in zip(recs, keys_):
+            raw = r[5]
+            old = txn.get(mk, db=a.main)
+            if old == raw:
+                continue
+            old_with = unpack(old)[1][0]
+            if old_with is not None:
+                old_wkey = r[1] + keys.with_hash(old_with) + r[2]
+                if old_wkey != r[3]:
+                    txn.delete(old_wkey, db=a.w)
+            txn.put(mk, raw, db=a.main)
+            cnt[r[1]] -= 1
 
     def _ar_unlink(self, txn: Any, a: _ArDbs, prefix: bytes, id16: bytes, raw: bytes) -> None:
         """Remove the index entries of a deleted item."""
