@@ -34,17 +34,9 @@ from mbxmpp.jid import JID  # noqa: E402
 from mbxmpp.server import Server  # noqa: E402
 from mbxmpp.xml import PyXMLParser  # noqa: E402
 from mbxmpp.xml.element import Element  # noqa: E402
+from perf import mamfill  # noqa: E402
 
 DOMAIN = "example.org"
-CONTACTS = 20  # distinct peers per user
-
-
-def stanza(owner: str, peer: str, i: int, incoming: bool) -> bytes:
-    frm, to = (peer, owner) if incoming else (owner + "/phone", peer.split("/")[0])
-    return (f"<message xmlns='jabber:client' from='{frm}' to='{to}' type='chat' id='m{i:08d}'>"
-            f"<body>Message number {i}: a fairly ordinary chat line of typical length.</body>"
-            f"<active xmlns='http://jabber.org/protocol/chatstates'/>"
-            f"<origin-id xmlns='urn:xmpp:sid:0' id='o{i:08d}'/></message>").encode()
 
 
 def parse(xml: str) -> Element:
@@ -70,25 +62,10 @@ class Sink:
 
 
 async def fill(server: Server, n: int, users: int) -> list[str]:
-    mam: Any = server.module("mam")
-    ar = mam.archive
-    st = server.storage
     owners = [f"user{u}@{DOMAIN}" for u in range(users)]
-    now = time.time()
-    t0 = now - 6 * 86400  # inside the 7-day retention
-    step = (now - 60 - t0) / n
-    chunk = 20_000
-    t = time.perf_counter()
-    for base in range(0, n, chunk):
-        async with st.batch() as b:
-            for i in range(base, min(n, base + chunk)):
-                owner = owners[i % users]
-                peer = f"contact{(i // users) % CONTACTS}@other.example/res"
-                b.append(ar, owner, [stanza(owner, peer, i, i % 2 == 0)], when=t0 + i * step,
-                         with_=peer)
-    took = time.perf_counter() - t
+    took = await mamfill.fill_async(server.storage, n, owners)
     print(f"filled {n:,} messages over {users:,} users in {took:.1f} s "
-          f"({n / took:,.0f} appends/s, batches of {chunk:,})")
+          f"({n / took:,.0f} appends/s, batches of {mamfill.CHUNK:,})")
     return owners
 
 
@@ -180,7 +157,7 @@ async def main() -> None:
 
         per_user = n // users
         print(f"MAM query latency, {a.samples} samples over random users "
-              f"(~{per_user:,} messages each, {CONTACTS} contacts):")
+              f"(~{per_user:,} messages each, {mamfill.CONTACTS} contacts):")
         measure("last page of 50 (module)", a.samples, module_last)
         measure("last page of 50 (router, full IQ)", a.samples, router_last)
         measure("last 50 with one contact (module)", a.samples, module_with)

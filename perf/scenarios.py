@@ -7,8 +7,9 @@ in ``withheld``, never reported as results), ``partial`` (some withheld), ``skip
 e.g. no Stream Management, or a hook for a later one: ``muc_fanout``) or ``failed`` (with the
 error).
 
-``sm_sessions`` and ``mam_query`` run on instances of their own (``_own_instance``) with SM / MAM
-switched on, so that the other scenarios keep the peers' common feature set.
+``sm_sessions``, ``mam_query`` and ``mam_archiving`` run on instances of their own
+(``_own_instance``) with SM / MAM switched on, so that the other scenarios keep the peers' common
+feature set.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ FULL: dict[str, dict[str, Any]] = {
     "mam_query": {"messages": 10000, "owners": 2, "fill_window": 100, "fill_timeout_s": 600.0,
                   "warmup": 5, "queries": 200, "lat_max_s": 60.0, "concurrency": 4,
                   "warmup_s": 1.0, "duration_s": 10.0},
+    # the messaging pairs' saturation, main instance (no archive) vs an archiving instance whose
+    # archive holds preload_messages over preload_users accounts (mbxmpp only); `rounds` runs of
+    # each, alternated
+    "mam_archiving": {"pairs": 50, "window": 8, "rounds": 2, "warmup_s": 2.0, "duration_s": 6.0,
+                      "preload_users": 1000, "preload_messages": 1_000_000},
 }
 
 SMOKE: dict[str, dict[str, Any]] = {
@@ -63,10 +69,12 @@ SMOKE: dict[str, dict[str, Any]] = {
     "mam_query": {"messages": 500, "owners": 1, "fill_window": 100, "fill_timeout_s": 60.0,
                   "warmup": 2, "queries": 30, "lat_max_s": 1.5, "concurrency": 2,
                   "warmup_s": 0.3, "duration_s": 0.8},
+    "mam_archiving": {"pairs": 10, "window": 4, "rounds": 1, "warmup_s": 0.3, "duration_s": 0.8,
+                      "preload_users": 20, "preload_messages": 5000},
 }
 
 ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
-                 "roster_fetch", "sm_sessions", "muc_fanout", "mam_query"]
+                 "roster_fetch", "sm_sessions", "muc_fanout", "mam_query", "mam_archiving"]
 DEFAULT_SCENARIOS = ALL_SCENARIOS
 
 
@@ -96,6 +104,8 @@ def users_needed(params: dict[str, dict[str, Any]], scenarios: list[str],
         n = max([n] + [c for c in params["idle_connections"]["counts"] if c <= max_conns])
     if "messaging" in scenarios:
         n = max(n, 2 * params["messaging"]["pairs"])
+    if "mam_archiving" in scenarios:     # its pairs run on the main instance too
+        n = max(n, 2 * params["mam_archiving"]["pairs"])
     if "roster_fetch" in scenarios:
         n = max(n, params["roster_fetch"]["items"])
     users = [f"u{i}" for i in range(n)]
@@ -480,8 +490,8 @@ def roster_fetch(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
 def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
                   **attrs: Any):
     """A second instance of ``srv``'s server (same CPUs, certificate kind, base config) with
-    ``attrs`` set (``sm``, ``archive``, ``archive_items``), its own temp dir and ports, and
-    ``users`` provisioned; stopped on exit. The suite's main instance stays up, idle."""
+    ``attrs`` set (``sm``, ``archive``, ``archive_items``, ``preload``), its own temp dir and
+    ports, and ``users`` provisioned; stopped on exit. The suite's main instance stays up, idle."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=srv.dir.parent))
     inst = S.make(srv.name, workdir, srv.cpus)
     inst.archive = srv.archive
@@ -490,7 +500,7 @@ def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
     t0 = time.monotonic()
     inst.launch(users)
     ctx.log(f"{tag}: own {srv.name} instance up on 127.0.0.1:{inst.c2s_port} "
-            f"({', '.join(f'{k}={v}' for k, v in attrs.items())}) in "
+            f"({', '.join(f'{k}={v}' for k, v in attrs.items() if not callable(v))}) in "
             f"{time.monotonic() - t0:.1f}s, pid {inst.main_pid()}")
     try:
         yield inst
@@ -554,18 +564,25 @@ def sm_sessions(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     return rec
 
 
-def _sm_runs(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict) -> None:
-    # delivered, seconds, valid, server CPU seconds
-    tot: dict[str, list] = {"plain": [0, 0.0, True, 0.0], "sm": [0, 0.0, True, 0.0]}
-    sm_checks = {"sm_server_requests": 0, "sm_unacked_after_sync": 0, "sm_bad_acks": 0}
+def _alternate_saturation(ctx: Ctx, p: dict, rec: dict,
+                          targets: dict[str, tuple[S.ServerUnderTest, str]],
+                          on_result: Callable[[str, list[dict]], None] | None = None
+                          ) -> dict[str, list]:
+    """Closed-loop saturation runs (``window`` in flight per sender, ``warmup_s`` +
+    ``duration_s``) alternated between the kinds of ``targets`` (kind -> (server, logged-in
+    group)): ``rounds`` runs of each, the order swapped every round, so that a steady background
+    load cancels out of the ratio. Per kind: [delivered in the windows, seconds, every run valid
+    (generator not the bottleneck), server CPU seconds]; per run in ``saturation_rounds``."""
+    kinds = list(targets)
+    tot: dict[str, list] = {k: [0, 0.0, True, 0.0] for k in kinds}
     rounds = []
     for r in range(max(1, p["rounds"])):
-        order = ("plain", "sm") if r % 2 == 0 else ("sm", "plain")
+        order = kinds if r % 2 == 0 else kinds[::-1]
         this = {}
         for kind in order:
-            group = "smon" if kind == "sm" else "smplain"
+            server, group = targets[kind]
             label = f"saturation_{kind}_{r}"
-            res, scpu = _messaging_run(ctx, inst, "closed", 0, p["window"], p["warmup_s"],
+            res, scpu = _messaging_run(ctx, server, "closed", 0, p["window"], p["warmup_s"],
                                        p["duration_s"], rec, label, group)
             got = sum(x["recv_window_arrival"] for x in res)
             valid = _check_gen(rec, res, ctx, label)
@@ -576,31 +593,52 @@ def _sm_runs(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict) -> None:
             this[kind] = {"msgs_per_s": round(got / p["duration_s"], 1),
                           "server_cpu": round(scpu, 3),
                           "disconnected": sum(x["disconnected"] for x in res)}
-            if kind == "sm":
-                for k in sm_checks:
-                    sm_checks[k] += sum(x.get(k, 0) for x in res)
+            if on_result is not None:
+                on_result(kind, res)
         rounds.append(this)
     rec["details"]["saturation_rounds"] = rounds
+    return tot
+
+
+def _vs_plain(rec: dict, tot: dict[str, list], kind: str) -> None:
+    """``plain_msgs_per_s``, ``msgs_per_s`` (``kind``), ``msgs_per_s_ratio_vs_plain`` and
+    ``server_cpu_per_msg_ratio_vs_plain`` from :func:`_alternate_saturation`'s sums, with the
+    generator-bottleneck rules: a figure measured while the generator was the bottleneck is
+    withheld (a lower bound); a ratio over a withheld plain figure is an upper bound."""
     plain = tot["plain"][0] / tot["plain"][1]
-    smr = tot["sm"][0] / tot["sm"][1]
+    other = tot[kind][0] / tot[kind][1]
     _put(rec, tot["plain"][2], {"plain_msgs_per_s": round(plain, 1)})
-    _put(rec, tot["sm"][2], {"msgs_per_s": round(smr, 1)})
+    _put(rec, tot[kind][2], {"msgs_per_s": round(other, 1)})
     if plain > 0:
-        ratio = {"msgs_per_s_ratio_vs_plain": round(smr / plain, 3)}
+        ratio = {"msgs_per_s_ratio_vs_plain": round(other / plain, 3)}
         if tot["plain"][2]:
-            # over a valid plain figure: a result, or (SM figure generator-limited) a lower bound
-            _put(rec, tot["sm"][2], ratio)
-        elif tot["sm"][2]:
+            # over a valid plain figure: a result, or (the other figure generator-limited) a
+            # lower bound
+            _put(rec, tot[kind][2], ratio)
+        elif tot[kind][2]:
             # the plain figure is a lower bound (generator-limited): the ratio an upper bound
             rec["upper_bounds"].update(ratio)
-    if tot["plain"][0] and tot["sm"][0] and tot["plain"][3] > 0:
-        # server CPU per delivered message, SM over plain: what SM costs the server, much less
-        # sensitive than the throughput ratio to other processes taking the server's core
+    if tot["plain"][0] and tot[kind][0] and tot["plain"][3] > 0:
+        # server CPU per delivered message, over plain: what the feature costs the server, much
+        # less sensitive than the throughput ratio to other processes taking the server's core
         us_plain = tot["plain"][3] / tot["plain"][0] * 1e6
-        us_sm = tot["sm"][3] / tot["sm"][0] * 1e6
+        us_other = tot[kind][3] / tot[kind][0] * 1e6
         rec["details"]["server_cpu_us_per_msg"] = {"plain": round(us_plain, 2),
-                                                   "sm": round(us_sm, 2)}
-        rec["metrics"]["server_cpu_per_msg_ratio_vs_plain"] = round(us_sm / us_plain, 3)
+                                                   kind: round(us_other, 2)}
+        rec["metrics"]["server_cpu_per_msg_ratio_vs_plain"] = round(us_other / us_plain, 3)
+
+
+def _sm_runs(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict) -> None:
+    sm_checks = {"sm_server_requests": 0, "sm_unacked_after_sync": 0, "sm_bad_acks": 0}
+
+    def on_result(kind: str, res: list[dict]) -> None:
+        if kind == "sm":
+            for k in sm_checks:
+                sm_checks[k] += sum(x.get(k, 0) for x in res)
+
+    tot = _alternate_saturation(ctx, p, rec, {"plain": (inst, "smplain"), "sm": (inst, "smon")},
+                                on_result)
+    _vs_plain(rec, tot, "sm")
 
     def latency(kind: str, rate: float) -> None:
         group = "smon" if kind == "sm" else "smplain"
@@ -750,6 +788,84 @@ def mam_query(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------- mam_archiving
+
+def mam_archiving(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    """What archiving costs routing: the ``messaging`` pairs' saturation on an instance of the
+    server with archiving on (mbxmpp + ``mam``, Prosody ``mod_mam``, ejabberd ``mod_mam``) and
+    ``preload_users`` accounts, against the same pairs on the suite's main instance (no archive:
+    the core benchmark). For mbxmpp the instance's LMDB archive is filled before its start with
+    ``preload_messages`` spread over the ``preload_users`` accounts, through mbxmpp's storage API
+    (``perf/mamfill.py``, like ``perf/bench_mam.py``); the peers get no preload. Saturation
+    alternates main-instance (``arplain``) and archiving-instance (``aron``) runs, ``rounds`` of
+    each, order swapped every round. For mbxmpp the archive size is read afterwards with the
+    ``archive sizes`` CLI: it must have grown by two items (sender's and recipient's copies) per
+    message sent (``archive_missing`` = expected - growth)."""
+    p = ctx.params["mam_archiving"]
+    rec = _record("mam_archiving", srv)
+    n = 2 * p["pairs"]
+    msg_users = [f"u{i}" for i in range(n)]              # the messaging scenario's pairs
+    accounts = [f"u{i}" for i in range(max(n, p["preload_users"]))]
+    attrs: dict[str, Any] = {"archive": True}
+    preload = srv.name == "mbxmpp" and p["preload_messages"] > 0
+    if preload:
+        owners = [f"{u}@{S.DOMAIN}" for u in accounts]
+        attrs["preload"] = lambda inst: inst.fill_archive(p["preload_messages"], owners)
+    else:
+        rec["details"]["preload"] = ("none (mbxmpp only)" if srv.name != "mbxmpp"
+                                     else "none (preload_messages = 0)")
+    if srv.archive:
+        rec["details"].setdefault("warnings", []).append(
+            "the main instance archives too (--archive): the plain runs are not the core "
+            "benchmark")
+    sent = {"plain": 0, "archive": 0}
+    recv = {"plain": 0, "archive": 0}
+    with _own_instance(ctx, srv, "mam_archiving", accounts, **attrs) as inst:
+        rec["details"]["instance"] = {"archive": True, "c2s_port": inst.c2s_port,
+                                      "storage": inst.mam_storage(), "accounts": len(accounts)}
+        if preload:
+            rec["details"]["preload"] = inst.preload_result
+            pr = inst.preload_result
+            ctx.log(f"mam_archiving: archive preloaded with {pr['archive_items']:,} messages over "
+                    f"{pr['archives']:,} accounts in {pr['fill_s']} s")
+        _login_group(ctx, srv, "arplain", _pairs_per_worker(ctx, msg_users), 100)
+        try:
+            _login_group(ctx, inst, "aron", _pairs_per_worker(ctx, msg_users), 100)
+            try:
+                time.sleep(0.5)
+
+                def on_result(kind: str, res: list[dict]) -> None:
+                    sent[kind] += sum(x["sent"] for x in res)
+                    recv[kind] += sum(x["recv"] for x in res)
+
+                tot = _alternate_saturation(ctx, p, rec, {"plain": (srv, "arplain"),
+                                                          "archive": (inst, "aron")}, on_result)
+            finally:
+                _close_group(ctx, "aron")
+        finally:
+            _close_group(ctx, "arplain")
+    _vs_plain(rec, tot, "archive")
+    rec["details"]["messages"] = {"sent": sent, "received": recv}
+    if srv.name != "mbxmpp":
+        rec["details"]["archive_check"] = "not checked (mbxmpp only)"
+        return rec
+    # the instance is stopped: read its archive with the operator's CLI
+    t0 = time.monotonic()
+    items, archives = inst.archive_sizes()  # type: ignore[attr-defined]
+    before = inst.preload_result["archive_items"] if preload else 0
+    expected = 2 * sent["archive"]   # the sender's copy and the recipient's
+    grew = items - before
+    rec["details"]["archive_check"] = {"before": before, "after": items, "archives": archives,
+                                       "grew_by": grew, "expected": expected,
+                                       "cli_s": round(time.monotonic() - t0, 2)}
+    rec["metrics"]["archive_missing"] = expected - grew
+    if grew != expected:
+        rec["details"].setdefault("warnings", []).append(
+            f"archive check: the archive grew by {grew:,} items, expected {expected:,} "
+            f"(2 per message sent: {sent['archive']:,})")
+    return rec
+
+
 def _not_available(name: str, what: str) -> Callable[[Ctx, S.ServerUnderTest], dict]:
     def hook(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec = _record(name, srv)
@@ -770,6 +886,7 @@ SCENARIOS: dict[str, Callable[[Ctx, S.ServerUnderTest], dict]] = {
     "muc_fanout": _not_available("muc_fanout", "MUC fan-out (XEP-0045) scenario: mbxmpp has no "
                                  "MUC yet"),
     "mam_query": mam_query,
+    "mam_archiving": mam_archiving,
 }
 
 
@@ -782,7 +899,8 @@ def run_scenario(name: str, ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["status"] = "failed"
         rec["reason"] = f"{type(e).__name__}: {e}"[:2000]
         rec["details"]["traceback"] = traceback.format_exc()[-4000:]
-        for g in ("idle", "msg", "pres", "roster", "smplain", "smon", "mamlat", "mamtp"):
+        for g in ("idle", "msg", "pres", "roster", "smplain", "smon", "mamlat", "mamtp",
+                  "arplain", "aron"):
             try:
                 ctx.gen.call("close", {"group": g}, timeout=60)
             except Exception:

@@ -1,9 +1,9 @@
 """The performance smoke run (``python -m perf.run --smoke --budgets``) as a test.
 
 It starts the real mbxmpp daemon (and Prosody when it is installed) on loopback, runs every scenario
-with small counts (``sm_sessions`` and ``mam_query`` on instances of their own with SM / MAM on)
-and checks the loose smoke budgets of ``perf/budgets.toml``. If mbxmpp cannot start, this test
-fails (it never skips for that). Deselect with ``-m "not perf"``.
+with small counts (``sm_sessions``, ``mam_query`` and ``mam_archiving`` on instances of their own
+with SM / MAM on) and checks the loose smoke budgets of ``perf/budgets.toml``. If mbxmpp cannot
+start, this test fails (it never skips for that). Deselect with ``-m "not perf"``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_perf_smoke(tmp_path: Path) -> None:
     assert r.returncode == 0, out[-6000:]
     scen = {(x["server"], x["scenario"]): x for x in records if x.get("type") == "scenario"}
     for name in ("login_storm", "idle_connections", "messaging", "presence_broadcast",
-                 "roster_fetch", "sm_sessions", "mam_query"):
+                 "roster_fetch", "sm_sessions", "mam_query", "mam_archiving"):
         rec = scen[("mbxmpp", name)]
         # "invalid"/"partial": the generator was the bottleneck (the server outran it)
         assert rec["status"] in ("ok", "partial", "invalid"), (name, rec["status"], rec["reason"])
@@ -56,6 +56,12 @@ def test_perf_smoke(tmp_path: Path) -> None:
     mam = scen[("mbxmpp", "mam_query")]
     assert mam["metrics"]["query_errors"] == 0, mam["details"].get("sequential")
     assert mam["metrics"]["query_p99_ms"] is not None
+    ar = scen[("mbxmpp", "mam_archiving")]
+    assert ar["details"]["preload"]["archive_items"] > 0, ar["details"].get("preload")
+    # every message sent on the archiving instance is in both archives
+    assert ar["metrics"]["archive_missing"] == 0, ar["details"].get("archive_check")
+    assert any("msgs_per_s_ratio_vs_plain" in ar[k] for k in ("metrics", "withheld",
+                                                              "upper_bounds")), ar["reason"]
     # no MUC in mbxmpp yet: the hook stays registered and says so
     assert scen[("mbxmpp", "muc_fanout")]["status"] == "not_available"
     if ("prosody", "sm_sessions") in scen:
@@ -63,5 +69,6 @@ def test_perf_smoke(tmp_path: Path) -> None:
         assert scen[("prosody", "sm_sessions")]["status"] in ("ok", "partial", "invalid",
                                                                "not_available")
         assert scen[("prosody", "mam_query")]["status"] in ("ok", "partial", "invalid")
+        assert scen[("prosody", "mam_archiving")]["status"] in ("ok", "partial", "invalid")
     assert (run / "summary.md").exists()
     assert any(p.suffix == ".png" for p in run.iterdir()), "no plots written"
