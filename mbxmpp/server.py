@@ -22,7 +22,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
-from .util.gctune import tune_for_serving
+from .util.tuning import tune_for_serving
 from .xml.element import Element
 
 if TYPE_CHECKING:

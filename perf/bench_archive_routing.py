@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mbxmpp.jid import JID  # noqa: E402
-from mbxmpp.util.gctune import tune_for_serving  # noqa: E402
+from mbxmpp.util.tuning import tune_for_serving  # noqa: E402
 from tests.harness import ServerHarness, parse_stanza  # noqa: E402
 
 BASE_MODULES = ["disco", "roster", "presence", "offline"]
@@ -132,7 +132,7 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-uvloop", action="store_true")
     ap.add_argument("--default-gc", action="store_true",
-                    help="CPython's collector thresholds instead of the daemon's (util/gctune.py)")
+                    help="CPython's collector thresholds instead of the daemon's (util/tuning.py)")
     args = ap.parse_args()
     res: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for r in range(args.repeat):

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mbxmpp.config import Config, ServerConfig  # noqa: E402
 from mbxmpp.server import Server  # noqa: E402
 from mbxmpp.stream.c2s import ST_READY, C2SStream  # noqa: E402
-from mbxmpp.util.gctune import tune_for_serving  # noqa: E402
+from mbxmpp.util.tuning import tune_for_serving  # noqa: E402
 
 DOMAIN = "example.org"
 MODULES = ("roster", "presence", "offline", "disco", "ping")
@@ -155,7 +155,7 @@ async def main() -> None:
     ap.add_argument("--r-every", type=int, default=5, help="client <r/> every N stanzas (0: never)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--default-gc", action="store_true",
-                    help="CPython's collector thresholds instead of the daemon's (util/gctune.py)")
+                    help="CPython's collector thresholds instead of the daemon's (util/tuning.py)")
     a = ap.parse_args()
     res: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for r in range(a.repeat):

@@ -736,7 +736,7 @@ def _worker_main(conn: Any, idx: int, cpus: list[int], nice: int = 0) -> None:
     raise_nofile()
     # The generator must outrun the server: the same collector settings as the daemon's
     # (a young-generation collection every 700 allocations costs a Python client ~25%).
-    from mbxmpp.util.gctune import tune_for_serving
+    from mbxmpp.util.tuning import tune_for_serving
     tune_for_serving()
     try:
         import uvloop

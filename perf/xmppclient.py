@@ -202,6 +202,7 @@ class XMPPClient(asyncio.Protocol):
         self.sm_bad_acks = 0
         self.sm_r_in = 0
         self.sm_ack_due = False
+        self._ack_pending = False
         self._sm_pending = False
         self._sm_since_r = 0
         self.mam_queryid: str | None = None
@@ -347,8 +348,20 @@ class XMPPClient(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
         if self.sm_ack_due:
+            # The answer rides on this client's next write of the loop iteration (a pipelining
+            # client's acks share its TLS records), or goes alone at the iteration's end.
             self.sm_ack_due = False
-            self.write(f"<a xmlns='{NS_SM}' h='{self.sm_h_in % (1 << 32)}'/>".encode())
+            if not self._ack_pending:
+                self._ack_pending = True
+                self.loop.call_soon(self._send_ack)
+
+    def _ack_bytes(self) -> bytes:
+        self._ack_pending = False
+        return f"<a xmlns='{NS_SM}' h='{self.sm_h_in % (1 << 32)}'/>".encode()
+
+    def _send_ack(self) -> None:
+        if self._ack_pending:
+            self.write(b"")
 
     # -- stream management --------------------------------------------------------------------
     def _sm_got_ack(self, h: str) -> None:
@@ -419,7 +432,9 @@ class XMPPClient(asyncio.Protocol):
 
     # -- I/O helpers --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if self._ack_pending:
+            data = self._ack_bytes() + data
+        if data and not self.closed and self.transport is not None:
             self.transport.write(data)
 
     def flush(self) -> None:

@@ -1,6 +1,6 @@
 import gc
 
-from mbxmpp.util.gctune import GEN0_THRESHOLD, tune_for_serving
+from mbxmpp.util.tuning import GEN0_THRESHOLD, tune_for_serving, tune_malloc
 
 
 def test_tune_for_serving_freezes_startup_objects_and_raises_gen0():
@@ -17,3 +17,12 @@ def test_tune_for_serving_freezes_startup_objects_and_raises_gen0():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_tune_malloc_sets_glibc_thresholds():
+    import platform
+
+    import pytest
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are glibc's")
+    assert tune_malloc()  # mallopt accepted both thresholds
