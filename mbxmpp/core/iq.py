@@ -97,6 +97,10 @@ class IQDispatcher:
         else:
             self._reply(iq, result)
 
+    def busy(self) -> bool:
+        """Whether an asynchronous handler is still running (its writes may not be queued yet)."""
+        return bool(self._tasks)
+
     async def _finish(self, iq: Element, aw: Any) -> None:
         try:
             result = await aw

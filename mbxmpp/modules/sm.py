@@ -108,9 +108,12 @@ class StreamManagement(Module):
         if sm is None:
             raise StreamError("unsupported-stanza-type", "stream management is not enabled")
         # Ack only what is durably stored: the <a/> waits for a storage flush, unless every
-        # write so far is committed already. Requests are batched: one flush answers every <r/>
-        # that arrived before it started (and later ones wait behind them, to keep the order).
-        if not self._waiting and self.server.storage.idle():
+        # write so far is committed already and no asynchronous IQ handler may still write.
+        # Requests are batched: one flush answers every <r/> that arrived before it started;
+        # while a flush is under way, later ones wait behind it, to keep the order.
+        flusher = self._flusher
+        if (not self._waiting and (flusher is None or flusher.done())
+                and not self.server.router.iq.busy() and self.server.storage.idle()):
             stream.write(_ack(sm.h_in))
             return
         self._waiting.append((stream, sm.h_in))
@@ -174,12 +177,14 @@ class StreamManagement(Module):
             old.fail(StreamError("conflict", "the session was resumed on another connection"))
         stream.sm = sm
         stream.attach_session(session)
-        csi = self.server.module("csi")
-        if csi is not None:
-            csi.reset(session)  # XEP-0352 §5.2: a resumed stream starts active
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
         for data in list(sm.queue):
             stream.write(data)
+        csi = self.server.module("csi")
+        if csi is not None:
+            # XEP-0352 §5.2: a resumed stream starts active. What CSI held goes out now, after
+            # <resumed/> and the re-sent stanzas (counted once, in that order).
+            csi.reset(session)
         if sm.queue:
             stream.write(b"<r xmlns='urn:xmpp:sm:3'/>")
             sm.requested = True
@@ -220,7 +225,12 @@ class StreamManagement(Module):
         h = session.mod.pop(Hibernated, None)
         if h is not None and h.timer is not None:
             h.timer.cancel()
-        unacked = [parse_fragment(data) for data in sm.queue]
+        unacked = []
+        for data in sm.queue:
+            try:
+                unacked.append(parse_fragment(data))
+            except Exception:  # one bad item must not cost the others their offline storage
+                self.log.exception("unacked stanza of %s could not be parsed back", session.full)
         sm.queue.clear()
         others = [s for s in self.server.sessions.available(session.bare) if s is not session]
         for st in unacked:

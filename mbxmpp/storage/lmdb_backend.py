@@ -409,8 +409,15 @@ class LmdbArchive(_Store):
         prefix = keys._prefixes.get(owner) or keys.owner_prefix(owner)
         e = self._wcache.get(with_) or self._with_entry(with_)
         raw = e[0] + _pack(value)
-        id16 = None if id is None and when is None else self._id16(id, when)
-        return self._s._append(self._a, prefix, e, raw, id16, loop)
+        if id is None and when is None:
+            return self._s._append(self._a, prefix, e, raw, None, True, loop)
+        # an id from new_id() is fresh for one append; any other may name an existing item
+        first_use = id is not None and id is self._s._last_id[0]
+        id16 = self._id16(id, when)
+        if first_use:
+            self._s._last_id = (None, b"")
+        fresh = first_use and when is None
+        return self._s._append(self._a, prefix, e, raw, id16, fresh, loop)
 
     def _item(self, id16: bytes, raw: bytes) -> ArchiveItem:
         version, (with_, value) = unpack(raw)
@@ -757,17 +764,19 @@ class LmdbStorage:
         return fut
 
     def _append(self, a: _ArDbs, prefix: bytes, e: tuple[bytes, bytes, bytes | None], raw: bytes,
-                id16: bytes | None, loop: asyncio.AbstractEventLoop) -> tuple[str, Any]:
+                id16: bytes | None, fresh: bool, loop: asyncio.AbstractEventLoop
+                ) -> tuple[str, Any]:
         """An archive append from ``loop``'s thread (``LmdbArchive.append``): buffered, resolved
         by the hand's shared future.  Consecutive appends to one archive form a run
-        ``[a, rec, rec, ...]`` (a ``rec`` holds only bytes: the garbage collector stops tracking
-        it).  ``id16`` None: a fresh id, allocated here under the lock."""
+        ``[a, rec, rec, ...]`` (a ``rec`` holds only bytes and flags: the garbage collector stops
+        tracking it); ``rec[0]`` is True when the id was never used (the writer's fast path).
+        ``id16`` None: a fresh id, allocated here under the lock."""
         if self._closed:
             raise RuntimeError("storage is closed")
         with self._olock:
             if id16 is None:
                 id16 = _new_id_locked()
-            rec = (id16, prefix, id16, None if e[2] is None else prefix + e[1] + id16, e[2], raw)
+            rec = (fresh, prefix, id16, None if e[2] is None else prefix + e[1] + id16, e[2], raw)
             if self._buf_loop is not loop:
                 self._rebind(loop)
             fut = self._buf_fut
@@ -1043,43 +1052,45 @@ class LmdbStorage:
         counts.clear()
 
     def _ar_puts(self, txn: Any, run: list[Any], counts: dict[_ArDbs, dict[bytes, int]]) -> None:
-        """A run of appends ``[a, (_, prefix, id16, wkey, wval, raw), ...]``: each item (new, or
-        replacing the owner's item of that id), its time-index and with-index entries; the owners'
-        item counts go to ``counts``.  The writer's hot loop: one ``putmulti`` per database (the
-        loops run in C), then the rare items whose id was there already are replaced one by one."""
+        """A run of appends ``[a, (fresh, prefix, id16, wkey, wval, raw), ...]``: each item (new,
+        or replacing the owner's item of that id), its time-index and with-index entries; the
+        owners' item counts go to ``counts``.  The writer's hot loop: when every id is fresh
+        (allocated in this process and used once: no item can have it), one ``putmulti`` per
+        database, loops in C; otherwise item by item."""
         a = run[0]
         recs = run[1:]
-        keys_ = [r[1] + r[2] for r in recs]
-        consumed, added = txn.cursor(db=a.main).putmulti(
-            zip(keys_, [r[5] for r in recs]), overwrite=False)
-        txn.cursor(db=a.t).putmulti([(r[2] + r[1][:-1], b"") for r in recs])
         cnt = counts.get(a)
         if cnt is None:
             cnt = counts[a] = {}
+        if not all(r[0] is True for r in recs):
+            self._ar_put_each(txn, a, recs, cnt)
+            return
+        consumed, added = txn.cursor(db=a.main).putmulti(
+            [(r[1] + r[2], r[5]) for r in recs], overwrite=False)
+        if added != consumed:  # a fresh id already stored: the id allocator is broken
+            raise RuntimeError(f"archive: {consumed - added} fresh id(s) already in use")
+        txn.cursor(db=a.t).putmulti([(r[2] + r[1][:-1], b"") for r in recs])
+        txn.cursor(db=a.w).putmulti([(r[3], r[4]) for r in recs if r[3] is not None])
         for prefix, n in Counter(r[1] for r in recs).items():
             cnt[prefix] = cnt.get(prefix, 0) + n
-        txn.cursor(db=a.w).putmulti([(r[3], r[4]) for r in recs if r[3] is not None])
-        if added != consumed:
-            self._ar_replace(txn, a, recs, keys_, cnt)
 
-    def _ar_replace(self, txn: Any, a: _ArDbs, recs: list[Any], keys_: list[bytes],
-                    cnt: dict[bytes, int]) -> None:
-        """Appends whose id the owner's archive held already (imports, explicit ids): putmulti
-        left the old item; replace it (and its with-index entry) and take back the count.  (An
-        old item byte-identical to the new one counts as new: only a 64-bit random collision
-        with the very same content gets there.)"""
-        for r, mk in zip(recs, keys_):
-            raw = r[5]
-            old = txn.get(mk, db=a.main)
-            if old == raw:
-                continue
-            old_with = unpack(old)[1][0]
-            if old_with is not None:
-                old_wkey = r[1] + keys.with_hash(old_with) + r[2]
-                if old_wkey != r[3]:
-                    txn.delete(old_wkey, db=a.w)
-            txn.put(mk, raw, db=a.main)
-            cnt[r[1]] -= 1
+    def _ar_put_each(self, txn: Any, a: _ArDbs, recs: list[Any], cnt: dict[bytes, int]) -> None:
+        """Appends whose id may name an existing item (imports, explicit ids), in order."""
+        mput = txn.cursor(db=a.main).put
+        tput = txn.cursor(db=a.t).put
+        wput = txn.cursor(db=a.w).put
+        for _, prefix, id16, wkey, wval, raw in recs:
+            if mput(prefix + id16, raw, True, False):  # (dupdata, overwrite=False): a new item
+                tput(id16 + prefix[:-1], b"")
+                cnt[prefix] = cnt.get(prefix, 0) + 1
+            else:  # the same id again: replace the item, and its with-index entry
+                mk = prefix + id16
+                old_with = unpack(txn.get(mk, db=a.main))[1][0]
+                if old_with is not None:
+                    txn.delete(prefix + keys.with_hash(old_with) + id16, db=a.w)
+                txn.put(mk, raw, db=a.main)
+            if wkey is not None:
+                wput(wkey, wval)
 
     def _ar_unlink(self, txn: Any, a: _ArDbs, prefix: bytes, id16: bytes, raw: bytes) -> None:
         """Remove the index entries of a deleted item."""

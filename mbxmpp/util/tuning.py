@@ -20,7 +20,6 @@ trim the heap top above 64 MiB) keeps these buffers in the heap.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 GEN0_THRESHOLD = 10_000
@@ -41,11 +40,8 @@ def tune_gc() -> None:
 
 def tune_malloc() -> bool:
     """Fix glibc's mmap and trim thresholds; False where there is no glibc ``mallopt``."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter is linked with
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

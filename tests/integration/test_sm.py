@@ -172,3 +172,29 @@ async def test_expired_hibernation_moves_unacked_to_offline(daemon):
     assert m.findtext("body") == "do not lose me"
     await a2.close()
     await b.close()
+
+
+async def test_resume_sends_what_csi_held_once_after_resumed(daemon):
+    """CSI held a chat state while the phone was inactive; at resumption it goes out after
+    <resumed/> and exactly once (before, it was written before <resumed/> and re-sent after)."""
+    a, a_jid, sm_id = await sm_client(daemon, "alice", "csi-phone")
+    await a.element()  # own presence
+    await a.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    b = await RawClient.connect(daemon.c2s)
+    await b.login("bob", PW, resource="csi-desk")
+    await asyncio.sleep(0.1)
+    a.writer.transport.abort()
+    await asyncio.sleep(0.3)
+    await b.send(f"<message to='{a_jid}' type='chat' id='cs2'>"
+                 "<paused xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    await asyncio.sleep(0.2)
+    a2 = await RawClient.connect(daemon.c2s)
+    await a2.auth("alice", PW)
+    await a2.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='1'/>")
+    seq = []
+    while len(seq) < 3:
+        el = await a2.element()
+        seq.append((el.tag, el.get("id")))
+    assert seq == [("resumed", None), ("message", "cs2"), ("r", None)]
+    await a2.send(f"<a xmlns='{NS_SM}' h='2'/></stream:stream>")
+    await b.close()

@@ -547,3 +547,70 @@ async def test_sync_write_in_the_loop_thread_hands_off_the_buffer_first(tmp_path
     assert kv._pend == {} and ar.get("a@x", sid) is not None
     assert await f is None and await g is None
     await st.close()
+
+
+# Appends that reuse an id replace the item (the contract): in one batch or across commits, with
+# the same or another 'with'; LMDB must end where the memory reference ends (count, items, the
+# with-index, owners_sizes).  The writer's putmulti path is for fresh ids only.
+async def _reuse_ab(ar, nid):
+    ar.append("u@x", "v1", with_="a@x", id=nid)
+    await ar.append("u@x", "v2", with_="b@x", id=nid)[1]
+
+
+async def _reuse_aba(ar, nid):
+    ar.append("u@x", "v1", with_="a@x", id=nid)
+    ar.append("u@x", "v2", with_="b@x", id=nid)
+    await ar.append("u@x", "v3", with_="a@x", id=nid)[1]
+
+
+async def _reuse_committed_then_ba(ar, nid):
+    await ar.append("u@x", "v0", with_="a@x", id=nid)[1]
+    ar.append("u@x", "v1", with_="b@x", id=nid)
+    await ar.append("u@x", "v2", with_="a@x", id=nid)[1]
+
+
+async def _reuse_identical_later(ar, nid):
+    await ar.append("u@x", "same", with_="a@x", id=nid)[1]
+    await ar.append("u@x", "same", with_="a@x", id=nid)[1]  # an import run twice
+
+
+async def _reuse_identical_same_batch(ar, nid):
+    ar.append("u@x", "same", with_="a@x", id=nid)
+    await ar.append("u@x", "same", with_="a@x", id=nid)[1]
+
+
+async def _reuse_to_no_with(ar, nid):
+    ar.append("u@x", "v1", with_="a@x", id=nid)
+    await ar.append("u@x", "v2", with_=None, id=nid)[1]
+
+
+async def _fresh_and_reused_in_one_batch(ar, nid):
+    ar.append("u@x", "f1", with_="c@x")
+    ar.append("u@x", "v1", with_="a@x", id=nid)
+    ar.append("u@x", "f2", with_="c@x")
+    await ar.append("u@x", "v2", with_="b@x", id=nid)[1]
+
+
+@aio
+@pytest.mark.parametrize("scenario", [_reuse_ab, _reuse_aba, _reuse_committed_then_ba,
+                                      _reuse_identical_later, _reuse_identical_same_batch,
+                                      _reuse_to_no_with, _fresh_and_reused_in_one_batch])
+async def test_reused_ids_replace_like_the_reference(tmp_path, scenario):
+    from mbxmpp.storage.api import open_storage
+
+    async def snapshot(st):
+        ar = st.archive("mam")
+        await scenario(ar, ar.new_id())
+        await st.flush()
+        out = {"count": ar.count("u@x"),
+               "items": [(i.with_, i.value) for i in ar.query("u@x")],
+               "by_with": {w: [i.value for i in ar.query("u@x", with_=w)]
+                           for w in ("a@x", "b@x", "c@x")},
+               "sizes": sorted(ar.owners_sizes())}
+        await st.close()
+        return out
+
+    lm = LmdbStorage(str(tmp_path), sync=False)
+    got = await snapshot(lm)
+    assert got == await snapshot(open_storage("memory"))
+    assert got["count"] == len(got["items"])
