@@ -145,7 +145,6 @@ class Server:
 
     async def serve_forever(self) -> None:
         await self.start()
-        tune_for_serving()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,6 +152,7 @@ class Server:
                 loop.add_signal_handler(sig, self._request_stop)
             except (NotImplementedError, RuntimeError):
                 pass
+        tune_for_serving()  # (after the handlers: a SIGTERM right after start-up is clean)
         try:
             await self._stopping
         finally:

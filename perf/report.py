@@ -222,6 +222,7 @@ def check_budgets(records: list[dict], budgets: list[dict[str, Any]],
     table = metric_table(records)
     withheld = metric_table(records, "withheld")
     uppers = metric_table(records, "upper_bounds")
+    unbounded = metric_table(records, "unbounded")
     status = {(r["server"], r["scenario"]): r for r in records if r.get("type") == "scenario"}
     missed: list[str] = []
     notes: list[str] = []
@@ -261,7 +262,10 @@ def check_budgets(records: list[dict], budgets: list[dict[str, Any]],
                                  "bottleneck)")
                 continue
             rec = status.get((target, scen))
-            if rec is None:
+            if key in unbounded and target in unbounded[key]:
+                notes.append(f"{name}: not checked (both figures were measured while the "
+                             f"generator was the bottleneck: {unbounded[key][target]})")
+            elif rec is None:
                 notes.append(f"{name}: not checked ({scen} was not run)")
             else:
                 missed.append(f"{name}: not measured for {target} ({rec['status']}: "

@@ -618,6 +618,9 @@ def _vs_plain(rec: dict, tot: dict[str, list], kind: str) -> None:
         elif tot[kind][2]:
             # the plain figure is a lower bound (generator-limited): the ratio an upper bound
             rec["upper_bounds"].update(ratio)
+        else:
+            # both generator-limited: the ratio bounds nothing (the generator's own ratio)
+            rec.setdefault("unbounded", {}).update(ratio)
     if tot["plain"][0] and tot[kind][0] and tot["plain"][3] > 0:
         # server CPU per delivered message, over plain: what the feature costs the server, much
         # less sensitive than the throughput ratio to other processes taking the server's core
