@@ -121,3 +121,12 @@ listen = ["127.0.0.1:{self.proxy}"]
     def cleanup(self) -> None:
         self.stop()
         self.tmp.cleanup()
+
+    def finish(self) -> None:
+        """Stop (SIGTERM), remove the data, and fail the run on an unclean exit or a traceback
+        in the server's log (the end of every module-scoped daemon fixture)."""
+        rc = self.stop()
+        log = self.log()
+        self.cleanup()
+        assert rc == 0, f"server exit code {rc}\n{log}"
+        assert "Traceback" not in log, log

@@ -33,11 +33,7 @@ def daemon() -> Iterator[Daemon]:
         d.add_user(f"{u}@localhost", PW)
     d.start()
     yield d
-    rc = d.stop()
-    log = d.log()
-    d.cleanup()
-    assert rc == 0, log
-    assert "Traceback" not in log, log
+    d.finish()
 
 
 def summary(iq: Any) -> dict[str, Any]:

@@ -31,11 +31,7 @@ def daemon():
         d.add_user(f"{u}@localhost", PW)
     d.start()
     yield d
-    rc = d.stop()
-    log = d.log()
-    d.cleanup()
-    assert rc == 0, log
-    assert "Traceback" not in log, log
+    d.finish()
 
 
 def condition(el) -> str:

@@ -22,11 +22,7 @@ def daemon():
         d.add_user(f"{u}@localhost", PW)
     d.start()
     yield d
-    rc = d.stop()
-    log = d.log()
-    d.cleanup()
-    assert rc == 0, log
-    assert "Traceback" not in log, log
+    d.finish()
 
 
 async def sm_client(daemon, user, resource):

@@ -22,11 +22,7 @@ def daemon() -> Iterator[Daemon]:
         d.add_user(u, PASSWORD)
     d.start()
     yield d
-    rc = d.stop()
-    log = d.log()
-    d.cleanup()
-    assert rc == 0, f"server exit code {rc}\n{log}"
-    assert "Traceback" not in log, log
+    d.finish()
 
 
 def insecure_context() -> ssl.SSLContext:
