@@ -755,10 +755,7 @@ class LmdbStorage:
             if loop is not None and self._buf_loop is not loop:
                 self._rebind(loop)
             self._buf.append(_Job(seq, ops, pends, fut))
-            self._buf_n += 1
-            self._accepted += 1
-            if loop is None or self._buf_n >= _MAX_BATCH:
-                self._handoff_locked(adopt)
+            self._one_more_locked(loop is None, adopt)
         if self._writer is None:
             self._start_writer()
         return fut
@@ -787,10 +784,7 @@ class LmdbStorage:
                 buf[-1].append(rec)
             else:
                 buf.append([a, rec])
-            self._buf_n += 1
-            self._accepted += 1
-            if self._buf_n >= _MAX_BATCH:
-                self._handoff_locked()
+            self._one_more_locked()
         if self._writer is None:
             self._start_writer()
         return id16.hex(), fut
@@ -807,13 +801,18 @@ class LmdbStorage:
             if self._buf_loop is not loop:
                 self._rebind(loop)
             self._buf.append((OP_PUT, db, key, raw, store, token, seq, fut))
-            self._buf_n += 1
-            self._accepted += 1
-            if self._buf_n >= _MAX_BATCH:
-                self._handoff_locked()
+            self._one_more_locked()
         if self._writer is None:
             self._start_writer()
         return fut
+
+    def _one_more_locked(self, now: bool = False, adopt: bool = False) -> None:
+        """(``_olock`` held) One more buffered write: counted (``idle()``), and the buffer handed
+        to the writer when it is full, or ``now``."""
+        self._buf_n += 1
+        self._accepted += 1
+        if now or self._buf_n >= _MAX_BATCH:
+            self._handoff_locked(adopt)
 
     def _rebind(self, loop: asyncio.AbstractEventLoop) -> None:
         """(``_olock`` held) The first buffered write of ``loop`` (in its thread): hand off what
