@@ -7,7 +7,13 @@ unsigned 32-bit arithmetic wraps by itself, as XEP-0198 §4 requires.
 
 from collections import deque
 
-from libc.stdint cimport uint32_t
+from cpython.bytes cimport PyBytes_FromFormat
+from libc.stdint cimport uint32_t, uint64_t
+
+# ack_attr() results
+ACK_OK = 0
+ACK_INVALID = 1    # 'h' is not an xs:unsignedInt
+ACK_TOO_HIGH = 2   # more than was sent: <handled-count-too-high/>
 
 
 cdef class SMState:
@@ -56,7 +62,9 @@ cdef class SMState:
         return False
 
     cpdef bint ack(self, object h):
-        cdef uint32_t hv = <uint32_t>(h & 0xFFFFFFFF)
+        return self._ack(<uint32_t>(h & 0xFFFFFFFF))
+
+    cdef bint _ack(self, uint32_t hv):
         cdef uint32_t n = hv - self._acked
         q = self.queue
         if n > <uint32_t>len(q):
@@ -67,6 +75,30 @@ cdef class SMState:
         self._acked = hv
         self.requested = False
         return True
+
+    cpdef int ack_attr(self, str h):
+        """Apply the 'h' of an <a/> or <resume/> as the client wrote it: digits only (int()
+        would take '+1', ' 1' or '²'), below 2^32. One of the ACK_* results."""
+        cdef Py_ssize_t i, n
+        cdef Py_UCS4 c
+        cdef uint64_t v = 0
+        if h is None:
+            return ACK_INVALID
+        n = len(h)
+        if n == 0:
+            return ACK_INVALID
+        for i in range(n):
+            c = h[i]
+            if c < 48 or c > 57:  # '0'..'9'
+                return ACK_INVALID
+            v = v * 10 + (<uint64_t>c - 48)  # Py_UCS4 in arithmetic would become a str
+            if v >= 4294967296:  # leading zeros are fine, 2^32 is not
+                return ACK_INVALID
+        return ACK_OK if self._ack(<uint32_t>v) else ACK_TOO_HIGH
+
+    cpdef bytes ack_bytes(self):
+        """The <a/> that answers an <r/>: what was received so far."""
+        return PyBytes_FromFormat(b"<a xmlns='urn:xmpp:sm:3' h='%u'/>", <unsigned int>self._h_in)
 
     def unacked(self):
         return list(self.queue)

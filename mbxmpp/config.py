@@ -45,6 +45,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TLS_VERSIONS = ("1.2", "1.3")
 # Forward secrecy + AEAD only for TLS 1.2; TLS 1.3 suites are not configurable through OpenSSL's list.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+MAX_ACK_DELAY = 1.0  # [sm] ack_delay: seconds
 
 Listen = tuple[str, int]
 
@@ -124,6 +125,9 @@ class SMConfig:
     max_unacked: int = 1000
     # the server asks for an ack (<r/>) once this many stanzas are unacked (and none is asked)
     request_every: int = 10
+    # an <a/> with nothing else to send waits this long for other output to share a write with
+    # (XEP-0198 §4 allows holding an ack until a timeout); 0: sent in the same loop iteration
+    ack_delay: float = 0.05
     location: str | None = None                # "host:port" clients should resume at (XEP-0198 §5)
 
 
@@ -594,10 +598,15 @@ def _load_http(t: _Table) -> HTTPConfig:
 
 def _load_sm(t: _Table) -> SMConfig:
     d = SMConfig()
+    ack_delay = t.get_duration("ack_delay", d.ack_delay, 0.0)
+    if ack_delay > MAX_ACK_DELAY:  # XEP-0198 §4: an answer is sent as soon as possible
+        t.error("ack_delay", f"must be at most {format_duration(MAX_ACK_DELAY)}, got {format_duration(ack_delay)}")
+        ack_delay = d.ack_delay
     return SMConfig(resume_timeout=t.get_duration("resume_timeout", d.resume_timeout),
                     push_resume_timeout=t.get_duration("push_resume_timeout", d.push_resume_timeout),
                     max_unacked=t.get_int("max_unacked", d.max_unacked, 1),
                     request_every=t.get_int("request_every", d.request_every, 1),
+                    ack_delay=ack_delay,
                     location=t.get_str("location", d.location, allow_empty=True) or None)
 
 

@@ -41,8 +41,11 @@ FULL: dict[str, dict[str, Any]] = {
     "presence_broadcast": {"contacts": 100, "window": 4, "warmup_s": 2.0, "duration_s": 10.0,
                            "fractions": [0.5], "lat_duration_s": 8.0},
     "roster_fetch": {"items": 500, "sessions": 10, "warmup_s": 1.0, "duration_s": 8.0},
-    # saturation: `rounds` pairs of plain/SM runs (order alternated) of duration_s each
-    "sm_sessions": {"pairs": 50, "window": 8, "rounds": 2, "warmup_s": 2.0, "duration_s": 6.0,
+    # saturation: `rounds` pairs of plain/SM runs (order alternated) of duration_s each. 16 in
+    # flight per sender, not messaging's 8: at 8 neither mbxmpp nor the generator is saturated
+    # (both 72-95% busy), the closed loop measures round-trip time and the ratio swings 0.68-0.95
+    # from run to run; at 16 both kinds run at the server's capacity (see perf/README.md)
+    "sm_sessions": {"pairs": 50, "window": 16, "rounds": 3, "warmup_s": 2.0, "duration_s": 6.0,
                     "fixed_rates": [1000], "plain_fixed_rates": [1000], "lat_duration_s": 10.0,
                     "client_r_every": 5},
     "mam_query": {"messages": 10000, "owners": 2, "fill_window": 100, "fill_timeout_s": 600.0,
@@ -158,13 +161,28 @@ class _ServerCPU(threading.Thread):
         self.c0 = self.c1 = 0.0
         self.j0: dict[int, tuple[int, int]] = {}
         self.j1: dict[int, tuple[int, int]] = {}
+        self.io0: dict[str, int] = {}
+        self.io1: dict[str, int] = {}
         self.start()
 
     def run(self) -> None:
         time.sleep(max(0.0, (self.w0 - _now()) / 1e9))
-        self.c0, self.j0 = self.srv.cpu_seconds(), _cpu_jiffies()
+        self.c0, self.j0, self.io0 = self.srv.cpu_seconds(), _cpu_jiffies(), self._io()
         time.sleep(max(0.0, (self.w1 - _now()) / 1e9))
-        self.c1, self.j1 = self.srv.cpu_seconds(), _cpu_jiffies()
+        self.c1, self.j1, self.io1 = self.srv.cpu_seconds(), _cpu_jiffies(), self._io()
+
+    def _io(self) -> dict[str, int]:
+        """Read and write system calls of the server so far (/proc/PID/io; {} if unreadable)."""
+        try:
+            return S.proc_io(self.srv.main_pid())
+        except (OSError, AssertionError):
+            return {}
+
+    def syscalls(self) -> dict[str, int]:
+        """Reads and writes the server made during the window (socket I/O, mostly)."""
+        self.join()
+        return {k: self.io1[k] - self.io0[k] for k in ("syscr", "syscw")
+                if k in self.io0 and k in self.io1}
 
     def fraction(self) -> float:
         self.join()
@@ -336,6 +354,10 @@ def _messaging_run(ctx: Ctx, srv: S.ServerUnderTest, mode: str, rate: float, win
     res = ctx.gen.call("messaging", {"group": group, "mode": mode, "rate": rate / ctx.gen.n,
                                      "window": window, "t_start": t_start, "w0": w0,
                                      "t_end": t_end}, timeout=warmup + duration + 60)
+    got = sum(x["recv_window_arrival"] for x in res)
+    if got:  # system calls per delivered message: how well the server batches its socket I/O
+        rec["details"][f"{label}_syscalls_per_msg"] = {
+            k: round(v / got, 3) for k, v in cpu.syscalls().items()}
     return res, cpu.fraction()
 
 

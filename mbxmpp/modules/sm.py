@@ -22,6 +22,8 @@ from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 
+from ..stream.smstate import ACK_INVALID, ACK_OK
+
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - the extension is optional
@@ -114,7 +116,7 @@ class StreamManagement(Module):
         flusher = self._flusher
         if (not self._waiting and (flusher is None or flusher.done())
                 and not self.server.router.iq.busy() and self.server.storage.idle()):
-            stream.write(_ack(sm.h_in))
+            stream.write_soon(sm.ack_bytes(), self.cfg.ack_delay)
             return
         self._waiting.append((stream, sm.h_in))
         if self._flusher is None or self._flusher.done():
@@ -140,18 +142,15 @@ class StreamManagement(Module):
             raise StreamError("unsupported-stanza-type", "stream management is not enabled")
         self._apply_ack(sm, el.get("h"))
 
-    def _apply_ack(self, sm: Any, h_attr: str | None) -> None:
-        try:
-            if not (h_attr and h_attr.isascii() and h_attr.isdigit()):  # xs:unsignedInt digits only
-                raise ValueError
-            h = int(h_attr)
-            if not 0 <= h < 1 << 32:
-                raise ValueError
-        except ValueError:
-            raise StreamError("invalid-xml", "'h' must be an unsigned 32-bit integer") from None
-        if not sm.ack(h):
-            app = Element("handled-count-too-high", NS_SM, {"h": str(h), "send-count": str(sm.h_out)})
-            raise StreamError("undefined-condition", "acknowledged more stanzas than were sent", app)
+    @staticmethod
+    def _apply_ack(sm: Any, h_attr: str | None) -> None:
+        result = sm.ack_attr(h_attr)
+        if result == ACK_OK:
+            return
+        if result == ACK_INVALID:
+            raise StreamError("invalid-xml", "'h' must be an unsigned 32-bit integer")
+        app = Element("handled-count-too-high", NS_SM, {"h": h_attr or "", "send-count": str(sm.h_out)})
+        raise StreamError("undefined-condition", "acknowledged more stanzas than were sent", app)
 
     @nonza(NS_SM, "resume")
     def resume(self, stream, el: Element) -> None:  # type: ignore[no-untyped-def]

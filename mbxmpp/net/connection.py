@@ -33,13 +33,16 @@ def _cb_data(sslobj: ssl.SSLObject) -> dict[str, bytes]:
 
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "ssl_context", "transport", "stream", "peer_ip", "_wbuf", "_auth_timer",
-                 "_counted_unauth", "_loop", "_closing", "_close_timer", "_lost", "max_output")
+                 "_counted_unauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
+                 "_later", "_later_timer")
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
         self.server = server
         self.ssl_context = ssl_context
         self.transport: asyncio.Transport | None = None
         self._wbuf: list[bytes] = []
+        self._later: list[bytes] | None = None  # bytes that may wait for company (write_soon)
+        self._later_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
         self._counted_unauth = False
@@ -53,6 +56,7 @@ class C2SConnection(asyncio.Protocol):
                                 max_stanza_size=cfg.max_stanza_size,
                                 require_encryption=cfg.require_encryption,
                                 allow_plain=cfg.allow_plain, max_auth_attempts=cfg.max_auth_attempts)
+        self.stream.write_soon = self._write_soon
         self.stream.on_close = self._close_transport
         self.stream.on_authenticated = self._authenticated
 
@@ -102,6 +106,7 @@ class C2SConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.transport = None
         self._wbuf.clear()
+        self._drop_later()
         self.stream.connection_lost()
 
     # -- internals ----------------------------------------------------------------------------
@@ -110,9 +115,45 @@ class C2SConnection(asyncio.Protocol):
             return  # nothing may follow our </stream:stream> (RFC 6120 §4.4)
         # Writes are coalesced per loop iteration: one TLS record and one syscall per batch.
         buf = self._wbuf
-        buf.append(data)
-        if len(buf) == 1:
+        if not buf:
             self._loop.call_soon(self._flush)
+        if self._later is not None:
+            self._take_later()  # what was written before goes first
+        buf.append(data)
+
+    def _write_soon(self, data: bytes, within: float) -> None:
+        """Write ``data`` with this loop iteration's output if there is any, else with the next
+        write, at the latest after ``within`` seconds. For small nonzas such as SM's <a/>: alone
+        they cost a TLS record and a system call on both ends, and they break up the batches
+        that a busy client and the server settle into."""
+        if self._wbuf or within <= 0:
+            self._write(data)
+            return
+        if self._closing:
+            return
+        if self._later is None:
+            self._later = [data]
+            self._later_timer = self._loop.call_later(within, self._later_due)
+        else:
+            self._later.append(data)
+
+    def _later_due(self) -> None:
+        self._later_timer = None
+        if self._later is not None and not self._closing:
+            self._take_later()
+            self._loop.call_soon(self._flush)
+
+    def _take_later(self) -> None:
+        later = self._later
+        self._drop_later()
+        if later:
+            self._wbuf.extend(later)
+
+    def _drop_later(self) -> None:
+        self._later = None
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
 
     def _flush(self) -> None:
         buf = self._wbuf
@@ -130,6 +171,8 @@ class C2SConnection(asyncio.Protocol):
 
     def _close_transport(self) -> None:
         """The stream wrote its closing tag: flush, then close the connection (RFC 6120 §4.4)."""
+        if self._later is not None:
+            self._take_later()
         self._flush()
         self._closing = True
         self._uncount()

@@ -61,13 +61,16 @@ class C2SStream:
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
                  "parser", "peer", "require_encryption", "sasl", "secure", "server",
                  "session", "sm", "stage", "stream_id", "stream_lang", "tls_requested",
-                 "username", "write")
+                 "username", "write", "write_soon")
 
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
                  peer: str = "", max_stanza_size: int = 262144, require_encryption: bool = True,
                  allow_plain: bool = True, max_auth_attempts: int = 5) -> None:
         self.server = server
         self.write = write
+        # write_soon(data, within): may wait up to `within` seconds to share a write with other
+        # output; the connection sets it (without one, it writes at once)
+        self.write_soon: Callable[[bytes, float], None] = self._write_at_once
         self.secure = secure
         self.peer = peer
         self.require_encryption = require_encryption
@@ -481,6 +484,9 @@ class C2SStream:
         if sm is not None and sm.outbound(data):
             self.write(data + b"<r xmlns='urn:xmpp:sm:3'/>")
             return
+        self.write(data)
+
+    def _write_at_once(self, data: bytes, within: float) -> None:
         self.write(data)
 
     def attach_session(self, session: Session) -> None:

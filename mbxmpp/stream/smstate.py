@@ -8,6 +8,11 @@ from typing import Any
 
 MOD = 1 << 32  # h wraps at 2^32 (XEP-0198 §4)
 
+# ack_attr() results
+ACK_OK = 0
+ACK_INVALID = 1    # 'h' is not an xs:unsignedInt
+ACK_TOO_HIGH = 2   # more than was sent: <handled-count-too-high/>
+
 
 class SMState:
     __slots__ = ("id", "h_in", "h_out", "acked", "queue", "resume", "max", "request_every",
@@ -48,6 +53,21 @@ class SMState:
         self.acked = h % MOD
         self.requested = False
         return True
+
+    def ack_attr(self, h: str | None) -> int:
+        """Apply the 'h' of an <a/> or <resume/> as the client wrote it: digits only (int()
+        would take '+1', ' 1' or '²'), below 2^32. One of the ACK_* results."""
+        digits = h.lstrip("0") if h else ""
+        if not h or not h.isascii() or not h.isdigit() or len(digits) > 10:
+            return ACK_INVALID
+        v = int(digits or "0")  # int() refuses over 4,300 digits, leading zeros included
+        if v >= MOD:
+            return ACK_INVALID
+        return ACK_OK if self.ack(v) else ACK_TOO_HIGH
+
+    def ack_bytes(self) -> bytes:
+        """The <a/> that answers an <r/>: what was received so far."""
+        return b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.h_in
 
     def unacked(self) -> list[Any]:
         return list(self.queue)

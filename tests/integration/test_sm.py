@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import STREAM_END, RawClient
 
 pytestmark = pytest.mark.realclient
 PW = "sm-pass"
@@ -194,3 +194,70 @@ async def test_resume_sends_what_csi_held_once_after_resumed(daemon):
     assert seq == [("resumed", None), ("message", "cs2"), ("r", None)]
     await a2.send(f"<a xmlns='{NS_SM}' h='2'/></stream:stream>")
     await b.close()
+
+
+@pytest.fixture(scope="module")
+def slow_ack_daemon():
+    d = Daemon(extra='[sm]\nack_delay = "400ms"\n')
+    d.add_user("carol@localhost", PW)
+    d.add_user("dave@localhost", PW)
+    d.add_user("erin@localhost", PW)
+    d.start()
+    yield d
+    d.finish()
+
+
+async def _answer_time(c) -> tuple[float, list[str]]:
+    """Seconds until the next <a/>, and the tags of what came before it."""
+    t0 = asyncio.get_running_loop().time()
+    before = []
+    while True:
+        el = await c.element()
+        if el.tag == "a" and el.ns == NS_SM:
+            return asyncio.get_running_loop().time() - t0, before
+        before.append(el.tag)
+
+
+async def test_lone_ack_waits_at_most_ack_delay(slow_ack_daemon):
+    """[sm] ack_delay: an <a/> with nothing to share a write with goes out after the delay, not
+    before, and not much later."""
+    c, _jid, _ = await sm_client(slow_ack_daemon, "carol", "lone")
+    await c.element()  # presence echo
+    await c.send(f"<r xmlns='{NS_SM}'/>")
+    took, before = await _answer_time(c)
+    assert before == [] and 0.35 <= took < 2.0
+    await c.close()
+
+
+async def test_ack_rides_with_other_output(slow_ack_daemon):
+    """An <a/> whose stream has other output in the same loop iteration goes with it at once;
+    one that is waiting goes out with the next write, before it (h never falls behind)."""
+    c, jid, _ = await sm_client(slow_ack_daemon, "erin", "rides")
+    await c.element()  # presence echo
+    # a ping answered by the server in the same iteration as the <r/>
+    await c.send(f"<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+                 f"<r xmlns='{NS_SM}'/>")
+    took, before = await _answer_time(c)
+    assert before == ["iq"] and took < 0.3
+    # a waiting <a/> leaves with the next stanza for this client (from another session)
+    d = await RawClient.connect(slow_ack_daemon.c2s)
+    await d.login("dave", PW, resource="d")
+    await c.send(f"<r xmlns='{NS_SM}'/>")
+    await asyncio.sleep(0.05)
+    await d.send(f"<message to='{jid}' type='chat' id='x'><body>hi</body></message>")
+    took, before = await _answer_time(c)
+    assert before == [] and took < 0.3  # the <a/> first, well before the 400 ms
+    el = await c.element()
+    assert el.tag == "message" and el.get("id") == "x"
+    await d.close()
+    await c.close()
+
+
+async def test_waiting_ack_goes_out_before_the_closing_tag(slow_ack_daemon):
+    c, _jid, _ = await sm_client(slow_ack_daemon, "dave", "closing")
+    await c.element()  # presence echo
+    await c.send(f"<r xmlns='{NS_SM}'/></stream:stream>")
+    took, _before = await _answer_time(c)
+    assert took < 0.3
+    assert await c.next() is STREAM_END
+    await c.close()

@@ -24,10 +24,16 @@ class AckSink:
         self.out: list[bytes] = []
         self.on_write = on_write
 
+        self.delays: list[float] = []  # `within` of every write_soon
+
     def write(self, data: bytes) -> None:
         self.out.append(data)
         if self.on_write is not None:
             self.on_write(data)
+
+    def write_soon(self, data: bytes, within: float) -> None:
+        self.delays.append(within)
+        self.write(data)
 
     def hs(self) -> list[int]:
         return [int(x.split(b"h='")[1].split(b"'")[0]) for x in self.out]
@@ -81,3 +87,5 @@ async def test_idle_storage_answers_at_once():
         s.sm.inbound()
         h.server.module("sm").request(s, R)
         assert s.hs() == [1]  # no loop iteration needed
+        # handed to the connection, which may hold it up to [sm] ack_delay to share a write
+        assert s.delays == [h.server.config.sm.ack_delay] == [0.05]

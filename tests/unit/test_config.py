@@ -127,6 +127,7 @@ def test_units_in_sections(tmp_path):
         resume_timeout = "90"
         push_resume_timeout = "1w"
         request_every = 25
+        ack_delay = "20ms"
         [mam]
         retention = "30d"
         sweep_interval = "30s"
@@ -137,7 +138,7 @@ def test_units_in_sections(tmp_path):
     assert cfg.c2s.max_stanza_size == 65536 and cfg.c2s.auth_timeout == 10.0
     assert cfg.s2s.max_stanza_size == 1048576 and cfg.s2s.timeout == 120.0
     assert cfg.sm.resume_timeout == 90.0 and cfg.sm.push_resume_timeout == 604800.0
-    assert cfg.sm.request_every == 25
+    assert cfg.sm.request_every == 25 and cfg.sm.ack_delay == 0.02
     assert cfg.mam.retention == 30 * 86400.0 and cfg.mam.sweep_interval == 30.0
     assert cfg.upload.max_file_size == 100_000_000 and cfg.upload.expire_after == 129600.0
 
@@ -145,6 +146,16 @@ def test_units_in_sections(tmp_path):
 def test_sm_request_every_at_least_one(tmp_path):
     errs = errors_of(tmp_path, MINIMAL + "[sm]\nrequest_every = 0\n")
     assert len(errs) == 1 and errs[0].startswith("sm.request_every"), errs
+
+
+def test_sm_ack_delay_bounds(tmp_path):
+    from mbxmpp.config import SMConfig
+    assert SMConfig().ack_delay == 0.05
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    assert load_text(ok, MINIMAL + '[sm]\nack_delay = "0s"\n').sm.ack_delay == 0.0  # at once
+    errs = errors_of(tmp_path, MINIMAL + '[sm]\nack_delay = "2s"\n')  # "as soon as possible"
+    assert len(errs) == 1 and errs[0].startswith("sm.ack_delay") and "at most 1s" in errs[0], errs
 
 
 def test_mam_sweep_interval_below_minimum(tmp_path):

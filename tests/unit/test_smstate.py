@@ -60,3 +60,28 @@ def test_unacked_copy(SM):
     u = s.unacked()
     u.append("b")
     assert list(s.queue) == ["a"]
+
+
+@pytest.mark.parametrize("h, want", [
+    ("2", 0), ("0002", 0), ("0" * 5000 + "2", 0),  # xs:unsignedInt: leading zeros are fine
+    ("", 1), ("+2", 1), (" 2", 1), ("2 ", 1), ("²", 1), ("٢", 1), ("-1", 1), ("0x2", 1),
+    ("4294967296", 1), ("1" * 5000, 1), (None, 1),
+    ("3", 2), ("4294967295", 2),  # more than the two stanzas sent
+])
+def test_ack_attr(SM, h, want):
+    from mbxmpp.stream.smstate import ACK_INVALID, ACK_OK, ACK_TOO_HIGH
+    assert (ACK_OK, ACK_INVALID, ACK_TOO_HIGH) == (0, 1, 2)
+    s = SM("id", True, 300)
+    s.outbound("a")
+    s.outbound("b")
+    assert s.ack_attr(h) == want
+    assert list(s.queue) == ([] if want == 0 else ["a", "b"])  # a refused ack changes nothing
+    assert s.acked == (2 if want == 0 else 0)
+
+
+def test_ack_bytes(SM):
+    s = SM("id", True, 300)
+    assert s.ack_bytes() == b"<a xmlns='urn:xmpp:sm:3' h='0'/>"
+    for _ in range(12):
+        s.inbound()
+    assert s.ack_bytes() == b"<a xmlns='urn:xmpp:sm:3' h='12'/>"
