@@ -76,14 +76,16 @@ cdef class SMState:
         self.requested = False
         return True
 
-    cpdef int ack_attr(self, str h):
+    cpdef int ack_attr(self, object attr):
         """Apply the 'h' of an <a/> or <resume/> as the client wrote it: digits only (int()
         would take '+1', ' 1' or '²'), below 2^32. One of the ACK_* results."""
         cdef Py_ssize_t i, n
         cdef Py_UCS4 c
         cdef uint64_t v = 0
-        if h is None:
+        cdef str h
+        if not isinstance(attr, str):
             return ACK_INVALID
+        h = <str>attr
         n = len(h)
         if n == 0:
             return ACK_INVALID

@@ -600,7 +600,7 @@ def _load_sm(t: _Table) -> SMConfig:
     d = SMConfig()
     ack_delay = t.get_duration("ack_delay", d.ack_delay, 0.0)
     if ack_delay > MAX_ACK_DELAY:  # XEP-0198 §4: an answer is sent as soon as possible
-        t.error("ack_delay", f"must be at most {format_duration(MAX_ACK_DELAY)}, got {format_duration(ack_delay)}")
+        t.error("ack_delay", f"must be at most {format_duration(MAX_ACK_DELAY)}, got {_show(t._get('ack_delay'))}")
         ack_delay = d.ack_delay
     return SMConfig(resume_timeout=t.get_duration("resume_timeout", d.resume_timeout),
                     push_resume_timeout=t.get_duration("push_resume_timeout", d.push_resume_timeout),

@@ -156,14 +156,20 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--default-gc", action="store_true",
                     help="CPython's collector thresholds instead of the daemon's (util/tuning.py)")
+    ap.add_argument("--only", choices=("plain", "sm"),
+                    help="one kind only, e.g. to count instructions under valgrind: the "
+                         "difference between two --rounds is the cost of the extra messages")
     a = ap.parse_args()
     res: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    kinds = (False, True) if a.only is None else (a.only == "sm",)
     for r in range(a.repeat):
-        for sm in (False, True) if r % 2 == 0 else (True, False):
+        for sm in kinds if r % 2 == 0 else kinds[::-1]:
             x = await run_once(sm, a.pairs, a.window, a.rounds, a.r_every, not a.default_gc)
             res[sm].append(x)
             print(f"  run {r + 1} {'sm   ' if sm else 'plain'}: {x['us_cpu']:6.2f} us CPU/msg "
                   f"({1e6 / x['us_cpu']:9,.0f} msgs/CPU-s)", flush=True)
+    if a.only is not None:
+        return
     med = {k: statistics.median(x["us_cpu"] for x in v) for k, v in res.items()}
     low = {k: min(x["us_cpu"] for x in v) for k, v in res.items()}
     n = a.rounds * a.window * 2 * a.pairs

@@ -149,7 +149,8 @@ class StreamManagement(Module):
             return
         if result == ACK_INVALID:
             raise StreamError("invalid-xml", "'h' must be an unsigned 32-bit integer")
-        app = Element("handled-count-too-high", NS_SM, {"h": h_attr or "", "send-count": str(sm.h_out)})
+        h = (h_attr or "").lstrip("0") or "0"  # valid digits: only the value is wrong
+        app = Element("handled-count-too-high", NS_SM, {"h": h, "send-count": str(sm.h_out)})
         raise StreamError("undefined-condition", "acknowledged more stanzas than were sent", app)
 
     @nonza(NS_SM, "resume")

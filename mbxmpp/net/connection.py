@@ -34,7 +34,7 @@ def _cb_data(sslobj: ssl.SSLObject) -> dict[str, bytes]:
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "ssl_context", "transport", "stream", "peer_ip", "_wbuf", "_auth_timer",
                  "_counted_unauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
-                 "_later", "_later_timer")
+                 "_later", "_later_timer", "_last_out")
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
         self.server = server
@@ -43,6 +43,7 @@ class C2SConnection(asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._later: list[bytes] | None = None  # bytes that may wait for company (write_soon)
         self._later_timer: asyncio.TimerHandle | None = None
+        self._last_out = 0.0  # loop time of the last batch of output (write_soon's own excepted)
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
         self._counted_unauth = False
@@ -116,26 +117,34 @@ class C2SConnection(asyncio.Protocol):
         # Writes are coalesced per loop iteration: one TLS record and one syscall per batch.
         buf = self._wbuf
         if not buf:
+            self._last_out = self._loop.time()
             self._loop.call_soon(self._flush)
         if self._later is not None:
             self._take_later()  # what was written before goes first
         buf.append(data)
 
     def _write_soon(self, data: bytes, within: float) -> None:
-        """Write ``data`` with this loop iteration's output if there is any, else with the next
-        write, at the latest after ``within`` seconds. For small nonzas such as SM's <a/>: alone
-        they cost a TLS record and a system call on both ends, and they break up the batches
-        that a busy client and the server settle into."""
+        """Write ``data`` with this loop iteration's output if there is any; else, if other
+        output went to this client within the last ``within`` seconds (more is likely to
+        follow), with the next write, at the latest after ``within`` seconds; else at once.
+        For small nonzas such as SM's <a/>: alone they cost a TLS record and a system call on
+        both ends, and they break up the batches that a busy client and the server settle
+        into. What goes out at once does not count as output: a client that waits for each
+        <a/> before it sends on never waits for the timeout."""
         if self._wbuf or within <= 0:
             self._write(data)
             return
         if self._closing:
             return
-        if self._later is None:
+        later = self._later
+        if later is not None:
+            later.append(data)
+        elif self._loop.time() - self._last_out > within:
+            self._wbuf.append(data)
+            self._loop.call_soon(self._flush)
+        else:
             self._later = [data]
             self._later_timer = self._loop.call_later(within, self._later_due)
-        else:
-            self._later.append(data)
 
     def _later_due(self) -> None:
         self._later_timer = None

@@ -54,10 +54,12 @@ class SMState:
         self.requested = False
         return True
 
-    def ack_attr(self, h: str | None) -> int:
+    def ack_attr(self, h: Any) -> int:
         """Apply the 'h' of an <a/> or <resume/> as the client wrote it: digits only (int()
         would take '+1', ' 1' or '²'), below 2^32. One of the ACK_* results."""
-        digits = h.lstrip("0") if h else ""
+        if not isinstance(h, str):
+            return ACK_INVALID
+        digits = h.lstrip("0")
         if not h or not h.isascii() or not h.isdigit() or len(digits) > 10:
             return ACK_INVALID
         v = int(digits or "0")  # int() refuses over 4,300 digits, leading zeros included

@@ -202,6 +202,7 @@ def slow_ack_daemon():
     d.add_user("carol@localhost", PW)
     d.add_user("dave@localhost", PW)
     d.add_user("erin@localhost", PW)
+    d.add_user("frank@localhost", PW)
     d.start()
     yield d
     d.finish()
@@ -219,13 +220,30 @@ async def _answer_time(c) -> tuple[float, list[str]]:
 
 
 async def test_lone_ack_waits_at_most_ack_delay(slow_ack_daemon):
-    """[sm] ack_delay: an <a/> with nothing to share a write with goes out after the delay, not
-    before, and not much later."""
+    """[sm] ack_delay: an <a/> with nothing to share a write with, on a stream that had other
+    output lately (here the presence echo), goes out after the delay, not before, and not much
+    later."""
     c, _jid, _ = await sm_client(slow_ack_daemon, "carol", "lone")
     await c.element()  # presence echo
     await c.send(f"<r xmlns='{NS_SM}'/>")
     took, before = await _answer_time(c)
     assert before == [] and 0.35 <= took < 2.0
+    await c.close()
+
+
+async def test_ack_at_once_on_a_quiet_stream(slow_ack_daemon):
+    """Nothing went to the client for longer than ack_delay: no company is in sight, the <a/>
+    goes at once; and the <a/> itself is not company, so a client that waits for each answer
+    before it sends on (here chat states) never waits for the delay."""
+    c, _jid, _ = await sm_client(slow_ack_daemon, "frank", "quiet")
+    await c.element()  # presence echo
+    await asyncio.sleep(0.5)
+    for i in range(5):
+        await c.send(f"<message to='dave@localhost' type='chat' id='s{i}'>"
+                     "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+                     f"<r xmlns='{NS_SM}'/>")
+        took, before = await _answer_time(c)
+        assert before == [] and took < 0.2, (i, took, before)
     await c.close()
 
 

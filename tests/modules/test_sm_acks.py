@@ -89,3 +89,18 @@ async def test_idle_storage_answers_at_once():
         assert s.hs() == [1]  # no loop iteration needed
         # handed to the connection, which may hold it up to [sm] ack_delay to share a write
         assert s.delays == [h.server.config.sm.ack_delay] == [0.05]
+
+
+def test_too_high_ack_names_h_without_leading_zeros():
+    from mbxmpp.errors import StreamError
+    from mbxmpp.modules.sm import StreamManagement
+    sm = SMState("x", True, 300, 10)
+    sm.outbound(b"<message/>")
+    with pytest.raises(StreamError) as e:
+        StreamManagement._apply_ack(sm, "0" * 3000 + "7")
+    assert e.value.condition == "undefined-condition"
+    app = e.value.app
+    assert app.tag == "handled-count-too-high" and app.get("h") == "7" and app.get("send-count") == "1"
+    with pytest.raises(StreamError) as e:
+        StreamManagement._apply_ack(sm, "+1")
+    assert e.value.condition == "invalid-xml"

@@ -65,7 +65,7 @@ def test_unacked_copy(SM):
 @pytest.mark.parametrize("h, want", [
     ("2", 0), ("0002", 0), ("0" * 5000 + "2", 0),  # xs:unsignedInt: leading zeros are fine
     ("", 1), ("+2", 1), (" 2", 1), ("2 ", 1), ("²", 1), ("٢", 1), ("-1", 1), ("0x2", 1),
-    ("4294967296", 1), ("1" * 5000, 1), (None, 1),
+    ("4294967296", 1), ("1" * 5000, 1), (None, 1), (2, 1), (b"2", 1),
     ("3", 2), ("4294967295", 2),  # more than the two stanzas sent
 ])
 def test_ack_attr(SM, h, want):
@@ -85,3 +85,11 @@ def test_ack_bytes(SM):
     for _ in range(12):
         s.inbound()
     assert s.ack_bytes() == b"<a xmlns='urn:xmpp:sm:3' h='12'/>"
+
+
+def test_ack_attr_takes_str_subclasses(SM):
+    class S(str):
+        pass
+    s = SM("id", True, 300)
+    s.outbound("a")
+    assert s.ack_attr(S("1")) == 0 and s.acked == 1
