@@ -10,10 +10,12 @@ from collections import deque
 from cpython.bytes cimport PyBytes_FromFormat
 from libc.stdint cimport uint32_t, uint64_t
 
-# ack_attr() results
-ACK_OK = 0
-ACK_INVALID = 1    # 'h' is not an xs:unsignedInt
-ACK_TOO_HIGH = 2   # more than was sent: <handled-count-too-high/>
+# ack_attr() results: C constants inside (no module-dict lookup per ack), Python names outside
+cdef enum:
+    _OK = 0
+    _INVALID = 1    # 'h' is not an xs:unsignedInt
+    _TOO_HIGH = 2   # more than was sent: <handled-count-too-high/>
+ACK_OK, ACK_INVALID, ACK_TOO_HIGH = _OK, _INVALID, _TOO_HIGH
 
 
 cdef class SMState:
@@ -84,19 +86,19 @@ cdef class SMState:
         cdef uint64_t v = 0
         cdef str h
         if not isinstance(attr, str):
-            return ACK_INVALID
+            return _INVALID
         h = <str>attr
         n = len(h)
         if n == 0:
-            return ACK_INVALID
+            return _INVALID
         for i in range(n):
             c = h[i]
             if c < 48 or c > 57:  # '0'..'9'
-                return ACK_INVALID
+                return _INVALID
             v = v * 10 + (<uint64_t>c - 48)  # Py_UCS4 in arithmetic would become a str
             if v >= 4294967296:  # leading zeros are fine, 2^32 is not
-                return ACK_INVALID
-        return ACK_OK if self._ack(<uint32_t>v) else ACK_TOO_HIGH
+                return _INVALID
+        return _OK if self._ack(<uint32_t>v) else _TOO_HIGH
 
     cpdef bytes ack_bytes(self):
         """The <a/> that answers an <r/>: what was received so far."""

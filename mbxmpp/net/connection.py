@@ -155,7 +155,7 @@ class C2SConnection(asyncio.Protocol):
     def _take_later(self) -> None:
         later = self._later
         self._drop_later()
-        if later:
+        if later is not None:
             self._wbuf.extend(later)
 
     def _drop_later(self) -> None:
