@@ -20,13 +20,16 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, strcmp, strlen
 
+cdef extern from "<string.h>" nogil:
+    void* memmem(const void* haystack, size_t hlen, const void* needle, size_t nlen)
+
 from expat_capi cimport *
 
 import os
 
 from mbxmpp.xml._pytokenizer import (FRAME_WRAPPER, PROLOG_SLICE, SLICE, XMLError, _expat_failure,
                                      check_xml_decl)
-from mbxmpp.xml.element import STREAM_END, Element, StreamHeader
+from mbxmpp.xml.element import SM_REQUEST, STREAM_END, Element, StreamHeader
 from mbxmpp.xml.ns import NS_CLIENT, NS_SERVER, NS_XML
 
 
@@ -240,6 +243,36 @@ cdef inline Py_ssize_t _local_len(const char* raw) noexcept:
     return <Py_ssize_t>(n - <size_t>(sep - raw) - 1)
 
 
+# -- Stream Management requests written as clients write them -------------------------------------
+cdef const char* _SM_R_NAME = b"urn:xmpp:sm:3\x01r"   # expat's name for <r xmlns='urn:xmpp:sm:3'>
+cdef const char* _SM_R_FORMS[4]
+_SM_R_FORMS[0] = b"<r xmlns='urn:xmpp:sm:3'/>"
+_SM_R_FORMS[1] = b'<r xmlns="urn:xmpp:sm:3"/>'
+_SM_R_FORMS[2] = b"<r xmlns='urn:xmpp:sm:3' />"
+_SM_R_FORMS[3] = b'<r xmlns="urn:xmpp:sm:3" />'
+
+
+cdef Py_ssize_t _next_sm_request(const unsigned char* buf, Py_ssize_t start, Py_ssize_t n,
+                                 Py_ssize_t* length) noexcept:
+    """Offset of the first SM request in buf[start:n] in one of the usual spellings (its length
+    in *length), else -1. Found through its namespace, which ordinary stanzas rarely contain."""
+    cdef const unsigned char* hit
+    cdef Py_ssize_t q, m, at = start + 10  # the namespace starts 10 bytes into each spelling
+    cdef int i
+    while at < n:
+        hit = <const unsigned char*>memmem(buf + at, <size_t>(n - at), b"urn:xmpp:sm:3", 13)
+        if hit == NULL:
+            return -1
+        q = (hit - buf) - 10
+        for i in range(4):
+            m = <Py_ssize_t>strlen(_SM_R_FORMS[i])
+            if q + m <= n and memcmp(buf + q, _SM_R_FORMS[i], <size_t>m) == 0:
+                length[0] = m
+                return q
+        at = q + 11
+    return -1
+
+
 # -- UTF-8 validation (Unicode Table 3-7, the same verdicts as Python's strict decoder) -----------
 cdef Py_ssize_t _utf8_valid(const unsigned char* s, Py_ssize_t n, bint* invalid) noexcept nogil:
     """Length of the valid prefix of s[:n]; *invalid tells whether what follows is ill-formed
@@ -373,12 +406,19 @@ cdef class XMLParser:
     cdef readonly int max_depth
     cdef readonly int max_attrs
     cdef readonly bint framed
+    cdef public bint sm_requests  # SM is enabled on this stream: see _parse_answering_sm
+    cdef readonly Py_ssize_t requests_without_expat  # how many (tests and perf read it)
     cdef int _depth
     cdef int _ndecls
     cdef bint _stop          # a failure was recorded or the stream ended: ignore every callback
     cdef bint _ended
     cdef bint _progress      # a callback fired during the current Parse()
     cdef bint _decl_done
+    cdef bint _sm_r          # the stanza being built is an <r xmlns='urn:xmpp:sm:3'> without attributes
+    # expat has consumed every byte fed so far and sits in the root's content: its last Parse()
+    # was one byte, the '>' that completed the stream header or a depth-1 element. Then the
+    # bytes of an SM request that follow can be answered without expat (its state would not change).
+    cdef bint _clean
     cdef Py_ssize_t _size    # bytes counted for the current stanza
     cdef Py_ssize_t _pending  # bytes fed since the last Parse() that fired a callback
     cdef object _failure     # None or (condition, text)
@@ -405,6 +445,7 @@ cdef class XMLParser:
         self.max_depth = max_depth
         self.max_attrs = max_attrs
         self.framed = bool(framed)
+        self.sm_requests = False
         self.reset()
 
     def __dealloc__(self):
@@ -423,6 +464,7 @@ cdef class XMLParser:
         self._depth = 0
         self._ndecls = 0
         self._stop = self._ended = self._progress = False
+        self._sm_r = self._clean = False
         self._decl_done = self.framed
         self._size = self._pending = 0
         self._failure = self._exc = None
@@ -455,9 +497,8 @@ cdef class XMLParser:
         """Parse more bytes; returns the completed events (StreamHeader, Element, STREAM_END)."""
         cdef bytes b
         cdef const unsigned char* buf
-        cdef Py_ssize_t n, valid, off, chunk, lim
+        cdef Py_ssize_t n, valid
         cdef bint invalid = False
-        cdef XML_Status st
         cdef list events
         if self._failure is not None:
             raise XMLError(*self._failure)
@@ -485,38 +526,12 @@ cdef class XMLParser:
         buf = <const unsigned char*>PyBytes_AS_STRING(b)
         n = PyBytes_GET_SIZE(b)
         valid = _utf8_valid(buf, n, &invalid)
-        off = 0
-        while off < valid:
-            chunk = valid - off
-            lim = _SLICE if self._depth else _PROLOG_SLICE
-            if chunk > lim:
-                chunk = lim
-            self._progress = False
-            st = capi.Parse(self._p, <const char*>(buf + off), <int>chunk, 0)
-            if self._stop:
-                if self._exc is not None:
-                    exc = self._exc
-                    self._exc = None
-                    self._failure = ("internal-server-error", f"tokenizer: {exc!r}")
-                    if not isinstance(exc, Exception):
-                        raise exc  # KeyboardInterrupt, SystemExit: as the Python twin
-                    raise XMLError(*self._failure, events) from exc
-                if self._failure is not None:
-                    raise XMLError(*self._failure, events)
-                return events  # the stream ended: what follows is ignored
-            if st == XML_STATUS_ERROR:
-                cond, text = _expat_failure(<int>capi.GetErrorCode(self._p),
-                                            <unsigned long>capi.GetErrorLineNumber(self._p),
-                                            <unsigned long>capi.GetErrorColumnNumber(self._p))
-                self._raise(cond, text, events)
-            if self._progress:
-                self._pending = 0
-            else:
-                self._pending += chunk
-                if self._pending > self.max_stanza_size:
-                    self._raise("policy-violation",
-                                f"more than {self.max_stanza_size} bytes in one token", events)
-            off += chunk
+        if self.sm_requests and not self.framed:
+            if self._parse_answering_sm(buf, valid, valid == n, events):
+                return events
+        else:
+            if self._parse(buf, 0, valid, events):
+                return events
         if valid < n:
             if invalid:
                 self._raise("unsupported-encoding", "invalid UTF-8", events)
@@ -532,6 +547,89 @@ cdef class XMLParser:
         return events
 
     # -- internals ------------------------------------------------------------------------------
+    cdef int _parse_answering_sm(self, const unsigned char* buf, Py_ssize_t n, bint whole,
+                                 list events) except -1:
+        """_parse(buf, 0, n) that reports the usual spellings of an SM request at a stanza
+        boundary as SM_REQUEST without handing them to expat (which would spend thousands of
+        instructions on them). A boundary is certain only when expat has just been handed a '>'
+        alone and completed an element of depth 1 (or the stream header) with it: see _clean.
+        `whole`: buf[:n] is all of the input so far (no incomplete UTF-8 held back)."""
+        cdef Py_ssize_t pos = 0, q, m = 0
+        while True:
+            q = _next_sm_request(buf, pos, n, &m)
+            if q < 0:
+                break
+            if q > pos:
+                if buf[q - 1] != 62:  # not after a '>': cannot be a request at a boundary
+                    if self._parse_to_gt(buf, pos, q + m, events):
+                        return 1
+                    pos = q + m
+                    continue
+                if self._parse_to_gt(buf, pos, q, events):
+                    return 1
+            if self._clean:
+                events.append(SM_REQUEST)  # expat never sees it: its state is as it was
+                self.requests_without_expat += 1
+            elif self._parse_to_gt(buf, q, q + m, events):
+                return 1
+            pos = q + m
+        if pos < n:
+            if whole and buf[n - 1] == 62:  # learn whether the next input starts at a boundary
+                return self._parse_to_gt(buf, pos, n, events)
+            self._clean = False
+            return self._parse(buf, pos, n, events)
+        return 0
+
+    cdef int _parse_to_gt(self, const unsigned char* buf, Py_ssize_t off, Py_ssize_t end,
+                          list events) except -1:
+        """_parse() of buf[off:end], which ends with '>': that byte alone, to set _clean."""
+        cdef Py_ssize_t before
+        if self._parse(buf, off, end - 1, events):
+            return 1
+        before = len(events)
+        if self._parse(buf, end - 1, end, events):
+            return 1
+        self._clean = self._depth == 1 and len(events) > before
+        return 0
+
+    cdef int _parse(self, const unsigned char* buf, Py_ssize_t off, Py_ssize_t end,
+                    list events) except -1:
+        """Hand buf[off:end] to expat in slices; 1 if the stream ended (ignore the rest)."""
+        cdef Py_ssize_t chunk, lim
+        cdef XML_Status st
+        while off < end:
+            chunk = end - off
+            lim = _SLICE if self._depth else _PROLOG_SLICE
+            if chunk > lim:
+                chunk = lim
+            self._progress = False
+            st = capi.Parse(self._p, <const char*>(buf + off), <int>chunk, 0)
+            if self._stop:
+                if self._exc is not None:
+                    exc = self._exc
+                    self._exc = None
+                    self._failure = ("internal-server-error", f"tokenizer: {exc!r}")
+                    if not isinstance(exc, Exception):
+                        raise exc  # KeyboardInterrupt, SystemExit: as the Python twin
+                    raise XMLError(*self._failure, events) from exc
+                if self._failure is not None:
+                    raise XMLError(*self._failure, events)
+                return 1  # the stream ended: what follows is ignored
+            if st == XML_STATUS_ERROR:
+                cond, text = _expat_failure(<int>capi.GetErrorCode(self._p),
+                                            <unsigned long>capi.GetErrorLineNumber(self._p),
+                                            <unsigned long>capi.GetErrorColumnNumber(self._p))
+                self._raise(cond, text, events)
+            if self._progress:
+                self._pending = 0
+            else:
+                self._pending += chunk
+                if self._pending > self.max_stanza_size:
+                    self._raise("policy-violation",
+                                f"more than {self.max_stanza_size} bytes in one token", events)
+            off += chunk
+        return 0
+
     cdef int _raise(self, condition, text, list events) except -1:
         self._failure = (condition, text)
         self._stop = True
@@ -595,6 +693,7 @@ cdef class XMLParser:
         el = _new_element(tag, ns, attrs, children)
         if level == 1:
             self._root = el
+            self._sm_r = nattrs == 0 and strcmp(name, _SM_R_NAME) == 0
         else:
             if self._tlen:
                 self._flush_text()
@@ -622,7 +721,7 @@ cdef class XMLParser:
             if self._tlen:
                 self._flush_text()
             if level == 1:
-                self._events.append(self._root)
+                self._events.append(SM_REQUEST if self._sm_r and not self._cur else self._root)
                 self._root = None
                 self._cur = None
                 self._size = 0

@@ -19,7 +19,7 @@ from .core.sessions import Session, SessionManager
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
-from .net.connection import C2SConnection
+from .net.connection import C2SConnection, DeferredWrites
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
 from .util.tuning import tune_for_serving
@@ -52,6 +52,7 @@ class Server:
         self.modules: dict[str, Module] = {}
         self.nonzas: dict[tuple[str, str], Callable[[C2SStream, Element], Any]] = {}
         self.connections: set[C2SConnection] = set()
+        self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
         self.unauth_per_ip: dict[str, int] = {}
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None

@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "negative); default -10 for full runs (a shared machine disturbs them "
                          "less), 0 for --smoke")
     ap.add_argument("--keep", action="store_true", help="keep the servers' temp dirs")
+    ap.add_argument("--instructions", action="store_true",
+                    help="run mbxmpp under valgrind (callgrind) and report the instructions it "
+                         "executed per delivered message where a scenario compares two kinds "
+                         "(sm_sessions, mam_archiving): a figure free of the machine's noise; "
+                         "the rates themselves are then meaningless")
     args = ap.parse_args(argv)
     if args.smoke and "--servers" not in " ".join(argv or sys.argv[1:]):
         args.servers = "mbxmpp,prosody"
@@ -181,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             srv = S.make(name, workroot, args.server_cpus)
             srv.archive = args.archive
+            srv.instructions = args.instructions and name == "mbxmpp"
             meta["versions"][name] = srv.version()
             users = SC.users_needed(params, scen_names, S.nofile_hard() - 300)
             t0 = time.monotonic()

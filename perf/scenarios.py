@@ -159,17 +159,25 @@ class _ServerCPU(threading.Thread):
         self.srv, self.w0, self.w1 = srv, w0, w1
         self.rec, self.label = rec, label
         self.c0 = self.c1 = 0.0
+        self.us0 = self.us1 = (0.0, 0.0)  # (user, system) CPU seconds
         self.j0: dict[int, tuple[int, int]] = {}
         self.j1: dict[int, tuple[int, int]] = {}
         self.io0: dict[str, int] = {}
         self.io1: dict[str, int] = {}
+        self.instructions: int | None = None  # executed in the window (run.py --instructions)
         self.start()
 
     def run(self) -> None:
         time.sleep(max(0.0, (self.w0 - _now()) / 1e9))
-        self.c0, self.j0, self.io0 = self.srv.cpu_seconds(), _cpu_jiffies(), self._io()
+        if self.srv.instructions:
+            self.srv.zero_instructions()
+        self.us0, self.j0, self.io0 = self.srv.cpu_user_system(), _cpu_jiffies(), self._io()
+        self.c0 = sum(self.us0)
         time.sleep(max(0.0, (self.w1 - _now()) / 1e9))
-        self.c1, self.j1, self.io1 = self.srv.cpu_seconds(), _cpu_jiffies(), self._io()
+        self.us1, self.j1, self.io1 = self.srv.cpu_user_system(), _cpu_jiffies(), self._io()
+        self.c1 = sum(self.us1)
+        if self.srv.instructions:
+            self.instructions = self.srv.dump_instructions()
 
     def _io(self) -> dict[str, int]:
         """Read and write system calls of the server so far (/proc/PID/io; {} if unreadable)."""
@@ -177,6 +185,12 @@ class _ServerCPU(threading.Thread):
             return S.proc_io(self.srv.main_pid())
         except (OSError, AssertionError):
             return {}
+
+    def kernel_share(self) -> float | None:
+        """The share of the server's CPU time in the window spent in the kernel."""
+        self.join()
+        total = self.c1 - self.c0
+        return (self.us1[1] - self.us0[1]) / total if total > 0 else None
 
     def syscalls(self) -> dict[str, int]:
         """Reads and writes the server made during the window (socket I/O, mostly)."""
@@ -358,6 +372,11 @@ def _messaging_run(ctx: Ctx, srv: S.ServerUnderTest, mode: str, rate: float, win
     if got:  # system calls per delivered message: how well the server batches its socket I/O
         rec["details"][f"{label}_syscalls_per_msg"] = {
             k: round(v / got, 3) for k, v in cpu.syscalls().items()}
+        if cpu.instructions is not None:
+            rec["details"][f"{label}_instructions"] = {"total": cpu.instructions, "msgs": got}
+    share = cpu.kernel_share()
+    if share is not None:
+        rec["details"][f"{label}_kernel_cpu_share"] = round(share, 3)
     return res, cpu.fraction()
 
 
@@ -517,6 +536,7 @@ def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
     workdir = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=srv.dir.parent))
     inst = S.make(srv.name, workdir, srv.cpus)
     inst.archive = srv.archive
+    inst.instructions = srv.instructions
     for k, v in attrs.items():
         setattr(inst, k, v)
     t0 = time.monotonic()
@@ -594,9 +614,10 @@ def _alternate_saturation(ctx: Ctx, p: dict, rec: dict,
     ``duration_s``) alternated between the kinds of ``targets`` (kind -> (server, logged-in
     group)): ``rounds`` runs of each, the order swapped every round, so that a steady background
     load cancels out of the ratio. Per kind: [delivered in the windows, seconds, every run valid
-    (generator not the bottleneck), server CPU seconds]; per run in ``saturation_rounds``."""
+    (generator not the bottleneck), server CPU seconds, instructions and the messages delivered
+    while they were counted (run.py --instructions)]; per run in ``saturation_rounds``."""
     kinds = list(targets)
-    tot: dict[str, list] = {k: [0, 0.0, True, 0.0] for k in kinds}
+    tot: dict[str, list] = {k: [0, 0.0, True, 0.0, 0, 0] for k in kinds}
     rounds = []
     for r in range(max(1, p["rounds"])):
         order = kinds if r % 2 == 0 else kinds[::-1]
@@ -612,6 +633,10 @@ def _alternate_saturation(ctx: Ctx, p: dict, rec: dict,
             tot[kind][1] += p["duration_s"]
             tot[kind][2] = tot[kind][2] and valid
             tot[kind][3] += scpu * p["duration_s"]
+            instr = rec["details"].get(f"{label}_instructions")
+            if instr is not None:
+                tot[kind][4] += instr["total"]
+                tot[kind][5] += instr["msgs"]
             this[kind] = {"msgs_per_s": round(got / p["duration_s"], 1),
                           "server_cpu": round(scpu, 3),
                           "disconnected": sum(x["disconnected"] for x in res)}
@@ -651,6 +676,13 @@ def _vs_plain(rec: dict, tot: dict[str, list], kind: str) -> None:
         rec["details"]["server_cpu_us_per_msg"] = {"plain": round(us_plain, 2),
                                                    kind: round(us_other, 2)}
         rec["metrics"]["server_cpu_per_msg_ratio_vs_plain"] = round(us_other / us_plain, 3)
+    if tot["plain"][5] and tot[kind][5]:
+        # run.py --instructions: what the server executed per delivered message (under valgrind)
+        i_plain = tot["plain"][4] / tot["plain"][5]
+        i_other = tot[kind][4] / tot[kind][5]
+        rec["details"]["server_instructions_per_msg"] = {"plain": round(i_plain),
+                                                         kind: round(i_other)}
+        rec["metrics"]["server_instructions_per_msg_ratio_vs_plain"] = round(i_other / i_plain, 3)
 
 
 def _sm_runs(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict) -> None:

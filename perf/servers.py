@@ -128,10 +128,16 @@ def rss_kb(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    return sum(cpu_user_system(pid))
+
+
+def cpu_user_system(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` so far, in user space and in the kernel."""
     with open(f"/proc/{pid}/stat") as f:
         st = f.read()
     fields = st[st.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
 
 
 def proc_io(pid: int) -> dict[str, int]:
@@ -170,6 +176,9 @@ class ServerUnderTest:
         # daemon starts (mbxmpp: fills its LMDB archive in place); its result in preload_result
         self.preload: Callable[[ServerUnderTest], Any] | None = None
         self.preload_result: Any = None
+        # run.py --instructions: the server runs under valgrind's callgrind, and each measured
+        # window reports the instructions it executed (a figure the machine's noise leaves alone)
+        self.instructions = False
 
     @staticmethod
     def sm_available() -> tuple[bool, str]:
@@ -202,7 +211,13 @@ class ServerUnderTest:
 
     # -- common ----------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> None:
-        cmd = ["taskset", "-c", self.cpus] + self.command() if self.cpus else self.command()
+        cmd = self.command()
+        if self.instructions:
+            cmd = ["valgrind", "--tool=callgrind", "--dump-line=no",
+                   f"--callgrind-out-file={self.dir}/callgrind.out.%p"] + cmd
+            timeout *= 20
+        if self.cpus:
+            cmd = ["taskset", "-c", self.cpus] + cmd
         self._out = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=self._out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=self.env(),
@@ -246,6 +261,23 @@ class ServerUnderTest:
                 out.append(f"--- {p.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
+    def zero_instructions(self) -> None:
+        """Under callgrind: start counting from zero now."""
+        subprocess.run(["callgrind_control", "-z", str(self.main_pid())], capture_output=True,
+                       timeout=120)
+
+    def dump_instructions(self) -> int | None:
+        """Under callgrind: the instructions executed since zero_instructions() (all threads)."""
+        before = set(self.dir.glob("callgrind.out.*.*"))
+        subprocess.run(["callgrind_control", "-d", str(self.main_pid())], capture_output=True,
+                       timeout=120)
+        for dump in sorted(set(self.dir.glob("callgrind.out.*.*")) - before):
+            with open(dump) as f:
+                for line in f:
+                    if line.startswith("totals:"):
+                        return int(line.split()[1])
+        return None
+
     def main_pid(self) -> int:
         """The process that holds the connections (for RSS/CPU)."""
         assert self.proc is not None
@@ -256,6 +288,9 @@ class ServerUnderTest:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.main_pid())
+
+    def cpu_user_system(self) -> tuple[float, float]:
+        return cpu_user_system(self.main_pid())
 
     def nofile_limit(self) -> int:
         try:

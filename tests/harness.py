@@ -51,6 +51,9 @@ class FakeClient:
     def close(self, error: Any = None) -> None:
         self.closed = True
 
+    def enable_sm(self, sm: Any, answer: Callable[[Any], None]) -> None:
+        self.sm = sm
+
     async def expect(self, pred: Callable[[Element], bool] = lambda s: True,
                      timeout: float = 2.0) -> Element:
         """Wait for (and remove) the first received stanza matching ``pred``."""

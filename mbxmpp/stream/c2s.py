@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
-from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
+from ..xml import SM_REQUEST, STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import error_reply, iq_result, stream_error_bytes
 from ..xml.element import _escape_attr
 from ..xml.ns import (NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS)
@@ -60,7 +60,7 @@ class C2SStream:
     __slots__ = ("allow_plain", "auth_failures", "cb_data", "clean_close", "header_sent",
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
                  "parser", "peer", "require_encryption", "sasl", "secure", "server",
-                 "session", "sm", "stage", "stream_id", "stream_lang", "tls_requested",
+                 "session", "sm", "sm_request", "stage", "stream_id", "stream_lang", "tls_requested",
                  "username", "write", "write_soon")
 
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
@@ -92,8 +92,9 @@ class C2SStream:
         self.clean_close = False
         self.on_close: Callable[[], None] | None = None   # the connection closes the transport
         self.on_authenticated: Callable[[], None] | None = None
-        # Stream Management (XEP-0198) counters; the sm module owns the logic.
+        # Stream Management (XEP-0198) counters; the sm module owns the logic (enable_sm).
         self.sm: Any = None
+        self.sm_request: Callable[[C2SStream], None] | None = None
 
     # -- input ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -116,12 +117,14 @@ class C2SStream:
 
     def _event(self, event: Any) -> None:
         try:
-            if event.__class__ is Element:
+            if event is SM_REQUEST and self.sm_request is not None:
+                self.sm_request(self)  # the most frequent nonza: no dispatch
+            elif event.__class__ is Element:
                 if self.stage == ST_READY:
                     if event.tag in STANZAS and event.ns == NS_CLIENT:
                         self._stanza(event)
                         return
-                    if self.server.handle_nonza(self, event):  # SM's <r/> and <a/>: the hot ones
+                    if self.server.handle_nonza(self, event):  # SM's <a/> and the rest
                         return
                 self._negotiation_element(event)
             elif event.__class__ is StreamHeader:
@@ -488,6 +491,13 @@ class C2SStream:
 
     def _write_at_once(self, data: bytes, within: float) -> None:
         self.write(data)
+
+    def enable_sm(self, sm: Any, answer: Callable[[C2SStream], None]) -> None:
+        """Stream Management is on: `sm` counts, `answer` answers each <r/> (the tokenizer's
+        SM_REQUEST, which the compiled tokenizer may now recognise without expat)."""
+        self.sm = sm
+        self.sm_request = answer
+        self.parser.sm_requests = True
 
     def attach_session(self, session: Session) -> None:
         """Take over a session (Stream Management resumption) instead of binding a new one."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from . import element as _element
 from ._pytokenizer import PyXMLParser, XMLError
-from .element import STREAM_END, Element, StreamHeader, py_serialize
+from .element import SM_REQUEST, STREAM_END, Element, StreamHeader, py_serialize
 
 NO_EXTENSIONS = os.environ.get("MBXMPP_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -41,4 +41,4 @@ serialize: Callable[..., bytes] = c_serialize or py_serialize
 XMLParser: Any = CXMLParser or PyXMLParser
 
 __all__ = ["XMLParser", "PyXMLParser", "CXMLParser", "XMLError", "Element", "StreamHeader",
-           "STREAM_END", "serialize", "py_serialize", "c_serialize", "NO_EXTENSIONS"]
+           "SM_REQUEST", "STREAM_END", "serialize", "py_serialize", "c_serialize", "NO_EXTENSIONS"]

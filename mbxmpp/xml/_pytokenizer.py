@@ -7,7 +7,8 @@ condition; ``tests/unit/test_tokenizer.py`` runs every test against both. This o
 Behaviour (shared with the compiled tokenizer):
 - ``feed(bytes) -> list`` of events in order: ``StreamHeader`` (the root start tag, as soon as it
   is parsed), one ``Element`` per complete depth-1 element (stanza or nonza), ``STREAM_END`` when
-  the root closes. Character data between stanzas (whitespace keepalives, and any stray text) is
+  the root closes; an empty ``<r xmlns='urn:xmpp:sm:3'/>`` is always the one shared ``SM_REQUEST``
+  (the stream recognises Stream Management's most frequent nonza by identity). Character data between stanzas (whitespace keepalives, and any stray text) is
   dropped; anything after the end of the root is ignored.
 - ``framed=True`` (RFC 7395 WebSocket): a synthetic wrapper root is fed at creation, so each
   complete top-level element of a frame is an ``Element`` (``<open/>`` and ``<close/>`` included);
@@ -38,8 +39,8 @@ from typing import Any, Literal
 from xml.parsers import expat
 
 from ..errors import StreamError
-from .element import STREAM_END, Element, StreamHeader
-from .ns import NS_CLIENT, NS_SERVER, NS_XML
+from .element import SM_REQUEST, STREAM_END, Element, StreamHeader
+from .ns import NS_CLIENT, NS_SERVER, NS_SM, NS_XML
 
 SEP = "\x01"            # namespace separator: a character no XML document can contain
 SLICE = 65536           # bytes handed to expat per Parse() call (bounds work between checks)
@@ -151,7 +152,8 @@ class _Stop(Exception):
 class PyXMLParser:
     """Incremental XMPP stream tokenizer on ``xml.parsers.expat`` (see the module docstring)."""
 
-    __slots__ = ("max_stanza_size", "max_depth", "max_attrs", "framed", "_p", "_depth", "_cur",
+    __slots__ = ("max_stanza_size", "max_depth", "max_attrs", "framed", "sm_requests", "_p",
+                 "_depth", "_cur",
                  "_stack", "_root", "_text", "_size", "_pending", "_progress", "_ndecls",
                  "_decls", "_tail", "_head", "_decl_done", "_ended", "_failure", "_events")
 
@@ -161,6 +163,9 @@ class PyXMLParser:
         self.max_depth = max_depth
         self.max_attrs = max_attrs
         self.framed = bool(framed)
+        # SM is enabled on the stream: the compiled twin then answers the usual spellings of
+        # <r/> without expat. The events are the same; this one has nothing to gain.
+        self.sm_requests = False
         self._p: Any = None
         self.reset()
 
@@ -343,7 +348,11 @@ class PyXMLParser:
                 self._cur.append("".join(self._text))  # type: ignore[union-attr]
                 self._text = []
             if level == 1:
-                self._events.append(self._root)
+                root = self._root
+                if (root.tag == "r" and root.ns == NS_SM  # type: ignore[union-attr]
+                        and not root.attrs and not root.children):  # type: ignore[union-attr]
+                    root = SM_REQUEST
+                self._events.append(root)
                 self._root = self._cur = None
                 self._size = 0
             else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .ns import NS_CLIENT
+from .ns import NS_CLIENT, NS_SM
 
 
 class Element:
@@ -175,6 +175,11 @@ class _StreamEnd:
 
 
 STREAM_END = _StreamEnd()  # the peer sent ``</stream:stream>``
+
+# A Stream Management request (XEP-0198 ``<r/>``, no attributes, no content) as both tokenizers
+# report it: one shared Element, which nobody may modify, so that the stream can recognise the
+# most frequent nonza by identity.
+SM_REQUEST = Element("r", NS_SM)
 
 
 # The pure-Python serializer; the compiled one in mbxmpp._ext.serializer replaces it when built.

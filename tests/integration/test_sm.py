@@ -66,6 +66,48 @@ async def test_ack_request_answered_with_count(daemon):
     await c.close()
 
 
+SPELLINGS = [f"<r xmlns='{NS_SM}'/>", f'<r xmlns="{NS_SM}"/>', f"<r xmlns='{NS_SM}' />",
+             f'<r xmlns="{NS_SM}" />', f"<r xmlns='{NS_SM}'></r>", f"<sm:r xmlns:sm='{NS_SM}'/>"]
+
+
+def _ping(i: int) -> str:
+    return f"<iq type='get' id='q{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+async def test_requests_in_every_spelling_answered_in_order(daemon):
+    """Requests after stanzas, after requests and alone in a write, however they are spelled
+    (the compiled tokenizer answers the usual spellings without its XML parser): each gets the
+    count of what came before it, in order with the stanzas' answers."""
+    c, _, _ = await sm_client(daemon, "alice", "spellings")
+    await c.send(_ping(1) + SPELLINGS[0] + _ping(2) + SPELLINGS[1] + SPELLINGS[2] + _ping(3)
+                 + SPELLINGS[3] + " " + SPELLINGS[4])
+    await c.send(SPELLINGS[5])
+    await c.send(SPELLINGS[0])
+    await c.send(_ping(4) + SPELLINGS[1])
+    want = ["q1", "2", "q2", "3", "3", "q3", "4", "4", "4", "4", "q4", "5"]
+    got = []
+    while len(got) < len(want):
+        el = await c.element()
+        if el.tag == "a":
+            got.append(el.get("h"))
+        elif el.tag == "iq":
+            assert el.get("type") == "result"
+            got.append(el.get("id"))
+    assert got == want
+    await c.send("</stream:stream>")
+    await c.close()
+
+
+@pytest.mark.parametrize("data", [
+    f"<message to='bob@localhost' a='><r xmlns='{NS_SM}'/>'/>",     # '<' in an attribute value
+    f"<message to='bob@localhost' <r xmlns='{NS_SM}'/>>",           # inside a start tag
+])
+async def test_request_bytes_where_no_element_may_start(daemon, data):
+    c, _, _ = await sm_client(daemon, "mallory", "broken")
+    await c.send(data)
+    assert await c.stream_error() == "not-well-formed"
+
+
 async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon):
     """[sm] request_every (default 10): one <r/> right after the 10th unacked stanza, no other
     until that request is answered."""

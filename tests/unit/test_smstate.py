@@ -86,6 +86,9 @@ def test_ack_bytes(SM):
     for _ in range(12):
         s.inbound()
     assert s.ack_bytes() == b"<a xmlns='urn:xmpp:sm:3' h='12'/>"
+    for n in range(13, 1201):  # every digit count up to four, each boundary of a digit crossed
+        s.inbound()
+        assert s.ack_bytes() == b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % n
 
 
 def test_ack_attr_takes_str_subclasses(SM):

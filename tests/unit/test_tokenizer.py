@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbxmpp.xml import CXMLParser, PyXMLParser, XMLError
-from mbxmpp.xml.element import STREAM_END, Element, StreamHeader, py_serialize
+from mbxmpp.xml.element import SM_REQUEST, STREAM_END, Element, StreamHeader, py_serialize
 from mbxmpp.xml.ns import NS_CLIENT, NS_SERVER, NS_STREAMS, NS_XML
 
 HC = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -557,6 +557,124 @@ def test_error_text_identical():
                 cls(max_depth=3).feed(data)
             errs.append((ei.value.condition, ei.value.text, canon_all(ei.value.events)))
         assert errs[0] == errs[1]
+
+
+# -- Stream Management requests: one shared event, answered without expat where that is safe ------
+SM_R_SPELLINGS = [b"<r xmlns='urn:xmpp:sm:3'/>", b'<r xmlns="urn:xmpp:sm:3"/>',
+                  b"<r xmlns='urn:xmpp:sm:3' />", b'<r xmlns="urn:xmpp:sm:3" />',
+                  b"<r xmlns='urn:xmpp:sm:3'></r>", b"<sm:r xmlns:sm='urn:xmpp:sm:3'/>",
+                  b"<r xmlns = 'urn:xmpp:sm:3'/>"]
+MSG = b"<message to='a@b' id='1'><body>hi</body></message>"
+
+
+def _kinds(events):
+    return ["R" if e is SM_REQUEST else canon(e) for e in events]
+
+
+def with_sm(cls, on=True):
+    """The tokenizer of a stream with SM enabled (the compiled one then skips expat for <r/>)."""
+    def make(**kw):
+        p = cls(**kw)
+        p.sm_requests = on
+        return p
+    return make
+
+
+@pytest.fixture(params=[True, False], ids=["sm-on", "sm-off"])
+def sm_tokenizer(tokenizer, request):
+    return with_sm(tokenizer, request.param)
+
+
+@pytest.mark.parametrize("r", SM_R_SPELLINGS)
+def test_sm_request_is_the_shared_event(sm_tokenizer, r):
+    for chunks in ([HEADER + r], [HEADER, r], [HEADER + MSG + r], [HEADER + MSG, r, r],
+                   [HEADER, MSG[:-1], MSG[-1:] + r], [HEADER + MSG + b" " + r],
+                   [HEADER] + [bytes([c]) for c in r]):
+        events = feed_chunks(sm_tokenizer, chunks)
+        assert events[-1] is SM_REQUEST, chunks
+        assert all(e is not SM_REQUEST for e in events[:-1] if canon(e) != canon(SM_REQUEST))
+    assert SM_REQUEST.attrs == {} and SM_REQUEST.children == [], "the shared event was modified"
+
+
+@pytest.mark.parametrize("other", [
+    b"<r xmlns='urn:xmpp:sm:3' h='1'/>", b"<r xmlns='urn:xmpp:sm:3'> </r>",
+    b"<r xmlns='urn:xmpp:sm:3'><x/></r>", b"<r xmlns='urn:xmpp:sm:2'/>", b"<r/>",
+    b"<a xmlns='urn:xmpp:sm:3' h='1'/>"])
+def test_other_elements_are_not_sm_requests(sm_tokenizer, other):
+    for chunks in ([HEADER + other], [HEADER + MSG, other], [HEADER + MSG + other]):
+        events = feed_chunks(sm_tokenizer, chunks)
+        assert events[-1] is not SM_REQUEST and type(events[-1]) is Element
+
+
+def test_sm_request_inside_a_stanza_is_a_child(sm_tokenizer):
+    r = SM_R_SPELLINGS[0]
+    for chunks in ([HEADER + b"<message>" + r + b"</message>"],
+                   [HEADER + b"<message>", r, b"</message>"],
+                   [HEADER + b"<message><body>x</body>", r + b"</message>"]):
+        events = feed_chunks(sm_tokenizer, chunks)
+        assert events[-1].tag == "message" and events[-1].find("r", "urn:xmpp:sm:3") is not None
+
+
+@pytest.mark.parametrize("chunks", [
+    [HEADER + b"<message a='>" + SM_R_SPELLINGS[0]],   # '<' in an attribute value
+    [HEADER + b"<message a='>", SM_R_SPELLINGS[0]],
+    [HEADER + b"<message a='x' ", SM_R_SPELLINGS[0] + b">"],  # inside a start tag
+    [HEADER + b"<message a='x'", b">" + SM_R_SPELLINGS[0][:-1], b"/>'/>"],
+    [HEADER + b"<message>text>" + SM_R_SPELLINGS[0] + b"</mess>"],
+])
+def test_sm_request_bytes_in_the_wrong_place_are_still_errors(sm_tokenizer, chunks):
+    expect_error(sm_tokenizer, chunks, "not-well-formed")
+
+
+def test_sm_request_after_the_stream_end_is_ignored(sm_tokenizer):
+    assert _kinds(feed_chunks(sm_tokenizer, [HEADER + END + SM_R_SPELLINGS[0]]))[-1] == "END"
+    assert _kinds(feed_chunks(sm_tokenizer, [HEADER + END, SM_R_SPELLINGS[0]]))[-1] == "END"
+
+
+_sm_pieces = st.sampled_from([MSG, b"<presence/>", b" ", b"\n", b"<iq type='get' id='p'/>",
+                              b"<a xmlns='urn:xmpp:sm:3' h='2'/>", b"<message a='>'/>"]
+                             + SM_R_SPELLINGS)
+# pieces that put the bytes of a request where no element may start, or inside a stanza
+_bad_pieces = st.sampled_from([b"<message a='", b"'/>", b"<message a='x' ", b"/>", b"<message>",
+                               b"</message>", b"<message>x>", b">"])
+
+
+def _outcome(make, chunks):
+    p = make()
+    events = []
+    try:
+        for c in chunks:
+            events.extend(p.feed(c))
+    except XMLError as e:
+        return _kinds(events + e.events) + ["error " + e.condition]
+    return _kinds(events)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=HC)
+@given(st.lists(_sm_pieces | _bad_pieces, max_size=12),
+       st.lists(st.integers(min_value=0, max_value=400), max_size=8), st.booleans())
+def test_sm_requests_c_and_python_agree(pieces, cuts, end):
+    """Any mix of SM requests, stanzas, whitespace and broken markup, split anywhere: the same
+    events and the same error, whether the compiled twin skips expat for requests or not."""
+    if CXMLParser is None:
+        pytest.skip("the compiled tokenizer is not built")
+    data = HEADER + b"".join(pieces) + (END + SM_R_SPELLINGS[0] if end else b"")
+    cuts = sorted({c for c in cuts if c < len(data)})
+    chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+    got = [_outcome(with_sm(cls, on), chunks)
+           for cls in (CXMLParser, PyXMLParser) for on in (True, False)]
+    assert got[0] == got[1] == got[2] == got[3]
+
+
+def test_sm_requests_skip_expat_only_when_enabled():
+    if CXMLParser is None:
+        pytest.skip("the compiled tokenizer is not built")
+    r = SM_R_SPELLINGS[0]
+    for on, want in ((True, 4), (False, 0)):
+        p = with_sm(CXMLParser, on)()
+        events = [*p.feed(HEADER + r), *p.feed(MSG + r + MSG + b" " + r), *p.feed(r + r)]
+        assert _kinds(events).count("R") == 5
+        assert p.requests_without_expat == want  # the one after the space went through expat
 
 
 # -- round trips with random trees ------------------------------------------------------------------
