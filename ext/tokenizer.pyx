@@ -15,7 +15,7 @@ from cpython.dict cimport PyDict_SetItem
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_Import
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, strcmp, strlen
@@ -243,33 +243,67 @@ cdef inline Py_ssize_t _local_len(const char* raw) noexcept:
     return <Py_ssize_t>(n - <size_t>(sep - raw) - 1)
 
 
-# -- Stream Management requests written as clients write them -------------------------------------
+# -- Stream Management nonzas written as clients write them ---------------------------------------
 cdef const char* _SM_R_NAME = b"urn:xmpp:sm:3\x01r"   # expat's name for <r xmlns='urn:xmpp:sm:3'>
-cdef const char* _SM_R_FORMS[4]
-_SM_R_FORMS[0] = b"<r xmlns='urn:xmpp:sm:3'/>"
-_SM_R_FORMS[1] = b'<r xmlns="urn:xmpp:sm:3"/>'
-_SM_R_FORMS[2] = b"<r xmlns='urn:xmpp:sm:3' />"
-_SM_R_FORMS[3] = b'<r xmlns="urn:xmpp:sm:3" />'
+cdef const char* _SM_NS = b"urn:xmpp:sm:3"
+cdef enum:
+    _SM_NS_AT = 10      # the namespace starts 10 bytes into <r xmlns='... and <a xmlns='...
+    _SM_NS_LEN = 13
+    _SM_H_MAX = 10      # digits of an 'h' below 2^32
 
 
-cdef Py_ssize_t _next_sm_request(const unsigned char* buf, Py_ssize_t start, Py_ssize_t n,
-                                 Py_ssize_t* length) noexcept:
-    """Offset of the first SM request in buf[start:n] in one of the usual spellings (its length
-    in *length), else -1. Found through its namespace, which ordinary stanzas rarely contain."""
+cdef Py_ssize_t _sm_nonza_at(const unsigned char* buf, Py_ssize_t q, Py_ssize_t n,
+                             Py_ssize_t* h_len) noexcept:
+    """Length of the SM nonza spelled at buf[q:n] as clients write them, else 0:
+    <r xmlns='urn:xmpp:sm:3'/> or <a xmlns='urn:xmpp:sm:3' h='DIGITS'/>, with ' or ", and
+    with or without a space before '/>'. *h_len: the number of digits of an <a/> (0 for <r/>),
+    which start 21 bytes after the namespace."""
+    cdef unsigned char kind, quote
+    cdef Py_ssize_t i, d
+    if q < 0 or q + 26 > n or buf[q] != 60 or buf[q + 2] != 32:  # '<' and ' '
+        return 0
+    kind = buf[q + 1]
+    quote = buf[q + 9]
+    if (kind != 114 and kind != 97) or (quote != 39 and quote != 34):  # r a ' "
+        return 0
+    if (memcmp(buf + q + 3, b"xmlns=", 6) != 0 or buf[q + 23] != quote
+            or memcmp(buf + q + _SM_NS_AT, _SM_NS, _SM_NS_LEN) != 0):
+        return 0
+    i = q + 24
+    h_len[0] = 0
+    if kind == 97:  # <a ... h='N'
+        if i + 4 > n or buf[i] != 32 or buf[i + 1] != 104 or buf[i + 2] != 61 or buf[i + 3] != quote:
+            return 0
+        i += 4
+        d = 0
+        while i + d < n and 48 <= buf[i + d] <= 57 and d <= _SM_H_MAX:
+            d += 1
+        if d == 0 or d > _SM_H_MAX or i + d >= n or buf[i + d] != quote:
+            return 0
+        h_len[0] = d
+        i += d + 1
+    if i < n and buf[i] == 32:
+        i += 1
+    if i + 2 > n or buf[i] != 47 or buf[i + 1] != 62:  # '/>'
+        return 0
+    return i + 2 - q
+
+
+cdef Py_ssize_t _next_sm_nonza(const unsigned char* buf, Py_ssize_t start, Py_ssize_t n,
+                               Py_ssize_t* length, Py_ssize_t* h_len) noexcept:
+    """Offset of the first SM nonza in buf[start:n] as _sm_nonza_at() knows them (its length
+    in *length), else -1. Found through the namespace, which ordinary stanzas rarely hold."""
     cdef const unsigned char* hit
-    cdef Py_ssize_t q, m, at = start + 10  # the namespace starts 10 bytes into each spelling
-    cdef int i
+    cdef Py_ssize_t q, at = start + _SM_NS_AT
     while at < n:
-        hit = <const unsigned char*>memmem(buf + at, <size_t>(n - at), b"urn:xmpp:sm:3", 13)
+        hit = <const unsigned char*>memmem(buf + at, <size_t>(n - at), _SM_NS, _SM_NS_LEN)
         if hit == NULL:
             return -1
-        q = (hit - buf) - 10
-        for i in range(4):
-            m = <Py_ssize_t>strlen(_SM_R_FORMS[i])
-            if q + m <= n and memcmp(buf + q, _SM_R_FORMS[i], <size_t>m) == 0:
-                length[0] = m
-                return q
-        at = q + 11
+        q = (hit - buf) - _SM_NS_AT
+        length[0] = _sm_nonza_at(buf, q, n, h_len)
+        if length[0]:
+            return q
+        at = q + _SM_NS_AT + 1
     return -1
 
 
@@ -406,8 +440,8 @@ cdef class XMLParser:
     cdef readonly int max_depth
     cdef readonly int max_attrs
     cdef readonly bint framed
-    cdef public bint sm_requests  # SM is enabled on this stream: see _parse_answering_sm
-    cdef readonly Py_ssize_t requests_without_expat  # how many (tests and perf read it)
+    cdef public object sm  # the stream's SMState once SM is on: see _parse_answering_sm
+    cdef readonly Py_ssize_t nonzas_without_expat  # how many (tests read it)
     cdef int _depth
     cdef int _ndecls
     cdef bint _stop          # a failure was recorded or the stream ended: ignore every callback
@@ -445,7 +479,7 @@ cdef class XMLParser:
         self.max_depth = max_depth
         self.max_attrs = max_attrs
         self.framed = bool(framed)
-        self.sm_requests = False
+        self.sm = None
         self.reset()
 
     def __dealloc__(self):
@@ -526,7 +560,7 @@ cdef class XMLParser:
         buf = <const unsigned char*>PyBytes_AS_STRING(b)
         n = PyBytes_GET_SIZE(b)
         valid = _utf8_valid(buf, n, &invalid)
-        if self.sm_requests and not self.framed:
+        if self.sm is not None and not self.framed:
             if self._parse_answering_sm(buf, valid, valid == n, events):
                 return events
         else:
@@ -549,27 +583,30 @@ cdef class XMLParser:
     # -- internals ------------------------------------------------------------------------------
     cdef int _parse_answering_sm(self, const unsigned char* buf, Py_ssize_t n, bint whole,
                                  list events) except -1:
-        """_parse(buf, 0, n) that reports the usual spellings of an SM request at a stanza
-        boundary as SM_REQUEST without handing them to expat (which would spend thousands of
-        instructions on them). A boundary is certain only when expat has just been handed a '>'
-        alone and completed an element of depth 1 (or the stream header) with it: see _clean.
+        """_parse(buf, 0, n) for a stream with Stream Management on: the SM nonzas that clients
+        send most, spelled as they spell them and at a stanza boundary, skip expat (which
+        spends thousands of instructions on each). An <r/> is reported as SM_REQUEST; an <a/>
+        is applied to `sm` at once and reports nothing (the ack of a stanza can only follow its
+        sending, so the order against the events before it does not matter); an <a/> that
+        `sm` refuses goes through expat after all, to fail in order. A boundary is certain
+        only when expat has just been handed a '>' alone and completed an element of depth 1
+        (or the stream header) with it: see _clean.
         `whole`: buf[:n] is all of the input so far (no incomplete UTF-8 held back)."""
-        cdef Py_ssize_t pos = 0, q, m = 0
+        cdef Py_ssize_t pos = 0, q, m = 0, h_len = 0
         while True:
-            q = _next_sm_request(buf, pos, n, &m)
+            q = _next_sm_nonza(buf, pos, n, &m, &h_len)
             if q < 0:
                 break
             if q > pos:
-                if buf[q - 1] != 62:  # not after a '>': cannot be a request at a boundary
+                if buf[q - 1] != 62:  # not after a '>': cannot be a nonza at a boundary
                     if self._parse_to_gt(buf, pos, q + m, events):
                         return 1
                     pos = q + m
                     continue
                 if self._parse_to_gt(buf, pos, q, events):
                     return 1
-            if self._clean:
-                events.append(SM_REQUEST)  # expat never sees it: its state is as it was
-                self.requests_without_expat += 1
+            if self._clean and self._sm_nonza(buf, q, h_len, events):
+                self.nonzas_without_expat += 1  # expat never sees it: its state is as it was
             elif self._parse_to_gt(buf, q, q + m, events):
                 return 1
             pos = q + m
@@ -579,6 +616,15 @@ cdef class XMLParser:
             self._clean = False
             return self._parse(buf, pos, n, events)
         return 0
+
+    cdef bint _sm_nonza(self, const unsigned char* buf, Py_ssize_t q, Py_ssize_t h_len,
+                        list events) except -1:
+        """Handle the nonza at buf[q:] without expat; False: leave it to expat."""
+        if h_len == 0:
+            events.append(SM_REQUEST)
+            return True
+        h = PyUnicode_DecodeASCII(<const char*>buf + q + _SM_NS_AT + _SM_NS_LEN + 5, h_len, NULL)
+        return self.sm.ack_attr(h) == 0  # applied (else too high: the stream error comes in order)
 
     cdef int _parse_to_gt(self, const unsigned char* buf, Py_ssize_t off, Py_ssize_t end,
                           list events) except -1:

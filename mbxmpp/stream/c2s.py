@@ -494,10 +494,11 @@ class C2SStream:
 
     def enable_sm(self, sm: Any, answer: Callable[[C2SStream], None]) -> None:
         """Stream Management is on: `sm` counts, `answer` answers each <r/> (the tokenizer's
-        SM_REQUEST, which the compiled tokenizer may now recognise without expat)."""
+        SM_REQUEST). The compiled tokenizer now handles the common SM nonzas without expat,
+        and applies valid acks to `sm` itself."""
         self.sm = sm
         self.sm_request = answer
-        self.parser.sm_requests = True
+        self.parser.sm = sm
 
     def attach_session(self, session: Session) -> None:
         """Take over a session (Stream Management resumption) instead of binding a new one."""

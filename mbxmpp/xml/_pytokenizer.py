@@ -152,7 +152,7 @@ class _Stop(Exception):
 class PyXMLParser:
     """Incremental XMPP stream tokenizer on ``xml.parsers.expat`` (see the module docstring)."""
 
-    __slots__ = ("max_stanza_size", "max_depth", "max_attrs", "framed", "sm_requests", "_p",
+    __slots__ = ("max_stanza_size", "max_depth", "max_attrs", "framed", "sm", "_p",
                  "_depth", "_cur",
                  "_stack", "_root", "_text", "_size", "_pending", "_progress", "_ndecls",
                  "_decls", "_tail", "_head", "_decl_done", "_ended", "_failure", "_events")
@@ -163,9 +163,10 @@ class PyXMLParser:
         self.max_depth = max_depth
         self.max_attrs = max_attrs
         self.framed = bool(framed)
-        # SM is enabled on the stream: the compiled twin then answers the usual spellings of
-        # <r/> without expat. The events are the same; this one has nothing to gain.
-        self.sm_requests = False
+        # The stream's SMState once Stream Management is on. The compiled twin then handles the
+        # usual spellings of <r/> and <a h/> without expat, and applies a valid <a/> itself
+        # (no event). This one has nothing to gain: it reports both, as before.
+        self.sm: Any = None
         self._p: Any = None
         self.reset()
 

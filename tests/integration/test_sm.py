@@ -212,6 +212,39 @@ async def test_expired_hibernation_moves_unacked_to_offline(daemon):
     await b.close()
 
 
+async def test_acks_in_every_spelling_release_what_they_cover(daemon):
+    """Acks written as clients write them, alone or behind a stanza (the compiled tokenizer
+    applies those itself): what they covered is gone from the unacked queue, so when the
+    hibernated session expires only the rest goes to offline storage."""
+    a, a_jid, _ = await sm_client(daemon, "alice", "spelled-acks")
+    b = await RawClient.connect(daemon.c2s)
+    await b.login("bob", PW, resource="sender")
+    for i in range(5):
+        await b.send(f"<message to='{a_jid}' type='chat'><body>n{i}</body></message>")
+    await messages(a, 5)  # a.handled: the presence echo and 5 messages
+    await a.send(f'<a xmlns="{NS_SM}" h="2"/>')
+    await a.send(_ping(1) + f"<a xmlns='{NS_SM}' h='4' />")
+    await a.send(_ping(2) + f'<a xmlns="{NS_SM}" h="{a.handled - 1}"/>' + SPELLINGS[0])
+    got = []
+    while len(got) < 3:
+        el = await a.element()
+        got.append(el.get("id") if el.tag == "iq" else el.get("h") if el.tag == "a" else el.tag)
+    assert got == ["q1", "q2", "3"]  # presence + 2 pings handled
+    a.writer.transport.abort()
+    await asyncio.sleep(4.0)  # resume_timeout is 3 s: the session dies, n4 was never acked
+    a2 = await RawClient.connect(daemon.c2s)
+    await a2.login("alice", PW, resource="later")
+    await a2.send("<presence/>")
+    assert [m.findtext("body") for m in await messages(a2, 1)] == ["n4"]
+    await a2.send(_ping(3))
+    before_pong = []
+    while (el := await a2.element()).tag != "iq":
+        before_pong.append(el.tag)
+    assert "message" not in before_pong  # nothing else came from offline storage
+    await a2.close()
+    await b.close()
+
+
 async def test_resume_sends_what_csi_held_once_after_resumed(daemon):
     """CSI held a chat state while the phone was inactive; at resumption it goes out after
     <resumed/> and exactly once (before, it was written before <resumed/> and re-sent after)."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mbxmpp.xml import CXMLParser, PyXMLParser, XMLError
 from mbxmpp.xml.element import SM_REQUEST, STREAM_END, Element, StreamHeader, py_serialize
 from mbxmpp.xml.ns import NS_CLIENT, NS_SERVER, NS_STREAMS, NS_XML
+from mbxmpp.stream.smstate import SMState
 
 HC = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -559,7 +560,7 @@ def test_error_text_identical():
         assert errs[0] == errs[1]
 
 
-# -- Stream Management requests: one shared event, answered without expat where that is safe ------
+# -- Stream Management nonzas: <r/> one shared event, both handled without expat where that is safe
 SM_R_SPELLINGS = [b"<r xmlns='urn:xmpp:sm:3'/>", b'<r xmlns="urn:xmpp:sm:3"/>',
                   b"<r xmlns='urn:xmpp:sm:3' />", b'<r xmlns="urn:xmpp:sm:3" />',
                   b"<r xmlns='urn:xmpp:sm:3'></r>", b"<sm:r xmlns:sm='urn:xmpp:sm:3'/>",
@@ -571,11 +572,20 @@ def _kinds(events):
     return ["R" if e is SM_REQUEST else canon(e) for e in events]
 
 
-def with_sm(cls, on=True):
-    """The tokenizer of a stream with SM enabled (the compiled one then skips expat for <r/>)."""
+def sent(n):
+    """An SMState that has sent n stanzas (so acks up to n are valid)."""
+    sm = SMState("id", True, 300, request_every=10**6)
+    for i in range(n):
+        sm.outbound(b"x")
+    return sm
+
+
+def with_sm(cls, on=True, sm_sent=0):
+    """The tokenizer of a stream with SM enabled (the compiled one then handles the usual <r/>
+    and <a/> without expat) or not."""
     def make(**kw):
         p = cls(**kw)
-        p.sm_requests = on
+        p.sm = sent(sm_sent) if on else None
         return p
     return make
 
@@ -631,50 +641,100 @@ def test_sm_request_after_the_stream_end_is_ignored(sm_tokenizer):
     assert _kinds(feed_chunks(sm_tokenizer, [HEADER + END, SM_R_SPELLINGS[0]]))[-1] == "END"
 
 
-_sm_pieces = st.sampled_from([MSG, b"<presence/>", b" ", b"\n", b"<iq type='get' id='p'/>",
-                              b"<a xmlns='urn:xmpp:sm:3' h='2'/>", b"<message a='>'/>"]
-                             + SM_R_SPELLINGS)
-# pieces that put the bytes of a request where no element may start, or inside a stanza
-_bad_pieces = st.sampled_from([b"<message a='", b"'/>", b"<message a='x' ", b"/>", b"<message>",
-                               b"</message>", b"<message>x>", b">"])
+SM_A_SPELLINGS = [b"<a xmlns='urn:xmpp:sm:3' h='%d'/>", b'<a xmlns="urn:xmpp:sm:3" h="%d"/>',
+                  b"<a xmlns='urn:xmpp:sm:3' h='%d' />", b'<a xmlns="urn:xmpp:sm:3" h="%d" />',
+                  b"<a h='%d' xmlns='urn:xmpp:sm:3'/>", b"<a xmlns='urn:xmpp:sm:3' h='%d'></a>"]
 
 
 def _outcome(make, chunks):
+    """Events (<a/> elements applied to the parser's SMState, as the sm module would), the
+    error if any, and what the SMState ended with."""
     p = make()
     events = []
     try:
         for c in chunks:
             events.extend(p.feed(c))
     except XMLError as e:
-        return _kinds(events + e.events) + ["error " + e.condition]
-    return _kinds(events)
+        events += e.events
+        events.append("error " + e.condition)
+    out = []
+    for e in events:
+        if type(e) is Element and e.tag == "a" and e.ns == "urn:xmpp:sm:3" and p.sm is not None:
+            out.append(("a", p.sm.ack_attr(e.get("h"))))  # the compiled twin applied valid ones
+            if out[-1][1] == 0:
+                out.pop()
+        else:
+            out.append(e if type(e) is str else _kinds([e])[0])
+    return out, (p.sm.acked, len(p.sm.queue)) if p.sm is not None else None
+
+
+@pytest.mark.parametrize("a", SM_A_SPELLINGS)
+def test_sm_acks_applied_in_every_spelling(tokenizer, a):
+    """Either twin, either spelling, wherever the ack falls: once the sm module has applied
+    what the tokenizer reported, the SMState holds the same."""
+    msg = canon(tokenizer().feed(HEADER + MSG)[1])
+    for h in (0, 3, 5):
+        for chunks, n_msgs in (([HEADER + a % h], 0), ([HEADER + MSG + a % h + MSG], 2),
+                               ([HEADER, MSG, a % h], 1), ([HEADER + MSG + b" " + a % h], 1),
+                               ([HEADER] + [bytes([c]) for c in a % h], 0)):
+            events, state = _outcome(with_sm(tokenizer, True, 5), chunks)
+            assert events[1:] == [msg] * n_msgs, chunks
+            assert state == (h, 5 - h), (chunks, state)
+
+
+@pytest.mark.parametrize("a", [b"<a xmlns='urn:xmpp:sm:3' h='6'/>",          # more than sent
+                               b"<a xmlns='urn:xmpp:sm:3' h='4294967296'/>",  # not 32-bit
+                               b"<a xmlns='urn:xmpp:sm:3' h='99999999999'/>",
+                               b"<a xmlns='urn:xmpp:sm:3' h='-1'/>", b"<a xmlns='urn:xmpp:sm:3' h=''/>",
+                               b"<a xmlns='urn:xmpp:sm:3'/>"])
+def test_refused_sm_acks_reach_the_stream_in_order(tokenizer, a):
+    """What the SMState refuses is an ordinary element after the events before it: the sm
+    module answers it with the stream error, in order."""
+    p = with_sm(tokenizer, True, 5)()
+    events = [*p.feed(HEADER + MSG + a + MSG)]
+    assert [e.tag for e in events[1:]] == ["message", "a", "message"]
+    assert p.sm.acked == 0 and len(p.sm.queue) == 5
+
+
+_sm_pieces = st.sampled_from([MSG, b"<presence/>", b" ", b"\n", b"<iq type='get' id='p'/>",
+                              b"<a xmlns='urn:xmpp:sm:3' h='2'/>", b'<a xmlns="urn:xmpp:sm:3" h="4"/>',
+                              b"<a xmlns='urn:xmpp:sm:3' h='9'/>", b"<message a='>'/>"]
+                             + SM_R_SPELLINGS)
+# pieces that put the bytes of a nonza where no element may start, or inside a stanza
+_bad_pieces = st.sampled_from([b"<message a='", b"'/>", b"<message a='x' ", b"/>", b"<message>",
+                               b"</message>", b"<message>x>", b">"])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=HC)
 @given(st.lists(_sm_pieces | _bad_pieces, max_size=12),
        st.lists(st.integers(min_value=0, max_value=400), max_size=8), st.booleans())
-def test_sm_requests_c_and_python_agree(pieces, cuts, end):
-    """Any mix of SM requests, stanzas, whitespace and broken markup, split anywhere: the same
-    events and the same error, whether the compiled twin skips expat for requests or not."""
+def test_sm_nonzas_c_and_python_agree(pieces, cuts, end):
+    """Any mix of SM nonzas, stanzas, whitespace and broken markup, split anywhere: the same
+    events, the same error and the same acks applied, whether the compiled twin skips expat
+    for SM nonzas or not."""
     if CXMLParser is None:
         pytest.skip("the compiled tokenizer is not built")
     data = HEADER + b"".join(pieces) + (END + SM_R_SPELLINGS[0] if end else b"")
     cuts = sorted({c for c in cuts if c < len(data)})
     chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
-    got = [_outcome(with_sm(cls, on), chunks)
-           for cls in (CXMLParser, PyXMLParser) for on in (True, False)]
-    assert got[0] == got[1] == got[2] == got[3]
+    got = [_outcome(with_sm(cls, True, 5), chunks) for cls in (CXMLParser, PyXMLParser)]
+    assert got[0] == got[1]
+    off = [_outcome(with_sm(cls, False), chunks)[0] for cls in (CXMLParser, PyXMLParser)]
+    assert off[0] == off[1]
 
 
-def test_sm_requests_skip_expat_only_when_enabled():
+def test_sm_nonzas_skip_expat_only_when_enabled():
     if CXMLParser is None:
         pytest.skip("the compiled tokenizer is not built")
-    r = SM_R_SPELLINGS[0]
-    for on, want in ((True, 4), (False, 0)):
-        p = with_sm(CXMLParser, on)()
-        events = [*p.feed(HEADER + r), *p.feed(MSG + r + MSG + b" " + r), *p.feed(r + r)]
+    r, a = SM_R_SPELLINGS[0], SM_A_SPELLINGS[0]
+    for on, want in ((True, 5), (False, 0)):
+        p = with_sm(CXMLParser, on, 5)()
+        events = [*p.feed(HEADER + r), *p.feed(MSG + r + MSG + b" " + r), *p.feed(r + r),
+                  *p.feed(a % 2), *p.feed(MSG + a % 9)]
         assert _kinds(events).count("R") == 5
-        assert p.requests_without_expat == want  # the one after the space went through expat
+        assert p.nonzas_without_expat == want  # the request after the space went through expat
+        assert [e.get("h") for e in events if type(e) is Element and e.tag == "a"] == (
+            ["9"] if on else ["2", "9"])  # applied by the tokenizer, or refused and reported
 
 
 # -- round trips with random trees ------------------------------------------------------------------
