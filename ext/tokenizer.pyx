@@ -244,7 +244,8 @@ cdef inline Py_ssize_t _local_len(const char* raw) noexcept:
 
 
 # -- Stream Management nonzas written as clients write them ---------------------------------------
-cdef const char* _SM_R_NAME = b"urn:xmpp:sm:3\x01r"   # expat's name for <r xmlns='urn:xmpp:sm:3'>
+cdef const char* _SM_R_NAME = b"urn:xmpp:sm:3\x01r"   # expat's names for <r xmlns='urn:xmpp:sm:3'>
+cdef const char* _SM_A_NAME = b"urn:xmpp:sm:3\x01a"   # and <a xmlns='urn:xmpp:sm:3'>
 cdef const char* _SM_NS = b"urn:xmpp:sm:3"
 cdef enum:
     _SM_NS_AT = 10      # the namespace starts 10 bytes into <r xmlns='... and <a xmlns='...
@@ -272,7 +273,8 @@ cdef Py_ssize_t _sm_nonza_at(const unsigned char* buf, Py_ssize_t q, Py_ssize_t 
     i = q + 24
     h_len[0] = 0
     if kind == 97:  # <a ... h='N'
-        if i + 4 > n or buf[i] != 32 or buf[i + 1] != 104 or buf[i + 2] != 61 or buf[i + 3] != quote:
+        if (i + 4 > n or buf[i] != 32 or buf[i + 1] != 104 or buf[i + 2] != 61  # " h="
+                or buf[i + 3] != quote):
             return 0
         i += 4
         d = 0
@@ -448,7 +450,10 @@ cdef class XMLParser:
     cdef bint _ended
     cdef bint _progress      # a callback fired during the current Parse()
     cdef bint _decl_done
-    cdef bint _sm_r          # the stanza being built is an <r xmlns='urn:xmpp:sm:3'> without attributes
+    cdef bint _sm_r          # the stanza being built is an <r xmlns='urn:xmpp:sm:3'>, no attributes
+    cdef bint _sm_a          # ... is an <a xmlns='urn:xmpp:sm:3'>
+    cdef bint _ack_reported  # an <a xmlns='urn:xmpp:sm:3'> is among this feed's events: later acks
+                             # must follow it as events too, or they would be applied before it
     # expat has consumed every byte fed so far and sits in the root's content: its last Parse()
     # was one byte, the '>' that completed the stream header or a depth-1 element. Then the
     # bytes of an SM request that follow can be answered without expat (its state would not change).
@@ -498,7 +503,7 @@ cdef class XMLParser:
         self._depth = 0
         self._ndecls = 0
         self._stop = self._ended = self._progress = False
-        self._sm_r = self._clean = False
+        self._sm_r = self._sm_a = self._clean = self._ack_reported = False
         self._decl_done = self.framed
         self._size = self._pending = 0
         self._failure = self._exc = None
@@ -543,6 +548,7 @@ cdef class XMLParser:
         b = data if type(data) is bytes else bytes(data)
         events = []
         self._events = events
+        self._ack_reported = False
         if self._tail is not None:
             b = self._tail + b
             self._tail = None
@@ -564,6 +570,7 @@ cdef class XMLParser:
             if self._parse_answering_sm(buf, valid, valid == n, events):
                 return events
         else:
+            self._clean = False  # known only while SM nonzas are looked for
             if self._parse(buf, 0, valid, events):
                 return events
         if valid < n:
@@ -588,7 +595,11 @@ cdef class XMLParser:
         spends thousands of instructions on each). An <r/> is reported as SM_REQUEST; an <a/>
         is applied to `sm` at once and reports nothing (the ack of a stanza can only follow its
         sending, so the order against the events before it does not matter); an <a/> that
-        `sm` refuses goes through expat after all, to fail in order. A boundary is certain
+        `sm` refuses goes through expat after all, to fail in order, and so does every later
+        <a/> of the same feed (an ack must not overtake one reported before it). An ack applied
+        here is applied before the events ahead of it are handled; that is harmless, since it
+        can only acknowledge stanzas sent before this feed. Expat's positions in later error
+        texts do not count the bytes it never saw. A boundary is certain
         only when expat has just been handed a '>' alone and completed an element of depth 1
         (or the stream header) with it: see _clean.
         `whole`: buf[:n] is all of the input so far (no incomplete UTF-8 held back)."""
@@ -623,6 +634,8 @@ cdef class XMLParser:
         if h_len == 0:
             events.append(SM_REQUEST)
             return True
+        if self._ack_reported:
+            return False
         h = PyUnicode_DecodeASCII(<const char*>buf + q + _SM_NS_AT + _SM_NS_LEN + 5, h_len, NULL)
         return self.sm.ack_attr(h) == 0  # applied (else too high: the stream error comes in order)
 
@@ -630,7 +643,9 @@ cdef class XMLParser:
                           list events) except -1:
         """_parse() of buf[off:end], which ends with '>': that byte alone, to set _clean."""
         cdef Py_ssize_t before
-        if self._parse(buf, off, end - 1, events):
+        # The bytes before the '>' may be one token the '>' completes: their "no progress" is
+        # judged with it (as if they had been parsed together), not before.
+        if self._parse(buf, off, end - 1, events, True):
             return 1
         before = len(events)
         if self._parse(buf, end - 1, end, events):
@@ -639,8 +654,10 @@ cdef class XMLParser:
         return 0
 
     cdef int _parse(self, const unsigned char* buf, Py_ssize_t off, Py_ssize_t end,
-                    list events) except -1:
-        """Hand buf[off:end] to expat in slices; 1 if the stream ended (ignore the rest)."""
+                    list events, bint defer_last=False) except -1:
+        """Hand buf[off:end] to expat in slices; 1 if the stream ended (ignore the rest).
+        `defer_last`: the last slice's bytes count towards the one-token limit, but the limit
+        is checked by the next _parse()."""
         cdef Py_ssize_t chunk, lim
         cdef XML_Status st
         while off < end:
@@ -670,7 +687,7 @@ cdef class XMLParser:
                 self._pending = 0
             else:
                 self._pending += chunk
-                if self._pending > self.max_stanza_size:
+                if self._pending > self.max_stanza_size and not (defer_last and off + chunk >= end):
                     self._raise("policy-violation",
                                 f"more than {self.max_stanza_size} bytes in one token", events)
             off += chunk
@@ -740,6 +757,7 @@ cdef class XMLParser:
         if level == 1:
             self._root = el
             self._sm_r = nattrs == 0 and strcmp(name, _SM_R_NAME) == 0
+            self._sm_a = strcmp(name, _SM_A_NAME) == 0
         else:
             if self._tlen:
                 self._flush_text()
@@ -768,6 +786,8 @@ cdef class XMLParser:
                 self._flush_text()
             if level == 1:
                 self._events.append(SM_REQUEST if self._sm_r and not self._cur else self._root)
+                if self._sm_a:
+                    self._ack_reported = True
                 self._root = None
                 self._cur = None
                 self._size = 0

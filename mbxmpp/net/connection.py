@@ -62,7 +62,10 @@ class DeferredWrites:
         self._timer = None
         waiting, self._waiting = self._waiting, {}
         for conn in waiting:
-            conn._later_due()
+            try:
+                conn._later_due()
+            except Exception:  # one connection's failure must not hold back the others' bytes
+                log.exception("deferred write of %s failed", conn.stream.peer)
 
 
 class C2SConnection(asyncio.Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import XMLParser
-from .element import Element
+from .element import SM_REQUEST, Element
 
 _HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 
@@ -12,6 +12,8 @@ def parse_fragment(data: bytes) -> Element:
     p = XMLParser(max_stanza_size=max(262144, 2 * len(data)))
     p.feed(_HEADER)
     for e in p.feed(data):
+        if e is SM_REQUEST:
+            return Element(SM_REQUEST.tag, SM_REQUEST.ns)  # the stream's shared event: a copy
         if isinstance(e, Element):
             return e
     raise ValueError("no complete element in stored data")

@@ -696,6 +696,46 @@ def test_refused_sm_acks_reach_the_stream_in_order(tokenizer, a):
     assert p.sm.acked == 0 and len(p.sm.queue) == 5
 
 
+@pytest.mark.parametrize("chunks", [
+    [HEADER, b"\n" + SM_A_SPELLINGS[0] % 3 + SM_A_SPELLINGS[0] % 5],  # the first not at a boundary
+    [HEADER, b" ", SM_A_SPELLINGS[0] % 3 + SM_A_SPELLINGS[0] % 5],
+    [HEADER, SM_A_SPELLINGS[4] % 3 + SM_A_SPELLINGS[0] % 5],            # the first spelled otherwise
+    [HEADER, b" <a xmlns='urn:xmpp:sm:3' h='3'", b"/>" + SM_A_SPELLINGS[0] % 5],  # completed later
+])
+def test_sm_acks_never_overtake_an_earlier_ack(tokenizer, chunks):
+    """An ack reported as an event is applied by the sm module after the feed: a later ack in
+    the same feed must not be applied before it (h would go backwards: a stream error)."""
+    events, state = _outcome(with_sm(tokenizer, True, 5), chunks)
+    assert events[1:] == [] and state == (5, 0)
+
+
+def test_one_token_limit_unchanged_by_sm(tokenizer):
+    """A token completed by the '>' that ends a read is within the limit as without SM (the
+    compiled twin hands that '>' to expat alone)."""
+    for on in (True, False):
+        p = with_sm(tokenizer, on)()
+        p.feed(HEADER)
+        assert [e.tag for e in p.feed(b"<message" + b" " * 262200 + b"/>")] == ["message"]
+    expect_error(with_sm(tokenizer, True), [HEADER, b"<message" + b" " * 262200], "policy-violation")
+
+
+def test_sm_off_again_forgets_the_boundary(tokenizer):
+    p = with_sm(tokenizer, True)()
+    p.feed(HEADER + MSG)
+    sm, p.sm = p.sm, None
+    p.feed(b"<message")
+    p.sm = sm
+    with pytest.raises(XMLError) as ei:
+        p.feed(SM_R_SPELLINGS[0] + b"/>")
+    assert ei.value.condition == "not-well-formed"
+
+
+def test_stored_fragment_is_never_the_shared_request():
+    from mbxmpp.xml.fragment import parse_fragment
+    el = parse_fragment(SM_R_SPELLINGS[0])
+    assert el is not SM_REQUEST and (el.tag, el.ns) == ("r", "urn:xmpp:sm:3")
+
+
 _sm_pieces = st.sampled_from([MSG, b"<presence/>", b" ", b"\n", b"<iq type='get' id='p'/>",
                               b"<a xmlns='urn:xmpp:sm:3' h='2'/>", b'<a xmlns="urn:xmpp:sm:3" h="4"/>',
                               b"<a xmlns='urn:xmpp:sm:3' h='9'/>", b"<message a='>'/>"]
