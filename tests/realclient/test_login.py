@@ -50,18 +50,18 @@ async def test_requested_resource_and_conflict(daemon):
 async def test_ping_version_time_disco(daemon):
     c = await connect(daemon, "carol@localhost",
                       plugins=("xep_0030", "xep_0092", "xep_0199", "xep_0202", "xep_0012"))
-    assert (await c["xep_0199"].ping("localhost", timeout=5)) is not None
-    v = await c["xep_0092"].get_version("localhost", timeout=5)
+    assert (await c.plugin["xep_0199"].ping("localhost", timeout=5)) is not None
+    v = await c.plugin["xep_0092"].get_version("localhost", timeout=5)
     assert v["software_version"]["name"] == "mbxmpp"
-    info = await c["xep_0030"].get_info("localhost", timeout=5)
+    info = await c.plugin["xep_0030"].get_info("localhost", timeout=5)
     features = info["disco_info"]["features"]
     for ns in ("urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time", "jabber:iq:last",
                "http://jabber.org/protocol/disco#info"):
         assert ns in features
-    t = await c["xep_0202"].get_entity_time("localhost", timeout=5)
+    t = await c.plugin["xep_0202"].get_entity_time("localhost", timeout=5)
     # slixmpp's own parser appends a second 'Z' to <utc/>; read the raw text instead.
     utc = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}utc").text
     assert utc.endswith("Z") and utc[:4].isdigit()
-    last = await c["xep_0012"].get_last_activity("localhost", timeout=5)
+    last = await c.plugin["xep_0012"].get_last_activity("localhost", timeout=5)
     assert int(last["last_activity"]["seconds"]) >= 0
     await disconnect(c)
