@@ -1,7 +1,10 @@
 """The pure-Python XML stream tokenizer: the reference twin of ``mbxmpp._ext.tokenizer``.
 
 Both implementations must yield the same events and refuse the same input with the same
-condition; ``tests/unit/test_tokenizer.py`` runs every test against both. This one is built on
+condition; ``tests/unit/test_tokenizer.py`` runs every test against both. One documented
+difference: once a stream's ``sm`` is set (Stream Management on), the compiled twin applies a
+valid ``<a h/>`` to it itself and reports no event for it, where this one reports the element
+for the sm module to apply; the resulting SM state is the same. This one is built on
 ``xml.parsers.expat`` and is used when the extension is not built or ``MBXMPP_NO_EXTENSIONS=1``.
 
 Behaviour (shared with the compiled tokenizer):
