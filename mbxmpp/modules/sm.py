@@ -135,7 +135,7 @@ class StreamManagement(Module):
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                await self.server.storage.flush()
+                await self._storage.flush()
             except Exception:
                 self.log.exception("storage flush failed: acks withheld")
                 return
