@@ -13,13 +13,15 @@ from .config import DEFAULT_MODULES, Config
 from .core import events as ev
 from .core.accounts import Accounts
 from .core.hooks import HookBus
-from .core.modules import Module, load_class, order_by_dependencies
+from .core.hosts import ComponentHost, ComponentModule
+from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
 from .core.router import Router
 from .core.sessions import Session, SessionManager
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
+from .http.server import HTTPService
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
 from .util.tuning import tune_for_serving
@@ -51,6 +53,8 @@ class Server:
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
         self.modules: dict[str, Module] = {}
         self.nonzas: dict[tuple[str, str], Callable[[C2SStream, Element], Any]] = {}
+        self.components: dict[str, ComponentHost] = {}  # component domain -> host
+        self.http = HTTPService(config)
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
         self.unauth_per_ip: dict[str, int] = {}
@@ -68,11 +72,14 @@ class Server:
     def load_modules(self) -> None:
         for name in self.module_names():
             cls = load_class(REGISTRY[name])
+            if issubclass(cls, ComponentModule) and not getattr(self.config, cls.component_section).enabled:
+                continue  # e.g. [muc] enabled = false
             mod = cls(self)
             self.modules[name] = mod
             iqs, hooks, nonzas = mod.handlers()
             for t, ns, tag, scope, fn in iqs:
-                self.router.iq.register(t, ns, tag, scope, fn)
+                if scope not in (COMPONENT, COMPONENT_JID):  # those go to the module's hosts
+                    self.router.iq.register(t, ns, tag, scope, fn)
             for event, prio, fn in hooks:
                 self.hooks.add(event, fn, prio)
             for ns, tag, fn in nonzas:
@@ -82,6 +89,31 @@ class Server:
 
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)
+
+    # -- component hosts ------------------------------------------------------------------------
+    def add_component_host(self, module: ComponentModule, parent: str) -> ComponentHost:
+        """Serve ``module``'s component domain for virtual host ``parent`` from now on."""
+        domain = self.config.component_domain(module.component_section, parent)
+        if domain in self.components or domain in self.hosts:
+            raise ValueError(f"{domain} is already served")
+        host = ComponentHost(domain, parent, module, self.router)
+        self.components[domain] = host
+        self.router.components[domain] = host
+        module.host_added(host)
+        log.info("serving %s (%s) for %s", domain, module.name, parent)
+        return host
+
+    def remove_component_host(self, domain: str) -> None:
+        host = self.components.pop(domain, None)
+        if host is None:
+            return
+        self.router.components.pop(domain, None)
+        host.module.host_removed(host)
+        log.info("no longer serving %s", domain)
+
+    def _component_items(self, parent: str) -> list[tuple[str, str | None, str | None]]:
+        return [(h.domain, h.module.component_name or None, None)
+                for h in self.components.values() if h.parent == parent]
 
     def tls_contexts(self) -> TLSContexts:
         cfg = self.config.tls
@@ -104,11 +136,31 @@ class Server:
                 out.append(self.config.component_domain(section, host))
         return out
 
-    async def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
+    async def start_modules(self) -> None:
+        """Load and start every module, then serve the component hosts (no listeners)."""
         self.load_modules()
+        disco = self.modules.get("disco")
+        if disco is not None:
+            disco.host_items.append(self._component_items)  # type: ignore[attr-defined]
         for mod in self.modules.values():
             await mod.start()
+        for mod in list(self.modules.values()):
+            if isinstance(mod, ComponentModule):
+                for parent in self.config.server.domains:
+                    self.add_component_host(mod, parent)
+
+    async def stop_modules(self) -> None:
+        for domain in list(self.components):
+            self.remove_component_host(domain)
+        for mod in reversed(list(self.modules.values())):
+            try:
+                await mod.stop()
+            except Exception:
+                log.exception("module %s failed to stop", mod.name)
+
+    async def start(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        await self.start_modules()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
         c2s = self.config.c2s
@@ -125,22 +177,20 @@ class Server:
                                            reuse_address=True, ssl_handshake_timeout=30)
             self.listeners.append(srv)
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
+        await self.http.start(self.tls)
         self.started = True
 
     async def stop(self) -> None:
         for srv in self.listeners:
             srv.close()
+        await self.http.stop()
         for conn in list(self.connections):
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
         # Sessions kept for resumption cannot survive the restart: end them while storage is
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):
             self.destroy_session(session)
-        for mod in reversed(list(self.modules.values())):
-            try:
-                await mod.stop()
-            except Exception:
-                log.exception("module %s failed to stop", mod.name)
+        await self.stop_modules()
         await asyncio.sleep(0.05)  # let the closing streams flush
         await self.storage.close()
 

@@ -92,14 +92,11 @@ class ServerHarness:
 
     async def __aenter__(self) -> ServerHarness:
         self.server = Server(self.config, storage_kind=self.storage_kind)
-        self.server.load_modules()
-        for mod in self.server.modules.values():
-            await mod.start()
+        await self.server.start_modules()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for mod in self.server.modules.values():
-            await mod.stop()
+        await self.server.stop_modules()
         await self.server.storage.close()
         self._tmp.cleanup()
 

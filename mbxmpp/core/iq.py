@@ -15,6 +15,7 @@ from ..xml.element import Element
 from .modules import BARE, HOST, SELF
 
 if TYPE_CHECKING:
+    from .hosts import ComponentHost
     from .sessions import Session
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,15 @@ log = logging.getLogger(__name__)
 class IQContext:
     """What a handler knows about an IQ besides the stanza."""
 
-    __slots__ = ("frm", "to", "origin", "scope")
+    __slots__ = ("frm", "to", "origin", "scope", "host")
 
-    def __init__(self, frm: JID, to: JID, origin: Session | None, scope: str) -> None:
+    def __init__(self, frm: JID, to: JID, origin: Session | None, scope: str,
+                 host: ComponentHost | None = None) -> None:
         self.frm = frm          # the sender (full JID for a local client)
         self.to = to            # the addressee (the user's bare JID for SELF, the domain for HOST)
         self.origin = origin    # the sending local session, if any
         self.scope = scope
+        self.host = host        # the component host an IQ to a component arrived at
 
 
 class IQDispatcher:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 HOST = "host"   # the server domain itself
 SELF = "self"   # no 'to', or the sender's own bare JID
 BARE = "bare"   # another local user's bare JID (also tried for SELF when no SELF handler exists)
+# Scopes of a component module's IQs (core/hosts.py): its domain itself, or a JID at it.
+COMPONENT = "component"
+COMPONENT_JID = "component-jid"
 
 
 def iq_handler(type: str, ns: str, tag: str, scope: str = HOST) -> Callable:
