@@ -53,6 +53,7 @@ async def test_page_scripts_and_headers(daemon):
     csp = headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self' 'wasm-unsafe-eval'" in csp
     assert "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "") and "frame-ancestors 'none'" in csp
+    assert "https:" not in csp.replace("wss:", "")  # nothing from other origins
     assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
     assert "Set-Cookie" not in headers
     status, headers, _ = await _get(daemon.http, "/chat")

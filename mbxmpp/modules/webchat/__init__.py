@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 
 # Converse.js loads its own chunks, emoji data and the OMEMO library (WebAssembly) from
 # assets_path; lit and Bootstrap set inline style attributes; avatars come as data: URIs and
-# shared files from the upload service (https:). No inline script, no eval, no framing.
+# shared files from our own upload service. Nothing from other origins (no third-party images:
+# they would tell others who reads what), no inline script, no eval, no framing.
 CSP = ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob: https:; media-src 'self' blob: https:; font-src 'self'; "
-       "connect-src 'self' {ws} https:; worker-src 'self' blob:; manifest-src 'self'; "
+       "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self'; "
+       "connect-src 'self' {ws}; worker-src 'self' blob:; manifest-src 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 INDEX = """<!DOCTYPE html>
@@ -31,9 +32,10 @@ INDEX = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="/chat/dist/images/favicon.ico">
 <link rel="stylesheet" href="/chat/dist/converse.min.css">
-<script src="/chat/dist/converse.min.js"></script>
-<script src="/chat/config.js"></script>
+<script type="module" src="/chat/dist/converse.min.js"></script>
+<script type="module" src="/chat/config.js"></script>
 </head>
 <body class="converse-fullscreen"></body>
 </html>
