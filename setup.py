@@ -132,6 +132,7 @@ setup(
         "precis-i18n",
         "aiohttp",
         "dnspython",
+        "prometheus-client",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp", "Cython>=3.0,<4",

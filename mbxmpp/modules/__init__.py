@@ -20,4 +20,5 @@ REGISTRY: dict[str, str] = {
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
     "push": "mbxmpp.modules.push:Push",
     "webchat": "mbxmpp.modules.webchat:WebChat",
+    "metrics": "mbxmpp.modules.metrics:Metrics",
 }

@@ -44,6 +44,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -626,6 +627,7 @@ class LmdbStorage:
         self._first: dict[tuple[str, str], Any] = {}
         self._dbs: dict[bytes, Any] = {}
         self.commits = 0   # committed write transactions of the writer
+        self.on_commit: Callable[[float], None] | None = None  # seconds each commit took
         self.grows = 0     # map size increases
         meta = self._open_db(b"_meta")
         with self._env.begin(write=True, db=meta) as txn:
@@ -890,9 +892,12 @@ class LmdbStorage:
         grows = 0
         while True:
             try:
+                t0 = time.perf_counter()
                 with self._env.begin(write=True) as txn:
                     self._apply_items(txn, items)
                 self.commits += 1
+                if self.on_commit is not None:  # (the writer thread: the observer must be thread-safe)
+                    self.on_commit(time.perf_counter() - t0)
                 return None
             except lmdb.MapFullError as e:
                 grows += 1
