@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
     sizes.add_argument("domain", nargs="?")
     sizes.add_argument("--top", type=int, help="only the N largest")
+    bk = sub.add_parser("backup", help="a consistent copy of the database while the server runs")
+    bk.add_argument("dest", help="a new folder for the copy (it holds db/data.mdb)")
     web = sub.add_parser("webchat", help="the web chat's files (Converse.js)")
     wsub = web.add_subparsers(dest="webchat_command", required=True)
     fetch = wsub.add_parser("fetch", help="fetch the pinned Converse.js release (npm) and unpack it")
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(cfg)
         if cmd == "check-config":
             return _check(cfg)
+        if cmd == "backup":
+            return _backup(cfg, args.dest)
         if cmd == "webchat":
             return _webchat_fetch(cfg, args.tarball)
         if cmd == "xeps":
@@ -148,6 +152,20 @@ def _check(cfg: Config) -> int:
         from .modules.webchat import assets
         if not assets.installed(_webchat_dir(cfg)):
             print(f"note: {assets.install_hint(_webchat_dir(cfg))}")
+    return EXIT_OK
+
+
+def _backup(cfg: Config, dest: str) -> int:
+    from .storage.lmdb_backend import backup
+    try:
+        where = backup(cfg.server.data_dir, dest)
+    except FileExistsError:
+        print(f"backup: {dest} exists; name a new folder", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as e:
+        print(f"backup: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"database copied to {where} (start a server on it with data_dir = {os.path.abspath(dest)!r})")
     return EXIT_OK
 
 

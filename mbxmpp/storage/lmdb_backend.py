@@ -590,6 +590,22 @@ class LmdbBatch:
             await self.commit()
 
 
+def backup(data_dir: str, dest: str) -> str:
+    """A consistent copy of the database in ``data_dir`` into the new folder ``dest`` while the
+    server may be writing: LMDB copies from one read transaction (a snapshot), compacted."""
+    src = os.path.join(data_dir, "db")
+    if not os.path.exists(os.path.join(src, "data.mdb")):
+        raise FileNotFoundError(f"no database in {data_dir}")
+    target = os.path.join(dest, "db")
+    os.makedirs(target, mode=0o700)
+    env = lmdb.open(src, readonly=True, max_dbs=128, create=False)
+    try:
+        env.copy(target, compact=True)
+    finally:
+        env.close()
+    return target
+
+
 class LmdbStorage:
     """See the module docstring.
 
