@@ -53,9 +53,9 @@ async def test_browser_logs_in_chats_and_joins_a_room(daemon):
         try:
             base = f"https://localhost:{daemon.http}/chat/"
             await page.goto(base)
-            await page.fill("input[name=username]", "alice@localhost")
+            await page.fill("input[name=jid]", "alice@localhost")
             await page.fill("input[name=password]", PASSWORD)
-            await page.click("button[type=submit], input[type=submit]")
+            await page.click("button[type=submit]")
             await page.wait_for_selector("converse-user-profile, .controlbox-heading, converse-roster",
                                          timeout=20000)
             await _shot(page, "1-logged-in")

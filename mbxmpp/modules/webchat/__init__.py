@@ -99,6 +99,7 @@ class WebChat(Module):
             "view_mode": "fullscreen",
             "discover_connection_methods": False,
             "loglevel": "warn",
+            "muc_nickname_from_jid": True,   # a room nick from the mail address, no prompt
         }
         muc = self.server.components_of(host, "muc")
         if muc:
