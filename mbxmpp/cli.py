@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
     sizes.add_argument("domain", nargs="?")
     sizes.add_argument("--top", type=int, help="only the N largest")
+    chk = sub.add_parser("check", help="check DNS, certificates, TLSA and TLS ports as a remote "
+                                       "tester would; a graded report with the fix for each finding")
+    chk.add_argument("--nameserver", help="ask this DNS server (IP[:PORT]) instead of the system's")
+    chk.add_argument("--no-ports", action="store_true", help="skip the TLS probes of the listeners")
+    sub.add_parser("tlsa", help="print the TLSA records (DANE-EE) for the configured certificates")
     bk = sub.add_parser("backup", help="a consistent copy of the database while the server runs")
     bk.add_argument("dest", help="a new folder for the copy (it holds db/data.mdb)")
     web = sub.add_parser("webchat", help="the web chat's files (Converse.js)")
@@ -84,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(cfg)
         if cmd == "check-config":
             return _check(cfg)
+        if cmd == "check":
+            return _selfcheck(cfg, args.nameserver, not args.no_ports)
+        if cmd == "tlsa":
+            from .selfcheck import tlsa_lines
+            print("\n".join(tlsa_lines(cfg)))
+            return EXIT_OK
         if cmd == "backup":
             return _backup(cfg, args.dest)
         if cmd == "webchat":
@@ -153,6 +164,13 @@ def _check(cfg: Config) -> int:
         if not assets.installed(_webchat_dir(cfg)):
             print(f"note: {assets.install_hint(_webchat_dir(cfg))}")
     return EXIT_OK
+
+
+def _selfcheck(cfg: Config, nameserver: str | None, ports: bool) -> int:
+    from .selfcheck import run_check
+    report = _run(run_check(cfg, nameserver, probe_ports=ports))
+    print(report.render())
+    return EXIT_FAIL if report.grade == "F" else EXIT_OK
 
 
 def _backup(cfg: Config, dest: str) -> int:
