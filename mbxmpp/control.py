@@ -189,6 +189,7 @@ class ControlServer:
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
             return {"ok": False, "error": "a request is a JSON object with an 'op'"}
         fn = self.ops.get(req["op"])
+        log.debug("control request %s", req["op"])
         if fn is None:
             return {"ok": False, "error": f"unknown operation {req['op']!r}"}
         try:
