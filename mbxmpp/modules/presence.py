@@ -209,7 +209,7 @@ class Presence(Module):
         session.available = False
         self._go_away(session, pres, was_available)
 
-    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_DELETED, priority=100)  # before the roster module drops its cache
     def account_deleted(self, e: Any) -> None:
         """A deleted account cancels every subscription, as its user could have one by one
         (RFC 6121 §3.2, §3.3; what Prosody does too): each contact's server updates the

@@ -1,0 +1,55 @@
+"""What the modules do when an account is deleted (ACCOUNT_DELETED), and how the server ends
+an account's sessions for the operator (Server.end_sessions)."""
+
+from __future__ import annotations
+
+from mbxmpp.errors import StreamError
+from tests.harness import ServerHarness
+from tests.modules.test_presence import login, make_mutual, pres
+
+A = "alice@localhost"
+B = "bob@localhost"
+C = "carol@localhost"
+
+
+async def test_deleting_an_account_cancels_subscriptions_and_pending_requests():
+    async with ServerHarness(modules=["roster", "presence", "offline"]) as h:
+        a = await login(h, A, "a")
+        b = await login(h, B, "b")
+        c = await login(h, C, "c")
+        await make_mutual(h, a, b)
+        h.send(a, "<presence to='carol@localhost' type='subscribe'/>")  # alice asks carol...
+        await c.expect(pres("subscribe", A))
+        h.send(c, "<presence to='alice@localhost' type='subscribe'/>")  # ...and carol asks alice
+        await a.expect(pres("subscribe", C))
+        roster = h.server.module("roster")
+        assert roster.is_pending_in(C, A) and roster.is_pending_in(A, C)
+        await a.settle()
+        await b.settle()
+        await c.settle()
+
+        assert h.server.end_sessions(A, StreamError("not-authorized")) == 1
+        assert a.closed
+        await h.server.accounts.delete(A)
+
+        assert roster.get_item(B, A).subscription == "none"
+        assert not roster.is_pending_in(C, A)  # alice's request to carol is withdrawn
+        carol_item = roster.get_item(C, A)
+        assert carol_item.ask is None  # carol's request to alice is refused
+        got = await c.settle()
+        assert any(s.tag == "presence" and s.get("type") == "unsubscribed" for s in got), got
+        assert roster._cache.get(A) is None  # nothing cached of the deleted roster
+        assert roster.items(A) == {} and roster.pending_in(A) == {}
+        assert not h.server.accounts.exists(A)
+
+
+async def test_end_sessions_takes_one_resource_or_all():
+    async with ServerHarness(modules=["roster", "presence", "offline"]) as h:
+        one = await login(h, A, "one")
+        two = await login(h, A, "two")
+        assert h.server.end_sessions(A + "/one", StreamError("policy-violation")) == 1
+        assert one.closed and not two.closed
+        assert [s.resource for s in h.server.sessions.resources(A)] == ["two"]
+        assert h.server.end_sessions(A + "/one", StreamError("policy-violation")) == 0
+        assert h.server.end_sessions(A, StreamError("reset")) == 1
+        assert h.server.sessions.resources(A) == []
