@@ -8,6 +8,7 @@ import asyncio
 import base64
 import os
 import pwd
+import signal
 import socket
 import stat
 import time
@@ -430,6 +431,15 @@ async def test_reload_applies_log_level_and_plans(tmp_path):
             f.write("\n[bogus]\n")
         r = await cli(d, "reload", check=False)
         assert r.returncode == 2 and "bogus" in r.stderr  # the command line checks the file first
+        d.proc.send_signal(signal.SIGHUP)  # the daemon's own check: it keeps what it has
+        for _ in range(100):
+            if "reload failed, configuration unchanged" in d.log():
+                break
+            await asyncio.sleep(0.05)
+        assert "bogus" in d.log().split("reload failed, configuration unchanged")[1]
+        with open(d.config_path, "w") as f:
+            f.write(text)
+        assert (await until_listed(d, lambda rows: len(rows) == 1))[0][0] == "lou@localhost/r"
         await kim.close()
         await lou.close()
     finally:

@@ -53,3 +53,31 @@ async def test_end_sessions_takes_one_resource_or_all():
         assert h.server.end_sessions(A + "/one", StreamError("policy-violation")) == 0
         assert h.server.end_sessions(A, StreamError("reset")) == 1
         assert h.server.sessions.resources(A) == []
+
+
+async def test_a_deleted_account_leaves_nothing_cached_for_a_new_one_of_that_name():
+    from tests.modules.test_pep import publish, reply
+    from tests.modules.test_vcard import photo, vcard_set
+    modules = ["disco", "roster", "presence", "offline", "blocking", "mam", "pep", "vcard", "private"]
+    async with ServerHarness(modules=modules, storage="lmdb") as h:
+        a = await login(h, A, "a")
+        steps = [(vcard_set(photo()), "set"),
+                 ("<iq type='set' id='block'><block xmlns='urn:xmpp:blocking'>"
+                  "<item jid='spam@example.net'/></block></iq>", "block"),
+                 ("<iq type='set' id='never'><prefs xmlns='urn:xmpp:mam:2' default='never'/></iq>", "never"),
+                 (publish("urn:xmpp:tune", "<tune xmlns='http://jabber.org/protocol/tune'/>"), "pub")]
+        for xml, iq_id in steps:
+            h.send(a, xml)
+            assert (await a.expect(reply(iq_id))).get("type") == "result"
+        m = h.server.module
+        assert m("vcard").hash_of(A) and m("blocking").blocklist(A)
+        assert m("mam").prefs.get(A).default == "never" and m("pep").node(A, "urn:xmpp:tune") is not None
+
+        h.server.end_sessions(A, StreamError("not-authorized"))
+        await h.server.accounts.delete(A)
+        await h.create_user(A)  # ACCOUNT_CREATED: a new account of the same name
+        assert m("vcard").hash_of(A) is None
+        assert m("blocking").blocklist(A) == frozenset()
+        assert m("mam").prefs.get(A).default == "always"
+        assert m("pep").node(A, "urn:xmpp:tune") is None
+        assert h.server.storage.keyval("accounts").get(A) is not None
