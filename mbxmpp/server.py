@@ -23,6 +23,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
+from .stream.c2s import ST_CLOSED
 from .util.tuning import tune_for_serving
 from .xml.element import Element
 
@@ -258,7 +259,8 @@ class Server:
         if not resource:
             for conn in list(self.connections):
                 st = conn.stream
-                if st.session is None and st.username is not None and f"{st.username}@{st.host}" == bare:
+                if (st.session is None and st.username is not None and st.stage != ST_CLOSED
+                        and f"{st.username}@{st.host}" == bare):
                     st.fail(err)
                     ended += 1
         if ended:

@@ -11,6 +11,8 @@ import pwd
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -275,6 +277,13 @@ def test_control_socket_is_owner_only(daemon):
         for d, m in zip(dirs, modes):
             os.chmod(d, m)
     assert _connect_and_ask(path).startswith('answer: {"ok":true')  # the owner still can
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon):
+    r = subprocess.run([sys.executable, "-m", "mbxmpp", "-c", daemon.config_path], capture_output=True,
+                       text=True, env=daemon.env, timeout=60)
+    assert r.returncode == 1 and "another mbxmpp daemon serves" in r.stderr, r.stderr
+    assert _connect_and_ask(os.path.join(daemon.dir, "data", "control.sock")).startswith('answer: {"ok":true')
 
 
 def test_bad_requests_get_an_error_and_the_connection_stays(daemon):
