@@ -58,12 +58,13 @@ async def test_end_sessions_takes_one_resource_or_all():
 async def test_a_deleted_account_leaves_nothing_cached_for_a_new_one_of_that_name():
     from tests.modules.test_pep import publish, reply
     from tests.modules.test_vcard import photo, vcard_set
-    modules = ["disco", "roster", "presence", "offline", "blocking", "mam", "pep", "vcard", "private"]
+    modules = ["disco", "roster", "presence", "offline", "blocking", "mam", "pep", "vcard", "private",
+               "sm", "push"]
     async with ServerHarness(modules=modules, storage="lmdb") as h:
         a = await login(h, A, "a")
         steps = [(vcard_set(photo()), "set"),
-                 ("<iq type='set' id='block'><block xmlns='urn:xmpp:blocking'>"
-                  "<item jid='spam@example.net'/></block></iq>", "block"),
+                 (("<iq type='set' id='block'><block xmlns='urn:xmpp:blocking'>"
+                   "<item jid='spam@example.net'/></block></iq>"), "block"),
                  ("<iq type='set' id='never'><prefs xmlns='urn:xmpp:mam:2' default='never'/></iq>", "never"),
                  (publish("urn:xmpp:tune", "<tune xmlns='http://jabber.org/protocol/tune'/>"), "pub")]
         for xml, iq_id in steps:

@@ -8,8 +8,14 @@ import socket
 
 import pytest
 
-from mbxmpp.control import (ControlClient, _address, probe, scram_from_wire, scram_to_wire,
-                            socket_path)
+from mbxmpp.control import (
+    ControlClient,
+    _address,
+    probe,
+    scram_from_wire,
+    scram_to_wire,
+    socket_path,
+)
 from mbxmpp.stream.scram import make_credentials
 
 
