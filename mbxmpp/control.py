@@ -119,6 +119,7 @@ class ControlServer:
         }
 
     async def start(self) -> None:
+        os.makedirs(self.server.data_dir, exist_ok=True)
         if os.path.exists(self.path):
             if probe(self.path):
                 raise OSError(errno.EADDRINUSE, f"another mbxmpp daemon serves {self.server.data_dir} "

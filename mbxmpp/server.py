@@ -109,8 +109,6 @@ class Server:
 
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
-        self.control = ControlServer(self)
-        await self.control.start()  # first: it refuses to start beside another daemon
         self.load_modules()
         for mod in self.modules.values():
             await mod.start()
@@ -152,6 +150,8 @@ class Server:
         await self.storage.close()
 
     async def serve_forever(self) -> None:
+        self.control = ControlServer(self)
+        await self.control.start()  # first: it refuses to start beside another daemon
         await self.start()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
