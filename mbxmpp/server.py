@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .config import DEFAULT_MODULES, Config
 from .control import ControlServer
@@ -23,12 +23,9 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
-from .stream.c2s import ST_CLOSED
+from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
 from .xml.element import Element
-
-if TYPE_CHECKING:
-    from .stream.c2s import C2SStream
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +280,17 @@ class Server:
         direct_ports = {p for _h, p in self.config.c2s.direct_tls}
         out = []
         for session in list(self.sessions.full.values()):
-            stream = session.stream
-            conn = conns.get(id(stream))
-            if conn is None:  # hibernated (Stream Management): no connection now
+            stream: Any = session.stream
+            if not isinstance(stream, C2SStream):  # hibernated (Stream Management): no stream now
                 out.append(describe_session(session, "-", session.mod.get("peer", ""), True, True))
                 continue
-            t = conn.transport
-            port = t.get_extra_info("sockname")[1] if t is not None else None
-            out.append(describe_session(session, "direct-tls" if port in direct_ports else "starttls",
-                                        conn.stream.peer, conn.stream.sm is not None, False))
+            conn = conns.get(id(stream))
+            name = getattr(conn, "transport_name", None)  # a transport that names itself
+            if name is None:
+                t = conn.transport if conn is not None else None
+                port = t.get_extra_info("sockname")[1] if t is not None else None
+                name = "direct-tls" if port in direct_ports else "starttls"
+            out.append(describe_session(session, name, stream.peer, stream.sm is not None, False))
         return out
 
     def reload(self) -> dict[str, Any]:
