@@ -280,14 +280,20 @@ def _user_remote(cfg: Config, args: argparse.Namespace) -> int | None:
         return None  # list reads storage; import writes it in bulk (LMDB: safe beside the daemon)
     bare = _bare(cfg, args.jid)
     try:
+        scram = None
+        if c in ("add", "passwd"):
+            from .control import probe, scram_to_wire, socket_path
+            if not probe(socket_path(cfg.server.data_dir)):
+                return None
+            # Asked before connecting: the daemon does not wait long for a silent client.
+            args.password = _password(args.password)
+            from .stream.scram import make_credentials
+            scram = scram_to_wire(make_credentials(args.password))
         client = _daemon(cfg)
         if client is None:
             return None
         with client:
-            if c in ("add", "passwd"):
-                from .control import scram_to_wire
-                from .stream.scram import make_credentials
-                scram = scram_to_wire(make_credentials(_password(args.password)))
+            if scram is not None:
                 if c == "add":
                     client.request("user.add", jid=bare, scram=scram, plan=args.plan)
                     print(f"created {bare}")

@@ -155,7 +155,7 @@ async def test_password_change_ends_sessions_with_reset(daemon):
     await add(daemon, "erin")
     c = await login(daemon, "erin")
     previd = await sm_hibernated(daemon, "erin", "phone")
-    r = await cli(daemon, "user", "passwd", "erin@localhost", "--password", "new-pw")
+    r = await asyncio.to_thread(daemon.cli, "user", "passwd", "erin@localhost", input="new-pw\n")
     assert r.stdout.strip() == "password changed for erin@localhost (2 sessions ended)"
     # RFC 6120 §4.9.3.17: the credentials the stream was authenticated with are revoked.
     assert await c.stream_error() == "reset"
