@@ -143,8 +143,10 @@ class ControlServer:
         if self._srv is None:
             return
         self._srv.close()
-        for t in list(self._clients):
+        clients = list(self._clients)
+        for t in clients:
             t.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         self._srv = None
@@ -157,29 +159,32 @@ class ControlServer:
             uid = peer_uid(writer.get_extra_info("socket"))
             if uid != os.geteuid():
                 log.warning("control socket: refused a connection from uid %d", uid)
-                writer.write(_encode({"ok": False, "error": "permission denied: the control socket "
-                                      f"is for uid {os.geteuid()} only"}))
+                await self._last_word(writer, "permission denied: the control socket is for uid "
+                                              f"{os.geteuid()} only")
                 return
             if len(self._clients) > MAX_CLIENTS:
-                writer.write(_encode({"ok": False, "error": "too many control connections"}))
+                await self._last_word(writer, "too many control connections")
                 return
             while True:
                 try:
                     line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
                 except (TimeoutError, ValueError):  # ValueError: a line over MAX_LINE
-                    writer.write(_encode({"ok": False, "error": "request too long or too slow"}))
+                    await self._last_word(writer, "request too long or too slow")
                     return
                 if not line:
                     return
                 writer.write(_encode(await self.handle(line)))
                 await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the client went away
         finally:
             self._clients.discard(task)
-            with contextlib.suppress(Exception):
-                await writer.drain()
             writer.close()
+
+    @staticmethod
+    async def _last_word(writer: asyncio.StreamWriter, error: str) -> None:
+        writer.write(_encode({"ok": False, "error": error}))
+        await writer.drain()
 
     async def handle(self, line: bytes) -> dict[str, Any]:
         try:
