@@ -177,6 +177,10 @@ class ControlServer:
                 await writer.drain()
         except ConnectionError:
             pass  # the client went away
+        except asyncio.CancelledError:
+            # stop(): ended quietly, because asyncio's start_server reports a handler task that
+            # ends cancelled as an error in a callback (Python 3.11's streams.py).
+            pass
         finally:
             self._clients.discard(task)
             writer.close()

@@ -403,8 +403,13 @@ async def test_session_commands_need_a_daemon_and_account_commands_do_not():
         await cli(d, "user", "enable", "jo@localhost")
         c = await login(d, "jo")
         await c.close()
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.connect(os.path.join(d.dir, "data", "control.sock"))
+        d.finish()  # a clean stop (exit code 0, no traceback) with a control connection open
+        assert idle.recv(10) == b""
+        idle.close()
     finally:
-        d.finish()
+        d.cleanup()
 
 
 async def test_reload_applies_log_level_and_plans(tmp_path):
