@@ -62,8 +62,9 @@ async def sm_hibernated(daemon: Daemon, user: str, resource: str) -> str:
     await c.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
     en = await c.element()
     assert en.tag == "enabled", en
-    c.writer.transport.abort()  # no closing tag: the session is kept for resumption
     jid = f"{user}@localhost/{resource}"
+    await until_listed(daemon, lambda rows: any(r[0] == jid and r[-1] == "yes" for r in rows))
+    c.writer.transport.abort()  # no closing tag: the session is kept for resumption
     await until_listed(daemon, lambda rows: any(r[0] == jid and r[-1] == "hibernated" for r in rows))
     return en.get("id")
 
