@@ -65,7 +65,8 @@ async def sm_hibernated(daemon: Daemon, user: str, resource: str) -> str:
     jid = f"{user}@localhost/{resource}"
     await until_listed(daemon, lambda rows: any(r[0] == jid and r[-1] == "yes" for r in rows))
     c.writer.transport.abort()  # no closing tag: the session is kept for resumption
-    await until_listed(daemon, lambda rows: any(r[0] == jid and r[-1] == "hibernated" for r in rows))
+    rows = await until_listed(daemon, lambda rows: any(r[0] == jid and r[-1] == "hibernated" for r in rows))
+    assert next(r for r in rows if r[0] == jid)[1:3] == ["-", "127.0.0.1"]  # the last address known
     return en.get("id")
 
 
