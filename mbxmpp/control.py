@@ -305,7 +305,8 @@ class ControlServer:
 
 def scram_to_wire(creds: dict[str, ScramCredential]) -> dict[str, list[Any]]:
     """mechanism -> [salt, iterations, StoredKey, ServerKey], the bytes in base64."""
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
     return {m: [b64(c.salt), c.iterations, b64(c.stored_key), b64(c.server_key)]
             for m, c in creds.items()}
 
