@@ -86,6 +86,12 @@ class Offline(Module):
         fut.add_done_callback(lambda _f: self._flushed(owner, id_))
         return True
 
+    @hook(ev.ACCOUNT_DELETED)
+    def account_deleted(self, e: Any) -> None:
+        # The stored messages go with the account's data; those not yet durable are forgotten
+        # here, so that a re-created account's count starts at zero.
+        self._unflushed.pop(e.bare, None)
+
     def _flushed(self, owner: str, id_: str) -> None:
         pend = self._unflushed.get(owner)
         if pend is not None:

@@ -144,6 +144,12 @@ class MAM(Module):
     async def stop(self) -> None:
         await self.sweeper.stop()
 
+    @hook(ev.ACCOUNT_DELETED)
+    def account_deleted(self, e: Any) -> None:
+        # The archive and the preferences go with the account's data (storage.delete_owner);
+        # the cached preferences must not outlive them into a re-created account.
+        self.prefs.forget(e.bare)
+
     # -- archiving ----------------------------------------------------------------------------
     def archive_stanza(self, owner: str, stanza: Element, with_: str | None,
                        id: str | None = None) -> str:
