@@ -1,0 +1,128 @@
+"""Storage quotas: how much one account's storage takes from others, per sender and in total.
+
+Every message with a body is stored for its recipient (archive, offline storage), so without a
+bound any account can fill the disk through every other account.  A :class:`Tally` counts what is
+stored for one owner (bytes and items, per sender); a :class:`Bound` says how much is allowed; a
+:class:`Ledger` keeps the tallies of recently active owners in a bounded LRU and rebuilds an
+evicted or missing one from storage (``seed``), so the numbers survive restarts and memory stays
+flat however many accounts are written to.
+
+A window (``[mam] quota_window``, a UTC day by default) makes the archive's bounds a rate: each
+window starts from zero.  Offline storage uses no window: its bound is on what is waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from ...util.lru import LRU
+from ...util.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from ...config import Config, MAMConfig, OfflineConfig
+
+CACHE = 10_000  # owners whose tallies are kept; others are rebuilt from storage when next written
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """At most ``messages`` items and ``bytes`` bytes (0: that one is not bounded)."""
+    bytes: int = 0
+    messages: int = 0
+
+    def admits(self, used: list[int], size: int) -> bool:
+        """Whether one more item of ``size`` bytes fits beside ``used`` = [bytes, items]."""
+        return ((not self.messages or used[1] + 1 <= self.messages)
+                and (not self.bytes or used[0] + size <= self.bytes))
+
+    def describe(self, unit: str = "") -> str:
+        parts = [f"{self.messages} messages" if self.messages else "any number of messages",
+                 format_size(self.bytes) if self.bytes else "any size"]
+        return " / ".join(parts) + unit
+
+
+class Tally:
+    """What is stored for one owner: [bytes, items] in total and per sender (bare JID)."""
+
+    __slots__ = ("window", "total", "senders")
+
+    def __init__(self, window: int = 0) -> None:
+        self.window = window
+        self.total = [0, 0]
+        self.senders: dict[str, list[int]] = {}
+
+    def sender(self, sender: str) -> list[int]:
+        return self.senders.get(sender) or [0, 0]
+
+    def others(self, owner: str) -> list[int]:
+        """What everyone but the owner stored."""
+        own = self.sender(owner)
+        return [self.total[0] - own[0], self.total[1] - own[1]]
+
+    def add(self, sender: str, size: int, n: int = 1) -> None:
+        self.total[0] += size
+        self.total[1] += n
+        used = self.senders.get(sender)
+        if used is None:
+            used = self.senders[sender] = [0, 0]
+        used[0] += size
+        used[1] += n
+        if used[1] <= 0:
+            del self.senders[sender]
+
+
+class Ledger:
+    """Tallies per owner. ``seed(owner, since)`` rebuilds one from storage (items stored at
+    ``since`` or later; ``since`` is None without a window)."""
+
+    def __init__(self, seed: Callable[[str, float | None], Tally], window: float | None = None,
+                 clock: Callable[[], float] = time.time, size: int = CACHE) -> None:
+        self.seed = seed
+        self.window = window
+        self.clock = clock
+        self._tallies: LRU[str, Tally] = LRU(size)
+
+    def get(self, owner: str) -> Tally:
+        w = 0 if self.window is None else int(self.clock() // self.window)
+        t = self._tallies.get(owner)
+        if t is None:
+            since = None if self.window is None else w * self.window
+            t = self.seed(owner, since)
+            t.window = w
+            self._tallies.put(owner, t)
+        elif t.window != w:
+            # Every write of the new window goes through get() first: nothing to rebuild.
+            t = Tally(w)
+            self._tallies.put(owner, t)
+        return t
+
+    def reset(self, owner: str) -> None:
+        """The owner's storage was emptied (the deletion may not be committed yet)."""
+        self._tallies.put(owner, Tally(0 if self.window is None else int(self.clock() // self.window)))
+
+
+def archive_bounds(cfg: MAMConfig) -> tuple[Bound, Bound, Bound]:
+    """(own sent messages, one sender, all others together) per account and quota window."""
+    return (Bound(cfg.max_bytes_own, cfg.max_messages_own),
+            Bound(cfg.max_bytes_per_sender, cfg.max_messages_per_sender),
+            Bound(cfg.max_bytes_from_others, cfg.max_messages_from_others))
+
+
+def offline_bounds(cfg: OfflineConfig) -> tuple[Bound, Bound]:
+    """(all senders together, one sender) of what waits in one account's offline storage."""
+    return (Bound(cfg.max_bytes, cfg.max_messages),
+            Bound(cfg.max_bytes_per_sender, cfg.max_messages_per_sender))
+
+
+def describe_bounds(cfg: Config) -> list[str]:
+    """The storage bounds per account, for ``check-config`` and ``archive sizes``."""
+    own, sender, others = archive_bounds(cfg.mam)
+    total, per_sender = offline_bounds(cfg.offline)
+    return [
+        f"archive quotas per account and {format_duration(cfg.mam.quota_window)}: "
+        f"own sent {own.describe()}; from one sender {sender.describe()}; "
+        f"from all others {others.describe()} (kept {format_duration(cfg.mam.retention)})",
+        f"offline storage per account: {total.describe()}; from one sender {per_sender.describe()}",
+    ]
