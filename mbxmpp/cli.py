@@ -138,7 +138,14 @@ def _check(cfg: Config) -> int:
         return EXIT_USAGE
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
+    _print_storage_bounds(cfg)
     return EXIT_OK
+
+
+def _print_storage_bounds(cfg: Config) -> None:
+    from .modules.mam.quota import describe_bounds
+    for line in describe_bounds(cfg):
+        print(line)
 
 
 def _xeps(cfg: Config) -> int:
@@ -166,6 +173,7 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
         print(format_archive_report(archive_report(storage, domain=args.domain, top=args.top)))
     finally:
         storage.close_sync()
+    _print_storage_bounds(cfg)
     return EXIT_OK
 
 
