@@ -131,6 +131,13 @@ class Offline(Module):
         """Messages waiting for ``owner``, durable or not yet."""
         return self.ledger.get(owner).total[1]
 
+    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_CREATED)
+    def _account_changed(self, arg: Any) -> None:
+        bare = getattr(arg, "bare", arg)
+        if isinstance(bare, str):
+            self.ledger.reset(bare)  # nothing waits for a new or deleted account
+
     @hook(ev.SESSION_AVAILABLE)
     def session_available(self, session: Session) -> None:
         if session.priority >= 0:

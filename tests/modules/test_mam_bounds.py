@@ -12,8 +12,18 @@ from mbxmpp.modules.mam.quota import Bound, Ledger, Tally
 from mbxmpp.modules.mam.retention import expired, oldest_kept
 from mbxmpp.xml.ns import NS_MAM, NS_STANZAS
 from tests.harness import ServerHarness
-from tests.modules.test_mam_support import (A, B, C, error_condition, fill, form, iq, query, rsm,
-                                            stanza_id)
+from tests.modules.test_mam_support import (
+    A,
+    B,
+    C,
+    error_condition,
+    fill,
+    form,
+    iq,
+    query,
+    rsm,
+    stanza_id,
+)
 
 MODULES = ["disco", "roster", "presence", "offline", "mam"]
 D = "dave@localhost"

@@ -242,6 +242,13 @@ class MAM(Module):
         self._unarchive(owner, id_, sender, size)
         strip_stanza_ids(stanza, owner)
 
+    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_CREATED)
+    def _account_changed(self, arg: Any) -> None:
+        bare = getattr(arg, "bare", arg)
+        if isinstance(bare, str):
+            self.ledger.reset(bare)  # its archive is gone (or new)
+
     @hook(ev.MESSAGE_OFFLINE, priority=-1000)
     def unstored(self, e: RouteEvent) -> None:
         """Runs only when no module took the message for an absent recipient: the router

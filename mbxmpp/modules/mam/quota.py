@@ -37,16 +37,15 @@ class Bound:
         return ((not self.messages or used[1] + 1 <= self.messages)
                 and (not self.bytes or used[0] + size <= self.bytes))
 
-    def describe(self, unit: str = "") -> str:
-        parts = [f"{self.messages} messages" if self.messages else "any number of messages",
-                 format_size(self.bytes) if self.bytes else "any size"]
-        return " / ".join(parts) + unit
+    def describe(self) -> str:
+        return (f"{self.messages} messages" if self.messages else "any number of messages") + \
+            " / " + (format_size(self.bytes) if self.bytes else "any size")
 
 
 class Tally:
     """What is stored for one owner: [bytes, items] in total and per sender (bare JID)."""
 
-    __slots__ = ("window", "total", "senders")
+    __slots__ = ("senders", "total", "window")
 
     def __init__(self, window: int = 0) -> None:
         self.window = window
@@ -120,9 +119,10 @@ def describe_bounds(cfg: Config) -> list[str]:
     """The storage bounds per account, for ``check-config`` and ``archive sizes``."""
     own, sender, others = archive_bounds(cfg.mam)
     total, per_sender = offline_bounds(cfg.offline)
-    return [
-        f"archive quotas per account and {format_duration(cfg.mam.quota_window)}: "
-        f"own sent {own.describe()}; from one sender {sender.describe()}; "
-        f"from all others {others.describe()} (kept {format_duration(cfg.mam.retention)})",
-        f"offline storage per account: {total.describe()}; from one sender {per_sender.describe()}",
-    ]
+    archive = (f"archive quotas per account and {format_duration(cfg.mam.quota_window)}: "
+               f"own sent {own.describe()}; from one sender {sender.describe()}; "
+               f"from all others {others.describe()} (kept {format_duration(cfg.mam.retention)})")
+    if cfg.offline.max_messages == 0:
+        return [archive, "offline storage: none (max_messages = 0)"]
+    return [archive, f"offline storage per account: {total.describe()}; "
+                     f"from one sender {per_sender.describe()}"]
