@@ -213,19 +213,21 @@ class MAM(Module):
             t.add(owner if frm == owner else (it.with_ or "").split("/", 1)[0], len(raw))
         return t
 
-    def refusal(self, owner: str, sender: str, size: int) -> str | None:
+    def refusal(self, t: Tally, owner: str, sender: str, size: int) -> str | None:
         """Why one more item of ``size`` bytes from ``sender`` may not go into ``owner``'s archive
-        in this quota window, or None if it may."""
-        t = self.ledger.get(owner)
+        (whose tally of this quota window is ``t``), or None if it may."""
         if sender == owner:
             if not self.own_bound.admits(t.sender(owner), size):
-                return "your message archive's quota for today is used up"
+                return "your message archive's quota is used up" + self._until()
             return None
         if not self.sender_bound.admits(t.sender(sender), size):
-            return "the recipient's archive takes no more messages from you today"
+            return "the recipient's archive takes no more messages from you" + self._until()
         if not self.others_bound.admits(t.others(owner), size):
-            return "the recipient's archive takes no more messages today"
+            return "the recipient's archive takes no more messages" + self._until()
         return None
+
+    def _until(self) -> str:
+        return " until " + stamp(self.ledger.window_end())[:19] + "Z"
 
     def _unarchive(self, owner: str, id_: str, sender: str, size: int) -> None:
         self.archive.delete(owner, ids=[id_])  # same commit as the append: never visible
@@ -280,12 +282,13 @@ class MAM(Module):
         owner = e.frm.bare
         if self.wants(owner, to):  # XEP-0441 §2.3.2: outgoing messages match on 'to'
             size = len(e.stanza.to_bytes())
-            why = self.refusal(owner, owner, size)
+            tally = self.ledger.get(owner)
+            why = self.refusal(tally, owner, owner, size)
             if why is not None:
                 self._refuse(e, why)
                 return True
             self._last_sent = (e.stanza, self.archive_stanza(owner, e.stanza, to.full), size)
-            self.ledger.get(owner).add(owner, size)
+            tally.add(owner, size)
         return None
 
     def sent_id(self, stanza: Element) -> str | None:
@@ -313,7 +316,8 @@ class MAM(Module):
         st.add("stanza-id", NS_STANZA_ID, {"id": id_, "by": owner})
         size = len(st.to_bytes())
         sender = e.frm.bare
-        why = self.refusal(owner, sender, size)
+        tally = self.ledger.get(owner)
+        why = self.refusal(tally, owner, sender, size)
         if why is not None:
             strip_stanza_ids(st, owner)
             sent = self._last_sent
@@ -324,7 +328,7 @@ class MAM(Module):
             self.server.router.bounce(st, StanzaError("resource-constraint", why))
             return True
         self.archive_stanza(owner, st, e.frm.full, id_)
-        self.ledger.get(owner).add(sender, size)
+        tally.add(sender, size)
         self._last_received = (st, owner, id_, sender, size)
         return None
 

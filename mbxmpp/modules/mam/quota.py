@@ -3,7 +3,7 @@
 Every message with a body is stored for its recipient (archive, offline storage), so without a
 bound any account can fill the disk through every other account.  A :class:`Tally` counts what is
 stored for one owner (bytes and items, per sender); a :class:`Bound` says how much is allowed; a
-:class:`Ledger` keeps the tallies of recently active owners in a bounded LRU and rebuilds an
+:class:`Ledger` keeps the tallies of recently written owners (a bounded cache) and rebuilds an
 evicted or missing one from storage (``seed``), so the numbers survive restarts and memory stays
 flat however many accounts are written to.
 
@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from ...util.lru import LRU
 from ...util.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -34,12 +33,15 @@ class Bound:
 
     def admits(self, used: list[int], size: int) -> bool:
         """Whether one more item of ``size`` bytes fits beside ``used`` = [bytes, items]."""
-        return ((not self.messages or used[1] + 1 <= self.messages)
+        return ((not self.messages or used[1] < self.messages)
                 and (not self.bytes or used[0] + size <= self.bytes))
 
     def describe(self) -> str:
         return (f"{self.messages} messages" if self.messages else "any number of messages") + \
             " / " + (format_size(self.bytes) if self.bytes else "any size")
+
+
+_NONE = [0, 0]  # (read only)
 
 
 class Tally:
@@ -53,12 +55,12 @@ class Tally:
         self.senders: dict[str, list[int]] = {}
 
     def sender(self, sender: str) -> list[int]:
-        return self.senders.get(sender) or [0, 0]
+        return self.senders.get(sender) or _NONE
 
     def others(self, owner: str) -> list[int]:
         """What everyone but the owner stored."""
-        own = self.sender(owner)
-        return [self.total[0] - own[0], self.total[1] - own[1]]
+        own = self.senders.get(owner)
+        return self.total if own is None else [self.total[0] - own[0], self.total[1] - own[1]]
 
     def add(self, sender: str, size: int, n: int = 1) -> None:
         self.total[0] += size
@@ -81,25 +83,49 @@ class Ledger:
         self.seed = seed
         self.window = window
         self.clock = clock
-        self._tallies: LRU[str, Tally] = LRU(size)
+        self.size = size
+        # Insertion order: the first entry is the one written to longest ago (get() re-inserts
+        # only on a miss, so this is FIFO, not LRU: cheaper per message, and an evicted tally is
+        # rebuilt exactly anyway).
+        self._tallies: dict[str, Tally] = {}
+        self._w = 0                # the current window's number
+        self._w_end = 0.0          # and when it ends
+
+    def _window(self) -> int:
+        if self.window is None:
+            return 0
+        now = self.clock()
+        if now >= self._w_end or now < self._w_end - self.window:
+            self._w = int(now // self.window)
+            self._w_end = (self._w + 1) * self.window
+        return self._w
+
+    def window_end(self) -> float:
+        """When the current window ends (and its quotas start from zero again)."""
+        self._window()
+        return self._w_end
 
     def get(self, owner: str) -> Tally:
-        w = 0 if self.window is None else int(self.clock() // self.window)
+        w = self._window()
         t = self._tallies.get(owner)
         if t is None:
-            since = None if self.window is None else w * self.window
-            t = self.seed(owner, since)
+            t = self.seed(owner, None if self.window is None else w * self.window)
             t.window = w
-            self._tallies.put(owner, t)
+            self._put(owner, t)
         elif t.window != w:
             # Every write of the new window goes through get() first: nothing to rebuild.
-            t = Tally(w)
-            self._tallies.put(owner, t)
+            t = self._tallies[owner] = Tally(w)
         return t
+
+    def _put(self, owner: str, t: Tally) -> None:
+        tallies = self._tallies
+        if owner not in tallies and len(tallies) >= self.size:
+            del tallies[next(iter(tallies))]
+        tallies[owner] = t
 
     def reset(self, owner: str) -> None:
         """The owner's storage was emptied (the deletion may not be committed yet)."""
-        self._tallies.put(owner, Tally(0 if self.window is None else int(self.clock() // self.window)))
+        self._put(owner, Tally(self._window()))
 
 
 def archive_bounds(cfg: MAMConfig) -> tuple[Bound, Bound, Bound]:
