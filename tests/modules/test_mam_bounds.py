@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mbxmpp.config import MAMConfig, OfflineConfig
-from mbxmpp.modules.mam.quota import Bound, Ledger, Tally
+from mbxmpp.modules.mam.quota import ONE_SENDER, OTHERS, OWN, Bound, Ledger, Tally
 from mbxmpp.modules.mam.retention import expired, oldest_kept
 from mbxmpp.xml.ns import NS_MAM, NS_STANZAS
 from tests.harness import ServerHarness
@@ -117,6 +117,22 @@ def test_bound_and_tally():
     assert t.total == [45, 3] and t.sender(B) == [35, 2] and t.others(A) == [35, 2]
     t.add(B, -35, -2)
     assert B not in t.senders and t.total == [10, 1]
+
+
+def test_tally_charge_counts_only_what_it_admits():
+    own, one, others = Bound(messages=2), Bound(bytes=100), Bound(messages=3)
+    t = Tally()
+    assert t.charge(A, A, 10, own, one, others) == 0
+    assert t.charge(A, A, 10, own, one, others) == 0
+    assert t.charge(A, A, 10, own, one, others) == OWN  # a third of her own
+    assert t.charge(A, B, 101, own, one, others) == ONE_SENDER  # over one sender's bytes
+    assert t.charge(A, B, 60, own, one, others) == 0
+    assert t.charge(A, B, 60, own, one, others) == ONE_SENDER
+    assert t.charge(A, C, 60, own, one, others) == 0
+    assert t.charge(A, D, 1, own, one, others) == 0
+    assert t.charge(A, "e@localhost", 1, own, one, others) == OTHERS  # a fourth from others
+    assert t.total == [20 + 60 + 60 + 1, 5] and t.others(A) == [121, 3] and B in t.senders
+    assert "e@localhost" not in t.senders
 
 
 def test_ledger_window_starts_from_zero_and_rebuilds_a_missing_tally():

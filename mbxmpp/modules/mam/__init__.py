@@ -27,7 +27,7 @@ from ...xml.ns import NS_CLIENT, NS_HINTS, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
 from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
 from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
                     result_messages, run_query, stamp, stored_bytes)
-from .quota import Ledger, Tally, archive_bounds
+from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds
 from .retention import Sweeper, oldest_kept
 
 if TYPE_CHECKING:
@@ -213,18 +213,18 @@ class MAM(Module):
             t.add(owner if frm == owner else (it.with_ or "").split("/", 1)[0], len(raw))
         return t
 
-    def refusal(self, t: Tally, owner: str, sender: str, size: int) -> str | None:
-        """Why one more item of ``size`` bytes from ``sender`` may not go into ``owner``'s archive
-        (whose tally of this quota window is ``t``), or None if it may."""
-        if sender == owner:
-            if not self.own_bound.admits(t.sender(owner), size):
-                return "your message archive's quota is used up" + self._until()
+    def charge(self, owner: str, sender: str, size: int) -> str | None:
+        """Count one more item of ``size`` bytes from ``sender`` into ``owner``'s archive in this
+        quota window; if a bound refuses it, count nothing and return why."""
+        refused = self.ledger.get(owner).charge(owner, sender, size, self.own_bound,
+                                                self.sender_bound, self.others_bound)
+        if not refused:
             return None
-        if not self.sender_bound.admits(t.sender(sender), size):
+        if refused == OWN:
+            return "your message archive's quota is used up" + self._until()
+        if refused == ONE_SENDER:
             return "the recipient's archive takes no more messages from you" + self._until()
-        if not self.others_bound.admits(t.others(owner), size):
-            return "the recipient's archive takes no more messages" + self._until()
-        return None
+        return "the recipient's archive takes no more messages" + self._until()
 
     def _until(self) -> str:
         return " until " + stamp(self.ledger.window_end())[:19] + "Z"
@@ -282,13 +282,11 @@ class MAM(Module):
         owner = e.frm.bare
         if self.wants(owner, to):  # XEP-0441 §2.3.2: outgoing messages match on 'to'
             size = len(e.stanza.to_bytes())
-            tally = self.ledger.get(owner)
-            why = self.refusal(tally, owner, owner, size)
+            why = self.charge(owner, owner, size)
             if why is not None:
                 self._refuse(e, why)
                 return True
             self._last_sent = (e.stanza, self.archive_stanza(owner, e.stanza, to.full), size)
-            tally.add(owner, size)
         return None
 
     def sent_id(self, stanza: Element) -> str | None:
@@ -316,8 +314,7 @@ class MAM(Module):
         st.add("stanza-id", NS_STANZA_ID, {"id": id_, "by": owner})
         size = len(st.to_bytes())
         sender = e.frm.bare
-        tally = self.ledger.get(owner)
-        why = self.refusal(tally, owner, sender, size)
+        why = self.charge(owner, sender, size)
         if why is not None:
             strip_stanza_ids(st, owner)
             sent = self._last_sent
@@ -328,7 +325,6 @@ class MAM(Module):
             self.server.router.bounce(st, StanzaError("resource-constraint", why))
             return True
         self.archive_stanza(owner, st, e.frm.full, id_)
-        tally.add(sender, size)
         self._last_received = (st, owner, id_, sender, size)
         return None
 

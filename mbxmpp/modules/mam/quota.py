@@ -42,6 +42,7 @@ class Bound:
 
 
 _NONE = [0, 0]  # (read only)
+OWN, ONE_SENDER, OTHERS = 1, 2, 3  # which bound refused (Tally.charge)
 
 
 class Tally:
@@ -61,6 +62,32 @@ class Tally:
         """What everyone but the owner stored."""
         own = self.senders.get(owner)
         return self.total if own is None else [self.total[0] - own[0], self.total[1] - own[1]]
+
+    def charge(self, owner: str, sender: str, size: int, own: Bound, one: Bound,
+               others: Bound) -> int:
+        """Count one item of ``size`` bytes from ``sender`` into ``owner``'s storage if the
+        bounds allow it (0), else count nothing and say which one refused: OWN (the owner's own
+        messages), ONE_SENDER or OTHERS (all other senders together).  On every archived
+        message's path, hence inlined."""
+        used = self.senders.get(sender) or _NONE
+        total = self.total
+        if sender == owner:
+            if (own.messages and used[1] >= own.messages) or (own.bytes and used[0] + size > own.bytes):
+                return OWN
+        else:
+            if (one.messages and used[1] >= one.messages) or (one.bytes and used[0] + size > one.bytes):
+                return ONE_SENDER
+            mine = self.senders.get(owner) or _NONE
+            if ((others.messages and total[1] - mine[1] >= others.messages)
+                    or (others.bytes and total[0] - mine[0] + size > others.bytes)):
+                return OTHERS
+        if used is _NONE:
+            used = self.senders[sender] = [0, 0]
+        used[0] += size
+        used[1] += 1
+        total[0] += size
+        total[1] += 1
+        return 0
 
     def add(self, sender: str, size: int, n: int = 1) -> None:
         self.total[0] += size
