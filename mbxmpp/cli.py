@@ -170,10 +170,11 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
     from .storage import open_storage
     storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
     try:
-        print(format_archive_report(archive_report(storage, domain=args.domain, top=args.top)))
+        report = format_archive_report(archive_report(storage, domain=args.domain, top=args.top))
     finally:
         storage.close_sync()
-    _print_storage_bounds(cfg)
+    _print_storage_bounds(cfg)  # first: the table's total stays the last line (scripts read it)
+    print(report)
     return EXIT_OK
 
 
