@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 
 import pytest
 
@@ -167,5 +168,55 @@ async def test_bounced_messages_are_not_archived_and_offline_bytes_are_capped():
         assert r.returncode == 0
         assert "offline storage per account: 10 messages / 40KiB" in r.stdout
         assert "archive quotas per account and 1d" in r.stdout
+    finally:
+        d.finish()
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+async def test_one_account_cannot_fill_the_disk_through_another_with_the_defaults():
+    # The shipped defaults: 16 MiB a day from one sender into one account's archive.
+    d = start("")
+    try:
+        alice, bob = await login(d, "alice"), await login(d, "bob")
+        body = "z" * 200_000
+        received: list[Element] = []
+
+        async def read_bob() -> None:
+            while True:
+                el = await bob.element(30)
+                if is_chat(el):
+                    received.append(el)
+        reader = asyncio.create_task(read_bob())
+        for i in range(300):
+            await alice.send(f"<message to='bob@localhost' type='chat' id='f{i}'><body>{body}"
+                             "</body></message>")
+        await alice.send("<iq type='get' id='done'><ping xmlns='urn:xmpp:ping'/></iq>")
+        errors = []
+        while True:  # the errors come back while each message is routed, before the ping's result
+            el = await alice.element(30)
+            if el.get("id") == "done":
+                break
+            if is_error(el):
+                errors.append(el)
+        refused = len(errors)
+        accepted = 300 - refused
+        assert {condition(e)[0] for e in errors} == {"resource-constraint"}
+        assert [e.get("id") for e in errors] == [f"f{i}" for i in range(accepted, 300)]
+        async def all_received() -> None:
+            while len(received) < accepted:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(all_received(), 30)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        assert [m.get("id") for m in received] == [f"f{i}" for i in range(accepted)]
+        assert 70 <= accepted <= 84 and refused == 300 - accepted  # 16 MiB of 200 KB messages
+        assert await mam(bob, f"<set xmlns='{NS_RSM}'><max>0</max></set>") == (0, False, accepted)
+        grown = _dir_bytes(d.dir + "/data")
+        assert grown < 48 * 1024 * 1024, grown  # both copies of what was accepted, not 120 MB
+        await alice.close()
+        await bob.close()
     finally:
         d.finish()
