@@ -311,3 +311,23 @@ async def test_offline_byte_cap_and_per_sender_share(storage):
         assert offline.count(B) == 0  # type: ignore[union-attr]
         h.disconnect(b)
         await b.settle()
+
+
+async def test_answer_query_for_another_archive_applies_its_retention():
+    # How a room archive reuses the query code: its own owner and, here, its own retention.
+    from tests.harness import parse_stanza
+    room = "room@conference.localhost"
+    async with ServerHarness(modules=MODULES) as h:
+        mam = h.server.module("mam")
+        await mam.sweeper.stop()  # type: ignore[union-attr]
+        now = time.time()
+        await fill(h, room, 2, start=now - 600)
+        recent = await fill(h, room, 2, start=now - 30)
+        sent: list = []
+        q = parse_stanza(f"<query xmlns='{NS_MAM}' queryid='r'/>")
+        fin = mam.answer_query(room, q, A + "/r1", sent.append, retention=60.0)  # type: ignore[union-attr]
+        assert [m.find("result", NS_MAM).get("id") for m in sent] == recent
+        assert fin.get("complete") == "true"
+        sent.clear()
+        mam.answer_query(room, q, A + "/r1", sent.append)  # type: ignore[union-attr]  # 7 days
+        assert len(sent) == 4

@@ -331,14 +331,16 @@ class MAM(Module):
     # -- queries ------------------------------------------------------------------------------
     def answer_query(self, owner: str, query: Element, requester: str,
                      send: Callable[[Element], None],
-                     transform: Callable[[Element, ArchiveItem], Element | None] | None = None
-                     ) -> Element:
+                     transform: Callable[[Element, ArchiveItem], Element | None] | None = None,
+                     retention: float | None = None) -> Element:
         """Run a ``<query/>`` on ``owner``'s archive: send the results, return the ``<fin/>``.
 
-        For reuse by archives other than users' (a MUC room passes its JID and its own access
-        check has been done by then)."""
+        For reuse by archives other than users' (a MUC room passes its JID, and its retention if
+        it has its own; its access check has been done by then).  Nothing older than the
+        retention is shown, swept or not."""
         q: Query = parse_query(query, self.default_max, self.max_max)
-        page: Page = run_query(self.archive, owner, q, oldest_kept(self.retention))
+        cut = oldest_kept(self.retention if retention is None else retention)
+        page: Page = run_query(self.archive, owner, q, cut)
         for msg in result_messages(owner, requester, q, page, transform):
             send(msg)
         return fin_element(q, page)
