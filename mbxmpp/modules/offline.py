@@ -111,7 +111,7 @@ class Offline(Module):
         if why is not None:
             mam: Any = self.server.module("mam")
             if mam is not None:
-                mam.withdraw(st)  # bounced: not kept in the recipient's archive either
+                mam.withdraw(e)  # bounced: not kept in the recipient's archive either
             e.router.bounce(st, StanzaError("service-unavailable", why))
             return True
         id_, fut = self.store.append(owner, data, when=now, with_=sender)

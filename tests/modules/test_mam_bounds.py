@@ -331,3 +331,25 @@ async def test_answer_query_for_another_archive_applies_its_retention():
         sent.clear()
         mam.answer_query(room, q, A + "/r1", sent.append)  # type: ignore[union-attr]  # 7 days
         assert len(sent) == 4
+
+
+async def test_a_delivered_message_bounced_later_keeps_its_archived_copy():
+    # Stream Management hands a delivered but unacknowledged message back to offline storage
+    # when the session ends (another routing event); if that bounces, the copy stays archived:
+    # only the routing that archived a message withdraws it.
+    from mbxmpp.core import events as ev
+    from mbxmpp.core.router import RouteEvent
+    from mbxmpp.jid import JID
+    async with ServerHarness(modules=MODULES, offline=OfflineConfig(max_messages=0)) as h:
+        a = await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        routed: list = []
+        h.server.hooks.add(ev.MESSAGE_BARE, lambda e: routed.append(e.stanza), -100)
+        h.send(a, chat(B, "m0"))
+        assert [s.get("id") for s in await b.settle() if s.tag == "message"] == ["m0"]
+        again = RouteEvent(routed[0], None, JID.parse(A + "/r1"), JID.parse(B), h.server.router)
+        assert h.server.hooks.fire(ev.MESSAGE_OFFLINE, again) is True  # refused: storage full
+        err = await a.expect(by_id("m0"))
+        assert error_condition(err) == "service-unavailable"
+        await h.server.storage.flush()
+        assert h.server.module("mam").archive.count(B) == 1  # type: ignore[union-attr]

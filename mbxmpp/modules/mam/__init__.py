@@ -31,7 +31,6 @@ from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds
 from .retention import Sweeper, oldest_kept
 
 if TYPE_CHECKING:
-    from ...config import MAMConfig
     from ...core.router import RouteEvent
     from ...server import Server
     from ...storage.api import Storage
@@ -144,9 +143,9 @@ class MAM(Module):
         self.own_bound, self.sender_bound, self.others_bound = archive_bounds(cfg)
         self.ledger = Ledger(self._seed, cfg.quota_window)
         self._last_sent: tuple[Element, str, int] | None = None  # (stanza, archive id, size)
-        # The recipient's copy of the message being routed: (stanza, owner, id, sender, size), to
-        # be withdrawn if the message bounces after all (offline storage full).
-        self._last_received: tuple[Element, str, str, str, int] | None = None
+        # The recipient's copy of the message being routed: (route event, owner, id, sender,
+        # size), to be withdrawn if this routing bounces it after all (offline storage full).
+        self._last_received: tuple[RouteEvent, str, str, str, int] | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.default_max = DEFAULT_MAX
         self.max_max = MAX_MAX
@@ -233,16 +232,18 @@ class MAM(Module):
         self.archive.delete(owner, ids=[id_])  # same commit as the append: never visible
         self.ledger.get(owner).add(sender, -size, -1)
 
-    def withdraw(self, stanza: Element) -> None:
-        """The message being routed was bounced after all: remove the recipient's copy (and its
-        stanza-id from the stanza, which goes back to the sender in the error)."""
+    def withdraw(self, e: RouteEvent) -> None:
+        """The message being routed (``e``) was bounced after all: remove the recipient's copy
+        (and its stanza-id from the stanza, which goes back to the sender in the error).  Only
+        within the routing that archived it: a message delivered, then bounced when its session
+        ended unacknowledged (Stream Management: another event), keeps its copy."""
         last = self._last_received
-        if last is None or last[0] is not stanza:
+        if last is None or last[0] is not e:
             return
         self._last_received = None
         _, owner, id_, sender, size = last
         self._unarchive(owner, id_, sender, size)
-        strip_stanza_ids(stanza, owner)
+        strip_stanza_ids(e.stanza, owner)
 
     @hook(ev.ACCOUNT_DELETED)
     @hook(ev.ACCOUNT_CREATED)
@@ -255,7 +256,7 @@ class MAM(Module):
     def unstored(self, e: RouteEvent) -> None:
         """Runs only when no module took the message for an absent recipient: the router
         bounces it, so it is not kept in the recipient's archive either."""
-        self.withdraw(e.stanza)
+        self.withdraw(e)
 
     # RFC 6120 §8.3.3.18 <resource-constraint/> (type wait): XEP-0313 names no error for a full
     # archive, and the condition is temporary (the next quota window); the sender learns that
@@ -325,7 +326,7 @@ class MAM(Module):
             self.server.router.bounce(st, StanzaError("resource-constraint", why))
             return True
         self.archive_stanza(owner, st, e.frm.full, id_)
-        self._last_received = (st, owner, id_, sender, size)
+        self._last_received = (e, owner, id_, sender, size)
         return None
 
     # -- queries ------------------------------------------------------------------------------
