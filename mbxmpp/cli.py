@@ -136,9 +136,9 @@ def _check(cfg: Config) -> int:
         for e in errors:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
+    _print_storage_bounds(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
-    _print_storage_bounds(cfg)
     return EXIT_OK
 
 
