@@ -181,6 +181,7 @@ def _check(cfg: Config) -> int:
         for e in errors:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
+    _print_storage_bounds(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -226,6 +227,12 @@ def _webchat_fetch(cfg: Config, tarball: str | None) -> int:
     return EXIT_OK
 
 
+def _print_storage_bounds(cfg: Config) -> None:
+    from .modules.mam.quota import describe_bounds
+    for line in describe_bounds(cfg):
+        print(line)
+
+
 def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
@@ -248,9 +255,11 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
     from .storage import open_storage
     storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
     try:
-        print(format_archive_report(archive_report(storage, domain=args.domain, top=args.top)))
+        report = format_archive_report(archive_report(storage, domain=args.domain, top=args.top))
     finally:
         storage.close_sync()
+    _print_storage_bounds(cfg)  # first: the table's total stays the last line (scripts read it)
+    print(report)
     return EXIT_OK
 
 

@@ -136,6 +136,15 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
+    # What may be archived per account and quota window (0: unbounded). A busy user receives a
+    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    quota_window: float = 86400.0
+    max_messages_from_others: int = 20_000     # all other senders together, into one account
+    max_bytes_from_others: int = 64 * 1024 * 1024
+    max_messages_per_sender: int = 5_000       # one sender into one account
+    max_bytes_per_sender: int = 16 * 1024 * 1024
+    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
+    max_bytes_own: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +185,10 @@ class WebChatConfig:
 
 @dataclass(frozen=True, slots=True)
 class OfflineConfig:
-    max_messages: int = 1000                   # per user
+    max_messages: int = 1000                   # per user (0: store none)
+    max_bytes: int = 10 * 1024 * 1024          # per user (0: unbounded)
+    max_messages_per_sender: int = 500         # one sender's share of a user's storage (0: unbounded)
+    max_bytes_per_sender: int = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,7 +640,18 @@ def _load_sm(t: _Table) -> SMConfig:
 def _load_mam(t: _Table) -> MAMConfig:
     d = MAMConfig()
     return MAMConfig(retention=t.get_duration("retention", d.retention, minimum=1),
-                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1))
+                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1),
+                     quota_window=t.get_duration("quota_window", d.quota_window, minimum=1),
+                     max_messages_from_others=t.get_int("max_messages_from_others",
+                                                        d.max_messages_from_others, 0),
+                     max_bytes_from_others=t.get_size("max_bytes_from_others",
+                                                      d.max_bytes_from_others, 0),
+                     max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                       d.max_messages_per_sender, 0),
+                     max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                     d.max_bytes_per_sender, 0),
+                     max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
@@ -696,7 +719,13 @@ def _load_webchat(t: _Table) -> WebChatConfig:
 
 
 def _load_offline(t: _Table) -> OfflineConfig:
-    return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
+    d = OfflineConfig()
+    return OfflineConfig(max_messages=t.get_int("max_messages", d.max_messages, 0),
+                         max_bytes=t.get_size("max_bytes", d.max_bytes, 0),
+                         max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                           d.max_messages_per_sender, 0),
+                         max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                         d.max_bytes_per_sender, 0))
 
 
 def _load_push(t: _Table) -> PushConfig:
