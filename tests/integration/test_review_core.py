@@ -175,9 +175,9 @@ async def test_starttls_handshake_timeout_releases_the_connection(monkeypatch, t
         await c.open()
         await c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         assert (await c.element()).tag == "proceed"
-        assert h.server.unauth_per_ip == {"127.0.0.1": 1}
+        assert h.server.preauth.count("127.0.0.1") == 1
         await asyncio.sleep(0.8)  # no ClientHello: the handshake times out
-        assert h.server.unauth_per_ip == {}
+        assert h.server.preauth.count() == 0
         assert not h.server.connections
         await c.close()
         srv.close()
