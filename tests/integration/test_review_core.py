@@ -24,7 +24,10 @@ def daemon():
     d = Daemon()
     with open(d.config_path) as f:
         text = f.read()
-    text = text.replace("[c2s]\n", '[c2s]\nauth_timeout = "2s"\nmax_unauthenticated_per_ip = 3\n', 1)
+    # Lowered on purpose: the timeout to see it act; three pre-auth connections in all, so that
+    # slots that leaked (below) would refuse the next connection.
+    text = text.replace("[c2s]\n", '[c2s]\nauth_timeout = "2s"\nmax_unauthenticated_per_ip = 3\n'
+                        'max_unauthenticated = 3\n', 1)
     with open(d.config_path, "w") as f:
         f.write(text)
     for u in ("alice", "bob"):
