@@ -53,7 +53,7 @@ def address_key(ip: str) -> str:
 
 
 class _Address:
-    __slots__ = ("tickets", "tokens", "stamp")
+    __slots__ = ("stamp", "tickets", "tokens")
 
     def __init__(self, tokens: float, now: float) -> None:
         # least recently progressed first
@@ -65,7 +65,7 @@ class _Address:
 class Ticket:
     """One pre-auth connection's slot."""
 
-    __slots__ = ("_admission", "_address", "key", "last_progress", "received", "_evict")
+    __slots__ = ("_address", "_admission", "_evict", "key", "last_progress", "received")
 
     def __init__(self, admission: PreauthAdmission, address: _Address, key: str, now: float,
                  evict: Callable[[StreamError], None]) -> None:

@@ -58,7 +58,7 @@ def _blast_until_reset(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
         try:
             accepted += sock.send(chunk)
             chunk = b"a" * 65536
-        except (socket.timeout, ssl.SSLWantWriteError):
+        except (TimeoutError, ssl.SSLWantWriteError):
             continue  # not taken: the daemon does not read
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             return accepted, True
