@@ -120,7 +120,11 @@ class C2SConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return  # (reading is paused after our closing tag; a read already under way)
+            # Reading is paused after our closing tag, but uvloop starts reading after
+            # connection_made whatever it did (a refusal): pause again, read nothing more.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         stream = self.stream
         ticket = self._preauth
         if ticket is None:

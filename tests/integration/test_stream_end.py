@@ -31,7 +31,7 @@ def _header(version: str | None = "1.0") -> bytes:
             f"xmlns:stream='http://etherx.jabber.org/streams' to='localhost'{v}>").encode()
 
 
-def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
     data = b""
     while marker not in data:
         chunk = sock.recv(65536)
@@ -40,14 +40,14 @@ def _read_until(sock: socket.socket, marker: bytes) -> bytes:
     return data
 
 
-def _connect() -> socket.socket:
+def blocking_socket() -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
     sock.settimeout(5)
     return sock
 
 
-def _blast_until_reset(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
+def blast_until_reset(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
     """Send an endless stanza; return how many bytes were accepted and whether the daemon
     ended the connection (a reset) within a generous deadline."""
     sock.settimeout(0.5)
@@ -67,22 +67,22 @@ def _blast_until_reset(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "starttls"])
 def test_nothing_is_read_after_a_stream_error(daemon, tls):
-    raw = _connect()
+    raw = blocking_socket()
     raw.connect(("127.0.0.1", daemon.c2s))
     sock: socket.socket | ssl.SSLSocket = raw
     sock.sendall(_header())
-    _read_until(sock, b"</stream:features>")
+    read_until(sock, b"</stream:features>")
     if tls:
         sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        _read_until(sock, b"<proceed")
+        read_until(sock, b"<proceed")
         sock = client_ssl().wrap_socket(raw, server_hostname="localhost")
         sock.sendall(_header())
-        _read_until(sock, b"</stream:features>")
+        read_until(sock, b"</stream:features>")
     # Before authentication only TLS and SASL may be sent (RFC 6120 §4.9.3.12).
     sock.sendall(b"<foo xmlns='urn:unknown'/>")
-    reply = _read_until(sock, b"</stream:stream>")
+    reply = read_until(sock, b"</stream:stream>")
     assert b"<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" in reply
-    accepted, reset = _blast_until_reset(sock)
+    accepted, reset = blast_until_reset(sock)
     assert reset, f"still open after {accepted} bytes"
     assert accepted < MAX_ACCEPTED[tls], f"{accepted} bytes were taken after the stream error"
     sock.close()
