@@ -125,3 +125,22 @@ def test_defaults_come_from_the_config():
     adm = PreauthAdmission.from_config(C2SConfig())
     assert (adm.max_total, adm.max_per_address, adm.stall_after, adm.burst, adm.rate) == \
         (5000, 10, 10.0, 300, 30)
+
+
+def test_config_keys_old_and_new(tmp_path):
+    from mbxmpp.config import ConfigError, load_config
+    path = tmp_path / "mbxmpp.toml"
+    base = '[server]\ndomains = ["example.org"]\n[c2s]\n'
+    # The old key alone keeps working (now: the budget beyond which stalled ones make room).
+    path.write_text(base + "max_unauthenticated_per_ip = 3\n")
+    c2s = load_config(str(path)).c2s
+    assert c2s.max_unauthenticated_per_ip == 3 and c2s.connection_burst_per_ip == 300
+    path.write_text(base + 'max_unauthenticated = 7\nstalled_after = "5s"\n'
+                    "connection_burst_per_ip = 50\nconnection_rate_per_ip = 4\n")
+    adm = PreauthAdmission.from_config(load_config(str(path)).c2s)
+    assert (adm.max_total, adm.stall_after, adm.burst, adm.rate) == (7, 5.0, 50, 4)
+    path.write_text(base + 'connection_rate_per_ip = 0\nstalled_after = "soon"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert [err.split(":")[0] for err in e.value.errors] == ["c2s.stalled_after",
+                                                           "c2s.connection_rate_per_ip"]
