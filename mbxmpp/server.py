@@ -21,6 +21,7 @@ from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
+from .net.listener import AdmittingTLSListener
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
 from .util.tuning import tune_for_serving
@@ -121,10 +122,11 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (STARTTLS) listening on %s:%d", host, port)
         for host, port in c2s.direct_tls:
-            srv = await loop.create_server(lambda: C2SConnection(self, direct_ctx, True),
-                                           host, port, ssl=direct_ctx, backlog=1024,
-                                           reuse_address=True, ssl_handshake_timeout=30)
-            self.listeners.append(srv)
+            # (admitted before the handshake: see net/listener.py)
+            srv = await AdmittingTLSListener.start(
+                host, port, direct_ctx, self.preauth,
+                lambda ticket: C2SConnection(self, direct_ctx, True, ticket), handshake_timeout=30)
+            self.listeners.append(srv)  # type: ignore[arg-type]
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         self.started = True
 

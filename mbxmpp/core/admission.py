@@ -84,6 +84,10 @@ class Ticket:
             self._address.tickets.move_to_end(self)
             adm._tickets.move_to_end(self)
 
+    def hand_over(self, evict: Callable[[StreamError], None]) -> None:
+        """Another owner takes the slot (a connection once its TLS handshake is done)."""
+        self._evict = evict
+
     def take_bytes(self, n: int) -> bool:
         """Count ``n`` bytes received before authentication; False once over the budget."""
         adm = self._admission

@@ -75,7 +75,8 @@ class C2SConnection(asyncio.Protocol):
                  "_preauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
                  "_later", "_last_out")
 
-    def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
+    def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool,
+                 preauth: Ticket | None = None) -> None:
         self.server = server
         self.ssl_context = ssl_context
         self.transport: asyncio.Transport | None = None
@@ -84,7 +85,8 @@ class C2SConnection(asyncio.Protocol):
         self._last_out = 0.0  # loop time of the last batch of output (write_soon's own excepted)
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._preauth: Ticket | None = None  # our pre-auth slot, until authenticated
+        # our pre-auth slot, until authenticated (given when admitted before the TLS handshake)
+        self._preauth: Ticket | None = preauth
         self._closing = False   # our stream is closed: nothing more is written or read
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost = False
@@ -109,12 +111,16 @@ class C2SConnection(asyncio.Protocol):
         if sslobj is not None:
             self.stream.cb_data = _cb_data(sslobj)
         self.server.connections.add(self)
-        try:
-            self._preauth = self.server.preauth.admit(self.peer_ip, self._preauth_evicted)
-        except StreamError as e:
-            log.info("c2s %s: refused: %s", self.stream.peer, e)
-            self.stream.fail(e)
-            return
+        if self._preauth is not None:  # admitted before its TLS handshake, now done
+            self._preauth.hand_over(self._preauth_evicted)
+            self._preauth.progress()
+        else:
+            try:
+                self._preauth = self.server.preauth.admit(self.peer_ip, self._preauth_evicted)
+            except StreamError as e:
+                log.info("c2s %s: refused: %s", self.stream.peer, e)
+                self.stream.fail(e)
+                return
         self._auth_timer = self._loop.call_later(self.server.config.c2s.auth_timeout,
                                                  self._auth_timeout)
 

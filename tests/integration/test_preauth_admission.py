@@ -13,7 +13,7 @@ import contextlib
 import pytest
 
 from tests.daemon import Daemon
-from tests.rawclient import HEADER, RawClient
+from tests.rawclient import HEADER, RawClient, client_ssl
 
 pytestmark = pytest.mark.realclient
 
@@ -32,8 +32,9 @@ def daemon():
     d.finish()
 
 
-async def connect(port: int, source: str = "127.0.0.1") -> RawClient:
-    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+async def connect(port: int, source: str = "127.0.0.1", tls: bool = False) -> RawClient:
+    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0),
+                                         ssl=client_ssl() if tls else None)
     return RawClient(r, w)
 
 
@@ -165,6 +166,38 @@ async def test_a_thousand_idle_connections_from_one_address(daemon):
         for w in watchers:
             w.cancel()
         await asyncio.gather(*(c.close() for c in idle))
+
+
+async def test_idle_connections_on_the_direct_tls_port(daemon):
+    # XEP-0368's port: connections that never send a ClientHello count (and stall) like the
+    # others; the excess is closed before any TLS is spent on it.
+    source = "127.0.4.1"  # an address of its own: the test above spent 127.0.0.1's bucket
+    loop = asyncio.get_running_loop()
+    idle = []
+    t0 = loop.time()
+    for _ in range(1000):
+        idle.append(await asyncio.open_connection("127.0.0.1", daemon.tls, local_addr=(source, 0)))
+    elapsed = loop.time() - t0
+    ends = [asyncio.ensure_future(r.read(1)) for r, _ in idle]  # done: closed by the daemon
+    try:
+        await asyncio.sleep(1)
+        held = [i for i, e in enumerate(ends) if not e.done()]
+        assert 1 <= len(held) <= 300 + 30 * (elapsed + 1) + 1, (len(held), elapsed)
+        c = await connect(daemon.tls, source, tls=True)
+        assert (await c.login("u3", PW, resource="direct", direct_tls=True)) == "u3@localhost/direct"
+        await c.close()
+        # Stalled in the handshake: each newcomer ends the one stalled longest.
+        await asyncio.sleep(STALLED_AFTER)
+        c = await connect(daemon.tls, source, tls=True)
+        assert (await c.login("u3", PW, resource="direct2", direct_tls=True)) == "u3@localhost/direct2"
+        await c.close()
+        await asyncio.sleep(0.2)
+        assert len([i for i in held if ends[i].done()]) == 1
+    finally:
+        for e in ends:
+            e.cancel()
+        for _, w in idle:
+            w.close()
 
 
 async def test_preauth_input_is_bounded_below_the_stanza_size(daemon):
