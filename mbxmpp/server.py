@@ -123,10 +123,10 @@ class Server:
             log.info("c2s (STARTTLS) listening on %s:%d", host, port)
         for host, port in c2s.direct_tls:
             # (admitted before the handshake: see net/listener.py)
-            srv = await AdmittingTLSListener.start(
+            tls_srv = await AdmittingTLSListener.start(
                 host, port, direct_ctx, self.preauth,
                 lambda ticket: C2SConnection(self, direct_ctx, True, ticket), handshake_timeout=30)
-            self.listeners.append(srv)  # type: ignore[arg-type]
+            self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         self.started = True
 

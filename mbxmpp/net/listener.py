@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import ssl
@@ -42,7 +43,7 @@ class _Handshake:
 
 
 class AdmittingTLSListener:
-    __slots__ = ("_socks", "_tasks", "_handshakes")
+    __slots__ = ("_handshakes", "_socks", "_tasks")
 
     def __init__(self, socks: list[socket.socket]) -> None:
         self._socks = socks
@@ -96,10 +97,10 @@ class AdmittingTLSListener:
                 sock.close()  # no TLS spent on a refusal (nor a stream to say why)
                 continue
             pending.task = task = asyncio.ensure_future(loop.connect_accepted_socket(
-                lambda ticket=ticket: protocol_factory(ticket), sock, ssl=ctx,
+                functools.partial(protocol_factory, ticket), sock, ssl=ctx,
                 ssl_handshake_timeout=handshake_timeout))
             self._handshakes.add(task)
-            task.add_done_callback(lambda t, ticket=ticket: self._handshake_done(t, ticket))
+            task.add_done_callback(functools.partial(self._handshake_done, ticket=ticket))
 
     def _handshake_done(self, task: asyncio.Task, ticket: Ticket) -> None:
         self._handshakes.discard(task)
