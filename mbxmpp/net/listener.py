@@ -43,10 +43,17 @@ class _Handshake:
 
 
 class AdmittingTLSListener:
-    __slots__ = ("_handshakes", "_socks", "_tasks")
+    __slots__ = ("_admission", "_ctx", "_factory", "_handshake_timeout", "_handshakes", "_socks",
+                 "_tasks")
 
-    def __init__(self, socks: list[socket.socket]) -> None:
+    def __init__(self, socks: list[socket.socket], ctx: ssl.SSLContext,
+                 admission: PreauthAdmission, protocol_factory: Callable[[Ticket], asyncio.Protocol],
+                 handshake_timeout: float) -> None:
         self._socks = socks
+        self._ctx = ctx
+        self._admission = admission
+        self._factory = protocol_factory
+        self._handshake_timeout = handshake_timeout
         self._tasks: list[asyncio.Task] = []
         self._handshakes: set[asyncio.Task] = set()
 
@@ -71,15 +78,11 @@ class AdmittingTLSListener:
             for sock in socks:
                 sock.close()
             raise
-        self = cls(socks)
-        for sock in socks:
-            self._tasks.append(asyncio.ensure_future(
-                self._accept(sock, ctx, admission, protocol_factory, handshake_timeout)))
+        self = cls(socks, ctx, admission, protocol_factory, handshake_timeout)
+        self._tasks = [asyncio.ensure_future(self._accept(sock)) for sock in socks]
         return self
 
-    async def _accept(self, lsock: socket.socket, ctx: ssl.SSLContext, admission: PreauthAdmission,
-                      protocol_factory: Callable[[Ticket], asyncio.Protocol],
-                      handshake_timeout: float) -> None:
+    async def _accept(self, lsock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -89,18 +92,25 @@ class AdmittingTLSListener:
                     log.warning("c2s direct TLS: accept failed: %s", e)
                     await asyncio.sleep(ACCEPT_RETRY_DELAY)
                 continue
-            pending = _Handshake(addr[0])
             try:
-                ticket = admission.admit(addr[0], pending.evict)
-            except StreamError as e:
-                log.info("c2s %s: refused before TLS: %s", addr[0], e)
-                sock.close()  # no TLS spent on a refusal (nor a stream to say why)
-                continue
-            pending.task = task = asyncio.ensure_future(loop.connect_accepted_socket(
-                functools.partial(protocol_factory, ticket), sock, ssl=ctx,
-                ssl_handshake_timeout=handshake_timeout))
-            self._handshakes.add(task)
-            task.add_done_callback(functools.partial(self._handshake_done, ticket=ticket))
+                self._admit(loop, sock, addr[0])
+            except Exception:  # one connection's trouble must not stop the listener
+                log.exception("c2s %s: direct TLS connection failed", addr[0])
+                sock.close()
+
+    def _admit(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, peer: str) -> None:
+        pending = _Handshake(peer)
+        try:
+            ticket = self._admission.admit(peer, pending.evict)
+        except StreamError as e:
+            log.info("c2s %s: refused before TLS: %s", peer, e)
+            sock.close()  # no TLS spent on a refusal (nor a stream to say why)
+            return
+        pending.task = task = asyncio.ensure_future(loop.connect_accepted_socket(
+            functools.partial(self._factory, ticket), sock, ssl=self._ctx,
+            ssl_handshake_timeout=self._handshake_timeout))
+        self._handshakes.add(task)
+        task.add_done_callback(functools.partial(self._handshake_done, ticket=ticket))
 
     def _handshake_done(self, task: asyncio.Task, ticket: Ticket) -> None:
         self._handshakes.discard(task)
