@@ -21,8 +21,8 @@ from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
-from .net.listener import AdmittingTLSListener
 from .net.tls import TLSContexts, ensure_self_signed
+from .net.listener import AdmittingTLSListener  # (after .net.tls: merges beside main's imports)
 from .storage import open_storage
 from .util.tuning import tune_for_serving
 from .xml.element import Element
