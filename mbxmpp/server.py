@@ -22,7 +22,7 @@ from .jid import JID
 from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .net.tls import TLSContexts, ensure_self_signed
-from .net.listener import AdmittingTLSListener  # (after .net.tls: merges beside main's imports)
+from .net.listener import AdmittingTLSListener
 from .storage import open_storage
 from .util.tuning import tune_for_serving
 from .xml.element import Element
