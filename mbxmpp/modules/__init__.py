@@ -19,4 +19,5 @@ REGISTRY: dict[str, str] = {
     "private": "mbxmpp.modules.private:Private",
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
     "push": "mbxmpp.modules.push:Push",
+    "muc": "mbxmpp.modules.muc:MUC",
 }

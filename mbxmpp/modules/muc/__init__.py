@@ -1,0 +1,450 @@
+"""Multi-User Chat (XEP-0045) at conference.<domain> for every virtual host, with stable
+stanza-ids (XEP-0359), occupant-ids (XEP-0421), self-ping (XEP-0410), moderation (XEP-0425) and
+per-room archiving through the MAM module's archive (XEP-0313), off unless the owner turns it on.
+
+The rooms themselves are sans-IO (room.py, admin.py); this module is the ComponentModule that
+routes stanzas to them, keeps persistent rooms in the ``muc_rooms`` store and answers IQs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Awaitable
+
+from ...core.hosts import ComponentHost, ComponentModule, DiscoItem
+from ...core.iq import IQContext
+from ...core.modules import COMPONENT, COMPONENT_JID, iq_handler
+from ...errors import StanzaError
+from ...jid import JID
+from ...storage.api import KeyValStore
+from ...util.ids import new_id
+from ...xml.element import Element
+from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
+                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REQUEST, NS_MUC_STABLE_ID, NS_MUC_UNIQUE,
+                       NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_RETRACT, NS_STANZA_ID, NS_STANZAS,
+                       NS_VCARD, NS_VERSION)
+from . import admin
+from .affiliation import MEMBER, MODERATOR, OUTCAST, OWNER, AFF_RANK
+from .config_form import RoomConfig, room_features, roominfo_form
+from .room import Room
+
+if TYPE_CHECKING:
+    from ...config import MUCConfig
+    from ...modules.mam import MAM
+    from ...server import Server
+
+log = logging.getLogger(__name__)
+
+ROOMS_STORE = "muc_rooms"
+NS_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"
+
+
+class Service:
+    """The rooms of one component domain; what each Room calls (room.RoomService)."""
+
+    def __init__(self, module: MUC, host: ComponentHost) -> None:
+        self.module = module
+        self.host = host
+        self.domain = host.domain
+        self.limits: MUCConfig = module.server.config.muc
+        self.rooms: dict[str, Room] = {}
+        self.send = module.server.route
+        rec = module.store.get(self.domain) or {}
+        secret = rec.get("secret")
+        if not secret:
+            secret = secrets.token_hex(32)
+            module.store.set(self.domain, {"secret": secret})
+        self._secret = bytes.fromhex(secret)
+        for owner in list(module.store.owners_in_domain(self.domain)):
+            data = module.store.get(owner)
+            if data:
+                node = owner.rpartition("@")[0]
+                self.rooms[node] = Room.from_record(self, node, data)
+
+    @property
+    def archiving_available(self) -> bool:
+        return self.module.mam is not None
+
+    def save(self, room: Room) -> None:
+        if room.destroyed:
+            return
+        if room.config.persistentroom and not room.locked:
+            self.module.store.set(room.jid, room.record())
+        elif self.module.store.get(room.jid) is not None:
+            self.module.store.set(room.jid, None)
+
+    def forget(self, room: Room) -> None:
+        if self.rooms.get(room.node) is room:
+            del self.rooms[room.node]
+        if self.module.store.get(room.jid) is not None:
+            self.module.store.set(room.jid, None)
+
+    def archive_id(self, room: Room) -> str | None:
+        mam = self.module.mam
+        return None if mam is None else mam.archive.new_id()
+
+    def archive(self, room: Room, stanza: Element, id: str) -> None:
+        mam = self.module.mam
+        if mam is not None:
+            mam.archive_stanza(room.jid, stanza, stanza.get("from"), id)
+
+    def occupant_id(self, room: Room, bare: str) -> str:
+        """XEP-0421: stable per room and real bare JID, unlinkable across rooms."""
+        return hmac.new(self._secret, f"{room.jid}\0{bare}".encode(), hashlib.sha256).hexdigest()[:40]
+
+    def can_join_more(self, bare: str) -> bool:
+        n = 0
+        for room in self.rooms.values():
+            for occ in room.occupants.values():
+                if occ.bare == bare:
+                    n += 1
+                    break
+        return n < self.limits.max_rooms_joined_per_user
+
+    def rooms_owned(self, bare: str) -> int:
+        return sum(1 for r in self.rooms.values() if r.affiliations.get(bare) == OWNER)
+
+    # -- routing into rooms ---------------------------------------------------------------------
+    def room(self, node: str | None) -> Room:
+        room = self.rooms.get(node) if node is not None else None
+        if room is None:
+            raise StanzaError("item-not-found", "no such room")
+        return room
+
+    def presence(self, st: Element, frm: JID, to: JID) -> None:
+        if to.local is None:
+            return  # presence to the service itself: nothing to do (RFC 6121 §4.3)
+        room = self.rooms.get(to.local)
+        if room is not None and not room.destroyed:
+            room.presence(st, frm, to.resource)
+            return
+        if st.get("type") is not None:
+            return
+        if to.resource is None:
+            raise StanzaError("jid-malformed", "join a room at room@service/nickname")
+        self.create(st, frm, to)
+
+    def create(self, st: Element, frm: JID, to: JID) -> None:
+        """§10.1: the first to enter creates the room and owns it."""
+        if not self.module.server.is_local(frm.domain):
+            raise StanzaError("not-allowed", "only users of this server may create rooms")
+        limit = self.limits.max_rooms_per_user
+        if self.rooms_owned(frm.bare) >= limit:
+            raise StanzaError("not-allowed", f"you own too many rooms already (at most {limit})")
+        cfg = RoomConfig(enablearchiving=self.limits.archive_by_default and self.archiving_available,
+                         maxhistoryfetch=min(50, self.limits.max_history))
+        room = Room(self, to.local, cfg, {frm.bare: OWNER})  # type: ignore[arg-type]
+        # §10.1.1: with the MUC extension the room stays locked until configured; a
+        # groupchat 1.0 client (no <x/>) gets an instant room.
+        room.locked = st.find("x", NS_MUC) is not None
+        self.rooms[room.node] = room
+        try:
+            room.join(st, frm, to.resource, created=True)  # type: ignore[arg-type]
+        except StanzaError:
+            del self.rooms[room.node]
+            raise
+        if not room.locked:
+            self.save(room)
+
+    def message(self, st: Element, frm: JID, to: JID) -> None:
+        if to.local is None:
+            if st.get("type") not in ("error", "groupchat", "headline"):
+                raise StanzaError("service-unavailable", "this service takes no messages")
+            return
+        if len(st.to_bytes()) > self.limits.max_message_size:
+            raise StanzaError("policy-violation", f"messages are at most {self.limits.max_message_size} bytes here")
+        room = self.rooms.get(to.local)
+        if room is None or room.destroyed or (room.locked and room.affiliation(frm.bare) != OWNER):
+            if st.get("type") != "error":
+                raise StanzaError("item-not-found", "no such room")
+            return
+        room.message(st, frm, to.resource)
+
+    def stop(self) -> None:
+        """Shutdown: whoever is still in a room hears it is going away (status 332)."""
+        for room in list(self.rooms.values()):
+            for occ in list(room.occupants.values()):
+                room.remove_occupant(occ, codes=("332",))
+
+
+class MUC(ComponentModule):
+    name = "muc"
+    description = "Multi-User Chat: group chat rooms at conference.<domain>"
+    xeps = {"0045": "1.35.1", "0249": "1.2", "0359": "0.7.0", "0410": "1.1.0", "0421": "0.1.0",
+            "0425": "0.3.0"}
+    component_section = "muc"
+    component_name = "Chatrooms"
+    component_identities = [("conference", "text", "Chatrooms")]
+    component_features = [NS_MUC, NS_MUC_UNIQUE, NS_MUC_STABLE_ID, NS_PING, NS_OCCUPANT_ID,
+                          NS_MODERATE, NS_SELF_PING_OPT]
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        self.store: KeyValStore = server.storage.keyval(ROOMS_STORE, 1)
+        self.services: dict[str, Service] = {}
+        self.mam: MAM | None = None
+
+    async def start(self) -> None:
+        self.mam = self.server.module("mam")  # type: ignore[assignment]
+
+    def host_added(self, host: ComponentHost) -> None:
+        self.services[host.domain] = Service(self, host)
+
+    def host_removed(self, host: ComponentHost) -> None:
+        svc = self.services.pop(host.domain, None)
+        if svc is not None:
+            svc.stop()
+
+    def svc(self, ctx_or_host: IQContext | ComponentHost) -> Service:
+        host = ctx_or_host.host if isinstance(ctx_or_host, IQContext) else ctx_or_host
+        return self.services[host.domain]  # type: ignore[union-attr]
+
+    # -- messages and presence --------------------------------------------------------------------
+    def component_presence(self, host: ComponentHost, stanza: Element, frm: JID, to: JID) -> None:
+        self.services[host.domain].presence(stanza, frm, to)
+
+    def component_message(self, host: ComponentHost, stanza: Element, frm: JID, to: JID) -> None:
+        self.services[host.domain].message(stanza, frm, to)
+
+    # -- the service domain -----------------------------------------------------------------------
+    def component_items(self, host: ComponentHost, ctx: IQContext, node: str | None) -> list[DiscoItem]:
+        """§6.3: public rooms only (hidden and locked ones are not listed)."""
+        if node is not None:
+            raise StanzaError("item-not-found")
+        svc = self.services[host.domain]
+        return [(r.jid, r.config.name or r.node, None) for r in sorted(svc.rooms.values(), key=lambda r: r.node)
+                if r.config.publicroom and not r.locked and not r.destroyed]
+
+    @iq_handler("get", NS_PING, "ping", scope=COMPONENT)
+    def service_ping(self, iq: Element, ctx: IQContext) -> None:
+        return None
+
+    @iq_handler("get", NS_MUC_UNIQUE, "unique", scope=COMPONENT)
+    def unique(self, iq: Element, ctx: IQContext) -> Element:
+        """§10.1.4: a room name nobody uses."""
+        svc = self.svc(ctx)
+        while True:
+            name = new_id(9).lower().replace("-", "").replace("_", "") or "room"
+            if name not in svc.rooms:
+                el = Element("unique", NS_MUC_UNIQUE)
+                el.text = name
+                return el
+
+    # -- rooms and occupants: disco ---------------------------------------------------------------
+    def visible_room(self, ctx: IQContext) -> Room:
+        room = self.svc(ctx).room(ctx.to.local)
+        if room.locked and room.affiliation(ctx.frm.bare) != OWNER:
+            raise StanzaError("item-not-found", "no such room")
+        return room
+
+    @iq_handler("get", NS_DISCO_INFO, "query", scope=COMPONENT_JID)
+    def room_info(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        room = self.visible_room(ctx)
+        if ctx.to.resource is not None:
+            return self.forward(room, iq, ctx)
+        if iq.first_child().get("node") is not None:  # type: ignore[union-attr]
+            raise StanzaError("item-not-found")
+        cfg = room.config
+        q = Element("query", NS_DISCO_INFO)
+        q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
+        feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_STANZA_ID, NS_OCCUPANT_ID, NS_MODERATE,
+                 NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, *room_features(cfg)]
+        if cfg.enablearchiving and self.mam is not None:
+            feats.append(NS_MAM)
+        for f in sorted(set(feats)):
+            q.add("feature", attrs={"var": f})
+        q.append(roominfo_form(cfg, len(room.occupants), room.subject, cfg.changesubject))
+        return q
+
+    @iq_handler("get", NS_DISCO_ITEMS, "query", scope=COMPONENT_JID)
+    def room_items(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        """§6.5: the occupants' JIDs are shown to occupants only (none to strangers)."""
+        room = self.visible_room(ctx)
+        if ctx.to.resource is not None:
+            return self.forward(room, iq, ctx)
+        q = Element("query", NS_DISCO_ITEMS)
+        if ctx.frm.full in room.by_full:
+            for occ in room.occupants.values():
+                q.add("item", attrs={"jid": room.occupant_jid(occ), "name": occ.nick})
+        return q
+
+    # -- IQs to occupants -------------------------------------------------------------------------
+    @iq_handler("get", NS_PING, "ping", scope=COMPONENT_JID)
+    def ping(self, iq: Element, ctx: IQContext) -> Element | None | Awaitable[Element]:
+        """XEP-0410: a ping to one's own occupant JID is answered by the room; not-acceptable if
+        the sender is not in the room under that nickname (e.g. after a restart)."""
+        svc = self.svc(ctx)
+        room = svc.rooms.get(ctx.to.local)  # type: ignore[arg-type]
+        occ = room.by_full.get(ctx.frm.full) if room is not None else None
+        if ctx.to.resource is None:
+            if room is None:
+                raise StanzaError("item-not-found", "no such room")
+            return None
+        if occ is None:
+            raise StanzaError("not-acceptable", "you are not in this room")
+        if occ.nick == ctx.to.resource:
+            return None
+        return self.forward(room, iq, ctx)  # type: ignore[arg-type]
+
+    @iq_handler("get", NS_VCARD, "vCard", scope=COMPONENT_JID)
+    @iq_handler("get", NS_VERSION, "query", scope=COMPONENT_JID)
+    def to_occupant(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        room = self.visible_room(ctx)
+        if ctx.to.resource is None:
+            if iq.first_child().ns == NS_VCARD:  # type: ignore[union-attr]
+                return Element("vCard", NS_VCARD)  # rooms have no avatar of their own yet
+            raise StanzaError("service-unavailable")
+        return self.forward(room, iq, ctx)
+
+    def forward(self, room: Room, iq: Element, ctx: IQContext) -> Awaitable[Element]:
+        """§7.7: an IQ from an occupant to another occupant goes to one of its sessions, from the
+        sender's occupant JID; the answer comes back the same way."""
+        sender = room.by_full.get(ctx.frm.full)
+        if sender is None:
+            raise StanzaError("bad-request", "only occupants may address occupants")  # §6.7
+        target = room.occupants.get(ctx.to.resource or "")
+        if target is None:
+            raise StanzaError("item-not-found", "nobody of that nickname is in the room")
+        out = Element("iq", NS_CLIENT, {"type": iq.get("type") or "get", "id": new_id(),
+                                        "from": room.occupant_jid(sender),
+                                        "to": next(iter(target.sessions))},
+                      [c for c in iq.children if c.__class__ is not str])
+        return self._relay(ctx.host, out)  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _relay(host: ComponentHost, out: Element) -> Element:
+        try:
+            resp = await host.request(out, timeout=20)
+        except asyncio.TimeoutError as e:
+            raise StanzaError("remote-server-timeout", "the occupant did not answer") from e
+        if resp.get("type") == "error":
+            err = resp.find("error")
+            cond = None
+            if err is not None:
+                for c in err.elements():
+                    if c.ns == NS_STANZAS and c.tag != "text":
+                        cond = c.tag
+                        break
+            try:
+                raise StanzaError(cond or "undefined-condition", err.findtext("text", NS_STANZAS) if err else None)
+            except ValueError:
+                raise StanzaError("undefined-condition") from None
+        return resp.first_child()  # type: ignore[return-value]
+
+    # -- admin and owner ------------------------------------------------------------------------
+    def room_only(self, ctx: IQContext) -> Room:
+        if ctx.to.resource is not None:
+            raise StanzaError("bad-request", "send this to the room's bare JID")
+        return self.visible_room(ctx)
+
+    @iq_handler("get", NS_MUC_ADMIN, "query", scope=COMPONENT_JID)
+    def admin_get(self, iq: Element, ctx: IQContext) -> Element:
+        return admin.admin_get(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+
+    @iq_handler("set", NS_MUC_ADMIN, "query", scope=COMPONENT_JID)
+    def admin_set(self, iq: Element, ctx: IQContext) -> None:
+        admin.admin_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+
+    @iq_handler("get", NS_MUC_OWNER, "query", scope=COMPONENT_JID)
+    def owner_get(self, iq: Element, ctx: IQContext) -> Element:
+        return admin.owner_get(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+
+    @iq_handler("set", NS_MUC_OWNER, "query", scope=COMPONENT_JID)
+    def owner_set(self, iq: Element, ctx: IQContext) -> None:
+        admin.owner_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+
+    # -- archive ----------------------------------------------------------------------------------
+    def archived_room(self, ctx: IQContext) -> tuple[Room, MAM]:
+        """XEP-0313 §5 for rooms: archived rooms only, for occupants and members."""
+        room = self.room_only(ctx)
+        mam = self.mam
+        if mam is None or not room.config.enablearchiving:
+            raise StanzaError("service-unavailable", "this room is not archived")
+        aff = room.affiliation(ctx.frm.bare)
+        if aff == OUTCAST or (ctx.frm.full not in room.by_full and AFF_RANK[aff] < AFF_RANK[MEMBER]):
+            raise StanzaError("forbidden", "only occupants and members may read this room's archive")
+        return room, mam
+
+    @iq_handler("set", NS_MAM, "query", scope=COMPONENT_JID)
+    def mam_query(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        room, mam = self.archived_room(ctx)
+        q = iq.first_child()
+        route = self.server.route
+        pending = mam.settled(room.jid)
+        if pending is not None:
+            return mam._after(pending, mam.answer_query, room.jid, q, ctx.frm.full, route)
+        return mam.answer_query(room.jid, q, ctx.frm.full, route)  # type: ignore[arg-type]
+
+    @iq_handler("get", NS_MAM, "query", scope=COMPONENT_JID)
+    def mam_form(self, iq: Element, ctx: IQContext) -> Element:
+        from ..mam.query import query_form
+        self.archived_room(ctx)
+        return query_form()
+
+    @iq_handler("get", NS_MAM, "metadata", scope=COMPONENT_JID)
+    def mam_metadata(self, iq: Element, ctx: IQContext) -> Element | Awaitable[Element]:
+        room, mam = self.archived_room(ctx)
+        pending = mam.settled(room.jid)
+        if pending is not None:
+            return mam._after(pending, mam._metadata, room.jid)
+        return mam._metadata(room.jid)
+
+    @iq_handler("set", NS_MODERATE, "moderate", scope=COMPONENT_JID)
+    def moderate(self, iq: Element, ctx: IQContext) -> None:
+        """XEP-0425: a moderator retracts a message; everyone is told, the archive keeps a
+        tombstone, the history forgets it."""
+        room = self.room_only(ctx)
+        occ = room.by_full.get(ctx.frm.full)
+        if occ is None or occ.role != MODERATOR:
+            raise StanzaError("forbidden", "only moderators may moderate messages")
+        req = iq.first_child()
+        sid = req.get("id")  # type: ignore[union-attr]
+        if not sid or req.find("retract", NS_RETRACT) is None:  # type: ignore[union-attr]
+            raise StanzaError("bad-request", "moderate a message by its stanza-id, with <retract/>")
+        reason = req.findtext("reason", NS_MODERATE)  # type: ignore[union-attr]
+        mam = self.mam
+        item = mam.archive.get(room.jid, sid) if mam is not None else None
+        entry = room.history.forget(sid)
+        if item is None and entry is None:
+            raise StanzaError("item-not-found", "no message with that id in this room")
+        by = room.occupant_jid(occ)
+        notice = Element("message", NS_CLIENT, {"type": "groupchat", "id": new_id()})
+        r = notice.add("retract", NS_RETRACT, {"id": sid})
+        m = r.add("moderated", NS_MODERATE, {"by": by})
+        m.add("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id})
+        if reason:
+            r.add("reason", NS_RETRACT, text=reason)
+        room.broadcast_message(notice, None)
+        if item is not None and mam is not None:
+            self.tombstone(room, mam, item, by, occ.occupant_id, reason)
+        return None
+
+    def tombstone(self, room: Room, mam: MAM, item: Any, by: str, moderator_id: str, reason: str | None) -> None:
+        """XEP-0425 §5: the archived message keeps its envelope, occupant-id and stanza-id; its
+        content becomes <retracted/>."""
+        from ..mam.query import StanzaDecoder, stamp, stored_bytes
+        import time
+        raw = stored_bytes(item.value)
+        orig = StanzaDecoder().decode(raw) if raw is not None else None
+        if orig is None:
+            return
+        kept = [c for c in orig.elements() if c.ns in (NS_OCCUPANT_ID, NS_STANZA_ID)]
+        t = Element("retracted", NS_RETRACT, {"stamp": stamp(time.time())})
+        m = t.add("moderated", NS_MODERATE, {"by": by})
+        m.add("occupant-id", NS_OCCUPANT_ID, {"id": moderator_id})
+        if reason:
+            t.add("reason", NS_RETRACT, text=reason)
+        orig.children = kept + [t]
+        orig.clear_cache()
+        mam.archive_stanza(room.jid, orig, item.with_, item.id)
+
+    async def stop(self) -> None:
+        for svc in self.services.values():
+            svc.stop()
+
+
+__all__ = ["MUC", "Room", "Service", "ROOMS_STORE", "NS_MUC_USER"]
