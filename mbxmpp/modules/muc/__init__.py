@@ -22,6 +22,7 @@ from ...errors import StanzaError
 from ...jid import JID
 from ...storage.api import KeyValStore
 from ...util.ids import new_id
+from ...xml.build import error_reply
 from ...xml.element import Element
 from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
                        NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REQUEST, NS_MUC_STABLE_ID, NS_MUC_UNIQUE,
@@ -205,7 +206,19 @@ class MUC(ComponentModule):
 
     # -- messages and presence --------------------------------------------------------------------
     def component_presence(self, host: ComponentHost, stanza: Element, frm: JID, to: JID) -> None:
-        self.services[host.domain].presence(stanza, frm, to)
+        try:
+            self.services[host.domain].presence(stanza, frm, to)
+        except StanzaError as e:
+            if stanza.get("type") == "error":
+                return
+            # §7.2.6 ff.: the error presence carries the join's <x/> (clients match on it),
+            # without the password.
+            reply = error_reply(stanza, e)
+            x = stanza.find("x", NS_MUC)
+            if x is not None:
+                reply.children.insert(0, Element("x", NS_MUC))
+            reply.attrs.setdefault("from", host.domain)
+            self.server.route(reply)
 
     def component_message(self, host: ComponentHost, stanza: Element, frm: JID, to: JID) -> None:
         self.services[host.domain].message(stanza, frm, to)
