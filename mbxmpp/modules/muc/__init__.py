@@ -9,6 +9,8 @@ routes stanzas to them, keeps persistent rooms in the ``muc_rooms`` store and an
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -25,8 +27,8 @@ from ...util.ids import new_id
 from ...xml.build import error_reply
 from ...xml.element import Element
 from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
-                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REQUEST, NS_MUC_STABLE_ID, NS_MUC_UNIQUE,
-                       NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_RETRACT, NS_STANZA_ID, NS_STANZAS,
+                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_STABLE_ID, NS_MUC_UNIQUE,
+                       NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT, NS_STANZA_ID, NS_STANZAS,
                        NS_VCARD, NS_VERSION)
 from . import admin
 from .affiliation import MEMBER, MODERATOR, OUTCAST, OWNER, AFF_RANK
@@ -41,7 +43,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOMS_STORE = "muc_rooms"
+MAX_VCARD = 128 * 1024
 NS_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"
+
+
+def room_vcard(room: Room) -> Element:
+    if room.vcard:
+        from ..mam.query import StanzaDecoder
+        iq = StanzaDecoder().decode(b"<iq>" + room.vcard + b"</iq>")
+        if iq is not None and iq.first_child() is not None:
+            return iq.first_child()  # type: ignore[return-value]
+    return Element("vCard", NS_VCARD)
+
+
+def avatar_hash(vcard: Element) -> str:
+    """XEP-0153 hash (SHA-1 of the decoded BINVAL) of the vCard's PHOTO, "" without one."""
+    photo = vcard.find("PHOTO", NS_VCARD)
+    binval = photo.findtext("BINVAL", NS_VCARD) if photo is not None else None
+    if not binval:
+        return ""
+    try:
+        data = base64.b64decode("".join(binval.split()), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise StanzaError("bad-request", "the PHOTO's BINVAL is not base64") from e
+    return hashlib.sha1(data).hexdigest()
 
 
 class Service:
@@ -181,7 +206,7 @@ class MUC(ComponentModule):
     component_name = "Chatrooms"
     component_identities = [("conference", "text", "Chatrooms")]
     component_features = [NS_MUC, NS_MUC_UNIQUE, NS_MUC_STABLE_ID, NS_PING, NS_OCCUPANT_ID,
-                          NS_MODERATE, NS_SELF_PING_OPT]
+                          NS_MODERATE, NS_SELF_PING_OPT, NS_VCARD]
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
@@ -259,18 +284,21 @@ class MUC(ComponentModule):
         room = self.visible_room(ctx)
         if ctx.to.resource is not None:
             return self.forward(room, iq, ctx)
-        if iq.first_child().get("node") is not None:  # type: ignore[union-attr]
+        node = iq.first_child().get("node")  # type: ignore[union-attr]
+        if node == "x-roomuser-item":
+            return admin.reserved_nick_info(room, ctx.frm)
+        if node is not None:
             raise StanzaError("item-not-found")
         cfg = room.config
         q = Element("query", NS_DISCO_INFO)
         q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
-        feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_STANZA_ID, NS_OCCUPANT_ID, NS_MODERATE,
-                 NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, *room_features(cfg)]
+        feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID, NS_OCCUPANT_ID, NS_MODERATE,
+                 NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD, *room_features(cfg)]
         if cfg.enablearchiving and self.mam is not None:
             feats.append(NS_MAM)
         for f in sorted(set(feats)):
             q.add("feature", attrs={"var": f})
-        q.append(roominfo_form(cfg, len(room.occupants), room.subject, cfg.changesubject))
+        q.append(roominfo_form(cfg, len(room.occupants), room.subject, cfg.changesubject, room.avatar_hash))
         return q
 
     @iq_handler("get", NS_DISCO_ITEMS, "query", scope=COMPONENT_JID)
@@ -309,9 +337,24 @@ class MUC(ComponentModule):
         room = self.visible_room(ctx)
         if ctx.to.resource is None:
             if iq.first_child().ns == NS_VCARD:  # type: ignore[union-attr]
-                return Element("vCard", NS_VCARD)  # rooms have no avatar of their own yet
+                return room_vcard(room)
             raise StanzaError("service-unavailable")
         return self.forward(room, iq, ctx)
+
+    @iq_handler("set", NS_VCARD, "vCard", scope=COMPONENT_JID)
+    def set_vcard(self, iq: Element, ctx: IQContext) -> None:
+        """XEP-0486: owners publish the room's vCard-temp (its avatar); an empty one removes it."""
+        room = self.room_only(ctx)
+        if room.affiliation(ctx.frm.bare) != OWNER:
+            raise StanzaError("forbidden", "only owners may set the room's avatar")
+        vcard = iq.first_child()
+        raw = vcard.to_bytes() if vcard is not None and vcard.children else b""  # type: ignore[union-attr]
+        if len(raw) > MAX_VCARD:
+            raise StanzaError("not-acceptable", f"a room vCard is at most {MAX_VCARD // 1024} KiB")
+        room.vcard = raw
+        room.avatar_hash = avatar_hash(vcard) if raw else ""  # type: ignore[arg-type]
+        self.svc(ctx).save(room)
+        room.notice(["104"])
 
     def forward(self, room: Room, iq: Element, ctx: IQContext) -> Awaitable[Element]:
         """§7.7: an IQ from an occupant to another occupant goes to one of its sessions, from the
@@ -369,6 +412,14 @@ class MUC(ComponentModule):
     @iq_handler("set", NS_MUC_OWNER, "query", scope=COMPONENT_JID)
     def owner_set(self, iq: Element, ctx: IQContext) -> None:
         admin.owner_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+
+    @iq_handler("get", NS_REGISTER, "query", scope=COMPONENT_JID)
+    def register_get(self, iq: Element, ctx: IQContext) -> Element:
+        return admin.register_get(self.room_only(ctx), ctx.frm)
+
+    @iq_handler("set", NS_REGISTER, "query", scope=COMPONENT_JID)
+    def register_set(self, iq: Element, ctx: IQContext) -> None:
+        admin.register_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
 
     # -- archive ----------------------------------------------------------------------------------
     def archived_room(self, ctx: IQContext) -> tuple[Room, MAM]:

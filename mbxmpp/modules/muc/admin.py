@@ -12,7 +12,8 @@ from ...errors import StanzaError
 from ...jid import JID, JIDError
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import NS_CLIENT, NS_CONFERENCE, NS_DATA, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REQUEST, NS_MUC_USER
+from ...xml.ns import (NS_CLIENT, NS_CONFERENCE, NS_DATA, NS_DISCO_INFO, NS_MUC_ADMIN, NS_MUC_OWNER,
+                       NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_USER, NS_REGISTER)
 from .affiliation import (ADMIN, AFF_RANK, AFFILIATIONS, MEMBER, MODERATOR, NONE, OUTCAST, OWNER,
                           PARTICIPANT, ROLE_NONE, ROLE_RANK, ROLES, VISITOR, check_affiliation_change,
                           check_role_change, default_role, may_read_list, may_read_role_list)
@@ -393,3 +394,67 @@ def voice_form(room: Room, st: Element, frm: JID, form: Element) -> None:
                 if val:
                     f.add("value", text=val)
             room.service.send(m)
+
+
+# -- registration: reserved nicknames (§7.10, §7.12) -------------------------------------------------
+def _may_register(room: Room, frm: JID) -> str:
+    aff = room.affiliation(frm.bare)
+    if aff == OUTCAST or (room.config.membersonly and AFF_RANK[aff] < AFF_RANK[MEMBER]):
+        raise StanzaError("not-allowed", "you may not register with this room")
+    return aff
+
+
+def register_get(room: Room, frm: JID) -> Element:
+    """§7.10: the registration form, or <registered/> with the reserved nickname."""
+    _may_register(room, frm)
+    q = Element("query", NS_REGISTER)
+    nick = room.nicks.get(frm.bare)
+    if nick is not None:
+        q.add("registered")
+        q.add("username", text=nick)
+        return q
+    q.add("instructions", text="Choose the nickname to reserve in this room.")
+    x = q.add("x", NS_DATA, {"type": "form"})
+    x.add("title", text=f"Register with {room.jid}")
+    x.add("field", attrs={"var": "FORM_TYPE", "type": "hidden"}).add("value", text=NS_MUC_REGISTER)
+    f = x.add("field", attrs={"var": "muc#register_roomnick", "type": "text-single", "label": "Nickname"})
+    f.add("required")
+    return q
+
+
+def register_set(room: Room, query: Element, frm: JID) -> None:
+    """§7.10: reserve a nickname (and become a member); <remove/> gives both up."""
+    aff = _may_register(room, frm)
+    if query.find("remove", NS_REGISTER) is not None:
+        room.nicks.pop(frm.bare, None)
+        if aff == MEMBER:
+            set_affiliation(room, frm.bare, NONE, None, None)
+        room.service.save(room)
+        return
+    x = query.find("x", NS_DATA)
+    if x is None or x.get("type") != "submit":
+        raise StanzaError("bad-request", "submit the registration form")
+    values = _form_values(x)
+    if values.get("FORM_TYPE", NS_MUC_REGISTER) != NS_MUC_REGISTER:
+        raise StanzaError("bad-request", f"FORM_TYPE must be {NS_MUC_REGISTER}")
+    nick = values.get("muc#register_roomnick", "")
+    if not nick:
+        raise StanzaError("bad-request", "muc#register_roomnick is required")
+    try:
+        JID.parse(f"{room.jid}/{nick}")
+    except JIDError as e:
+        raise StanzaError("jid-malformed", "not a valid nickname") from e
+    room.check_nick(nick, frm.bare, next((o for o in room.occupants.values() if o.bare == frm.bare), None))
+    room.nicks[frm.bare] = nick
+    if aff == NONE:
+        set_affiliation(room, frm.bare, MEMBER, None, None)
+    room.service.save(room)
+
+
+def reserved_nick_info(room: Room, frm: JID) -> Element:
+    """§7.12: disco#info node x-roomuser-item names the sender's reserved nickname."""
+    q = Element("query", NS_DISCO_INFO, {"node": "x-roomuser-item"})
+    nick = room.nicks.get(frm.bare)
+    if nick:
+        q.add("identity", attrs={"category": "conference", "type": "text", "name": nick})
+    return q

@@ -272,7 +272,8 @@ def room_features(cfg: RoomConfig) -> list[str]:
     ]
 
 
-def roominfo_form(cfg: RoomConfig, occupants: int, subject: str, subject_mod: bool) -> Element:
+def roominfo_form(cfg: RoomConfig, occupants: int, subject: str, subject_mod: bool,
+                  avatar_hash: str = "") -> Element:
     """The muc#roominfo extended disco#info form (§6.4, XEP-0128)."""
     x = Element("x", NS_DATA, {"type": "result"})
     _field(x, "FORM_TYPE", "hidden", "", NS_MUC_ROOMINFO).attrs.pop("label")
@@ -286,4 +287,6 @@ def roominfo_form(cfg: RoomConfig, occupants: int, subject: str, subject_mod: bo
     _field(x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages", cfg.allowpm)
     _field(x, "muc#maxhistoryfetch", "text-single", "Maximum Number of History Messages Returned by Room",
            str(cfg.maxhistoryfetch))
+    if avatar_hash:  # XEP-0486: only when the room has an avatar
+        _field(x, "muc#roominfo_avatarhash", "text-multi", "Avatar hash", avatar_hash)
     return x

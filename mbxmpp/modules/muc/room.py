@@ -80,6 +80,8 @@ class Room:
         self.destroyed = False
         self.created = time.time()
         self.history = History(min(service.limits.max_history, 1000))
+        self.vcard: bytes = b""                   # XEP-0486: the room's vCard-temp, serialised
+        self.avatar_hash = ""
 
     def __repr__(self) -> str:
         return f"<Room {self.jid} {len(self.occupants)} occupant(s)>"
@@ -120,7 +122,7 @@ class Room:
         """What a persistent room stores (config, affiliations, reserved nicks, subject)."""
         return {"config": self.config.to_record(), "affiliations": dict(self.affiliations),
                 "nicks": dict(self.nicks), "subject": [self.subject, self.subject_from, self.subject_when],
-                "created": self.created}
+                "created": self.created, "vcard": self.vcard, "avatar_hash": self.avatar_hash}
 
     @classmethod
     def from_record(cls, service: RoomService, node: str, rec: dict[str, Any]) -> Room:
@@ -129,6 +131,8 @@ class Room:
         subj = rec.get("subject") or ["", "", 0.0]
         room.subject, room.subject_from, room.subject_when = subj[0], subj[1], subj[2]
         room.created = rec.get("created", room.created)
+        room.vcard = rec.get("vcard") or b""
+        room.avatar_hash = rec.get("avatar_hash") or ""
         return room
 
     # -- presence items ---------------------------------------------------------------------------
@@ -152,10 +156,11 @@ class Room:
     def broadcast_presence(self, occ: Occupant, *, self_codes: Iterable[str] = (),
                            codes: Iterable[str] = (), unavailable: bool = False,
                            item_extra: list[Element] | None = None, only: Occupant | None = None,
-                           self_sessions: Iterable[str] | None = None, role: str | None = None,
+                           only_sessions: Iterable[str] | None = None, role: str | None = None,
                            affiliation: str | None = None) -> None:
-        """Send ``occ``'s presence to every occupant (or ``only``), §7.2.3: the real JID only
-        to those who may see it, status 110 to the occupant's own sessions."""
+        """Send ``occ``'s presence to every occupant (or to ``only``, or to ``only_sessions``
+        of it), §7.2.3: the real JID only to those who may see it, status 110 to the
+        occupant's own sessions."""
         frm = self.occupant_jid(occ)
         if unavailable:
             p = occ.presence
@@ -189,17 +194,16 @@ class Room:
             attrs["type"] = "unavailable"
         broadcast = occ.role in self.config.presencebroadcast or occ.role == ROLE_NONE or unavailable
         send = self.service.send
-        recipients = [only] if only is not None else list(self.occupants.values())
-        if occ not in recipients and self_sessions is not None:
-            recipients.append(occ)
-        for r in recipients:
+        if only is not None:
+            pairs: list[tuple[Occupant, Iterable[str]]] = [
+                (only, only.sessions if only_sessions is None else only_sessions)]
+        else:
+            pairs = [(r, r.sessions) for r in self.occupants.values()]
+        for r, targets in pairs:
             is_self = r is occ
             if not is_self and not broadcast:
                 continue
             ch = children(is_self or self._sees_jids(r), is_self)
-            targets: Iterable[str] = r.sessions
-            if is_self and self_sessions is not None:
-                targets = self_sessions
             for full in targets:
                 a = dict(attrs)
                 a["to"] = full
@@ -282,7 +286,7 @@ class Room:
         # §7.2.3: the others' presence first, then the newcomer's own to everyone.
         for other in list(self.occupants.values()):
             if other is not occ and other.role in cfg.presencebroadcast:
-                self.broadcast_presence(other, only=occ, self_sessions=())
+                self.broadcast_presence(other, only=occ, only_sessions=(frm.full,))
         self_codes = []
         if cfg.nonanonymous:
             self_codes.append("100")
@@ -293,7 +297,7 @@ class Room:
         if same is None:
             self.broadcast_presence(occ, self_codes=self_codes)
         else:
-            self.broadcast_presence(occ, self_codes=self_codes, only=occ, self_sessions=(frm.full,))
+            self.broadcast_presence(occ, self_codes=self_codes, only=occ, only_sessions=(frm.full,))
         self.send_history(frm.full, history)
         self.send_subject(frm.full)
 
@@ -371,7 +375,7 @@ class Room:
             if new_nick is not None:
                 self._nick_unavailable(occ, new_nick, only_session=full)
             else:
-                self.broadcast_presence(occ, unavailable=True, only=occ, self_sessions=(full,),
+                self.broadcast_presence(occ, unavailable=True, only=occ, only_sessions=(full,),
                                         codes=codes)
             occ.presence = next(reversed(occ.sessions.values()))
             return
