@@ -277,6 +277,8 @@ async def test_two_devices_under_one_nick(h):
     await a.settle()
     got = await join(h, b2, "bob")
     assert "110" in statuses(self_presence(got))
+    assert presences_from(got, ROOM + "/alice")  # the new device learns who is there
+    assert presences_from(await b1.settle(), ROOM + "/alice") == []  # the first one knew
     assert presences_from(await a.settle(), ROOM + "/bob") == []  # one occupant, nothing new
     h.send(a, f"<message type='groupchat' to='{ROOM}' id='m1'><body>both?</body></message>")
     assert messages(await b1.settle())[0].findtext("body") == "both?"

@@ -214,3 +214,45 @@ async def test_limits():
         # Message size.
         h.send(b, f"<message type='groupchat' to='b0@{SERVICE}' id='big'><body>{'z' * 3000}</body></message>")
         assert error_of(await b.settle()) == "policy-violation"
+
+
+async def test_joining_a_thousand_rooms_in_a_loop_hits_the_limits():
+    """Default limits: a user creates at most 100 rooms, and is in at most 200 at once."""
+    async with ServerHarness(modules=MODULES) as h:
+        a = await h.login(A, "r1")
+        for n in range(1000):
+            h.send(a, f"<presence to='loop{n}@{SERVICE}/alice'/>")  # groupchat 1.0: instant rooms
+        got = await a.settle()
+        joined = [s for s in got if s.tag == "presence" and "201" in statuses(s)]
+        refused = [s for s in got if s.get("type") == "error"]
+        assert len(joined) == 100 and len(refused) == 900
+        assert {error_condition(s) for s in refused} == {"not-allowed"}
+        assert len(h.server.module("muc").services[SERVICE].rooms) == 100  # type: ignore[union-attr]
+        # Joining existing rooms stops at 200 rooms at once.
+        b = await h.login(B, "r1")
+        for n in range(100):
+            h.send(b, f"<presence to='mine{n}@{SERVICE}/bob'/>")
+        for n in range(100):
+            h.send(b, f"<presence to='loop{n}@{SERVICE}/bob'/>")
+        got = await b.settle()
+        assert len([s for s in got if s.tag == "presence" and "110" in statuses(s)]) == 200
+        c = await h.login(C, "r1")
+        await create(h, c, "carol", f"extra@{SERVICE}")
+        got = await join(h, b, "bob", f"extra@{SERVICE}")
+        assert error_of(got) == "not-allowed"
+
+
+async def test_presence_flood_is_not_amplified():
+    muc = dataclasses.replace(MUCConfig(), message_rate=1, message_burst=5)
+    async with ServerHarness(modules=MODULES, muc=muc) as h:
+        a = await h.login(A, "r1")
+        b = await h.login(B, "r1")
+        await create(h, a, "alice")
+        await join(h, b, "bob")
+        await a.settle()
+        for n in range(200):
+            h.send(b, f"<presence to='{ROOM}/bob'><status>{n}</status></presence>")
+        got = [s for s in await a.settle() if s.tag == "presence"]
+        assert len(got) == 5  # the burst, then nothing until the rate allows again
+        room = h.server.module("muc").services[SERVICE].rooms["room"]  # type: ignore[union-attr]
+        assert room.occupants["bob"].presence.findtext("status") == "199"  # the latest is kept

@@ -11,6 +11,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, PresenceError
 
 from tests.daemon import Daemon
+from tests.rawclient import RawClient
 from tests.realclient.conftest import PASSWORD, USERS, connect, disconnect
 
 pytestmark = pytest.mark.realclient
@@ -166,3 +167,34 @@ async def test_ban_and_persistence_survive_restart():
         await disconnect(a, c)
     finally:
         d.finish()
+
+
+async def test_raw_bad_inputs(daemon):
+    """Exact errors over the wire: a 10,000-character nick, a PM from outside the room, a
+    groupchat message to a room that does not exist, and a 'from' forged to be the room."""
+    room = f"raw@{SERVICE}"
+    a = await connect(daemon, "alice@localhost/rawowner", plugins=PLUGINS)
+    raw = await RawClient.connect(daemon.c2s)
+    try:
+        await create_room(a, room, "alice")
+        await raw.login("carol", PASSWORD, resource="raw")
+        await raw.send(f"<presence to='{room}/{'n' * 10_000}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        err = await raw.element()
+        assert err.tag == "presence" and err.get("type") == "error"
+        assert _condition(err) == "jid-malformed"
+        await raw.send(f"<message to='{room}/alice' type='chat' id='pm'><body>hi</body></message>")
+        err = await raw.element()
+        assert err.get("id") == "pm" and _condition(err) == "not-acceptable"
+        await raw.send(f"<message to='nowhere@{SERVICE}' type='groupchat' id='gc'><body>hi</body></message>")
+        err = await raw.element()
+        assert err.get("id") == "gc" and _condition(err) == "item-not-found"
+        await raw.send(f"<message from='{room}/alice' to='{room}' type='groupchat' id='f'><body>forged</body></message>")
+        assert await raw.stream_error() == "invalid-from"
+    finally:
+        await raw.close()
+        await disconnect(a)
+
+
+def _condition(st):  # type: ignore[no-untyped-def]
+    err = st.find("error")
+    return next(c.tag for c in err.elements() if c.ns == "urn:ietf:params:xml:ns:xmpp-stanzas" and c.tag != "text")
