@@ -396,3 +396,40 @@ async def test_invalid_configuration_forms(h):
     await configure(h, a, roomname="Partial")
     room = h.server.module("muc").services[SERVICE].rooms["room"]  # type: ignore[union-attr]
     assert room.config.name == "Partial" and room.config.publicroom is True
+
+
+async def test_bouncing_session_is_removed_with_333(h):
+    a = await h.login(A, "r1")
+    b = await h.login(B, "r1")
+    await create(h, a, "alice")
+    await join(h, b, "bob")
+    await a.settle()
+    h.send(b, f"<message type='error' to='{ROOM}' id='e'><error type='cancel'>"
+              "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    gone = presences_from(await a.settle(), ROOM + "/bob")
+    assert gone and gone[0].get("type") == "unavailable" and statuses(gone[0]) == {"333"}
+    await join(h, b, "bob")
+    await a.settle()
+    h.send(b, f"<presence type='error' to='{ROOM}/bob'><error type='cancel'>"
+              "<remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>")
+    gone = presences_from(await a.settle(), ROOM + "/bob")
+    assert gone and statuses(gone[0]) == {"333"}
+
+
+async def test_service_going_away_tells_occupants_332(h):
+    a = await h.login(A, "r1")
+    await create(h, a, "alice")
+    h.server.remove_component_host(SERVICE)
+    gone = presences_from(await a.settle(), ROOM + "/alice")
+    assert gone and gone[0].get("type") == "unavailable" and statuses(gone[0]) == {"332", "110"}
+
+
+async def test_affiliation_granted_while_away_101(h):
+    a = await h.login(A, "r1")
+    b = await h.login(B, "r1", presence=True)
+    await create(h, a, "alice")
+    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{B}'/></query>",
+             "set")
+    m = messages(await b.settle())[0]
+    assert m.get("from") == ROOM and statuses(m) == {"101"}
+    assert item(m).get("affiliation") == "member"

@@ -15,7 +15,7 @@ from ...jid import JID
 from ...util.ids import new_id
 from ...xml.element import Element
 from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_REQUEST, NS_MUC_USER,
-                       NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID)
+                       NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID, NS_STANZAS)
 from .affiliation import (ADMIN, AFF_RANK, MEMBER, MODERATOR, NONE, OUTCAST, OWNER, PARTICIPANT,
                           ROLE_NONE, VISITOR, default_role)
 from .config_form import RoomConfig
@@ -424,6 +424,10 @@ class Room:
     def message(self, st: Element, frm: JID, nick: str | None) -> None:
         t = st.get("type", "normal")
         if t == "error":
+            occ = self.by_full.get(frm.full)
+            if occ is not None and _gone(st):
+                # An occupant's session that bounces what the room sends is gone (§7.14, 333).
+                self.remove_session(occ, frm.full, codes=("333",))
             return
         if nick is not None:
             self.private_message(st, frm, nick, t)
@@ -541,6 +545,18 @@ class Room:
         m = Element("message", NS_CLIENT, {"type": "groupchat", "from": self.jid, "id": new_id()})
         m.append(_x(*codes))
         self.fan_out(m)
+
+
+# Error conditions saying that the occupant's session no longer exists.
+_GONE = frozenset(("gone", "item-not-found", "recipient-unavailable", "redirect", "remote-server-not-found",
+                   "remote-server-timeout", "service-unavailable"))
+
+
+def _gone(st: Element) -> bool:
+    err = st.find("error")
+    if err is None:
+        return False
+    return any(c.ns == NS_STANZAS and c.tag in _GONE for c in err.elements())
 
 
 def _archivable(st: Element) -> bool:
