@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any, Awaitable
 
 from ...core.hosts import ComponentHost, ComponentModule, DiscoItem
@@ -26,12 +27,32 @@ from ...storage.api import KeyValStore
 from ...util.ids import new_id
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
-                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_STABLE_ID, NS_MUC_UNIQUE,
-                       NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT, NS_STANZA_ID, NS_STANZAS,
-                       NS_VCARD, NS_VERSION)
+from ...xml.ns import (
+    NS_CLIENT,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_MAM,
+    NS_MODERATE,
+    NS_MUC,
+    NS_MUC_ADMIN,
+    NS_MUC_OWNER,
+    NS_MUC_REGISTER,
+    NS_MUC_REQUEST,
+    NS_MUC_STABLE_ID,
+    NS_MUC_UNIQUE,
+    NS_MUC_USER,
+    NS_OCCUPANT_ID,
+    NS_PING,
+    NS_REGISTER,
+    NS_RETRACT,
+    NS_STANZA_ID,
+    NS_STANZAS,
+    NS_VCARD,
+    NS_VERSION,
+)
+from ..mam.query import StanzaDecoder, query_form, stamp, stored_bytes
 from . import admin
-from .affiliation import MEMBER, MODERATOR, OUTCAST, OWNER, AFF_RANK
+from .affiliation import AFF_RANK, MEMBER, MODERATOR, OUTCAST, OWNER
 from .config_form import RoomConfig, room_features, roominfo_form
 from .room import Room
 
@@ -49,7 +70,6 @@ NS_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"
 
 def room_vcard(room: Room) -> Element:
     if room.vcard:
-        from ..mam.query import StanzaDecoder
         iq = StanzaDecoder().decode(b"<iq>" + room.vcard + b"</iq>")
         if iq is not None and iq.first_child() is not None:
             return iq.first_child()  # type: ignore[return-value]
@@ -348,7 +368,7 @@ class MUC(ComponentModule):
         if room.affiliation(ctx.frm.bare) != OWNER:
             raise StanzaError("forbidden", "only owners may set the room's avatar")
         vcard = iq.first_child()
-        raw = vcard.to_bytes() if vcard is not None and vcard.children else b""  # type: ignore[union-attr]
+        raw = vcard.to_bytes() if vcard is not None and vcard.children else b""
         if len(raw) > MAX_VCARD:
             raise StanzaError("not-acceptable", f"a room vCard is at most {MAX_VCARD // 1024} KiB")
         room.vcard = raw
@@ -445,7 +465,6 @@ class MUC(ComponentModule):
 
     @iq_handler("get", NS_MAM, "query", scope=COMPONENT_JID)
     def mam_form(self, iq: Element, ctx: IQContext) -> Element:
-        from ..mam.query import query_form
         self.archived_room(ctx)
         return query_form()
 
@@ -490,8 +509,6 @@ class MUC(ComponentModule):
     def tombstone(self, room: Room, mam: MAM, item: Any, by: str, moderator_id: str, reason: str | None) -> None:
         """XEP-0425 §5: the archived message keeps its envelope, occupant-id and stanza-id; its
         content becomes <retracted/>."""
-        from ..mam.query import StanzaDecoder, stamp, stored_bytes
-        import time
         raw = stored_bytes(item.value)
         orig = StanzaDecoder().decode(raw) if raw is not None else None
         if orig is None:

@@ -12,11 +12,38 @@ from ...errors import StanzaError
 from ...jid import JID, JIDError
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_CONFERENCE, NS_DATA, NS_DISCO_INFO, NS_MUC_ADMIN, NS_MUC_OWNER,
-                       NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_USER, NS_REGISTER)
-from .affiliation import (ADMIN, AFF_RANK, AFFILIATIONS, MEMBER, MODERATOR, NONE, OUTCAST, OWNER,
-                          PARTICIPANT, ROLE_NONE, ROLE_RANK, ROLES, VISITOR, check_affiliation_change,
-                          check_role_change, default_role, may_read_list, may_read_role_list)
+from ...xml.ns import (
+    NS_CLIENT,
+    NS_CONFERENCE,
+    NS_DATA,
+    NS_DISCO_INFO,
+    NS_MUC_ADMIN,
+    NS_MUC_OWNER,
+    NS_MUC_REGISTER,
+    NS_MUC_REQUEST,
+    NS_MUC_USER,
+    NS_REGISTER,
+)
+from .affiliation import (
+    ADMIN,
+    AFF_RANK,
+    AFFILIATIONS,
+    MEMBER,
+    MODERATOR,
+    NONE,
+    OUTCAST,
+    OWNER,
+    PARTICIPANT,
+    ROLE_NONE,
+    ROLE_RANK,
+    ROLES,
+    VISITOR,
+    check_affiliation_change,
+    check_role_change,
+    default_role,
+    may_read_list,
+    may_read_role_list,
+)
 from .config_form import config_form, parse_config
 
 if TYPE_CHECKING:

@@ -14,10 +14,31 @@ from ...errors import StanzaError
 from ...jid import JID
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_REQUEST, NS_MUC_USER,
-                       NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID, NS_STANZAS)
-from .affiliation import (ADMIN, AFF_RANK, MEMBER, MODERATOR, NONE, OUTCAST, OWNER, PARTICIPANT,
-                          ROLE_NONE, VISITOR, default_role)
+from ...xml.ns import (
+    NS_CLIENT,
+    NS_DATA,
+    NS_HINTS,
+    NS_MUC,
+    NS_MUC_REQUEST,
+    NS_MUC_USER,
+    NS_OCCUPANT_ID,
+    NS_RETRACT,
+    NS_STANZA_ID,
+    NS_STANZAS,
+)
+from .affiliation import (
+    ADMIN,
+    AFF_RANK,
+    MEMBER,
+    MODERATOR,
+    NONE,
+    OUTCAST,
+    OWNER,
+    PARTICIPANT,
+    ROLE_NONE,
+    VISITOR,
+    default_role,
+)
 from .config_form import RoomConfig
 from .history import History, HistoryRequest, delayed
 from .occupant import Occupant, nick_key
@@ -36,6 +57,9 @@ class RoomService(Protocol):
     domain: str
     limits: MUCConfig
 
+    @property
+    def archiving_available(self) -> bool: ...
+
     def send(self, stanza: Element) -> None: ...
     def save(self, room: Room) -> None: ...
     def forget(self, room: Room) -> None: ...
@@ -53,10 +77,10 @@ def _x(*codes: str) -> Element:
     return x
 
 
-def _prepared(children: list) -> list:
+def _prepared(children: list[Element | str]) -> list[Element | str]:
     """Serialise each child once, so that a copy per recipient reuses the bytes."""
     for c in children:
-        if c.__class__ is not str:
+        if isinstance(c, Element):
             c.to_bytes()
     return children
 
@@ -146,7 +170,7 @@ class Room:
     def _sees_jids(self, viewer: Occupant) -> bool:
         return self.config.nonanonymous or viewer.role == MODERATOR
 
-    def _presence_children(self, occ: Occupant) -> list:
+    def _presence_children(self, occ: Occupant) -> list[Element | str]:
         p = occ.presence
         kept = [] if p is None else [c for c in p.children if c.__class__ is str or (
             c.ns not in (NS_MUC, NS_MUC_USER, NS_OCCUPANT_ID) and not (c.ns == NS_CLIENT and c.tag == "priority"))]
@@ -172,9 +196,9 @@ class Room:
         codes = list(codes)
         item_attrs = {"affiliation": affiliation or self.affiliation(occ.bare), "role": role or occ.role}
         real = next(iter(occ.sessions), occ.bare) if occ.sessions else occ.bare
-        variants: dict[tuple[bool, bool], list] = {}
+        variants: dict[tuple[bool, bool], list[Element | str]] = {}
 
-        def children(with_jid: bool, is_self: bool) -> list:
+        def children(with_jid: bool, is_self: bool) -> list[Element | str]:
             key = (with_jid, is_self)
             got = variants.get(key)
             if got is None:
@@ -422,7 +446,7 @@ class Room:
 
     # -- messages ---------------------------------------------------------------------------------
     def message(self, st: Element, frm: JID, nick: str | None) -> None:
-        t = st.get("type", "normal")
+        t = st.get("type") or "normal"
         if t == "error":
             occ = self.by_full.get(frm.full)
             if occ is not None and _gone(st):
