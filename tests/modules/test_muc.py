@@ -433,3 +433,32 @@ async def test_affiliation_granted_while_away_101(h):
     m = messages(await b.settle())[0]
     assert m.get("from") == ROOM and statuses(m) == {"101"}
     assert item(m).get("affiliation") == "member"
+
+
+async def test_private_message_not_carbon_copied_to_devices_not_in_the_room():
+    """XEP-0280 §6: a MUC private message (with the muc#user marker) goes to the joined
+    session only, not as a carbon to the user's other devices."""
+    async with ServerHarness(modules=MODULES + ["carbons"]) as h:
+        a = await h.login(A, "r1", presence=True)
+        b1 = await h.login(B, "in-room", presence=True)
+        b2 = await h.login(B, "elsewhere", presence=True)
+        for c in (b1, b2):
+            h.send(c, "<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            await c.settle()
+        await create(h, a, "alice")
+        await join(h, b1, "bob")
+        h.send(a, f"<message type='chat' to='{ROOM}/bob' id='p1'><body>just you</body></message>")
+        assert messages(await b1.settle())[0].findtext("body") == "just you"
+        assert messages(await b2.settle()) == []
+
+
+async def test_presence_broadcast_roles(h):
+    """muc#roomconfig_presencebroadcast: visitors' presence is not broadcast when left out."""
+    a = await h.login(A, "r1")
+    b = await h.login(B, "r1")
+    await create(h, a, "alice", moderatedroom="1", presencebroadcast=["moderator", "participant"])
+    got = await join(h, b, "bob")
+    assert item(self_presence(got)).get("role") == "visitor"
+    assert presences_from(await a.settle(), ROOM + "/bob") == []
+    h.send(b, f"<presence to='{ROOM}/bob'><show>away</show></presence>")
+    assert presences_from(await a.settle(), ROOM + "/bob") == []
