@@ -12,15 +12,13 @@ from mbxmpp.modules.mam.query import stamp
 from mbxmpp.xml.ns import (NS_DATA, NS_DELAY, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MUC,
                            NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, NS_STANZA_ID)
 from tests.harness import ServerHarness
+from tests.modules import test_muc_support as support
 from tests.modules.test_muc_support import (A, B, C, MODULES, ROOM, SERVICE, configure, create,
                                             error_condition, error_of, form_values, iq, item, join,
-                                            messages, presences_from, self_presence, statuses)
+                                            messages, presences_from, room_with, self_presence,
+                                            statuses)
 
-
-@pytest.fixture
-async def h():  # type: ignore[no-untyped-def]
-    async with ServerHarness(modules=MODULES) as harness:
-        yield harness
+h = support.h  # the fixture: the in-process server with MUC
 
 
 async def test_reserved_room_is_locked_until_configured(h):
@@ -73,12 +71,8 @@ async def test_cancel_initial_configuration_destroys_room(h):
 
 
 async def test_join_broadcast_semi_anonymous_and_non_anonymous(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
+    a, b = await room_with(h, "bob")
     c = await h.login(C, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
-    await a.settle()
     got = await join(h, c, "carol")
     # The newcomer gets the others' presence first, then its own (§7.2.3).
     order = [s.get("from") for s in got if s.tag == "presence"]
@@ -112,11 +106,7 @@ async def test_nick_impersonation_is_a_conflict(h, nick):
 
 
 async def test_nick_change_303_and_conflict(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
-    await a.settle()
+    a, b = await room_with(h, "bob")
     h.send(b, f"<presence to='{ROOM}/Alice'/>")
     got = await b.settle()
     assert error_of(got) == "conflict"
@@ -164,12 +154,8 @@ async def test_members_only_banned_and_full_rooms(h):
 
 
 async def test_groupchat_messages_and_refusals(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
+    a, b = await room_with(h, "bob")
     c = await h.login(C, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
-    await a.settle()
     h.send(b, f"<message type='groupchat' to='{ROOM}' id='m1'><body>hello</body>"
               f"<stanza-id xmlns='{NS_STANZA_ID}' by='{ROOM}' id='forged'/>"
               f"<occupant-id xmlns='{NS_OCCUPANT_ID}' id='forged'/></message>")
@@ -196,10 +182,7 @@ async def test_groupchat_messages_and_refusals(h):
 
 
 async def test_subject_permissions(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
+    a, b = await room_with(h, "bob")
     h.send(b, f"<message type='groupchat' to='{ROOM}' id='s1'><subject>mine</subject></message>")
     assert error_of(await b.settle()) == "forbidden"
     h.send(a, f"<message type='groupchat' to='{ROOM}' id='s2'><subject>Weekly sync</subject></message>")
@@ -218,11 +201,8 @@ async def test_subject_permissions(h):
 
 
 async def test_private_messages(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
+    a, b = await room_with(h, "bob")
     c = await h.login(C, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
     h.send(a, f"<message type='chat' to='{ROOM}/bob' id='p1'><body>psst</body></message>")
     m = messages(await b.settle())[0]
     assert m.get("from") == ROOM + "/alice" and m.get("type") == "chat" and m.findtext("body") == "psst"
@@ -374,10 +354,7 @@ async def test_temporary_room_vanishes_when_empty(h):
 
 
 async def test_invalid_configuration_forms(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
+    a, b = await room_with(h, "bob")
     assert error_condition(await configure(h, b, roomname="mine")) == "forbidden"
     assert error_condition(await configure(h, a, persistentroom="maybe")) == "bad-request"
     assert error_condition(await configure(h, a, allowpm="everybody")) == "bad-request"
@@ -399,11 +376,7 @@ async def test_invalid_configuration_forms(h):
 
 
 async def test_bouncing_session_is_removed_with_333(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
-    await a.settle()
+    a, b = await room_with(h, "bob")
     h.send(b, f"<message type='error' to='{ROOM}' id='e'><error type='cancel'>"
               "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
     gone = presences_from(await a.settle(), ROOM + "/bob")

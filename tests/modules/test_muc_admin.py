@@ -3,19 +3,14 @@ every privilege rule of the XEP's tables, voice requests and invitations."""
 
 from __future__ import annotations
 
-import pytest
 
 from mbxmpp.xml.ns import NS_CONFERENCE, NS_DATA, NS_MUC_ADMIN, NS_MUC_USER
-from tests.harness import ServerHarness
-from tests.modules.test_muc_support import (A, B, C, D, MODULES, ROOM, configure, create,
-                                            error_condition, error_of, form_values, iq, item, join,
-                                            messages, presences_from, self_presence, statuses)
+from tests.modules import test_muc_support as support
+from tests.modules.test_muc_support import (A, B, C, D, ROOM, configure, create, error_condition,
+                                            error_of, form_values, iq, item, join, messages,
+                                            presences_from, self_presence, statuses)
 
-
-@pytest.fixture
-async def h():  # type: ignore[no-untyped-def]
-    async with ServerHarness(modules=MODULES) as harness:
-        yield harness
+h = support.h  # the fixture: the in-process server with MUC
 
 
 def admin_item(**attrs: str) -> str:

@@ -154,7 +154,7 @@ async def test_self_ping():
 async def test_persistent_room_survives_restart_occupants_do_not():
     async with ServerHarness(modules=MODULES, storage="lmdb") as h:
         a = await h.login(A, "r1")
-        b = await h.login(B, "r1")
+        await h.login(B, "r1")
         await create(h, a, "alice", persistentroom="1", roomname="Kept", membersonly="0")
         await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='outcast' jid='{C}'/></query>", "set")
         await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='member' jid='{B}' nick='bobby'/></query>",

@@ -6,19 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 
-import pytest
 
 from mbxmpp.xml.ns import (NS_DATA, NS_DISCO_INFO, NS_MUC_UNIQUE, NS_PING, NS_REGISTER, NS_VCARD,
                            NS_VERSION)
-from tests.harness import ServerHarness
-from tests.modules.test_muc_support import (A, B, C, MODULES, ROOM, SERVICE, create, error_condition,
-                                            error_of, form_values, iq, join, messages, statuses)
+from tests.modules import test_muc_support as support
+from tests.modules.test_muc_support import (A, B, C, ROOM, SERVICE, create, error_condition,
+                                            error_of, form_values, iq, join, messages, room_with,
+                                            statuses)
 
-
-@pytest.fixture
-async def h():  # type: ignore[no-untyped-def]
-    async with ServerHarness(modules=MODULES) as harness:
-        yield harness
+h = support.h  # the fixture: the in-process server with MUC
 
 
 def register_form(nick: str) -> str:
@@ -50,10 +46,7 @@ async def test_register_reserves_nick_and_grants_membership(h):
 
 
 async def test_room_avatar_vcard(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
+    a, b = await room_with(h, "bob")
     png = b"\x89PNG fake image"
     vcard = (f"<vCard xmlns='{NS_VCARD}'><PHOTO><TYPE>image/png</TYPE>"
              f"<BINVAL>{base64.b64encode(png).decode()}</BINVAL></PHOTO></vCard>")
@@ -71,10 +64,7 @@ async def test_room_avatar_vcard(h):
 
 
 async def test_iq_between_occupants_is_relayed(h):
-    a = await h.login(A, "r1")
-    b = await h.login(B, "r1")
-    await create(h, a, "alice")
-    await join(h, b, "bob")
+    a, b = await room_with(h, "bob")
     h.send(a, f"<iq type='get' id='v1' to='{ROOM}/bob'><query xmlns='{NS_VERSION}'/></iq>")
     fwd = await b.expect(lambda s: s.tag == "iq")
     assert fwd.get("from") == ROOM + "/alice" and fwd.get("to") == B + "/r1"

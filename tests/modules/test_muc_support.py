@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from typing import AsyncIterator
+
+import pytest
+
 from mbxmpp.xml.element import Element
-from mbxmpp.xml.ns import NS_DATA, NS_MUC_OWNER, NS_MUC_USER, NS_STANZAS
+from mbxmpp.xml.ns import NS_DATA, NS_MUC_OWNER, NS_MUC_USER
 from tests.harness import FakeClient, ServerHarness
+from tests.modules.test_mam_support import error_condition as _condition
 
 MODULES = ["disco", "roster", "presence", "offline", "mam", "muc"]
 SERVICE = "conference.localhost"
 ROOM = f"room@{SERVICE}"
 A, B, C, D = "alice@localhost", "bob@localhost", "carol@localhost", "dave@localhost"
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[ServerHarness]:
+    """The in-process server with MUC (import it into a test module to use it)."""
+    async with ServerHarness(modules=MODULES) as harness:
+        yield harness
+
+
+async def room_with(h: ServerHarness, *nicks: str) -> list[FakeClient]:
+    """alice@ creates an instant room as "alice"; the next users (bob, carol, dave) join under
+    the given nicks; everything received so far is cleared."""
+    clients = [await h.login(j, "r1") for j in (A, B, C, D)[:1 + len(nicks)]]
+    await create(h, clients[0], "alice")
+    for c, nick in zip(clients[1:], nicks):
+        await join(h, c, nick)
+    for c in clients:
+        await c.settle()
+    return clients
 
 
 def muc_x(history: str = "", password: str | None = None) -> str:
@@ -85,15 +109,7 @@ def messages(got: list[Element]) -> list[Element]:
 
 
 def error_condition(st: Element) -> str | None:
-    if st.get("type") != "error":
-        return None
-    err = st.find("error")
-    if err is None:
-        return None
-    for c in err.elements():
-        if c.ns == NS_STANZAS and c.tag != "text":
-            return c.tag
-    return None
+    return _condition(st) if st.get("type") == "error" else None
 
 
 def error_of(got: list[Element]) -> str | None:

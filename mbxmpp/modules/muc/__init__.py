@@ -9,8 +9,6 @@ routes stanzas to them, keeps persistent rooms in the ``muc_rooms`` store and an
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -27,30 +25,12 @@ from ...storage.api import KeyValStore
 from ...util.ids import new_id
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import (
-    NS_CLIENT,
-    NS_DISCO_INFO,
-    NS_DISCO_ITEMS,
-    NS_MAM,
-    NS_MODERATE,
-    NS_MUC,
-    NS_MUC_ADMIN,
-    NS_MUC_OWNER,
-    NS_MUC_REGISTER,
-    NS_MUC_REQUEST,
-    NS_MUC_STABLE_ID,
-    NS_MUC_UNIQUE,
-    NS_MUC_USER,
-    NS_OCCUPANT_ID,
-    NS_PING,
-    NS_REGISTER,
-    NS_RETRACT,
-    NS_STANZA_ID,
-    NS_STANZAS,
-    NS_VCARD,
-    NS_VERSION,
-)
+from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
+                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_STABLE_ID,
+                       NS_MUC_UNIQUE, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT,
+                       NS_STANZA_ID, NS_STANZAS, NS_VCARD, NS_VERSION)
 from ..mam.query import StanzaDecoder, query_form, stamp, stored_bytes
+from ..vcard import MAX_VCARD, photo_hash
 from . import admin
 from .affiliation import AFF_RANK, MEMBER, MODERATOR, OUTCAST, OWNER
 from .config_form import RoomConfig, room_features, roominfo_form
@@ -64,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOMS_STORE = "muc_rooms"
-MAX_VCARD = 128 * 1024
 NS_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"
 
 
@@ -74,19 +53,6 @@ def room_vcard(room: Room) -> Element:
         if iq is not None and iq.first_child() is not None:
             return iq.first_child()  # type: ignore[return-value]
     return Element("vCard", NS_VCARD)
-
-
-def avatar_hash(vcard: Element) -> str:
-    """XEP-0153 hash (SHA-1 of the decoded BINVAL) of the vCard's PHOTO, "" without one."""
-    photo = vcard.find("PHOTO", NS_VCARD)
-    binval = photo.findtext("BINVAL", NS_VCARD) if photo is not None else None
-    if not binval:
-        return ""
-    try:
-        data = base64.b64decode("".join(binval.split()), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise StanzaError("bad-request", "the PHOTO's BINVAL is not base64") from e
-    return hashlib.sha1(data).hexdigest()
 
 
 class Service:
@@ -312,8 +278,9 @@ class MUC(ComponentModule):
         cfg = room.config
         q = Element("query", NS_DISCO_INFO)
         q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
-        feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID, NS_OCCUPANT_ID, NS_MODERATE,
-                 NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD, *room_features(cfg)]
+        feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID,
+                 NS_OCCUPANT_ID, NS_MODERATE, NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD,
+                 *room_features(cfg)]
         if cfg.enablearchiving and self.mam is not None:
             feats.append(NS_MAM)
         for f in sorted(set(feats)):
@@ -372,7 +339,7 @@ class MUC(ComponentModule):
         if len(raw) > MAX_VCARD:
             raise StanzaError("not-acceptable", f"a room vCard is at most {MAX_VCARD // 1024} KiB")
         room.vcard = raw
-        room.avatar_hash = avatar_hash(vcard) if raw else ""  # type: ignore[arg-type]
+        room.avatar_hash = photo_hash(vcard) if raw else ""  # type: ignore[arg-type]
         self.svc(ctx).save(room)
         room.notice(["104"])
 

@@ -12,39 +12,13 @@ from ...errors import StanzaError
 from ...jid import JID, JIDError
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (
-    NS_CLIENT,
-    NS_CONFERENCE,
-    NS_DATA,
-    NS_DISCO_INFO,
-    NS_MUC_ADMIN,
-    NS_MUC_OWNER,
-    NS_MUC_REGISTER,
-    NS_MUC_REQUEST,
-    NS_MUC_USER,
-    NS_REGISTER,
-)
-from .affiliation import (
-    ADMIN,
-    AFF_RANK,
-    AFFILIATIONS,
-    MEMBER,
-    MODERATOR,
-    NONE,
-    OUTCAST,
-    OWNER,
-    PARTICIPANT,
-    ROLE_NONE,
-    ROLE_RANK,
-    ROLES,
-    VISITOR,
-    check_affiliation_change,
-    check_role_change,
-    default_role,
-    may_read_list,
-    may_read_role_list,
-)
+from ...xml.ns import (NS_CLIENT, NS_CONFERENCE, NS_DATA, NS_DISCO_INFO, NS_MUC_ADMIN, NS_MUC_OWNER,
+                       NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_USER, NS_REGISTER)
+from .affiliation import (ADMIN, AFF_RANK, AFFILIATIONS, MEMBER, MODERATOR, NONE, OUTCAST, OWNER,
+                          PARTICIPANT, ROLE_NONE, ROLE_RANK, ROLES, VISITOR, check_affiliation_change,
+                          check_role_change, default_role, may_read_list, may_read_role_list)
 from .config_form import config_form, parse_config
+from .room import actor_reason
 
 if TYPE_CHECKING:
     from .occupant import Occupant
@@ -178,19 +152,8 @@ def set_role(room: Room, occ: Occupant, new_role: str, actor: str | None, reason
     if occ.role == new_role:
         return
     occ.role = new_role
-    extra = _actor_reason(actor, reason)
+    extra = actor_reason(actor, reason)
     room.broadcast_presence(occ, item_extra=extra)
-
-
-def _actor_reason(actor: str | None, reason: str | None) -> list[Element]:
-    out = []
-    if actor is not None:
-        out.append(Element("actor", NS_MUC_USER, {"nick": actor}))
-    if reason:
-        r = Element("reason", NS_MUC_USER)
-        r.text = reason
-        out.append(r)
-    return out
 
 
 def set_affiliation(room: Room, bare: str, new_aff: str, actor: str | None, reason: str | None,
@@ -218,7 +181,7 @@ def set_affiliation(room: Room, bare: str, new_aff: str, actor: str | None, reas
             role = default_role(new_aff, room.config.moderatedroom)
             if ROLE_RANK[role] > ROLE_RANK[occ.role] or old_aff in (OWNER, ADMIN):
                 occ.role = role
-            room.broadcast_presence(occ, item_extra=_actor_reason(actor, reason))
+            room.broadcast_presence(occ, item_extra=actor_reason(actor, reason))
 
 
 # -- muc#owner (§10.1-§10.2, §10.9) ---------------------------------------------------------------------

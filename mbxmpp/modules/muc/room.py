@@ -14,31 +14,10 @@ from ...errors import StanzaError
 from ...jid import JID
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (
-    NS_CLIENT,
-    NS_DATA,
-    NS_HINTS,
-    NS_MUC,
-    NS_MUC_REQUEST,
-    NS_MUC_USER,
-    NS_OCCUPANT_ID,
-    NS_RETRACT,
-    NS_STANZA_ID,
-    NS_STANZAS,
-)
-from .affiliation import (
-    ADMIN,
-    AFF_RANK,
-    MEMBER,
-    MODERATOR,
-    NONE,
-    OUTCAST,
-    OWNER,
-    PARTICIPANT,
-    ROLE_NONE,
-    VISITOR,
-    default_role,
-)
+from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_REQUEST, NS_MUC_USER,
+                       NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID, NS_STANZAS)
+from .affiliation import (ADMIN, AFF_RANK, MEMBER, MODERATOR, NONE, OUTCAST, OWNER, PARTICIPANT,
+                          ROLE_NONE, VISITOR, default_role)
 from .config_form import RoomConfig
 from .history import History, HistoryRequest, delayed
 from .occupant import Occupant, nick_key
@@ -75,6 +54,18 @@ def _x(*codes: str) -> Element:
     for c in codes:
         x.add("status", attrs={"code": c})
     return x
+
+
+def actor_reason(actor: str | None, reason: str | None) -> list[Element]:
+    """The <actor/> and <reason/> of an item in a kick, ban or role change (§8.2, §9.1)."""
+    out = []
+    if actor is not None:
+        out.append(Element("actor", NS_MUC_USER, {"nick": actor}))
+    if reason:
+        r = Element("reason", NS_MUC_USER)
+        r.text = reason
+        out.append(r)
+    return out
 
 
 def _prepared(children: list[Element | str]) -> list[Element | str]:
@@ -409,13 +400,7 @@ class Room:
                         actor: str | None = None, reason: str | None = None,
                         affiliation: str | None = None, destroy: Element | None = None) -> None:
         """The occupant (every session) is out: unavailable to everyone, itself included."""
-        extra: list[Element] = []
-        if actor is not None:
-            extra.append(Element("actor", NS_MUC_USER, {"nick": actor}))
-        if reason:
-            r = Element("reason", NS_MUC_USER)
-            r.text = reason
-            extra.append(r)
+        extra = actor_reason(actor, reason)
         occ.presence = status
         if destroy is not None:
             # §10.9: the destroy notice, to the occupant itself only.
