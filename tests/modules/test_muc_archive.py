@@ -240,6 +240,11 @@ async def test_joining_a_thousand_rooms_in_a_loop_hits_the_limits():
         await create(h, c, "carol", f"extra@{SERVICE}")
         got = await join(h, b, "bob", f"extra@{SERVICE}")
         assert error_of(got) == "not-allowed"
+        # Leaving one room makes room for another.
+        h.send(b, f"<presence type='unavailable' to='loop5@{SERVICE}/bob'/>")
+        await b.settle()
+        assert h.server.module("muc").services[SERVICE].joined[B] == 199  # type: ignore[union-attr]
+        assert "110" in statuses(self_presence(await join(h, b, "bob", f"extra@{SERVICE}")))
 
 
 async def test_presence_flood_is_not_amplified():
@@ -256,3 +261,21 @@ async def test_presence_flood_is_not_amplified():
         assert len(got) == 5  # the burst, then nothing until the rate allows again
         room = h.server.module("muc").services[SERVICE].rooms["room"]  # type: ignore[union-attr]
         assert room.occupants["bob"].presence.findtext("status") == "199"  # the latest is kept
+
+
+async def test_archived_room_history_survives_restart():
+    async with ServerHarness(modules=MODULES, storage="lmdb") as h:
+        a = await h.login(A, "r1")
+        await create(h, a, "alice", persistentroom="1", enablearchiving="1")
+        for n in range(3):
+            await say(h, a, f"before restart {n}", f"m{n}")
+        await a.settle()
+        await h.server.stop_modules()
+        await h.server.storage.close()
+        h.server = Server(h.config, storage_kind="lmdb")
+        await h.server.start_modules()
+        b = await h.login(B, "r1")
+        got = await join(h, b, "bob", history="<history maxstanzas='2'/>")
+        hist = [m for m in messages(got) if m.find("body") is not None]
+        assert [m.findtext("body") for m in hist] == ["before restart 1", "before restart 2"]
+        assert all(m.find("stanza-id", NS_STANZA_ID) is not None for m in hist)

@@ -64,6 +64,7 @@ class Service:
         self.domain = host.domain
         self.limits: MUCConfig = module.server.config.muc
         self.rooms: dict[str, Room] = {}
+        self.joined: dict[str, int] = {}  # bare JID -> rooms it is in (the joined-rooms limit)
         self.send = module.server.route
         rec = module.store.get(self.domain) or {}
         secret = rec.get("secret")
@@ -75,7 +76,20 @@ class Service:
             data = module.store.get(owner)
             if data:
                 node = owner.rpartition("@")[0]
-                self.rooms[node] = Room.from_record(self, node, data)
+                self.rooms[node] = room = Room.from_record(self, node, data)
+                self.seed_history(room)
+
+    def seed_history(self, room: Room) -> None:
+        """After a restart an archived room's history on join comes from its archive."""
+        mam = self.module.mam
+        if mam is None or not room.config.enablearchiving or room.history.maxlen <= 0:
+            return
+        dec = StanzaDecoder()
+        for it in reversed(mam.archive.query(room.jid, limit=room.history.maxlen, reverse=True)):
+            raw = stored_bytes(it.value)
+            st = dec.decode(raw) if raw is not None else None
+            if st is not None and st.find("body") is not None:
+                room.history.add(st, it.id, it.when)
 
     @property
     def archiving_available(self) -> bool:
@@ -109,13 +123,14 @@ class Service:
         return hmac.new(self._secret, f"{room.jid}\0{bare}".encode(), hashlib.sha256).hexdigest()[:40]
 
     def can_join_more(self, bare: str) -> bool:
-        n = 0
-        for room in self.rooms.values():
-            for occ in room.occupants.values():
-                if occ.bare == bare:
-                    n += 1
-                    break
-        return n < self.limits.max_rooms_joined_per_user
+        return self.joined.get(bare, 0) < self.limits.max_rooms_joined_per_user
+
+    def occupancy(self, bare: str, delta: int) -> None:
+        n = self.joined.get(bare, 0) + delta
+        if n > 0:
+            self.joined[bare] = n
+        else:
+            self.joined.pop(bare, None)
 
     def rooms_owned(self, bare: str) -> int:
         return sum(1 for r in self.rooms.values() if r.affiliations.get(bare) == OWNER)

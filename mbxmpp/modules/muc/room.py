@@ -47,6 +47,8 @@ class RoomService(Protocol):
     def archive(self, room: Room, stanza: Element, id: str) -> None: ...
     def occupant_id(self, room: Room, bare: str) -> str: ...
     def can_join_more(self, bare: str) -> bool: ...
+    def occupancy(self, bare: str, delta: int) -> None:
+        """A user entered (+1) or left (-1) a room."""
 
 
 def _x(*codes: str) -> Element:
@@ -295,6 +297,7 @@ class Room:
                            self.service.occupant_id(self, bare))
             self.occupants[nick] = occ
             self.by_key[key] = occ
+            self.service.occupancy(bare, 1)
         occ.sessions[frm.full] = st
         occ.presence = st
         self.by_full[frm.full] = occ
@@ -417,7 +420,8 @@ class Room:
                                     role=ROLE_NONE, affiliation=affiliation)
         for full in occ.sessions:
             self.by_full.pop(full, None)
-        self.occupants.pop(occ.nick, None)
+        if self.occupants.pop(occ.nick, None) is not None:
+            self.service.occupancy(occ.bare, -1)
         self.by_key.pop(occ.key, None)
         occ.role = ROLE_NONE
         if not self.occupants and not self.destroyed:
