@@ -435,3 +435,13 @@ async def test_presence_broadcast_roles(h):
     assert presences_from(await a.settle(), ROOM + "/bob") == []
     h.send(b, f"<presence to='{ROOM}/bob'><show>away</show></presence>")
     assert presences_from(await a.settle(), ROOM + "/bob") == []
+
+
+async def test_join_again_from_a_joined_session_resends_the_state(h):
+    a, b = await room_with(h, "bob")
+    h.send(a, f"<message type='groupchat' to='{ROOM}' id='m1'><body>earlier</body></message>")
+    await b.settle()
+    got = await join(h, b, "bob")
+    assert presences_from(got, ROOM + "/alice") and "110" in statuses(self_presence(got))
+    assert [m.findtext("body") for m in messages(got) if m.find("body") is not None] == ["earlier"]
+    assert presences_from(await a.settle(), ROOM + "/bob") == []  # nothing new for the others

@@ -246,7 +246,14 @@ class Room:
         if occ is None:
             self.join(st, frm, nick)
         elif occ.nick == nick:
-            self.update_presence(occ, frm.full, st)
+            x = st.find("x", NS_MUC)
+            if x is not None:
+                # A join from a session that is in already (a client that lost its state, e.g. a
+                # new stream under the same resource): it gets the room's state again.
+                occ.sessions[frm.full] = occ.presence = st
+                self.send_state(occ, frm.full, HistoryRequest(x.find("history", NS_MUC)))
+            else:
+                self.update_presence(occ, frm.full, st)
         else:
             self.change_nick(occ, frm.full, nick, st)
 
@@ -301,10 +308,16 @@ class Room:
         occ.sessions[frm.full] = st
         occ.presence = st
         self.by_full[frm.full] = occ
-        # §7.2.3: the others' presence first, then the newcomer's own to everyone.
+        self.send_state(occ, frm.full, history, created=created, announce=same is None)
+
+    def send_state(self, occ: Occupant, full: str, history: HistoryRequest, *, created: bool = False,
+                   announce: bool = False) -> None:
+        """§7.2.3: the others' presence first, then the newcomer's own (to everyone when it is a
+        new occupant), the history, the subject last."""
+        cfg = self.config
         for other in list(self.occupants.values()):
             if other is not occ and other.role in cfg.presencebroadcast:
-                self.broadcast_presence(other, only=occ, only_sessions=(frm.full,))
+                self.broadcast_presence(other, only=occ, only_sessions=(full,))
         self_codes = []
         if cfg.nonanonymous:
             self_codes.append("100")
@@ -312,12 +325,12 @@ class Room:
             self_codes.append("170")
         if created:
             self_codes.append("201")
-        if same is None:
+        if announce:
             self.broadcast_presence(occ, self_codes=self_codes)
         else:
-            self.broadcast_presence(occ, self_codes=self_codes, only=occ, only_sessions=(frm.full,))
-        self.send_history(frm.full, history)
-        self.send_subject(frm.full)
+            self.broadcast_presence(occ, self_codes=self_codes, only=occ, only_sessions=(full,))
+        self.send_history(full, history)
+        self.send_subject(full)
 
     def send_history(self, to: str, req: HistoryRequest) -> None:
         for e in self.history.select(req, self.config.maxhistoryfetch):
