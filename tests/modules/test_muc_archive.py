@@ -156,7 +156,9 @@ async def test_persistent_room_survives_restart_occupants_do_not():
         a = await h.login(A, "r1")
         await h.login(B, "r1")
         await create(h, a, "alice", persistentroom="1", roomname="Kept", membersonly="0")
-        await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='outcast' jid='{C}'/></query>", "set")
+        r = await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='outcast' jid='{C}'/></query>",
+                     "set")
+        assert r.get("type") == "result" and h.server.storage.idle()  # the result means committed
         await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='member' jid='{B}' nick='bobby'/></query>",
                  "set")
         h.send(a, f"<message type='groupchat' to='{ROOM}' id='s'><subject>kept topic</subject></message>")

@@ -65,6 +65,7 @@ class Service:
         self.limits: MUCConfig = module.server.config.muc
         self.rooms: dict[str, Room] = {}
         self.joined: dict[str, int] = {}  # bare JID -> rooms it is in (the joined-rooms limit)
+        self._writes: dict[str, asyncio.Future[None]] = {}  # room JID -> its last store write
         self.send = module.server.route
         rec = module.store.get(self.domain) or {}
         secret = rec.get("secret")
@@ -99,15 +100,27 @@ class Service:
         if room.destroyed:
             return
         if room.config.persistentroom and not room.locked:
-            self.module.store.set(room.jid, room.record())
+            self._writes[room.jid] = self.module.store.set(room.jid, room.record())
         elif self.module.store.get(room.jid) is not None:
-            self.module.store.set(room.jid, None)
+            self._writes[room.jid] = self.module.store.set(room.jid, None)
+
+    def committed(self, room: Room) -> Awaitable[None] | None:
+        """The room's last write if it is not durable yet: an IQ result that says a change is
+        made goes out once it is committed (DESIGN.md: durability)."""
+        fut = self._writes.pop(room.jid, None)
+        if fut is None or fut.done():
+            return None
+        return self._wait(fut)
+
+    @staticmethod
+    async def _wait(fut: asyncio.Future[None]) -> None:
+        await asyncio.wait((fut,))  # never cancel the storage's future
 
     def forget(self, room: Room) -> None:
         if self.rooms.get(room.node) is room:
             del self.rooms[room.node]
         if self.module.store.get(room.jid) is not None:
-            self.module.store.set(room.jid, None)
+            self._writes[room.jid] = self.module.store.set(room.jid, None)
 
     def archive_id(self, room: Room) -> str | None:
         mam = self.module.mam
@@ -344,7 +357,7 @@ class MUC(ComponentModule):
         return self.forward(room, iq, ctx)
 
     @iq_handler("set", NS_VCARD, "vCard", scope=COMPONENT_JID)
-    def set_vcard(self, iq: Element, ctx: IQContext) -> None:
+    def set_vcard(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
         """XEP-0486: owners publish the room's vCard-temp (its avatar); an empty one removes it."""
         room = self.room_only(ctx)
         if room.affiliation(ctx.frm.bare) != OWNER:
@@ -355,8 +368,10 @@ class MUC(ComponentModule):
             raise StanzaError("not-acceptable", f"a room vCard is at most {MAX_VCARD // 1024} KiB")
         room.vcard = raw
         room.avatar_hash = photo_hash(vcard) if raw else ""  # type: ignore[arg-type]
-        self.svc(ctx).save(room)
+        svc = self.svc(ctx)
+        svc.save(room)
         room.notice(["104"])
+        return svc.committed(room)
 
     def forward(self, room: Room, iq: Element, ctx: IQContext) -> Awaitable[Element]:
         """§7.7: an IQ from an occupant to another occupant goes to one of its sessions, from the
@@ -404,24 +419,30 @@ class MUC(ComponentModule):
         return admin.admin_get(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
 
     @iq_handler("set", NS_MUC_ADMIN, "query", scope=COMPONENT_JID)
-    def admin_set(self, iq: Element, ctx: IQContext) -> None:
-        admin.admin_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+    def admin_set(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
+        room = self.room_only(ctx)
+        admin.admin_set(room, iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+        return self.svc(ctx).committed(room)
 
     @iq_handler("get", NS_MUC_OWNER, "query", scope=COMPONENT_JID)
     def owner_get(self, iq: Element, ctx: IQContext) -> Element:
         return admin.owner_get(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
 
     @iq_handler("set", NS_MUC_OWNER, "query", scope=COMPONENT_JID)
-    def owner_set(self, iq: Element, ctx: IQContext) -> None:
-        admin.owner_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+    def owner_set(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
+        room = self.room_only(ctx)
+        admin.owner_set(room, iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+        return self.svc(ctx).committed(room)
 
     @iq_handler("get", NS_REGISTER, "query", scope=COMPONENT_JID)
     def register_get(self, iq: Element, ctx: IQContext) -> Element:
         return admin.register_get(self.room_only(ctx), ctx.frm)
 
     @iq_handler("set", NS_REGISTER, "query", scope=COMPONENT_JID)
-    def register_set(self, iq: Element, ctx: IQContext) -> None:
-        admin.register_set(self.room_only(ctx), iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+    def register_set(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
+        room = self.room_only(ctx)
+        admin.register_set(room, iq.first_child(), ctx.frm)  # type: ignore[arg-type]
+        return self.svc(ctx).committed(room)
 
     # -- archive ----------------------------------------------------------------------------------
     def archived_room(self, ctx: IQContext) -> tuple[Room, MAM]:
