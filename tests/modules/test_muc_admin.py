@@ -137,6 +137,11 @@ async def test_voice_in_moderated_room(h):
     assert (await admin(h, b, nick="dave", role="visitor")).get("type") == "result"
     r = await iq(h, b, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item role='visitor'/></query>")
     assert [i.get("nick") for i in r.find("query", NS_MUC_ADMIN).findall("item")] == ["dave"]  # type: ignore[union-attr]
+    # The room unmoderated again: everyone has voice.
+    await d.settle()
+    await configure(h, a, moderatedroom="0")
+    p = presences_from(await d.settle(), ROOM + "/dave")[0]
+    assert item(p).get("role") == "participant"
 
 
 async def test_members_only_change_removes_non_members(h):

@@ -218,8 +218,6 @@ def owner_set(room: Room, query: Element, frm: JID) -> None:
     old = room.config
     new = sub.config
     if sub.owners is not None:
-        if frm.bare not in sub.owners and not sub.owners:
-            raise StanzaError("conflict", "a room keeps at least one owner")
         for b in room.owners():
             if b not in sub.owners:
                 set_affiliation(room, b, NONE, None, None)
@@ -250,14 +248,13 @@ def owner_set(room: Room, query: Element, frm: JID) -> None:
         for occ in list(room.occupants.values()):
             if AFF_RANK[room.affiliation(occ.bare)] < AFF_RANK[MEMBER]:
                 room.remove_occupant(occ, codes=("322",))
-    if new.moderatedroom != old.moderatedroom:
+    if old.moderatedroom and not new.moderatedroom:
+        # Unmoderated: everyone has voice. (The other way round, present participants keep
+        # theirs; newcomers without affiliation enter as visitors.)
         for occ in list(room.occupants.values()):
-            aff = room.affiliation(occ.bare)
-            if aff == NONE and occ.role in (PARTICIPANT, VISITOR):
-                role = default_role(aff, new.moderatedroom)
-                if role != occ.role:
-                    occ.role = role
-                    room.broadcast_presence(occ)
+            if occ.role == VISITOR:
+                occ.role = PARTICIPANT
+                room.broadcast_presence(occ)
     if not new.persistentroom and old.persistentroom and room.is_empty():
         room.emptied()
 
