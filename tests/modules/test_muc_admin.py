@@ -3,11 +3,13 @@ every privilege rule of the XEP's tables, voice requests and invitations."""
 
 from __future__ import annotations
 
+import dataclasses
 
 from mbxmpp.xml.ns import NS_CONFERENCE, NS_DATA, NS_MUC_ADMIN, NS_MUC_USER
+from tests.harness import ServerHarness
 from tests.modules import test_muc_support as support
-from tests.modules.test_muc_support import (A, B, C, D, ROOM, configure, create, error_condition,
-                                            error_of, form_values, iq, item, join, messages,
+from tests.modules.test_muc_support import (A, B, C, D, MODULES, ROOM, configure, create, error_condition,
+                                            error_of, room_with, form_values, iq, item, join, messages,
                                             presences_from, self_presence, statuses)
 
 h = support.h  # the fixture: the in-process server with MUC
@@ -207,3 +209,18 @@ async def test_owner_form_lists_replace_owners_and_admins(h):
     await configure(h, a, roomowners=[A, C], roomadmins=[D])
     room = h.server.module("muc").services["conference.localhost"].rooms["room"]  # type: ignore[union-attr]
     assert room.owners() == [A, C] and room.with_affiliation("admin") == [D]
+
+
+async def test_service_admins_have_owner_privileges():
+    """XEP-0045 §5.2: a service administrator may do what a room owner may, in every room."""
+    async with ServerHarness(modules=MODULES) as hh:
+        hh.server.config = dataclasses.replace(hh.server.config, server=dataclasses.replace(
+            hh.server.config.server, admins=(C,)))
+        hh.server.remove_component_host("conference.localhost")
+        hh.server.add_component_host(hh.server.module("muc"), "localhost")  # type: ignore[arg-type]
+        a, b = await room_with(hh, "bob")
+        c = await hh.login(C, "r2")
+        got = await join(hh, c, "carol")
+        assert item(self_presence(got)).get("affiliation") == "owner"
+        assert (await admin(hh, c, nick="bob", role="none")).get("type") == "result"
+        assert (await iq(hh, c, ROOM, "<query xmlns='http://jabber.org/protocol/muc#owner'/>")).get("type") == "result"

@@ -112,6 +112,7 @@ class FakeService:
 
     domain = "conference.example"
     archiving_available = False
+    admins: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self.limits = MUCConfig()

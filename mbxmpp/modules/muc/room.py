@@ -35,6 +35,7 @@ class RoomService(Protocol):
 
     domain: str
     limits: MUCConfig
+    admins: frozenset[str]    # service administrators: owners of every room (§5.2)
 
     @property
     def archiving_available(self) -> bool: ...
@@ -105,7 +106,10 @@ class Room:
 
     # -- state ------------------------------------------------------------------------------------
     def affiliation(self, bare: str) -> str:
-        return self.affiliations.get(bare, NONE)
+        aff = self.affiliations.get(bare)
+        if aff is None:
+            return OWNER if bare in self.service.admins else NONE
+        return aff
 
     def set_affiliation(self, bare: str, aff: str) -> None:
         if aff == NONE:

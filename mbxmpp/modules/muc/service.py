@@ -43,6 +43,7 @@ class Service:
         self.host = host
         self.domain = host.domain
         self.limits: MUCConfig = module.server.config.muc
+        self.admins = frozenset(module.server.config.server.admins)
         self.rooms: dict[str, Room] = {}
         self.joined: dict[str, int] = {}  # bare JID -> rooms it is in (the joined-rooms limit)
         self._writes: dict[str, asyncio.Future[None]] = {}  # room JID -> its last store write
