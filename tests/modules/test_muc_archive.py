@@ -90,8 +90,9 @@ async def test_archive_by_default_operator_setting():
         assert len(archive(h).query(ROOM)) == 1
 
 
-async def test_moderation_retracts_and_leaves_tombstone():
-    async with ServerHarness(modules=MODULES) as h:
+@pytest.mark.parametrize("storage", ["memory", "lmdb"])
+async def test_moderation_retracts_and_leaves_tombstone(storage):
+    async with ServerHarness(modules=MODULES, storage=storage) as h:
         a = await h.login(A, "r1")
         b = await h.login(B, "r1")
         await create(h, a, "alice", enablearchiving="1")
@@ -110,7 +111,6 @@ async def test_moderation_retracts_and_leaves_tombstone():
         assert ret.find("moderated", NS_MODERATE).get("by") == ROOM + "/alice"  # type: ignore[union-attr]
         assert ret.findtext("reason", NS_RETRACT) == "spam"
         # The archive keeps a tombstone in place of the body; the history forgets it.
-        await h.server.storage.flush()
         results, _ = await mam_query(h, b)
         first = forwarded(results[0])
         assert results[0].find("result", NS_MAM).get("id") == sid
@@ -121,6 +121,16 @@ async def test_moderation_retracts_and_leaves_tombstone():
         r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='nope'><retract xmlns='{NS_RETRACT}'/></moderate>",
                      "set")
         assert error_condition(r) == "item-not-found"
+        # Moderated at once, before the message's archive write is committed: still a tombstone.
+        await a.settle()
+        await say(h, b, "fresh spam", "fresh")
+        sid = a.received[-1].find("stanza-id", NS_STANZA_ID).get("id")  # type: ignore[union-attr]
+        r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='{sid}'><retract xmlns='{NS_RETRACT}'/></moderate>",
+                     "set")
+        assert r.get("type") == "result"
+        results, _ = await mam_query(h, b)
+        fresh = [m for m in results if m.find("result", NS_MAM).get("id") == sid]
+        assert fresh and forwarded(fresh[0]).find("body") is None
 
 
 async def test_corrections_and_retractions_pass_through():

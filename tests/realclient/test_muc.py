@@ -114,6 +114,33 @@ async def test_archiving_off_by_default_then_on(daemon):
         await disconnect(a)
 
 
+async def test_moderation_replaces_the_archived_body(daemon):
+    room = f"moderated@{SERVICE}"
+    plugins = PLUGINS + ("xep_0424", "xep_0425")
+    a = await connect(daemon, "alice@localhost/mod", plugins=plugins)
+    b = await connect(daemon, "bob@localhost/mod", plugins=plugins)
+    try:
+        await create_room(a, room, "alice", enablearchiving=True)
+        await b.plugin["xep_0045"].join_muc_wait(JID(room), "bob", maxstanzas=0, timeout=10)
+        moderated: asyncio.Queue = asyncio.Queue()
+        b.add_event_handler("moderated_message", moderated.put_nowait)
+        b.send_message(mto=room, mbody="buy potions", mtype="groupchat")
+        sid = (await muc_messages(a, room, 1))[0].xml.find(NS_SID).get("id")
+        with pytest.raises(IqError) as e:
+            await b.plugin["xep_0425"].moderate(JID(room), sid, "mine", timeout=10)
+        assert e.value.condition == "forbidden"
+        await a.plugin["xep_0425"].moderate(JID(room), sid, "spam", timeout=10)
+        m = await asyncio.wait_for(moderated.get(), 10)
+        assert m["retract"]["id"] == sid and m["retract"]["moderated"]["by"] == JID(room + "/alice")
+        res = await a.plugin["xep_0313"].retrieve(jid=JID(room), rsm={"max": 10}, timeout=10)
+        first = res["mam"]["results"][0]
+        assert first["mam_result"]["id"] == sid
+        fwd = first["mam_result"]["forwarded"]["stanza"]
+        assert not fwd["body"] and fwd.xml.find("{urn:xmpp:message-retract:1}retracted") is not None
+    finally:
+        await disconnect(a, b)
+
+
 async def test_two_devices_one_nick(daemon):
     room = f"devices@{SERVICE}"
     a = await connect(daemon, "alice@localhost/owner", plugins=PLUGINS)

@@ -312,10 +312,23 @@ class MUC(ComponentModule):
         return mam._metadata(room.jid)
 
     @iq_handler("set", NS_MODERATE, "moderate", scope=COMPONENT_JID)
-    def moderate(self, iq: Element, ctx: IQContext) -> None:
+    def moderate(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
         """XEP-0425: a moderator retracts a message; everyone is told, the archive keeps a
         tombstone, the history forgets it."""
         room = self.room_only(ctx)
+        pending = self.mam.settled(room.jid) if self.mam is not None else None
+        if pending is not None:
+            return self._moderate_later(pending, room, iq, ctx)
+        self._moderate(room, iq, ctx)
+        return None
+
+    async def _moderate_later(self, pending: asyncio.Future[None], room: Room, iq: Element,
+                              ctx: IQContext) -> None:
+        """The message may be that fresh: its archive write is committed first."""
+        await asyncio.wait((pending,))  # not `await pending`: never cancel the storage's future
+        self._moderate(room, iq, ctx)
+
+    def _moderate(self, room: Room, iq: Element, ctx: IQContext) -> None:
         occ = room.by_full.get(ctx.frm.full)
         if occ is None or occ.role != MODERATOR:
             raise StanzaError("forbidden", "only moderators may moderate messages")
