@@ -161,3 +161,18 @@ def test_room_without_a_server():
     assert gone.get("type") == "unavailable" and gone.find("x", NS_MUC_USER) is not None
     room.presence(parse_stanza("<presence type='unavailable'/>"), JID.parse("a@example/1"), "A")
     assert svc.forgotten == [room] and room.destroyed  # temporary and empty
+
+
+def test_muc_config_section(tmp_path):
+    from mbxmpp.config import ConfigError, load_config
+    path = tmp_path / "mbxmpp.toml"
+    path.write_text('[server]\ndomains = ["example.org"]\n[muc]\nmax_occupants = 50\nmessage_rate = 0\n'
+                    'max_message_size = "16KiB"\nmax_rooms_per_user = 3\n')
+    cfg = load_config(path).muc
+    assert (cfg.max_occupants, cfg.message_rate, cfg.max_message_size, cfg.max_rooms_per_user) == (50, 0, 16384, 3)
+    assert cfg.archive_by_default is False and cfg.max_history == 100  # defaults
+    path.write_text('[server]\ndomains = ["example.org"]\n[muc]\nmax_occupants = 0\nmax_nick_length = "x"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert any("max_occupants" in err for err in e.value.errors)
+    assert any("max_nick_length" in err for err in e.value.errors)
