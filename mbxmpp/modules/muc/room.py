@@ -14,7 +14,7 @@ from ...errors import StanzaError
 from ...jid import JID
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_REQUEST, NS_MUC_USER,
+from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_USER,
                        NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID, NS_STANZAS)
 from .affiliation import (ADMIN, AFF_RANK, MEMBER, MODERATOR, NONE, OUTCAST, OWNER, PARTICIPANT,
                           ROLE_NONE, VISITOR, default_role)
@@ -157,13 +157,6 @@ class Room:
         return room
 
     # -- presence items ---------------------------------------------------------------------------
-    def item(self, occ: Occupant, with_jid: bool, full: str | None = None) -> Element:
-        """The muc#user ``<item/>`` describing an occupant (§7.2.3 / §7.2.4)."""
-        attrs = {"affiliation": self.affiliation(occ.bare), "role": occ.role}
-        if with_jid:
-            attrs["jid"] = full or next(iter(occ.sessions), occ.bare)
-        return Element("item", NS_MUC_USER, attrs)
-
     def _sees_jids(self, viewer: Occupant) -> bool:
         return self.config.nonanonymous or viewer.role == MODERATOR
 
@@ -601,4 +594,4 @@ def _archivable(st: Element) -> bool:
     return keep
 
 
-__all__ = ["Room", "RoomService", "MODERATOR", "PARTICIPANT", "VISITOR", "NS_MUC_REQUEST"]
+__all__ = ["Room", "RoomService", "actor_reason"]
