@@ -226,6 +226,8 @@ async def test_limits():
         # Message size.
         h.send(b, f"<message type='groupchat' to='b0@{SERVICE}' id='big'><body>{'z' * 3000}</body></message>")
         assert error_of(await b.settle()) == "policy-violation"
+        h.send(b, f"<presence to='b0@{SERVICE}/bob'><status>{'z' * 3000}</status></presence>")
+        assert error_of(await b.settle()) == "policy-violation"
 
 
 async def test_joining_a_thousand_rooms_in_a_loop_hits_the_limits():

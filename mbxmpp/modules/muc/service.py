@@ -139,6 +139,8 @@ class Service:
     def presence(self, st: Element, frm: JID, to: JID) -> None:
         if to.local is None:
             return  # presence to the service itself: nothing to do (RFC 6121 §4.3)
+        if st.get("type") is None:
+            self.check_size(st, "presence")  # it is copied to every occupant
         room = self.rooms.get(to.local)
         if room is not None and not room.destroyed:
             room.presence(st, frm, to.resource)
@@ -176,14 +178,18 @@ class Service:
             if st.get("type") not in ("error", "groupchat", "headline"):
                 raise StanzaError("service-unavailable", "this service takes no messages")
             return
-        if len(st.to_bytes()) > self.limits.max_message_size:
-            raise StanzaError("policy-violation", f"messages are at most {self.limits.max_message_size} bytes here")
+        self.check_size(st, "message")
         room = self.rooms.get(to.local)
         if room is None or room.destroyed or (room.locked and room.affiliation(frm.bare) != OWNER):
             if st.get("type") != "error":
                 raise StanzaError("item-not-found", "no such room")
             return
         room.message(st, frm, to.resource)
+
+    def check_size(self, st: Element, what: str) -> None:
+        limit = self.limits.max_message_size
+        if len(st.to_bytes()) > limit:
+            raise StanzaError("policy-violation", f"a {what} to a room is at most {limit} bytes")
 
     def stop(self) -> None:
         """Shutdown: whoever is still in a room hears it is going away (status 332)."""
