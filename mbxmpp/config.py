@@ -159,7 +159,7 @@ class MUCConfig:
     message_burst: int = 25                   # ... allowed at once before the rate applies
     max_history: int = 100                    # messages a room remembers for history on join
     max_nick_length: int = 64                 # characters
-    max_message_size: int = 64 * 1024         # bytes of a message to a room or an occupant
+    max_message_size: int = 64 * 1024         # bytes of a message or presence to a room or an occupant
 
 
 @dataclass(frozen=True, slots=True)
