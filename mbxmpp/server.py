@@ -9,6 +9,7 @@ import os
 import signal
 from typing import Any, Callable
 
+from .auth.service import ExternalAccounts, open_backend
 from .config import DEFAULT_MODULES, Config
 from .control import ControlServer
 from .core import events as ev
@@ -50,6 +51,14 @@ class Server:
         self.accounts = Accounts(self.storage, hooks=self.hooks)
         self.sessions = SessionManager(self.hooks)
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
+        # Accounts in the mail system ([auth] backend = "dovecot" / "ldap"); None: internal.
+        self.external: ExternalAccounts | None = None
+        backend = open_backend(config.auth)
+        if backend is not None:
+            cache_ttl = getattr(config.auth, config.auth.backend).cache_ttl
+            self.external = ExternalAccounts(self, backend, cache_ttl)
+            self.router.user_exists = self.external.exists
+            self.router.when_known = self.external.when_known
         self.modules: dict[str, Module] = {}
         self.nonzas: dict[tuple[str, str], Callable[[C2SStream, Element], Any]] = {}
         self.components: dict[str, ComponentHost] = {}  # component domain -> host
@@ -166,6 +175,8 @@ class Server:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         await self.start_modules()
+        if self.external is not None:
+            self.external.start()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
         c2s = self.config.c2s
@@ -197,6 +208,8 @@ class Server:
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):
             self.destroy_session(session)
+        if self.external is not None:
+            await self.external.stop()
         await self.stop_modules()
         await asyncio.sleep(0.05)  # let the closing streams flush
         await self.storage.close()
@@ -228,8 +241,17 @@ class Server:
     def get_credential(self, username: str, host: str, mech: str) -> Any:
         return self.accounts.credential(f"{username}@{host}", mech)
 
-    def check_password(self, username: str, host: str, password: str) -> bool:
+    def check_password(self, username: str, host: str, password: str,
+                       peer_ip: str | None = None) -> Any:
+        """True/False for the internal store; an awaitable Verdict for an external backend."""
+        if self.external is not None:
+            return self.external.login(f"{username}@{host}", password, peer_ip)
         return self.accounts.check_password(f"{username}@{host}", password)
+
+    @property
+    def offers_scram(self) -> bool:
+        """SCRAM needs the salted secrets, which only the internal store has."""
+        return self.external is None or self.external.backend.offers_scram
 
     def login_refusal(self, username: str, host: str) -> str | None:
         """Accounts on a plan without chat are refused with the operator's message."""
