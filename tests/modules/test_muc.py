@@ -207,6 +207,7 @@ async def test_private_messages(h):
     m = messages(await b.settle())[0]
     assert m.get("from") == ROOM + "/alice" and m.get("type") == "chat" and m.findtext("body") == "psst"
     assert m.find("x", NS_MUC_USER) is not None  # XEP-0045 §7.5 / XEP-0280 §6 marker
+    assert m.find("occupant-id", NS_OCCUPANT_ID) is not None  # XEP-0421: on every message
     h.send(a, f"<message type='chat' to='{ROOM}/nobody' id='p2'><body>?</body></message>")
     assert error_of(await a.settle()) == "item-not-found"
     h.send(c, f"<message type='chat' to='{ROOM}/bob' id='p3'><body>hi</body></message>")

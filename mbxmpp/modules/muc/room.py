@@ -553,8 +553,9 @@ class Room:
         if policy == "none" or (policy == "moderators" and occ.role != MODERATOR) or (
                 policy == "participants" and occ.role == VISITOR):
             raise StanzaError("forbidden", "private messages are not allowed here")
-        children = [c for c in st.children if c.__class__ is str or c.ns != NS_MUC_USER]
+        children = [c for c in st.children if c.__class__ is str or c.ns not in (NS_MUC_USER, NS_OCCUPANT_ID)]
         children.append(Element("x", NS_MUC_USER))
+        children.append(Element("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id}))  # XEP-0421 §4
         attrs = {k: v for k, v in st.attrs.items() if k not in ("from", "to")}
         attrs["from"] = self.occupant_jid(occ)
         _prepared(children)
