@@ -198,6 +198,7 @@ async def test_subject_permissions(h):
     last = got[-1]
     assert last.tag == "message" and last.findtext("subject") == "bob's topic"
     assert last.get("from") == ROOM + "/bob" and last.find("body") is None
+    assert last.find("occupant-id", NS_OCCUPANT_ID) is not None
 
 
 async def test_private_messages(h):
@@ -302,6 +303,11 @@ async def test_disco_of_rooms_and_service(h):
     assert q.find("identity").get("name") == "Public room"  # type: ignore[union-attr]
     info = form_values(q.find("x", NS_DATA))  # type: ignore[arg-type]
     assert info["muc#roominfo_occupants"] == ["2"] and info["muc#roominfo_description"] == ["about things"]
+    assert "muc#roominfo_contactjid" not in info  # semi-anonymous: no real JIDs
+    await configure(h, a, whois="anyone")
+    r = await iq(h, b, ROOM, f"<query xmlns='{NS_DISCO_INFO}'/>")
+    info = form_values(r.find("query", NS_DISCO_INFO).find("x", NS_DATA))  # type: ignore[union-attr, arg-type]
+    assert info["muc#roominfo_contactjid"] == [A]
     r = await iq(h, b, SERVICE, f"<query xmlns='{NS_DISCO_ITEMS}'/>")
     jids = [i.get("jid") for i in r.find("query", NS_DISCO_ITEMS).findall("item")]  # type: ignore[union-attr]
     assert jids == [ROOM]

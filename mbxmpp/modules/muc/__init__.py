@@ -145,7 +145,8 @@ class MUC(ComponentModule):
             feats.append(NS_MAM)
         for f in sorted(set(feats)):
             q.add("feature", attrs={"var": f})
-        q.append(roominfo_form(cfg, len(room.occupants), room.subject, cfg.changesubject, room.avatar_hash))
+        q.append(roominfo_form(cfg, len(room.occupants), room.subject, cfg.changesubject, room.avatar_hash,
+                               room.owners() if cfg.nonanonymous else None))
         return q
 
     @iq_handler("get", NS_DISCO_ITEMS, "query", scope=COMPONENT_JID)

@@ -273,7 +273,7 @@ def room_features(cfg: RoomConfig) -> list[str]:
 
 
 def roominfo_form(cfg: RoomConfig, occupants: int, subject: str, subject_mod: bool,
-                  avatar_hash: str = "") -> Element:
+                  avatar_hash: str = "", contacts: list[str] | None = None) -> Element:
     """The muc#roominfo extended disco#info form (§6.4, XEP-0128)."""
     x = Element("x", NS_DATA, {"type": "result"})
     _field(x, "FORM_TYPE", "hidden", "", NS_MUC_ROOMINFO).attrs.pop("label")
@@ -287,6 +287,8 @@ def roominfo_form(cfg: RoomConfig, occupants: int, subject: str, subject_mod: bo
     _field(x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages", cfg.allowpm)
     _field(x, "muc#maxhistoryfetch", "text-single", "Maximum Number of History Messages Returned by Room",
            str(cfg.maxhistoryfetch))
+    if contacts:  # the owners; only for non-anonymous rooms (no real JIDs otherwise)
+        _field(x, "muc#roominfo_contactjid", "jid-multi", "Contact Addresses", contacts)
     if avatar_hash:  # XEP-0486: only when the room has an avatar
         _field(x, "muc#roominfo_avatarhash", "text-multi", "Avatar hash", avatar_hash)
     return x

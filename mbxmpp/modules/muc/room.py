@@ -94,6 +94,7 @@ class Room:
         self.subject = ""
         self.subject_from = ""                    # occupant JID (or room JID) that set it
         self.subject_when = 0.0
+        self.subject_oid = ""                     # the setter's occupant-id (XEP-0421)
         self.locked = False                       # §10.1.2: created, awaiting configuration
         self.destroyed = False
         self.created = time.time()
@@ -143,7 +144,8 @@ class Room:
         """What a persistent room stores (config, affiliations, reserved nicks, subject)."""
         return {"config": self.config.to_record(), "affiliations": dict(self.affiliations),
                 "nicks": dict(self.nicks), "subject": [self.subject, self.subject_from, self.subject_when],
-                "created": self.created, "vcard": self.vcard, "avatar_hash": self.avatar_hash}
+                "created": self.created, "vcard": self.vcard, "avatar_hash": self.avatar_hash,
+                "subject_oid": self.subject_oid}
 
     @classmethod
     def from_record(cls, service: RoomService, node: str, rec: dict[str, Any]) -> Room:
@@ -152,6 +154,7 @@ class Room:
         subj = rec.get("subject") or ["", "", 0.0]
         room.subject, room.subject_from, room.subject_when = subj[0], subj[1], subj[2]
         room.created = rec.get("created", room.created)
+        room.subject_oid = rec.get("subject_oid") or ""
         room.vcard = rec.get("vcard") or b""
         room.avatar_hash = rec.get("avatar_hash") or ""
         return room
@@ -338,6 +341,8 @@ class Room:
         frm = self.subject_from or self.jid
         m = Element("message", NS_CLIENT, {"type": "groupchat", "from": frm, "to": to, "id": new_id()})
         m.add("subject", text=self.subject or None)
+        if self.subject_oid:
+            m.add("occupant-id", NS_OCCUPANT_ID, {"id": self.subject_oid})
         self.service.send(m)
 
     def update_presence(self, occ: Occupant, full: str, st: Element) -> None:
@@ -498,6 +503,7 @@ class Room:
         self.subject = text
         self.subject_from = self.occupant_jid(occ)
         self.subject_when = time.time()
+        self.subject_oid = occ.occupant_id
         if self.config.persistentroom:
             self.service.save(self)
         self.broadcast_message(st, occ, keep=False)
