@@ -37,7 +37,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "webchat", "metrics",
+    "webchat", "metrics", "muc",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -157,6 +157,14 @@ class MUCConfig:
     domain: str = "conference.{domain}"
     archive_by_default: bool = False
     enabled: bool = True
+    max_rooms_per_user: int = 100             # rooms a user may own (creation refused beyond)
+    max_rooms_joined_per_user: int = 200      # rooms a user may be in at once
+    max_occupants: int = 1000                 # per room; caps muc#roomconfig_maxusers
+    message_rate: int = 5                     # messages (and presence updates) per second per occupant
+    message_burst: int = 25                   # ... allowed at once before the rate applies
+    max_history: int = 100                    # messages a room remembers for history on join
+    max_nick_length: int = 64                 # characters
+    max_message_size: int = 64 * 1024         # bytes of a message or presence to a room or an occupant
 
 
 @dataclass(frozen=True, slots=True)
@@ -709,7 +717,16 @@ def _load_muc(t: _Table) -> MUCConfig:
     d = MUCConfig()
     return MUCConfig(domain=_component_template(t, d.domain),
                      archive_by_default=t.get_bool("archive_by_default", d.archive_by_default),
-                     enabled=t.get_bool("enabled", d.enabled))
+                     enabled=t.get_bool("enabled", d.enabled),
+                     max_rooms_per_user=t.get_int("max_rooms_per_user", d.max_rooms_per_user, 0),
+                     max_rooms_joined_per_user=t.get_int("max_rooms_joined_per_user",
+                                                         d.max_rooms_joined_per_user, 1),
+                     max_occupants=t.get_int("max_occupants", d.max_occupants, 1),
+                     message_rate=t.get_int("message_rate", d.message_rate, 0),
+                     message_burst=t.get_int("message_burst", d.message_burst, 1),
+                     max_history=t.get_int("max_history", d.max_history, 0),
+                     max_nick_length=t.get_int("max_nick_length", d.max_nick_length, 1),
+                     max_message_size=t.get_size("max_message_size", d.max_message_size, 1024))
 
 
 def _load_upload(t: _Table) -> UploadConfig:
