@@ -19,4 +19,6 @@ REGISTRY: dict[str, str] = {
     "private": "mbxmpp.modules.private:Private",
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
     "push": "mbxmpp.modules.push:Push",
+    "upload": "mbxmpp.modules.upload:Upload",
+    "proxy65": "mbxmpp.modules.proxy65:Proxy65",
 }
