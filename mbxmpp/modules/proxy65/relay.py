@@ -129,8 +129,7 @@ class SocksConnection(asyncio.Protocol):
 
     # -- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's is not an asyncio.Transport)
         transport.set_write_buffer_limits(high=HIGH_WATER)
         self.relay.connections.add(self)
         # Handshake and activation both within activation_timeout; then idle_timeout applies.
