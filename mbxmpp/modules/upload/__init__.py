@@ -57,7 +57,8 @@ class Upload(ComponentModule):
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         self.cfg = server.config.upload
-        self.store = UploadStore(server.storage, self.cfg.storage_dir, self.cfg.expire_after)
+        root = self.cfg.storage_dir or os.path.join(server.data_dir, "upload")
+        self.store = UploadStore(server.storage, root, self.cfg.expire_after)
         self.http = UploadHTTP(self)
         self.token_key = b""
         self._sweeper: asyncio.Task | None = None
