@@ -30,7 +30,7 @@ PATH = "/upload/{slot}/{secret}/{name}"
 SLOT_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-WRITE_BATCH = 1024 * 1024          # ciphertext handed to the executor per write
+WRITE_BATCH = 128 * 1024           # ciphertext handed to the executor per write
 READ_CHUNKS = 16                   # sealed chunks read per executor call (~1 MiB)
 
 # Served inline under their own type; anything else is an attachment of application/octet-stream.
@@ -146,33 +146,44 @@ class UploadHTTP:
         tmp = self.store.temp_path(slot)
         f = await loop.run_in_executor(None, _create, tmp)
         done = False
+        writing: asyncio.Future | None = None  # one batch on its way to disk while the next fills
         try:
             buf = bytearray()
             out = bytearray()
             index, last, received = 0, cipher.count - 1, 0
             try:
-                async for data in request.content.iter_any():
+                while True:
+                    data = await request.content.read(crypto.CHUNK)
+                    if not data:
+                        break
                     received += len(data)
                     if received > size:
                         return _plain(413, f"the slot is for {size} bytes")
                     buf += data
-                    while index < last and len(buf) >= crypto.CHUNK:
+                    if index < last and len(buf) >= crypto.CHUNK:
                         out += cipher.seal(index, bytes(buf[:crypto.CHUNK]))
                         del buf[:crypto.CHUNK]
                         index += 1
                     if len(out) >= WRITE_BATCH:
-                        batch, out = out, bytearray()
-                        await loop.run_in_executor(None, f.write, batch)
-            except (TimeoutError, ConnectionError, web.HTTPException, OSError) as e:
+                        if writing is not None:
+                            await writing
+                        writing = loop.run_in_executor(None, f.write, out)
+                        out = bytearray()
+            except (ConnectionError, asyncio.TimeoutError, web.HTTPException, OSError) as e:
                 self.mod.log.info("upload to slot %s interrupted: %r", slot, e)
                 return _plain(400, "upload interrupted")
             if received < size:
                 return _plain(400, f"the body has {received} bytes, the slot is for {size}")
+            if writing is not None:
+                writing, w = None, writing
+                await w
             out += cipher.seal(last, bytes(buf))
             await loop.run_in_executor(None, _finish, f, out, tmp, self.store.path(slot))
             done = True
         finally:
             if not done:
+                if writing is not None:
+                    await asyncio.gather(writing, return_exceptions=True)
                 await loop.run_in_executor(None, _discard, f, tmp)
         if slot not in self.store.slots:  # deleted with its account meanwhile
             await loop.run_in_executor(None, _discard, None, self.store.path(slot))
