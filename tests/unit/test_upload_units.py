@@ -84,3 +84,24 @@ def test_media_types():
 ])
 def test_parse_range(header, result):
     assert parse_range(header, 100) == result
+
+
+def test_config_keys_of_upload_and_proxy65(tmp_path):
+    from mbxmpp.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\ndomains = ["example.org"]\n'
+                    '[upload]\nquota_per_user = "50MiB"\nslots_per_hour = 7\n'
+                    '[proxy65]\nactivation_timeout = "10s"\nidle_timeout = "2m"\nmax_streams_per_user = 3\n'
+                    'max_bytes_per_user = "1GiB"\n')
+    cfg = load_config(str(path))
+    assert (cfg.upload.quota_per_user, cfg.upload.slots_per_hour) == (50 * 1024 * 1024, 7)
+    p = cfg.proxy65
+    assert (p.activation_timeout, p.idle_timeout, p.max_streams_per_user, p.max_bytes_per_user) == (
+        10.0, 120.0, 3, 1024 ** 3)
+    assert "upload" in cfg.enabled_modules and "proxy65" in cfg.enabled_modules
+    path.write_text('[server]\ndomains = ["example.org"]\n[upload]\nslots_per_hour = 0\n'
+                    '[proxy65]\nmax_streams_per_user = 0\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert [m.split(":")[0] for m in e.value.errors] == ["upload.slots_per_hour", "proxy65.max_streams_per_user"]

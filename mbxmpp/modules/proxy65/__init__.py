@@ -51,7 +51,7 @@ class Proxy65(ComponentModule):
 
     def bound_port(self) -> int | None:
         for srv in self.listeners:
-            for sock in srv.sockets:
+            for sock in getattr(srv, "sockets", None) or ():
                 return int(sock.getsockname()[1])
         return None
 

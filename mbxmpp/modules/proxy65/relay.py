@@ -129,8 +129,8 @@ class SocksConnection(asyncio.Protocol):
 
     # -- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # (uvloop's is not an asyncio.Transport)
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self.transport = t = transport  # type: ignore[assignment]  # (uvloop's is not an asyncio.Transport)
+        t.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
         self.relay.connections.add(self)
         # Handshake and activation both within activation_timeout; then idle_timeout applies.
         self.timer = asyncio.get_running_loop().call_later(self.relay.cfg.activation_timeout, self._timed_out)

@@ -142,6 +142,8 @@ class Upload(ComponentModule):
         owner = ctx.frm.bare
         if ctx.frm.local is None or ctx.frm.domain != host.parent:
             raise StanzaError("not-allowed", f"uploads are for accounts of {host.parent}")
+        if not self.server.http.enabled:
+            raise StanzaError("service-unavailable", "uploads need the HTTP listener ([http] listen)")
         req = iq.first_child()
         assert req is not None
         filename, size_s = req.get("filename"), req.get("size")

@@ -13,7 +13,7 @@ import hmac
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from aiohttp import web
@@ -62,7 +62,7 @@ def _not_found() -> web.Response:
     return _plain(404, "Not Found")
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """(first, last) byte of a single satisfiable range; None to send the whole file (no header,
     or one this server ignores: multiple or malformed ranges, RFC 9110 §14.2); False if
     unsatisfiable (416)."""
@@ -175,8 +175,8 @@ class UploadHTTP:
             if received < size:
                 return _plain(400, f"the body has {received} bytes, the slot is for {size}")
             if writing is not None:
-                writing, w = None, writing
-                await w
+                await writing
+                writing = None
             out += cipher.seal(last, bytes(buf))
             await loop.run_in_executor(None, _finish, f, out, tmp, self.store.path(slot))
             done = True

@@ -89,6 +89,7 @@ class UploadStore:
                 if owner and rec is not None:
                     self.records.set(owner, slot, None)
                 continue
+            assert owner is not None
             self._remember(slot, owner, rec)
         for slot in stale_index:
             self.index.set(slot, None)
