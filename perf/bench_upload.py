@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import hashlib
 import os
-import ssl
-import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aiohttp  # noqa: E402
 
 from tests.daemon import Daemon  # noqa: E402
-from tests.rawclient import RawClient  # noqa: E402
+from tests.rawclient import RawClient, client_ssl  # noqa: E402
 
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 NS_BS = "http://jabber.org/protocol/bytestreams"
@@ -63,13 +61,6 @@ while True:
             s.sendall(block[:min(left, len(block))]); left -= min(left, len(block))
     s.close()
 """
-
-
-def client_ssl() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:
@@ -275,7 +266,7 @@ async def bench_proxy(d: Daemon, c: RawClient, full: str, n: int, rounds: int = 
     direct = relayed = 0.0
     for _ in range(rounds):
         accepted: asyncio.Future = asyncio.get_running_loop().create_future()
-        srv = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+        srv = await asyncio.start_server(lambda r, w, a=accepted: a.set_result((r, w)), "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         _, cw = await asyncio.open_connection("127.0.0.1", port)
         sr, sw = await accepted
@@ -288,98 +279,6 @@ async def bench_proxy(d: Daemon, c: RawClient, full: str, n: int, rounds: int = 
         relayed = max(relayed, await pump(conns[1][1], conns[0][0], n))
         for _, w in conns:
             w.close()
-    return direct, relayed
-
-
-async def main():
-    async with aiohttp.ClientSession() as s:
-        await asyncio.gather(*(put(s, u) for u in urls))
-asyncio.run(main())
-"""
-
-
-async def bench_parallel(d: Daemon, clients: list[RawClient], size: int, a: RawClient, b: RawClient,
-                         b_full: str) -> tuple[int, float, float, float, float]:
-    idle = await latency(a, b, b_full)
-    slots = [await slot(c, f"par{i}.bin", size) for i, c in enumerate(clients)]
-    pid = d.proc.pid  # type: ignore[union-attr]
-    before = rss(pid)
-    peak = before
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", UPLOADER, str(size),
-                                                *(local(p) for p, _ in slots))
-
-    async def sample() -> None:
-        nonlocal peak
-        while proc.returncode is None:
-            peak = max(peak, rss(pid))
-            await asyncio.sleep(0.02)
-
-    sampler = asyncio.ensure_future(sample())
-    busy: list[float] = []
-    waiter = asyncio.ensure_future(proc.wait())
-    while not waiter.done():
-        busy += await latency(a, b, b_full, rounds=20)
-    assert await waiter == 0
-    await sampler
-    return peak - before, pct(idle, 0.5), pct(idle, 0.99), pct(busy, 0.5) if busy else 0.0, pct(busy, 0.99) if busy else 0.0
-
-
-# -- proxy relay ---------------------------------------------------------------------------------------------
-async def pump(w: asyncio.StreamWriter, r: asyncio.StreamReader, n: int) -> float:
-    block = b"p" * CHUNK
-
-    async def send() -> None:
-        left = n
-        while left > 0:
-            w.write(block[:min(left, CHUNK)])
-            left -= min(left, CHUNK)
-            await w.drain()
-
-    async def recv() -> None:
-        got = 0
-        while got < n:
-            data = await r.read(1 << 20)
-            assert data
-            got += len(data)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(send(), recv())
-    return mbps(n, time.perf_counter() - t0)
-
-
-async def bench_proxy(d: Daemon, c: RawClient, full: str, n: int) -> tuple[float, float]:
-    # Direct loopback TCP.
-    accepted: asyncio.Future = asyncio.get_running_loop().create_future()
-    srv = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    _, cw = await asyncio.open_connection("127.0.0.1", port)
-    sr, sw = await accepted
-    direct = await pump(cw, sr, n)
-    cw.close()
-    sw.close()
-    srv.close()
-
-    sid = "bench" + os.urandom(4).hex()
-    target = "target@localhost/t"
-    h = hashlib.sha1((sid + full + target).encode()).hexdigest().encode()
-    conns = []
-    for _ in range(2):
-        r, w = await asyncio.open_connection("127.0.0.1", d.proxy)
-        w.write(b"\x05\x01\x00")
-        await r.readexactly(2)
-        w.write(b"\x05\x01\x00\x03" + bytes((len(h),)) + h + b"\x00\x00")
-        await r.readexactly(4 + 1 + len(h) + 2)
-        conns.append((r, w))
-    await c.send(f"<iq type='set' id='act' to='proxy.localhost'><query xmlns='{NS_BS}' sid='{sid}'>"
-                 f"<activate>{target}</activate></query></iq>")
-    while True:
-        el = await c.element(10)
-        if el.get("id") == "act":
-            assert el.get("type") == "result", el
-            break
-    relayed = await pump(conns[1][1], conns[0][0], n)
-    for _, w in conns:
-        w.close()
     return direct, relayed
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import ssl
 import time
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ import pytest
 
 from mbxmpp.xml.element import Element
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, client_ssl
 
 PASSWORD = "pw-upload"
 NS_UPLOAD = "urn:xmpp:http:upload:0"
@@ -32,13 +31,6 @@ def daemon() -> Iterator[Daemon]:
     d.start()
     yield d
     d.finish()
-
-
-def _ssl() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 async def _login(d: Daemon, user: str) -> RawClient:
@@ -82,13 +74,13 @@ def local(url: str) -> str:
 
 async def put(url: str, body: bytes, ctype: str = "application/octet-stream", **headers: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as s:
-        async with s.put(local(url), data=body, headers={"Content-Type": ctype, **headers}, ssl=_ssl()) as r:
+        async with s.put(local(url), data=body, headers={"Content-Type": ctype, **headers}, ssl=client_ssl()) as r:
             return r.status, await r.text()
 
 
 async def get(url: str, method: str = "GET", **headers: str) -> tuple[int, dict[str, str], bytes]:
     async with aiohttp.ClientSession(auto_decompress=False) as s:
-        async with s.request(method, local(url), headers=headers, ssl=_ssl()) as r:
+        async with s.request(method, local(url), headers=headers, ssl=client_ssl()) as r:
             return r.status, dict(r.headers), await r.read()
 
 
@@ -177,7 +169,7 @@ async def test_unsafe_types_are_attachments_and_cors_preflight(daemon):
 
     async with aiohttp.ClientSession() as s:
         async with s.options(local(get_url), headers={"Origin": "https://chat.example",
-                                                      "Access-Control-Request-Method": "PUT"}, ssl=_ssl()) as r:
+                                                      "Access-Control-Request-Method": "PUT"}, ssl=client_ssl()) as r:
             assert r.status == 204
             assert r.headers["Access-Control-Allow-Origin"] == "*"
             assert "PUT" in r.headers["Access-Control-Allow-Methods"]
@@ -277,7 +269,7 @@ async def test_chunked_put_is_cut_at_the_slot_size(daemon):
 
     async with aiohttp.ClientSession() as s:
         async with s.put(local(put_url), data=gen(), headers={"Content-Type": "application/octet-stream"},
-                         ssl=_ssl()) as r:
+                         ssl=client_ssl()) as r:
             assert r.status == 413
     assert (await get(get_url))[0] == 404
     await c.close()
@@ -308,7 +300,7 @@ async def test_path_traversal_in_urls_and_names(daemon):
     for path in ("/upload/../../../etc/passwd", "/upload/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
                  "/upload/..%2f..%2f..%2fetc/passwd/x/y", "/upload/%2e%2e%2f%2e%2e/x/y",
                  "/upload/AAAAAAAAAAAAAAAAAAAAAA/../../../../etc/passwd"):
-        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http, ssl=_ssl())
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http, ssl=client_ssl())
         writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
         data = await asyncio.wait_for(reader.read(), 10)
         writer.close()
@@ -316,7 +308,7 @@ async def test_path_traversal_in_urls_and_names(daemon):
         assert status in (400, 404), (path, data[:200])
         assert b"root:" not in data
     async with aiohttp.ClientSession() as s:
-        async with s.put(origin + "/upload/%2e%2e/%2e%2e/x?token=abc", data=b"abcd", ssl=_ssl()) as r:
+        async with s.put(origin + "/upload/%2e%2e/%2e%2e/x?token=abc", data=b"abcd", ssl=client_ssl()) as r:
             assert r.status in (400, 403, 404)
     await c.close()
 
