@@ -294,3 +294,19 @@ async def test_per_user_stream_and_volume_limits(limited):
     for _r, w, _ in waiting:
         w.close()
     await carl.close()
+
+
+async def test_unactivated_connections_per_address_are_capped(daemon):
+    held = [await asyncio.open_connection("127.0.0.1", daemon.proxy) for _ in range(64)]
+    r, w = await asyncio.open_connection("127.0.0.1", daemon.proxy)
+    assert await closed(r)                       # the 65th waiting connection of 127.0.0.1
+    hr, hw = held[0]
+    hw.write(b"\x05\x01\x00")                    # while the first ones are still served
+    assert await hr.readexactly(2) == b"\x05\x00"
+    for _, hw in held:
+        hw.close()
+    await asyncio.sleep(0.2)
+    r, w = await asyncio.open_connection("127.0.0.1", daemon.proxy)
+    w.write(b"\x05\x01\x00")
+    assert await r.readexactly(2) == b"\x05\x00"  # released when they close
+    w.close()

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_HANDSHAKE = 2 + 255 + 4 + 1 + 255 + 2      # the longest greeting plus request
 MAX_PENDING = 10_000                            # connections waiting for activation, all users
+MAX_UNACTIVATED_PER_IP = 64                     # connections of one address not relaying yet
 HIGH_WATER = 256 * 1024                         # a side's unsent bytes before the other side pauses
 DIGEST = re.compile(rb"[0-9a-f]{40}")
 BYTES_WINDOW = 3600.0
@@ -45,6 +46,7 @@ class Relay:
         self.connections: set[SocksConnection] = set()
         self.streams: dict[str, int] = {}                     # requester -> active streams
         self.usage: dict[str, tuple[float, int]] = {}         # requester -> (window start, bytes)
+        self.unactivated: dict[str, int] = {}                 # peer address -> connections
 
     def waiting(self) -> int:
         return sum(len(v) for v in self.pending.values())
@@ -108,6 +110,20 @@ class Relay:
         else:
             self.streams.pop(requester, None)
 
+    def admit(self, ip: str) -> bool:
+        n = self.unactivated.get(ip, 0)
+        if n >= MAX_UNACTIVATED_PER_IP:
+            return False
+        self.unactivated[ip] = n + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        n = self.unactivated.get(ip, 0) - 1
+        if n > 0:
+            self.unactivated[ip] = n
+        else:
+            self.unactivated.pop(ip, None)
+
     def close_all(self) -> None:
         for conn in list(self.connections):
             conn.close()
@@ -126,12 +142,21 @@ class SocksConnection(asyncio.Protocol):
         self.stream_open = False           # counted in the requester's active streams
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.ip = ""                       # counted in relay.unactivated until it relays or closes
 
     # -- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = transport  # type: ignore[assignment]  # (uvloop's is not an asyncio.Transport)
         t.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
         self.relay.connections.add(self)
+        peer = t.get_extra_info("peername")  # type: ignore[attr-defined]
+        ip = str(peer[0]) if peer else ""
+        if not self.relay.admit(ip):
+            self.state = CLOSED
+            self.relay.connections.discard(self)
+            t.close()  # type: ignore[attr-defined]
+            return
+        self.ip = ip
         # Handshake and activation both within activation_timeout; then idle_timeout applies.
         self.timer = asyncio.get_running_loop().call_later(self.relay.cfg.activation_timeout, self._timed_out)
 
@@ -252,6 +277,7 @@ class SocksConnection(asyncio.Protocol):
         self.peer = peer
         self.requester = requester
         self.stream_open = True
+        self._release_ip()
         self.state = RELAY
         self.last_activity = time.monotonic()
         self._cancel_timer()
@@ -296,8 +322,14 @@ class SocksConnection(asyncio.Protocol):
         if self.state == WAITING:
             self.relay.unregister(self)
         self.state = CLOSED
+        self._release_ip()
         self._cancel_timer()
         self.relay.connections.discard(self)
+
+    def _release_ip(self) -> None:
+        if self.ip:
+            self.relay.release(self.ip)
+            self.ip = ""
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:

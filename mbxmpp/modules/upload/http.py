@@ -32,6 +32,7 @@ SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 WRITE_BATCH = 128 * 1024           # ciphertext handed to the executor per write
 READ_CHUNKS = 16                   # sealed chunks read per executor call (~1 MiB)
+READ_TIMEOUT = 60.0                # seconds a PUT body may stall
 
 # Served inline under their own type; anything else is an attachment of application/octet-stream.
 # No HTML, SVG, XML or scripts: nothing a browser would run.
@@ -153,7 +154,8 @@ class UploadHTTP:
             index, last, received = 0, cipher.count - 1, 0
             try:
                 while True:
-                    data = await request.content.read(crypto.CHUNK)
+                    async with asyncio.timeout(READ_TIMEOUT):  # a stalled PUT gives its slot back
+                        data = await request.content.read(crypto.CHUNK)
                     if not data:
                         break
                     received += len(data)
@@ -169,7 +171,9 @@ class UploadHTTP:
                             await writing
                         writing = loop.run_in_executor(None, f.write, out)
                         out = bytearray()
-            except (ConnectionError, asyncio.TimeoutError, web.HTTPException, OSError) as e:
+            except TimeoutError:
+                return _plain(408, f"no data for {READ_TIMEOUT:.0f} seconds")
+            except (ConnectionError, web.HTTPException, OSError) as e:
                 self.mod.log.info("upload to slot %s interrupted: %r", slot, e)
                 return _plain(400, "upload interrupted")
             if received < size:
