@@ -38,28 +38,36 @@ NS_BS = "http://jabber.org/protocol/bytestreams"
 PW = "bench-pw"
 CHUNK = 256 * 1024
 
+# The raw TLS peer: the daemon's own stack (uvloop, asyncio streams over TLS) with nothing else:
+# a sink that counts what it receives, or a source that sends n bytes.
 TLS_PEER = r"""
-import socket, ssl, sys
+import asyncio, ssl, sys, uvloop
 mode, cert, key, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-print(srv.getsockname()[1], flush=True)
-while True:
-    c, _ = srv.accept()
-    s = ctx.wrap_socket(c, server_side=True)
+async def handle(r, w):
     if mode == "sink":
         got = 0
         while got < n:
-            d = s.recv(1 << 20)
-            if not d: break
+            d = await r.read(1 << 20)
+            if not d:
+                break
             got += len(d)
-        s.sendall(b"k")
+        w.write(b"k")
     else:
-        block = b"d" * (1 << 20)
+        block = b"d" * (1 << 18)
         left = n
         while left > 0:
-            s.sendall(block[:min(left, len(block))]); left -= min(left, len(block))
-    s.close()
+            w.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+            await w.drain()
+    await w.drain()
+    w.close()
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+uvloop.run(main())
 """
 
 
@@ -282,6 +290,85 @@ async def bench_proxy(d: Daemon, c: RawClient, full: str, n: int, rounds: int = 
     return direct, relayed
 
 
+# -- Prosody's mod_http_file_share, same client, same box -------------------------------------------------
+def prosody_server(workdir: str, size: int):  # type: ignore[no-untyped-def]
+    """A Prosody (Debian package) with mod_http_file_share at upload.localhost over HTTPS, or
+    None when Prosody is not installed."""
+    from pathlib import Path
+
+    from perf.servers import DOMAIN, Prosody, free_port
+
+    if not Prosody.available()[0]:
+        return None
+
+    class ProsodyUpload(Prosody):
+        def prepare(self) -> None:
+            super().prepare()
+            self.https_port = free_port()
+            cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+            text = self.config.read_text().replace("https_ports = { }", f"https_ports = {{ {self.https_port} }}")
+            text += f"""
+https_interfaces = {{ "127.0.0.1" }}
+https_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+Component "upload.{DOMAIN}" "http_file_share"
+    http_file_share_size_limit = {size + 1024}
+    http_file_share_daily_quota = {100 * size}
+    http_file_share_expires_after = 3600
+"""
+            self.config.write_text(text)
+
+    srv = ProsodyUpload(Path(workdir), cpus="")
+    srv.launch(["bench"])
+    return srv
+
+
+async def bench_prosody(size: int) -> tuple[float, float] | None:
+    import tempfile
+
+    from perf.servers import PASSWORD
+
+    with tempfile.TemporaryDirectory(prefix="bench-prosody-") as tmp:
+        srv = prosody_server(tmp, size)
+        if srv is None:
+            return None
+        try:
+            c = await RawClient.connect(srv.c2s_port)
+            await c.login("bench", PASSWORD)
+            body = os.urandom(size)
+            up = down = 0.0
+            async with aiohttp.ClientSession() as s:
+                for k in range(3):
+                    await c.send(f"<iq type='get' id='p{k}' to='upload.localhost'><request xmlns='{NS_UPLOAD}' "
+                                 f"filename='bench{k}.bin' size='{size}' content-type='application/octet-stream'/></iq>")
+                    while True:
+                        el = await c.element(30)
+                        if el.get("id") == f"p{k}":
+                            break
+                    slot_el = el.find("slot", NS_UPLOAD)
+                    assert slot_el is not None, el
+                    put_el, get_el = slot_el.find("put", NS_UPLOAD), slot_el.find("get", NS_UPLOAD)
+                    headers = {h.get("name"): h.text for h in put_el.findall("header", NS_UPLOAD)}  # type: ignore[union-attr]
+                    put_url, get_url = put_el.get("url"), get_el.get("url")  # type: ignore[union-attr]
+                    host = urlsplit(put_url).netloc   # Prosody routes HTTP by Host
+                    t0 = time.perf_counter()
+                    async with s.put(local(put_url), data=body, ssl=client_ssl(), headers={
+                            "Host": host, "Content-Type": "application/octet-stream", **headers}) as r:
+                        assert r.status in (200, 201), (r.status, await r.text())
+                    up = max(up, mbps(size, time.perf_counter() - t0))
+                    t0 = time.perf_counter()
+                    n = 0
+                    async with s.get(local(get_url), ssl=client_ssl(), headers={"Host": host}) as r:
+                        assert r.status == 200, r.status
+                        async for chunk in r.content.iter_chunked(1 << 20):
+                            n += len(chunk)
+                    assert n == size
+                    down = max(down, mbps(size, time.perf_counter() - t0))
+            await c.close()
+            return up, down
+        finally:
+            srv.stop()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=10_000_000)
@@ -313,6 +400,7 @@ async def main() -> None:
         up, down = await bench_upload(d, c, args.size)
         growth, idle50, idle99, busy50, busy99 = await bench_parallel(d, par, args.size, a, b, b_full)
         direct, relayed = await bench_proxy(d, c, full, args.relay)
+        prosody = await bench_prosody(args.size)
 
         mb = args.size / 1e6
         print(f"file size {mb:.0f} MB, {args.parallel} parallel uploads, relay {args.relay / 1e6:.0f} MB")
@@ -321,6 +409,13 @@ async def main() -> None:
         print(f"{'upload (PUT, encrypt, fsync)':34}{up:9.1f}{up / tls_up:8.2f}   >= 0.5")
         print(f"{'raw loopback TLS, server->client':34}{tls_down:9.1f}")
         print(f"{'download (GET, decrypt)':34}{down:9.1f}{down / tls_down:8.2f}   >= 0.5")
+        if prosody is None:
+            print("Prosody mod_http_file_share: not measured (prosody is not installed)")
+        else:
+            print(f"{'Prosody http_file_share upload':34}{prosody[0]:9.1f}{prosody[0] / tls_up:8.2f}"
+                  f"   (mbxmpp/Prosody {up / prosody[0]:.2f})")
+            print(f"{'Prosody http_file_share download':34}{prosody[1]:9.1f}{prosody[1] / tls_down:8.2f}"
+                  f"   (mbxmpp/Prosody {down / prosody[1]:.2f})")
         print(f"{'direct loopback TCP':34}{direct:9.1f}")
         print(f"{'proxy65 relay':34}{relayed:9.1f}{relayed / direct:8.2f}   >= 0.5")
         print(f"daemon RSS growth during {args.parallel} parallel uploads: {growth / 1e6:.1f} MB   (goal < 20 MB)")
