@@ -408,3 +408,46 @@ async def test_account_deletion_removes_the_files():
         assert (await get(keep_url))[2] == b"k" * 100
     finally:
         d.finish()
+
+
+async def test_crash_mid_upload_leaves_no_file_and_finished_ones_survive():
+    d = Daemon()
+    d.add_user("alice@localhost", PASSWORD)
+    d.start()
+    try:
+        c = await _login(d, "alice")
+        done_url = await upload(c, "kept.bin", b"k" * 200_000)
+        put_url, get_url = urls(await request_slot(c, "half.bin", 1_000_000))
+        started = asyncio.Event()
+
+        async def slow_body():
+            yield b"h" * 300_000
+            started.set()
+            await asyncio.sleep(60)      # never finishes: the daemon dies first
+            yield b"h"
+
+        async def uploading():
+            async with aiohttp.ClientSession() as s:
+                await s.put(local(put_url), data=slow_body(), ssl=client_ssl(),
+                            headers={"Content-Type": "application/octet-stream", "Content-Length": "1000000"})
+
+        task = asyncio.ensure_future(uploading())
+        await asyncio.wait_for(started.wait(), 10)
+        tmp_dir = os.path.join(d.dir, "data", "upload", "tmp")
+        for _ in range(100):             # the half file exists, in tmp/ only
+            if os.listdir(tmp_dir):
+                break
+            await asyncio.sleep(0.05)
+        assert os.listdir(tmp_dir)
+        d.kill9()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        d.start()
+        assert os.listdir(tmp_dir) == []
+        slot = urlsplit(get_url).path.split("/")[2]
+        assert not any(f.endswith(slot) for f in stored_files(d))
+        assert (await get(get_url))[0] == 404
+        assert (await get(done_url))[2] == b"k" * 200_000
+        await c.close()
+    finally:
+        d.finish()
