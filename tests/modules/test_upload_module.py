@@ -68,3 +68,30 @@ async def test_account_deletion_hook_removes_the_files():
             assert mod.store.used_bytes("alice@localhost") == 0 and mod.store.used_bytes("bob@localhost") == 5
         finally:
             await client.close()
+
+
+async def test_expired_file_is_404_before_the_sweep_removes_it():
+    import dataclasses
+
+    from mbxmpp.config import UploadConfig
+
+    async with ServerHarness(modules=["disco", "upload"],
+                             upload=dataclasses.replace(UploadConfig(), expire_after=1.0)) as h:
+        mod = h.server.modules["upload"]
+        await mod.stop()                               # no sweep from here on
+        alice = await h.login("alice@localhost", "r")
+        h.send(alice, slot_request("s", "upload.localhost"))
+        slot = (await alice.expect(lambda s: s.get("id") == "s")).find("slot", NS_UPLOAD)
+        put_url, get_url = slot.find("put", NS_UPLOAD).get("url"), slot.find("get", NS_UPLOAD).get("url")
+        client = TestClient(TestServer(h.server.http.app))
+        await client.start_server()
+        try:
+            r = await client.put(path_of(put_url), data=b"hello", headers={"Content-Type": "text/plain"})
+            assert r.status == 201
+            assert (await client.get(path_of(get_url))).status == 200
+            await asyncio.sleep(1.05)
+            assert (await client.get(path_of(get_url))).status == 404
+            assert (await client.head(path_of(get_url))).status == 404
+            assert os.path.exists(mod.store.path(urlsplit(get_url).path.split("/")[2]))  # not swept
+        finally:
+            await client.close()
