@@ -119,7 +119,7 @@ async def test_file_over_the_limit_refused_with_the_limit(daemon):
     assert r.find("error").get("type") == "modify"
     too_large = r.find("error").find("file-too-large", NS_UPLOAD)
     assert too_large.findtext("max-file-size", NS_UPLOAD) == str(10 * MiB)
-    for bad in ("size='-1'", "size='ten'", ""):
+    for bad in ("size='-1'", "size='ten'", "size='²'", ""):
         await c.send(f"<iq type='get' id='b' to='upload.localhost'><request xmlns='{NS_UPLOAD}' filename='x' {bad}/></iq>")
         assert condition(await c.element()) == "bad-request"
     await c.close()
@@ -163,9 +163,12 @@ async def test_unsafe_types_are_attachments_and_cors_preflight(daemon):
     assert status == 200 and got == page
     assert h["Content-Type"] == "application/octet-stream"
     assert h["Content-Disposition"].startswith("attachment;") and 'filename="page.html"' in h["Content-Disposition"]
-    txt = await upload(c, "notes.txt", b"hello", "text/plain")
-    status, h, _ = await get(txt)
+    txt = await upload(c, "résumé.txt", b"hello", "text/plain")
+    assert txt.endswith("/r%C3%A9sum%C3%A9.txt")
+    status, h, got = await get(txt)
+    assert status == 200 and got == b"hello"
     assert h["Content-Type"] == "text/plain; charset=utf-8" and h["Content-Disposition"].startswith("inline;")
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9.txt" in h["Content-Disposition"]
 
     async with aiohttp.ClientSession() as s:
         async with s.options(local(get_url), headers={"Origin": "https://chat.example",

@@ -147,7 +147,7 @@ class Upload(ComponentModule):
         req = iq.first_child()
         assert req is not None
         filename, size_s = req.get("filename"), req.get("size")
-        if not filename or not size_s or not size_s.isdigit():
+        if not filename or not size_s or not (size_s.isascii() and size_s.isdigit()):
             raise StanzaError("bad-request", "filename and size (a whole number of bytes) are required")
         size = int(size_s)
         ctype = media_type(req.get("content-type"))
