@@ -645,12 +645,16 @@ def _load_muc(t: _Table) -> MUCConfig:
 
 def _load_upload(t: _Table) -> UploadConfig:
     d = UploadConfig()
-    return UploadConfig(domain=_component_template(t, d.domain),
+    cfg = UploadConfig(domain=_component_template(t, d.domain),
                         max_file_size=t.get_size("max_file_size", d.max_file_size),
                         expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
                         enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None),
                         quota_per_user=t.get_size("quota_per_user", d.quota_per_user),
                         slots_per_hour=t.get_int("slots_per_hour", d.slots_per_hour, 1))
+    if cfg.quota_per_user < cfg.max_file_size:
+        t.error("quota_per_user", f"must be at least max_file_size ({format_size(cfg.max_file_size)}), "
+                                  f"or files of that size could never be uploaded")
+    return cfg
 
 
 def _load_proxy65(t: _Table) -> Proxy65Config:

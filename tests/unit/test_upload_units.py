@@ -105,3 +105,13 @@ def test_config_keys_of_upload_and_proxy65(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(path))
     assert [m.split(":")[0] for m in e.value.errors] == ["upload.slots_per_hour", "proxy65.max_streams_per_user"]
+
+
+def test_quota_below_the_file_size_limit_is_a_config_error(tmp_path):
+    from mbxmpp.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\ndomains = ["example.org"]\n[upload]\nmax_file_size = "10MiB"\nquota_per_user = "5MiB"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert e.value.errors[0].startswith("upload.quota_per_user: must be at least max_file_size (10MiB)")
