@@ -310,3 +310,19 @@ async def test_unactivated_connections_per_address_are_capped(daemon):
     w.write(b"\x05\x01\x00")
     assert await r.readexactly(2) == b"\x05\x00"  # released when they close
     w.close()
+
+
+async def test_wrong_hash_is_never_joined(daemon):
+    alice, a_full = await login(daemon, "alice")
+    sid = "wrong-" + os.urandom(4).hex()
+    good = await socks(daemon.proxy, digest(sid, a_full, "bob@localhost/r"))
+    bad = await socks(daemon.proxy, digest(sid, a_full, "bob@localhost/other"))   # a wrong target in the hash
+    assert good[2][1] == 0 and bad[2][1] == 0
+    r = await activate(alice, sid, "bob@localhost/r")
+    assert condition(r) == "not-allowed"            # only one party of this stream is connected
+    bad[1].write(b"not for you")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(good[0].read(1), 0.5)
+    good[1].close()
+    bad[1].close()
+    await alice.close()
