@@ -26,7 +26,7 @@ from mbxmpp.util.units import format_duration, format_size, parse_duration, pars
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
     "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
-    "OfflineConfig", "PushConfig", "AccountsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "AuthConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
     "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
 ]
 
@@ -38,6 +38,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
     "upload", "proxy65",
+    "webchat", "metrics",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -95,7 +96,12 @@ class C2SConfig:
     direct_tls: tuple[Listen, ...] = (("127.0.0.1", 5223),)
     max_stanza_size: int = 256 * 1024
     auth_timeout: float = 30.0
-    max_unauthenticated_per_ip: int = 10
+    # Pre-authentication limits (mbxmpp/core/admission.py; mbxmpp.example.toml says why these)
+    max_unauthenticated: int = 5000            # all addresses together
+    max_unauthenticated_per_ip: int = 10       # beyond it, the address's stalled ones make room
+    stalled_after: float = 10.0                # no negotiation step for this long: stalled
+    connection_burst_per_ip: int = 300         # new connections per address at once...
+    connection_rate_per_ip: int = 30           # ...and per second after; authenticating refunds
     max_auth_attempts: int = 5
     allow_plain: bool = True                   # SASL PLAIN, only ever offered over TLS
     require_encryption: bool = True
@@ -136,6 +142,15 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
+    # What may be archived per account and quota window (0: unbounded). A busy user receives a
+    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    quota_window: float = 86400.0
+    max_messages_from_others: int = 20_000     # all other senders together, into one account
+    max_bytes_from_others: int = 64 * 1024 * 1024
+    max_messages_per_sender: int = 5_000       # one sender into one account
+    max_bytes_per_sender: int = 16 * 1024 * 1024
+    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
+    max_bytes_own: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +184,23 @@ class Proxy65Config:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # addresses that may scrape /metrics
+    token: str = ""                                       # or a bearer token; "" = none
+
+
+@dataclass(frozen=True, slots=True)
+class WebChatConfig:
+    language: str = "en"                       # Converse.js interface language (its i18n code)
+    assets_dir: str | None = None              # None: <data_dir>/webchat
+
+
+@dataclass(frozen=True, slots=True)
 class OfflineConfig:
-    max_messages: int = 1000                   # per user
+    max_messages: int = 1000                   # per user (0: store none)
+    max_bytes: int = 10 * 1024 * 1024          # per user (0: unbounded)
+    max_messages_per_sender: int = 500         # one sender's share of a user's storage (0: unbounded)
+    max_bytes_per_sender: int = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +224,34 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DovecotAuthConfig:
+    client_socket: str = "/run/dovecot/auth-client"   # passwords (Dovecot's auth-client listener)
+    userdb_socket: str = "/run/dovecot/auth-userdb"   # account lookups for routing; "" = none
+    plan_field: str = "plan"                           # passdb/userdb extra field with the plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LDAPAuthConfig:
+    uri: str = "ldap://127.0.0.1"
+    base_dn: str = ""
+    bind_dn: str = ""                                  # "" = anonymous search
+    bind_password: str = ""
+    filter: str = "(mail={jid})"                       # {jid} is the escaped bare JID
+    plan_attribute: str = ""                           # "" = every account has the default plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    backend: str = "internal"                          # internal, dovecot or ldap
+    dovecot: DovecotAuthConfig = field(default_factory=DovecotAuthConfig)
+    ldap: LDAPAuthConfig = field(default_factory=LDAPAuthConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -205,9 +263,12 @@ class Config:
     muc: MUCConfig = field(default_factory=MUCConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     proxy65: Proxy65Config = field(default_factory=Proxy65Config)
+    webchat: WebChatConfig = field(default_factory=WebChatConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -573,7 +634,11 @@ def _load_c2s(t: _Table) -> C2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         auth_timeout=t.get_duration("auth_timeout", d.auth_timeout),
+        max_unauthenticated=t.get_int("max_unauthenticated", d.max_unauthenticated, 1),
         max_unauthenticated_per_ip=t.get_int("max_unauthenticated_per_ip", d.max_unauthenticated_per_ip, 1),
+        stalled_after=t.get_duration("stalled_after", d.stalled_after),
+        connection_burst_per_ip=t.get_int("connection_burst_per_ip", d.connection_burst_per_ip, 1),
+        connection_rate_per_ip=t.get_int("connection_rate_per_ip", d.connection_rate_per_ip, 1),
         max_auth_attempts=t.get_int("max_auth_attempts", d.max_auth_attempts, 1),
         allow_plain=t.get_bool("allow_plain", d.allow_plain),
         require_encryption=t.get_bool("require_encryption", d.require_encryption))
@@ -620,7 +685,18 @@ def _load_sm(t: _Table) -> SMConfig:
 def _load_mam(t: _Table) -> MAMConfig:
     d = MAMConfig()
     return MAMConfig(retention=t.get_duration("retention", d.retention, minimum=1),
-                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1))
+                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1),
+                     quota_window=t.get_duration("quota_window", d.quota_window, minimum=1),
+                     max_messages_from_others=t.get_int("max_messages_from_others",
+                                                        d.max_messages_from_others, 0),
+                     max_bytes_from_others=t.get_size("max_bytes_from_others",
+                                                      d.max_bytes_from_others, 0),
+                     max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                       d.max_messages_per_sender, 0),
+                     max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                     d.max_bytes_per_sender, 0),
+                     max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
@@ -646,11 +722,11 @@ def _load_muc(t: _Table) -> MUCConfig:
 def _load_upload(t: _Table) -> UploadConfig:
     d = UploadConfig()
     cfg = UploadConfig(domain=_component_template(t, d.domain),
-                        max_file_size=t.get_size("max_file_size", d.max_file_size),
-                        expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
-                        enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None),
-                        quota_per_user=t.get_size("quota_per_user", d.quota_per_user),
-                        slots_per_hour=t.get_int("slots_per_hour", d.slots_per_hour, 1))
+                       max_file_size=t.get_size("max_file_size", d.max_file_size),
+                       expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
+                       enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None),
+                       quota_per_user=t.get_size("quota_per_user", d.quota_per_user),
+                       slots_per_hour=t.get_int("slots_per_hour", d.slots_per_hour, 1))
     if cfg.quota_per_user < cfg.max_file_size:
         t.error("quota_per_user", f"must be at least max_file_size ({format_size(cfg.max_file_size)}), "
                                   f"or files of that size could never be uploaded")
@@ -677,8 +753,34 @@ def _load_proxy65(t: _Table) -> Proxy65Config:
                          max_bytes_per_user=t.get_size("max_bytes_per_user", d.max_bytes_per_user))
 
 
+def _load_metrics(t: _Table) -> MetricsConfig:
+    d = MetricsConfig()
+    allow = []
+    for n in t.get_str_list("allow", d.allow):
+        try:
+            allow.append(str(ipaddress.ip_network(n, strict=False)))
+        except ValueError:
+            t.error("allow", f'expected addresses or networks such as "127.0.0.1" or "10.0.0.0/8", got {_show(n)}')
+    return MetricsConfig(allow=tuple(allow), token=t.get_str("token", d.token, allow_empty=True))
+
+
+def _load_webchat(t: _Table) -> WebChatConfig:
+    d = WebChatConfig()
+    lang = t.get_str("language", d.language)
+    if not re.fullmatch(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*", lang):
+        t.error("language", f'expected a language code such as "en", "de" or "pt_BR", got {_show(lang)}')
+        lang = d.language
+    return WebChatConfig(language=lang, assets_dir=t.get_str("assets_dir", None))
+
+
 def _load_offline(t: _Table) -> OfflineConfig:
-    return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
+    d = OfflineConfig()
+    return OfflineConfig(max_messages=t.get_int("max_messages", d.max_messages, 0),
+                         max_bytes=t.get_size("max_bytes", d.max_bytes, 0),
+                         max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                           d.max_messages_per_sender, 0),
+                         max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                         d.max_bytes_per_sender, 0))
 
 
 def _load_push(t: _Table) -> PushConfig:
@@ -688,6 +790,44 @@ def _load_push(t: _Table) -> PushConfig:
                       publish_timeout=t.get_duration("publish_timeout", d.publish_timeout),
                       wake_before=t.get_duration("wake_before", d.wake_before),
                       max_registrations=t.get_int("max_registrations", d.max_registrations, 1))
+
+
+AUTH_BACKENDS = ("internal", "dovecot", "ldap")
+
+
+def _load_auth(t: _Table) -> AuthConfig:
+    d = AuthConfig()
+    backend = t.get_str("backend", d.backend)
+    if backend not in AUTH_BACKENDS:
+        t.error("backend", f"must be one of {', '.join(AUTH_BACKENDS)}, got {_show(backend)}")
+        backend = d.backend
+    dovecot, ldap = d.dovecot, d.ldap
+    dt = t.get_table("dovecot")
+    if dt is not None:
+        dd = DovecotAuthConfig()
+        dovecot = DovecotAuthConfig(
+            client_socket=dt.get_str("client_socket", dd.client_socket),
+            userdb_socket=dt.get_str("userdb_socket", dd.userdb_socket, allow_empty=True),
+            plan_field=dt.get_str("plan_field", dd.plan_field),
+            timeout=dt.get_duration("timeout", dd.timeout), cache_ttl=dt.get_duration("cache_ttl", dd.cache_ttl))
+        dt.finish()
+    lt = t.get_table("ldap")
+    if lt is not None:
+        ld = LDAPAuthConfig()
+        ldap = LDAPAuthConfig(
+            uri=lt.get_str("uri", ld.uri), base_dn=lt.get_str("base_dn", ld.base_dn, allow_empty=True),
+            bind_dn=lt.get_str("bind_dn", ld.bind_dn, allow_empty=True),
+            bind_password=lt.get_str("bind_password", ld.bind_password, allow_empty=True),
+            filter=lt.get_str("filter", ld.filter), plan_attribute=lt.get_str("plan_attribute", "", allow_empty=True),
+            timeout=lt.get_duration("timeout", ld.timeout), cache_ttl=lt.get_duration("cache_ttl", ld.cache_ttl))
+        if "{jid}" not in ldap.filter:
+            lt.error("filter", f"must contain {{jid}}, got {_show(ldap.filter)}")
+        if backend == "ldap" and not ldap.base_dn:
+            lt.error("base_dn", "required with backend = \"ldap\"")
+        lt.finish()
+    elif backend == "ldap":
+        t.error("ldap", "required with backend = \"ldap\": [auth.ldap] uri and base_dn")
+    return AuthConfig(backend=backend, dovecot=dovecot, ldap=ldap)
 
 
 def _load_accounts(t: _Table) -> AccountsConfig:
@@ -700,8 +840,8 @@ def _load_accounts(t: _Table) -> AccountsConfig:
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
-    "proxy65": _load_proxy65, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts,
+    "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
+    "accounts": _load_accounts, "auth": _load_auth,
 }
 
 

@@ -21,4 +21,6 @@ REGISTRY: dict[str, str] = {
     "push": "mbxmpp.modules.push:Push",
     "upload": "mbxmpp.modules.upload:Upload",
     "proxy65": "mbxmpp.modules.proxy65:Proxy65",
+    "webchat": "mbxmpp.modules.webchat:WebChat",
+    "metrics": "mbxmpp.modules.metrics:Metrics",
 }
