@@ -266,7 +266,10 @@ class UploadHTTP:
                 for plain in chunks:
                     lo = first - index * crypto.CHUNK if index == first_chunk else 0
                     hi = last - index * crypto.CHUNK + 1 if index == last_chunk else len(plain)
-                    await resp.write(plain[lo:hi])
+                    try:
+                        await resp.write(plain[lo:hi])
+                    except ConnectionError:
+                        return resp  # the client went away: nothing to answer
                     index += 1
                 if index > last_chunk:
                     break
