@@ -95,3 +95,28 @@ async def test_expired_file_is_404_before_the_sweep_removes_it():
             assert os.path.exists(mod.store.path(urlsplit(get_url).path.split("/")[2]))  # not swept
         finally:
             await client.close()
+
+
+async def test_files_of_an_account_deleted_elsewhere_are_found_by_the_audit():
+    """`user del` in another process deletes the records, not the files (no hook fires here):
+    the sweep's audit finds the files whose record is gone."""
+    async with ServerHarness(modules=["disco", "upload"]) as h:
+        mod = h.server.modules["upload"]
+        clients = {u: await h.login(f"{u}@localhost", "r") for u in ("alice", "bob")}
+        client = TestClient(TestServer(h.server.http.app))
+        await client.start_server()
+        try:
+            files = {}
+            for u, c in clients.items():
+                h.send(c, slot_request(u, "upload.localhost"))
+                slot = (await c.expect(lambda s, u=u: s.get("id") == u)).find("slot", NS_UPLOAD)
+                r = await client.put(path_of(slot.find("put", NS_UPLOAD).get("url")), data=b"hello",
+                                     headers={"Content-Type": "text/plain"})
+                assert r.status == 201
+                files[u] = mod.store.path(urlsplit(slot.find("get", NS_UPLOAD).get("url")).path.split("/")[2])
+            await h.server.storage.delete_owner("alice@localhost")     # what the CLI's `user del` does
+            assert await mod.store.drop_orphans() == 1
+            assert not os.path.exists(files["alice"]) and os.path.exists(files["bob"])
+            assert mod.store.used_bytes("alice@localhost") == 0
+        finally:
+            await client.close()

@@ -39,6 +39,7 @@ from .store import UploadStore
 
 SLOT_LIFETIME = 300.0      # seconds a PUT URL stays valid
 RATE_WINDOW = 3600.0       # slots_per_hour counts requests in this window
+AUDIT_INTERVAL = 60.0      # how often the sweep looks for files of accounts deleted by the CLI
 
 
 def stamp(ts: float) -> str:
@@ -103,11 +104,17 @@ class Upload(ComponentModule):
         """Delete what is due, a batch at a time, sleeping until the next deadline (at most a
         minute, so that a clock jump is caught up with). GETs check the expiry themselves, so the
         sweep is about freeing the disk, not about the promise to users."""
+        last_audit = time.monotonic()
         while True:
             try:
                 deleted, more = await self.store.sweep()
                 if deleted:
                     self.log.info("upload: %d expired files and slots deleted", deleted)
+                if time.monotonic() - last_audit >= AUDIT_INTERVAL:
+                    last_audit = time.monotonic()
+                    orphans = await self.store.drop_orphans()
+                    if orphans:
+                        self.log.info("upload: %d files of deleted accounts removed", orphans)
             except Exception:
                 self.log.exception("upload sweep failed")
                 more = False

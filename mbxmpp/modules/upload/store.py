@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 200          # files deleted per sweep step: bounded work per step
 UPLOAD_GRACE = 60.0        # a PUT still streaming at its slot's deadline is looked at again then
+AUDIT_BATCH = 500          # slots checked per audit for a record deleted behind our back
 
 
 def expired(uploaded: float, expire_after: float, now: float) -> bool:
@@ -64,6 +65,7 @@ class UploadStore:
         self.by_owner: dict[str, set[str]] = {}
         self._due: list[tuple[float, str]] = []      # heap of (deadline, slot)
         self.uploading: set[str] = set()             # slots whose PUT is streaming now
+        self._audit: list[str] = []                  # slots still to check in this audit round
 
     # -- paths --------------------------------------------------------------------------------
     def path(self, slot: str) -> str:
@@ -202,6 +204,20 @@ class UploadStore:
 
     def next_due(self) -> float | None:
         return self._due[0][0] if self._due else None
+
+    async def drop_orphans(self, budget: int = AUDIT_BATCH) -> int:
+        """Delete the files of up to ``budget`` slots (round robin) whose record is gone: an
+        account deleted by the CLI, in another process, took its records with it."""
+        if not self._audit:
+            self._audit = list(self.slots)
+        gone = []
+        while self._audit and budget > 0:
+            slot = self._audit.pop()
+            budget -= 1
+            info = self.slots.get(slot)
+            if info is not None and self.records.get(info.owner, slot) is None:
+                gone.append(slot)
+        return await self.remove(gone)
 
     async def remove_owner(self, owner: str) -> int:
         return await self.remove(list(self.by_owner.get(owner, ())))
