@@ -37,7 +37,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "webchat", "metrics", "muc",
+    "muc", "upload", "proxy65", "webchat", "metrics",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -174,6 +174,8 @@ class UploadConfig:
     expire_after: float = 3600.0
     enabled: bool = True
     storage_dir: str | None = None             # load_config fills in <data_dir>/upload
+    quota_per_user: int = 100 * 1024 * 1024    # bytes stored (and reserved by open slots) per user
+    slots_per_hour: int = 100                  # slot requests per user per hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,10 @@ class Proxy65Config:
     listen: tuple[Listen, ...] = (("127.0.0.1", 5000),)
     public_host: str | None = None             # None: the listen host
     enabled: bool = True
+    activation_timeout: float = 60.0           # a connection not activated by then is closed
+    idle_timeout: float = 300.0                # an activated stream without traffic is closed
+    max_streams_per_user: int = 10             # concurrent activated streams per requester
+    max_bytes_per_user: int = 10 * 1024 ** 3   # bytes relayed per requester per hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,10 +737,16 @@ def _load_muc(t: _Table) -> MUCConfig:
 
 def _load_upload(t: _Table) -> UploadConfig:
     d = UploadConfig()
-    return UploadConfig(domain=_component_template(t, d.domain),
-                        max_file_size=t.get_size("max_file_size", d.max_file_size),
-                        expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
-                        enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None))
+    cfg = UploadConfig(domain=_component_template(t, d.domain),
+                       max_file_size=t.get_size("max_file_size", d.max_file_size),
+                       expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
+                       enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None),
+                       quota_per_user=t.get_size("quota_per_user", d.quota_per_user),
+                       slots_per_hour=t.get_int("slots_per_hour", d.slots_per_hour, 1))
+    if cfg.quota_per_user < cfg.max_file_size:
+        t.error("quota_per_user", f"must be at least max_file_size ({format_size(cfg.max_file_size)}), "
+                                  f"or files of that size could never be uploaded")
+    return cfg
 
 
 def _load_proxy65(t: _Table) -> Proxy65Config:
@@ -750,7 +762,11 @@ def _load_proxy65(t: _Table) -> Proxy65Config:
                 t.error("public_host", f"expected a host name or IP address: {e}")
                 host = None
     return Proxy65Config(domain=_component_template(t, d.domain), listen=t.get_listen("listen", d.listen),
-                         public_host=host, enabled=t.get_bool("enabled", d.enabled))
+                         public_host=host, enabled=t.get_bool("enabled", d.enabled),
+                         activation_timeout=t.get_duration("activation_timeout", d.activation_timeout),
+                         idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
+                         max_streams_per_user=t.get_int("max_streams_per_user", d.max_streams_per_user, 1),
+                         max_bytes_per_user=t.get_size("max_bytes_per_user", d.max_bytes_per_user))
 
 
 def _load_metrics(t: _Table) -> MetricsConfig:
