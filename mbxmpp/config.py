@@ -136,15 +136,18 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
-    # What may be archived per account and quota window (0: unbounded). A busy user receives a
-    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    # What may be archived per account and quota window (0: unbounded). Bytes do the protecting:
+    # the counts are far above what a load test sends between one pair in minutes (a busy user
+    # receives a few thousand messages a day of 1-5 KB; files go by upload, not inline).
     quota_window: float = 86400.0
-    max_messages_from_others: int = 20_000     # all other senders together, into one account
-    max_bytes_from_others: int = 64 * 1024 * 1024
-    max_messages_per_sender: int = 5_000       # one sender into one account
-    max_bytes_per_sender: int = 16 * 1024 * 1024
-    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
-    max_bytes_own: int = 64 * 1024 * 1024
+    max_messages_from_others: int = 8_000_000  # all other senders together, into one account
+    max_bytes_from_others: int = 1 << 30
+    max_messages_per_sender: int = 2_000_000   # one sender into one account
+    max_bytes_per_sender: int = 256 << 20
+    max_messages_own: int = 8_000_000          # an account's own sent messages, in its archive
+    max_bytes_own: int = 1 << 30
+    # One sender into all other accounts together: one account cannot fill thousands of others.
+    max_bytes_to_others: int = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,7 +654,9 @@ def _load_mam(t: _Table) -> MAMConfig:
                      max_bytes_per_sender=t.get_size("max_bytes_per_sender",
                                                      d.max_bytes_per_sender, 0),
                      max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
-                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0),
+                     max_bytes_to_others=t.get_size("max_bytes_to_others",
+                                                    d.max_bytes_to_others, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
