@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mbxmpp.util.units import format_duration, format_size, parse_duration, parse_size
+from mbxmpp.util.ratelimit import Rate
 
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
@@ -204,6 +205,29 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Token buckets (mbxmpp/util/ratelimit.py) that a normal user never hits: in the file each
+    is a rate ("N/s", "N/min", "N/h", "N/day"; "0": no limit) and ``<name>_burst``."""
+    # every SASL attempt from one IP address: a carrier NAT's reconnect storm is thousands at once
+    logins_per_address: Rate = Rate(100.0, 10_000)
+    failed_logins_per_address: Rate = Rate(10.0, 1_000)
+    # every SASL attempt for one account (all its devices reconnecting at once fit the burst)
+    logins_per_account: Rate = Rate(2.0, 600)
+    # failures per account AND address: guessing is slowed; an attacker elsewhere locks nobody out
+    failed_logins_per_account: Rate = Rate(10 / 60, 30)
+    # stanzas one session sends; over it, reading from its connection waits (no error)
+    stanzas_per_session: Rate = Rate(5000.0, 50_000)
+    # presence subscription requests an account sends (RFC 6121 §3.1.3 allows refusing)
+    subscriptions_per_account: Rate = Rate(100 / 3600, 1_000)
+    # new group chat rooms an account creates (for the muc module: server.limits.take)
+    muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
+
+    @property
+    def rates(self) -> dict[str, Rate]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
 class AccountsConfig:
     chat_plans: tuple[str, ...] = ("paid",)
     default_plan: str = "paid"                 # plan of an account that has none recorded
@@ -231,6 +255,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -749,11 +774,25 @@ def _load_accounts(t: _Table) -> AccountsConfig:
                           refusal_text=t.get_str("refusal_text", d.refusal_text))
 
 
+def _load_limits(t: _Table) -> LimitsConfig:
+    rates = {}
+    for name, d in LimitsConfig().rates.items():
+        burst = t.get_int(name + "_burst", int(d.burst), 1)
+        text = "0" if t.data.get(name) == 0 else t.get_str(name, None)  # 0: no limit
+        t.used.add(name)
+        try:
+            rates[name] = Rate(d.per_second, burst) if text is None else Rate.parse(str(text), burst)
+        except ValueError as e:
+            t.error(name, str(e))
+            rates[name] = d
+    return LimitsConfig(**rates)
+
+
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts,
+    "accounts": _load_accounts, "limits": _load_limits,
 }
 
 
