@@ -221,6 +221,8 @@ class LimitsConfig:
     subscriptions_per_account: Rate = Rate(100 / 3600, 1_000)
     # new group chat rooms an account creates (for the muc module: server.limits.take)
     muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
+    # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
+    reports_per_account: Rate = Rate(100 / 86400, 100)
 
     @property
     def rates(self) -> dict[str, Rate]:
