@@ -188,6 +188,7 @@ def _check(cfg: Config) -> int:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
     _print_storage_bounds(cfg)
+    _print_limits(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -237,6 +238,11 @@ def _print_storage_bounds(cfg: Config) -> None:
     from .modules.mam.quota import describe_bounds
     for line in describe_bounds(cfg):
         print(line)
+
+
+def _print_limits(cfg: Config) -> None:
+    rates = cfg.limits.rates
+    print("rate limits: " + "; ".join(f"{k} {r.describe()}" for k, r in rates.items()))
 
 
 def _xeps(cfg: Config) -> int:
