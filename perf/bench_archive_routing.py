@@ -30,7 +30,6 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mbxmpp.config import MAMConfig  # noqa: E402
 from mbxmpp.jid import JID  # noqa: E402
 from mbxmpp.util.tuning import tune_for_serving  # noqa: E402
 from tests.harness import ServerHarness, parse_stanza  # noqa: E402
@@ -71,6 +70,7 @@ class Sink:
         self.session: Any = None
         self.sm = None
         self.closed = False
+        self.peer = "bench"  # the server notes it per session (sessions list)
 
     def send_stanza(self, st: Any) -> None:
         st.to_bytes()

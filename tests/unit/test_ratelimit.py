@@ -6,7 +6,7 @@ import pytest
 
 from mbxmpp.config import ConfigError, LimitsConfig, load_config
 from mbxmpp.core.limits import ServerLimits
-from mbxmpp.util.ratelimit import RateLimits, Rate, ReadThrottle
+from mbxmpp.util.ratelimit import Rate, RateLimits, ReadThrottle
 
 MINIMAL = '[server]\ndomains = ["example.org"]\n'
 
