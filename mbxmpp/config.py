@@ -27,7 +27,7 @@ from mbxmpp.util.ratelimit import Rate
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
     "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
-    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "AuthConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
     "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
 ]
 
@@ -38,7 +38,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "webchat", "metrics",
+    "webchat", "metrics", "muc",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -96,7 +96,12 @@ class C2SConfig:
     direct_tls: tuple[Listen, ...] = (("127.0.0.1", 5223),)
     max_stanza_size: int = 256 * 1024
     auth_timeout: float = 30.0
-    max_unauthenticated_per_ip: int = 10
+    # Pre-authentication limits (mbxmpp/core/admission.py; mbxmpp.example.toml says why these)
+    max_unauthenticated: int = 5000            # all addresses together
+    max_unauthenticated_per_ip: int = 10       # beyond it, the address's stalled ones make room
+    stalled_after: float = 10.0                # no negotiation step for this long: stalled
+    connection_burst_per_ip: int = 300         # new connections per address at once...
+    connection_rate_per_ip: int = 30           # ...and per second after; authenticating refunds
     max_auth_attempts: int = 5
     allow_plain: bool = True                   # SASL PLAIN, only ever offered over TLS
     require_encryption: bool = True
@@ -156,6 +161,14 @@ class MUCConfig:
     domain: str = "conference.{domain}"
     archive_by_default: bool = False
     enabled: bool = True
+    max_rooms_per_user: int = 100             # rooms a user may own (creation refused beyond)
+    max_rooms_joined_per_user: int = 200      # rooms a user may be in at once
+    max_occupants: int = 1000                 # per room; caps muc#roomconfig_maxusers
+    message_rate: int = 5                     # messages (and presence updates) per second per occupant
+    message_burst: int = 25                   # ... allowed at once before the rate applies
+    max_history: int = 100                    # messages a room remembers for history on join
+    max_nick_length: int = 64                 # characters
+    max_message_size: int = 64 * 1024         # bytes of a message or presence to a room or an occupant
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +254,34 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DovecotAuthConfig:
+    client_socket: str = "/run/dovecot/auth-client"   # passwords (Dovecot's auth-client listener)
+    userdb_socket: str = "/run/dovecot/auth-userdb"   # account lookups for routing; "" = none
+    plan_field: str = "plan"                           # passdb/userdb extra field with the plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LDAPAuthConfig:
+    uri: str = "ldap://127.0.0.1"
+    base_dn: str = ""
+    bind_dn: str = ""                                  # "" = anonymous search
+    bind_password: str = ""
+    filter: str = "(mail={jid})"                       # {jid} is the escaped bare JID
+    plan_attribute: str = ""                           # "" = every account has the default plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    backend: str = "internal"                          # internal, dovecot or ldap
+    dovecot: DovecotAuthConfig = field(default_factory=DovecotAuthConfig)
+    ldap: LDAPAuthConfig = field(default_factory=LDAPAuthConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -257,6 +298,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
@@ -623,7 +665,11 @@ def _load_c2s(t: _Table) -> C2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         auth_timeout=t.get_duration("auth_timeout", d.auth_timeout),
+        max_unauthenticated=t.get_int("max_unauthenticated", d.max_unauthenticated, 1),
         max_unauthenticated_per_ip=t.get_int("max_unauthenticated_per_ip", d.max_unauthenticated_per_ip, 1),
+        stalled_after=t.get_duration("stalled_after", d.stalled_after),
+        connection_burst_per_ip=t.get_int("connection_burst_per_ip", d.connection_burst_per_ip, 1),
+        connection_rate_per_ip=t.get_int("connection_rate_per_ip", d.connection_rate_per_ip, 1),
         max_auth_attempts=t.get_int("max_auth_attempts", d.max_auth_attempts, 1),
         allow_plain=t.get_bool("allow_plain", d.allow_plain),
         require_encryption=t.get_bool("require_encryption", d.require_encryption))
@@ -703,7 +749,16 @@ def _load_muc(t: _Table) -> MUCConfig:
     d = MUCConfig()
     return MUCConfig(domain=_component_template(t, d.domain),
                      archive_by_default=t.get_bool("archive_by_default", d.archive_by_default),
-                     enabled=t.get_bool("enabled", d.enabled))
+                     enabled=t.get_bool("enabled", d.enabled),
+                     max_rooms_per_user=t.get_int("max_rooms_per_user", d.max_rooms_per_user, 0),
+                     max_rooms_joined_per_user=t.get_int("max_rooms_joined_per_user",
+                                                         d.max_rooms_joined_per_user, 1),
+                     max_occupants=t.get_int("max_occupants", d.max_occupants, 1),
+                     message_rate=t.get_int("message_rate", d.message_rate, 0),
+                     message_burst=t.get_int("message_burst", d.message_burst, 1),
+                     max_history=t.get_int("max_history", d.max_history, 0),
+                     max_nick_length=t.get_int("max_nick_length", d.max_nick_length, 1),
+                     max_message_size=t.get_size("max_message_size", d.max_message_size, 1024))
 
 
 def _load_upload(t: _Table) -> UploadConfig:
@@ -769,6 +824,44 @@ def _load_push(t: _Table) -> PushConfig:
                       max_registrations=t.get_int("max_registrations", d.max_registrations, 1))
 
 
+AUTH_BACKENDS = ("internal", "dovecot", "ldap")
+
+
+def _load_auth(t: _Table) -> AuthConfig:
+    d = AuthConfig()
+    backend = t.get_str("backend", d.backend)
+    if backend not in AUTH_BACKENDS:
+        t.error("backend", f"must be one of {', '.join(AUTH_BACKENDS)}, got {_show(backend)}")
+        backend = d.backend
+    dovecot, ldap = d.dovecot, d.ldap
+    dt = t.get_table("dovecot")
+    if dt is not None:
+        dd = DovecotAuthConfig()
+        dovecot = DovecotAuthConfig(
+            client_socket=dt.get_str("client_socket", dd.client_socket),
+            userdb_socket=dt.get_str("userdb_socket", dd.userdb_socket, allow_empty=True),
+            plan_field=dt.get_str("plan_field", dd.plan_field),
+            timeout=dt.get_duration("timeout", dd.timeout), cache_ttl=dt.get_duration("cache_ttl", dd.cache_ttl))
+        dt.finish()
+    lt = t.get_table("ldap")
+    if lt is not None:
+        ld = LDAPAuthConfig()
+        ldap = LDAPAuthConfig(
+            uri=lt.get_str("uri", ld.uri), base_dn=lt.get_str("base_dn", ld.base_dn, allow_empty=True),
+            bind_dn=lt.get_str("bind_dn", ld.bind_dn, allow_empty=True),
+            bind_password=lt.get_str("bind_password", ld.bind_password, allow_empty=True),
+            filter=lt.get_str("filter", ld.filter), plan_attribute=lt.get_str("plan_attribute", "", allow_empty=True),
+            timeout=lt.get_duration("timeout", ld.timeout), cache_ttl=lt.get_duration("cache_ttl", ld.cache_ttl))
+        if "{jid}" not in ldap.filter:
+            lt.error("filter", f"must contain {{jid}}, got {_show(ldap.filter)}")
+        if backend == "ldap" and not ldap.base_dn:
+            lt.error("base_dn", "required with backend = \"ldap\"")
+        lt.finish()
+    elif backend == "ldap":
+        t.error("ldap", "required with backend = \"ldap\": [auth.ldap] uri and base_dn")
+    return AuthConfig(backend=backend, dovecot=dovecot, ldap=ldap)
+
+
 def _load_accounts(t: _Table) -> AccountsConfig:
     d = AccountsConfig()
     return AccountsConfig(chat_plans=t.get_str_list("chat_plans", d.chat_plans),
@@ -794,7 +887,7 @@ _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts, "limits": _load_limits,
+    "accounts": _load_accounts, "auth": _load_auth, "limits": _load_limits,
 }
 
 

@@ -9,10 +9,12 @@ import os
 import signal
 from typing import Any, Callable
 
+from .auth.service import ExternalAccounts, open_backend
 from .config import DEFAULT_MODULES, Config
 from .control import ControlServer
 from .core import events as ev
 from .core.accounts import Accounts
+from .core.admission import PreauthAdmission
 from .core.hooks import HookBus
 from .core.hosts import ComponentHost, ComponentModule
 from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
@@ -25,6 +27,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .http.server import HTTPService
 from .net.tls import TLSContexts, ensure_self_signed
+from .net.listener import AdmittingTLSListener
 from .storage import open_storage
 from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
@@ -51,13 +54,21 @@ class Server:
         self.accounts = Accounts(self.storage, hooks=self.hooks)
         self.sessions = SessionManager(self.hooks)
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
+        # Accounts in the mail system ([auth] backend = "dovecot" / "ldap"); None: internal.
+        self.external: ExternalAccounts | None = None
+        backend = open_backend(config.auth)
+        if backend is not None:
+            cache_ttl = getattr(config.auth, config.auth.backend).cache_ttl
+            self.external = ExternalAccounts(self, backend, cache_ttl)
+            self.router.user_exists = self.external.exists
+            self.router.when_known = self.external.when_known
         self.modules: dict[str, Module] = {}
         self.nonzas: dict[tuple[str, str], Callable[[C2SStream, Element], Any]] = {}
         self.components: dict[str, ComponentHost] = {}  # component domain -> host
         self.http = HTTPService(config)
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
-        self.unauth_per_ip: dict[str, int] = {}
+        self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
         self.limits = ServerLimits(config.limits)  # [limits]: token buckets (core/limits.py)
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
@@ -168,6 +179,8 @@ class Server:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         await self.start_modules()
+        if self.external is not None:
+            self.external.start()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
         c2s = self.config.c2s
@@ -179,10 +192,11 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (STARTTLS) listening on %s:%d", host, port)
         for host, port in c2s.direct_tls:
-            srv = await loop.create_server(lambda: C2SConnection(self, direct_ctx, True),
-                                           host, port, ssl=direct_ctx, backlog=1024,
-                                           reuse_address=True, ssl_handshake_timeout=30)
-            self.listeners.append(srv)
+            # (admitted before the handshake: see net/listener.py)
+            tls_srv = await AdmittingTLSListener.start(
+                host, port, direct_ctx, self.preauth,
+                lambda ticket: C2SConnection(self, direct_ctx, True, ticket), handshake_timeout=30)
+            self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         await self.http.start(self.tls)
         self.started = True
@@ -199,6 +213,8 @@ class Server:
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):
             self.destroy_session(session)
+        if self.external is not None:
+            await self.external.stop()
         await self.stop_modules()
         await asyncio.sleep(0.05)  # let the closing streams flush
         await self.storage.close()
@@ -230,8 +246,17 @@ class Server:
     def get_credential(self, username: str, host: str, mech: str) -> Any:
         return self.accounts.credential(f"{username}@{host}", mech)
 
-    def check_password(self, username: str, host: str, password: str) -> bool:
+    def check_password(self, username: str, host: str, password: str,
+                       peer_ip: str | None = None) -> Any:
+        """True/False for the internal store; an awaitable Verdict for an external backend."""
+        if self.external is not None:
+            return self.external.login(f"{username}@{host}", password, peer_ip)
         return self.accounts.check_password(f"{username}@{host}", password)
+
+    @property
+    def offers_scram(self) -> bool:
+        """SCRAM needs the salted secrets, which only the internal store has."""
+        return self.external is None or self.external.backend.offers_scram
 
     def login_refusal(self, username: str, host: str) -> str | None:
         """Accounts on a plan without chat are refused with the operator's message."""

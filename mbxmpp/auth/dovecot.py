@@ -146,10 +146,10 @@ class DovecotBackend:
             return Verdict(Outcome.UNAVAILABLE, reason=fields.get("reason", "temporary failure"))
         return Verdict(Outcome.WRONG, reason=fields.get("reason", ""))
 
-    async def lookup(self, jid: str) -> Lookup:
+    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
         if not plausible(jid):
             return Lookup(False)
-        hit = self.cache.get(jid)
+        hit = None if fresh else self.cache.get(jid)
         if hit is not None:
             return hit
         if self._userdb is None:

@@ -103,10 +103,10 @@ class LDAPBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, partial(self._authenticate, jid, password))
 
-    async def lookup(self, jid: str) -> Lookup:
+    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
         if not plausible(jid):
             return Lookup(False)
-        hit = self.cache.get(jid)
+        hit = None if fresh else self.cache.get(jid)
         if hit is not None:
             return hit
         found = await asyncio.get_running_loop().run_in_executor(None, partial(self._lookup, jid))

@@ -21,4 +21,5 @@ REGISTRY: dict[str, str] = {
     "push": "mbxmpp.modules.push:Push",
     "webchat": "mbxmpp.modules.webchat:WebChat",
     "metrics": "mbxmpp.modules.metrics:Metrics",
+    "muc": "mbxmpp.modules.muc:MUC",
 }
