@@ -232,7 +232,7 @@ class LimitsConfig:
     stanzas_per_session: Rate = Rate(5000.0, 50_000)
     # presence subscription requests an account sends (RFC 6121 §3.1.3 allows refusing)
     subscriptions_per_account: Rate = Rate(100 / 3600, 1_000)
-    # new group chat rooms an account creates (for the muc module: server.limits.take)
+    # new group chat rooms an account creates (muc: <policy-violation/>; [muc] caps the count)
     muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
     # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
     reports_per_account: Rate = Rate(100 / 86400, 100)
