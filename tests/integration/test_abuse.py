@@ -13,13 +13,13 @@ import pytest
 
 from mbxmpp.xml import Element
 from tests.daemon import Daemon
+from tests.integration.test_storage_bounds import condition, until
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.realclient
 
 PW = "abuse-pw"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_REPORTING = "urn:xmpp:reporting:1"
 RETRY = re.compile(r"; try again in \d+ s$")
@@ -62,20 +62,6 @@ async def logged_in(d: Daemon, user: str, source: str = "127.0.0.1") -> RawClien
     await c.open()
     await c.bind("r")
     return c
-
-
-def stanza_error(st: Element) -> tuple[str, str | None, str | None]:
-    err = st.find("error")
-    assert err is not None, st
-    cond = next(c.tag for c in err.elements() if c.ns == NS_STANZAS and c.tag != "text")
-    return cond, err.get("type"), err.findtext("text", NS_STANZAS)
-
-
-async def until(c: RawClient, pred, timeout: float = 10.0) -> Element:  # type: ignore[no-untyped-def]
-    while True:
-        el = await c.element(timeout)
-        if pred(el):
-            return el
 
 
 # -- logins ---------------------------------------------------------------------------------------
@@ -224,7 +210,7 @@ async def test_subscription_requests_over_the_default_burst_get_policy_violation
             if el.tag == "presence" and el.get("type") == "error":
                 errors.append(el)
         assert [e.get("id") for e in errors] == ["over"]
-        cond, type_, text = stanza_error(errors[0])
+        cond, type_, text = condition(errors[0])
         assert (cond, type_) == ("policy-violation", "wait")
         assert text is not None and text.startswith("too many subscription requests")
         assert RETRY.search(text), text
@@ -263,7 +249,7 @@ async def test_a_report_in_a_block_is_recorded_for_the_operator():
             f"<report xmlns='{NS_REPORTING}'/></item></block></iq>")
         err = await until(alice, lambda e: e.get("id") == "b2")
         assert err.get("type") == "error"
-        assert stanza_error(err)[:2] == ("bad-request", "modify")
+        assert condition(err)[:2] == ("bad-request", "modify")
         await alice.send(f"<iq type='get' id='bl'><blocklist xmlns='{NS_BLOCKING}'/></iq>")
         bl = await until(alice, lambda e: e.get("id") == "bl")
         assert [i.get("jid") for i in bl.find("blocklist", NS_BLOCKING).elements()] == ["mallory@localhost"]
