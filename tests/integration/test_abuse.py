@@ -140,6 +140,8 @@ async def test_logins_per_address_over_the_burst_are_refused():
         c = await connect(d, source="127.0.0.3")  # another address has its own bucket
         assert (await sasl(c, "bob", PW)).tag == "success"
         await c.close()
+        out = d.cli("check-config").stdout  # the operator sees the limits in force
+        assert "logins_per_address 1/h, burst 3" in out and "stanzas_per_session 5000/s, burst 50000" in out
     finally:
         d.finish()
 
