@@ -80,6 +80,10 @@ def _control_parsers(sub: Any, us: Any) -> None:
     ss.add_parser("list", help="JID, transport, IP, since, stream management")
     kick = ss.add_parser("kick", help="end sessions: a bare JID all of them, a full JID one")
     kick.add_argument("jid")
+    reports = sub.add_parser("reports", help="spam and abuse reports users sent (XEP-0377)")
+    rs = reports.add_subparsers(dest="reports_command", required=True)
+    rl = rs.add_parser("list", help="newest first: when, reported JID, reporter, reason, text")
+    rl.add_argument("--jid", help="only the reports about this JID")
     sub.add_parser("reload", help="make the running daemon re-read its configuration "
                                   "(log level, [accounts])")
 
@@ -129,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reload(cfg)
         if cmd == "archive":
             return _archive_sizes(cfg, args)
+        if cmd == "reports":
+            return _reports_list(cfg, args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -182,6 +188,7 @@ def _check(cfg: Config) -> int:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
     _print_storage_bounds(cfg)
+    _print_limits(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -233,6 +240,11 @@ def _print_storage_bounds(cfg: Config) -> None:
         print(line)
 
 
+def _print_limits(cfg: Config) -> None:
+    rates = cfg.limits.rates
+    print("rate limits: " + "; ".join(f"{k} {r.describe()}" for k, r in rates.items()))
+
+
 def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
@@ -260,6 +272,24 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
         storage.close_sync()
     _print_storage_bounds(cfg)  # first: the table's total stays the last line (scripts read it)
     print(report)
+    return EXIT_OK
+
+
+def _reports_list(cfg: Config, args: argparse.Namespace) -> int:
+    from .jid import JID, JIDError
+    from .modules.abuse_reports import Reports, format_reports
+    from .storage import open_storage
+    jid = None
+    if args.jid:
+        try:
+            jid = JID.parse(args.jid).full
+        except JIDError as e:
+            raise UsageError(f"invalid JID {args.jid!r}: {e}") from None
+    storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
+    try:
+        print(format_reports(list(Reports(storage).all(jid))))
+    finally:
+        storage.close_sync()
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mbxmpp.util.units import format_duration, format_size, parse_duration, parse_size
+from mbxmpp.util.ratelimit import Rate
 
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
@@ -141,15 +142,18 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
-    # What may be archived per account and quota window (0: unbounded). A busy user receives a
-    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    # What may be archived per account and quota window (0: unbounded). Bytes do the protecting:
+    # the counts are far above what a load test sends between one pair in minutes (a busy user
+    # receives a few thousand messages a day of 1-5 KB; files go by upload, not inline).
     quota_window: float = 86400.0
-    max_messages_from_others: int = 20_000     # all other senders together, into one account
-    max_bytes_from_others: int = 64 * 1024 * 1024
-    max_messages_per_sender: int = 5_000       # one sender into one account
-    max_bytes_per_sender: int = 16 * 1024 * 1024
-    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
-    max_bytes_own: int = 64 * 1024 * 1024
+    max_messages_from_others: int = 8_000_000  # all other senders together, into one account
+    max_bytes_from_others: int = 1 << 30
+    max_messages_per_sender: int = 2_000_000   # one sender into one account
+    max_bytes_per_sender: int = 256 << 20
+    max_messages_own: int = 8_000_000          # an account's own sent messages, in its archive
+    max_bytes_own: int = 1 << 30
+    # One sender into all other accounts together: one account cannot fill thousands of others.
+    max_bytes_to_others: int = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,31 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Token buckets (mbxmpp/util/ratelimit.py) that a normal user never hits: in the file each
+    is a rate ("N/s", "N/min", "N/h", "N/day"; "0": no limit) and ``<name>_burst``."""
+    # every SASL attempt from one IP address: a carrier NAT's reconnect storm is thousands at once
+    logins_per_address: Rate = Rate(100.0, 10_000)
+    failed_logins_per_address: Rate = Rate(10.0, 1_000)
+    # every SASL attempt for one account (all its devices reconnecting at once fit the burst)
+    logins_per_account: Rate = Rate(2.0, 600)
+    # failures per account AND address: guessing is slowed; an attacker elsewhere locks nobody out
+    failed_logins_per_account: Rate = Rate(10 / 60, 30)
+    # stanzas one session sends; over it, reading from its connection waits (no error)
+    stanzas_per_session: Rate = Rate(5000.0, 50_000)
+    # presence subscription requests an account sends (RFC 6121 §3.1.3 allows refusing)
+    subscriptions_per_account: Rate = Rate(100 / 3600, 1_000)
+    # new group chat rooms an account creates (muc: <policy-violation/>; [muc] caps the count)
+    muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
+    # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
+    reports_per_account: Rate = Rate(100 / 86400, 100)
+
+    @property
+    def rates(self) -> dict[str, Rate]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
 class AccountsConfig:
     chat_plans: tuple[str, ...] = ("paid",)
     default_plan: str = "paid"                 # plan of an account that has none recorded
@@ -276,6 +305,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -703,7 +733,9 @@ def _load_mam(t: _Table) -> MAMConfig:
                      max_bytes_per_sender=t.get_size("max_bytes_per_sender",
                                                      d.max_bytes_per_sender, 0),
                      max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
-                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0),
+                     max_bytes_to_others=t.get_size("max_bytes_to_others",
+                                                    d.max_bytes_to_others, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
@@ -853,11 +885,25 @@ def _load_accounts(t: _Table) -> AccountsConfig:
                           refusal_text=t.get_str("refusal_text", d.refusal_text))
 
 
+def _load_limits(t: _Table) -> LimitsConfig:
+    rates = {}
+    for name, d in LimitsConfig().rates.items():
+        burst = t.get_int(name + "_burst", int(d.burst), 1)
+        text = "0" if t.data.get(name) == 0 else t.get_str(name, None)  # 0: no limit
+        t.used.add(name)
+        try:
+            rates[name] = Rate(d.per_second, burst) if text is None else Rate.parse(str(text), burst)
+        except ValueError as e:
+            t.error(name, str(e))
+            rates[name] = d
+    return LimitsConfig(**rates)
+
+
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts, "auth": _load_auth,
+    "accounts": _load_accounts, "auth": _load_auth, "limits": _load_limits,
 }
 
 

@@ -20,6 +20,7 @@ from .core.hosts import ComponentHost, ComponentModule
 from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
 from .core.router import Router
 from .core.sessions import Session, SessionManager
+from .core.limits import ServerLimits
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
@@ -68,6 +69,7 @@ class Server:
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
         self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
+        self.limits = ServerLimits(config.limits)  # [limits]: token buckets (core/limits.py)
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None

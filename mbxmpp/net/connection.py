@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import StreamError
 from ..stream.c2s import C2SStream
 from ..stream.sasl import cb_data_from_ssl
+from ..util.ratelimit import ReadThrottle
 
 if TYPE_CHECKING:
     from ..core.admission import Ticket
@@ -73,7 +74,7 @@ class DeferredWrites:
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "ssl_context", "transport", "stream", "peer_ip", "_wbuf", "_auth_timer",
                  "_preauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
-                 "_later", "_last_out")
+                 "_later", "_last_out", "_throttle")
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool,
                  preauth: Ticket | None = None) -> None:
@@ -100,6 +101,8 @@ class C2SConnection(asyncio.Protocol):
         self.stream.write_soon = self._write_soon
         self.stream.on_close = self._close_transport
         self.stream.on_authenticated = self._authenticated
+        rate = server.config.limits.rates["stanzas_per_session"]
+        self._throttle = ReadThrottle(rate, self._loop.time()) if rate.per_second else None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +146,8 @@ class C2SConnection(asyncio.Protocol):
             stream.receive_data(data)
             if (stream.stage, stream.auth_failures) != before:
                 ticket.progress()  # a header, a SASL step: not stalled
+        if self._throttle is not None and stream.stanzas_in:
+            self._throttle.charge(stream.stanzas_in, self.transport, self._loop)  # [limits]
         if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
             self._flush()
             self.transport.pause_reading()
@@ -163,6 +168,8 @@ class C2SConnection(asyncio.Protocol):
             self._close_timer.cancel()
             self._close_timer = None
         self.server.connections.discard(self)
+        if self._throttle is not None:
+            self._throttle.cancel()
         self.transport = None
         self._wbuf.clear()
         self._drop_later()

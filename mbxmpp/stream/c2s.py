@@ -61,7 +61,8 @@ class C2SStream:
     __slots__ = ("allow_plain", "auth_failures", "cb_data", "clean_close", "header_sent",
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
                  "parser", "peer", "require_encryption", "sasl", "secure", "server",
-                 "session", "sm", "sm_request", "stage", "stream_id", "stream_lang", "tls_requested",
+                 "session", "sm", "sm_request", "stage", "stanzas_in", "stream_id", "stream_lang",
+                 "tls_requested",
                  "username", "write", "write_soon")
 
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
@@ -89,6 +90,7 @@ class C2SStream:
         self.auth_failures = 0
         self.username: str | None = None
         self.session: Session | None = None
+        self.stanzas_in = 0  # for the connection's [limits] stanzas_per_session
         self.tls_requested = False
         self.clean_close = False
         self.on_close: Callable[[], None] | None = None   # the connection closes the transport
@@ -291,6 +293,8 @@ class C2SStream:
             if mech == "PLAIN" and not self.allow_plain:
                 self._sasl_failure("invalid-mechanism")
                 return
+            if self._login_limited(None, False):
+                return
             try:
                 self.sasl = SaslServer(
                     mech, self.host or "", self._get_credential, self._check_password,
@@ -298,7 +302,7 @@ class C2SStream:
                     plus_advertised=bool(self.cb_data) and self.secure)
                 self._sasl_step(self.sasl.start(initial))
             except SaslFailure as f:
-                self._sasl_failure(f.condition, f.text)
+                self._sasl_refused(f)
         elif tag == "response":
             if self.sasl is None or self.stage != ST_SASL_STEP:
                 self._sasl_failure("malformed-request", "no exchange in progress")
@@ -309,7 +313,7 @@ class C2SStream:
             except ValueError:
                 self._sasl_failure("incorrect-encoding")
             except SaslFailure as f:
-                self._sasl_failure(f.condition, f.text)
+                self._sasl_refused(f)
         elif tag == "abort":
             self.sasl = None
             self._sasl_failure("aborted")
@@ -343,6 +347,8 @@ class C2SStream:
             return
         assert self.sasl is not None
         username = self.sasl.username
+        if self._login_limited(username or "", True):
+            return
         refusal = self.server.login_refusal(username or "", self.host or "")
         if refusal is not None:
             self.sasl = None
@@ -359,6 +365,28 @@ class C2SStream:
             self.on_authenticated()
         self.server.authenticated(self)
         self.restart()
+
+    def _sasl_refused(self, f: SaslFailure) -> None:
+        claimed = self.sasl.claimed if self.sasl is not None else None
+        if f.condition == "not-authorized" and claimed is not None and \
+                self._login_limited(claimed, False):
+            return
+        self._sasl_failure(f.condition, f.text)
+
+    def _login_limited(self, username: str | None, ok: bool) -> bool:
+        """The [limits] on logins (core/limits.py): before an exchange (``username`` None) and
+        when SASL has decided, whose verdict a refusal replaces: a guess over the limit learns
+        nothing. RFC 6120 §6.5.10 <temporary-auth-failure/>: the client may try again later."""
+        limits = getattr(self.server, "limits", None)
+        if limits is None:
+            return False
+        ip = self.peer.rsplit(":", 1)[0]
+        why = (limits.login_attempt(ip) if username is None
+               else limits.login_outcome(ip, f"{username}@{self.host}", ok))
+        if why is None:
+            return False
+        self._sasl_failure("temporary-auth-failure", why)
+        return True
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         self.sasl = None
@@ -411,6 +439,7 @@ class C2SStream:
 
     # -- stanzas ----------------------------------------------------------------------------
     def _stanza(self, st: Element) -> None:
+        self.stanzas_in += 1
         session = self.session
         assert session is not None
         attrs = st.attrs

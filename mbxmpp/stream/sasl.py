@@ -107,7 +107,7 @@ class SaslServer:
     of unknown users and should be stable across restarts.
     """
 
-    __slots__ = ("mechanism", "username", "authzid", "cb_type", "_domain", "_get_credential",
+    __slots__ = ("mechanism", "username", "claimed", "authzid", "cb_type", "_domain", "_get_credential",
                  "_check_password", "_cb_data", "_plus", "_plus_advertised", "_hash", "_state",
                  "_server_nonce", "_fake_secret", "_user", "_authzid_raw", "_gs2_header",
                  "_first_bare", "_server_first", "_nonce", "_cred", "_fake")
@@ -118,6 +118,7 @@ class SaslServer:
                  fake_secret: bytes | None = None) -> None:
         self.mechanism = mechanism
         self.username: str | None = None
+        self.claimed: str | None = None  # the username tried, known before the verdict
         self.authzid: str | None = None
         self.cb_type: str | None = None
         self._domain = nameprep(domain)
@@ -179,7 +180,8 @@ class SaslServer:
 
     def _prep_username(self, raw: str) -> str:
         try:
-            return nodeprep(raw)
+            self.claimed = nodeprep(raw)
+            return self.claimed
         except JIDError:
             raise SaslFailure("not-authorized") from None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 from typing import TYPE_CHECKING, Awaitable
 
@@ -158,6 +159,11 @@ class Service:
         limit = self.limits.max_rooms_per_user
         if self.rooms_owned(frm.bare) >= limit:
             raise StanzaError("not-allowed", f"you own too many rooms already (at most {limit})")
+        # [limits] muc_rooms_per_account: the rate of new rooms (the count above is what is kept).
+        wait = self.module.server.limits.take("muc_rooms_per_account", frm.bare)
+        if wait:
+            raise StanzaError("policy-violation", "too many new rooms; try again in "
+                              f"{max(1, math.ceil(wait))} s", type="wait")
         cfg = RoomConfig(enablearchiving=self.limits.archive_by_default and self.archiving_available,
                          maxhistoryfetch=min(50, self.limits.max_history))
         room = Room(self, to.local, cfg, {frm.bare: OWNER})  # type: ignore[arg-type]
