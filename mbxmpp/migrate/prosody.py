@@ -339,17 +339,21 @@ def _pep_config(a: AccountData, name: str, cfg: Any) -> dict[str, Any]:
     return config
 
 
-def _message(t: Any, what: str) -> tuple[Element, float, str | None]:
+def _item(t: Any, ns: str = NS_CLIENT) -> Element:
+    """An archive store's item: a stanza to which the internal storage added attr.stamp."""
     if not isinstance(t, dict):
-        raise AccountError(f"{what}: not a stanza table")
+        raise AccountError("an archive item is not a stanza table")
+    attr = t.get("attr")
+    if isinstance(attr, dict):
+        t = {**t, "attr": {k: v for k, v in attr.items() if k != "stamp"}}
+    return stanza(t, ns)
+
+
+def _message(t: Any, what: str) -> tuple[Element, float, str | None]:
+    el = _item(t)
     when = t.get("when")
-    attr = t.get("attr") or {}
     if not isinstance(when, (int, float)):
         when = time.time()
-    if isinstance(attr, dict):
-        attr = {k: v for k, v in attr.items() if k != "stamp"}  # added by the storage layer
-        t = {**t, "attr": attr}
-    el = stanza(t)
     if el.tag != "message":
         raise AccountError(f"{what}: a <{el.tag}> instead of a message")
     with_ = t.get("with") if isinstance(t.get("with"), str) and t.get("with") else None
@@ -388,7 +392,7 @@ def read_account(host: str, host_dir: str, user: str, stores: dict[str, dict[str
         for jid in (nd.get("subscribers") or {}):
             node.subs[_bare(jid, "PEP subscriber")] = "subscribed"
         for t in _list(pep_stores.get(name, {}).get(user)):
-            el = stanza(t, NS_PUBSUB)
+            el = _item(t, NS_PUBSUB)
             item_id = t.get("key") or el.get("id")
             payload = el.first_child() if el.tag == "item" else el
             if payload is None or not isinstance(item_id, str):
@@ -406,9 +410,9 @@ def read_account(host: str, host_dir: str, user: str, stores: dict[str, dict[str
                                          el.to_bytes()))
     for t in _list(stores["archive"].get(user)):
         el, when, with_ = _message(t, "archived message")
-        if with_ is None:
-            to, frm = el.get("to") or "", el.get("from") or ""
-            with_ = to if frm.partition("/")[0] == bare else frm
+        # Prosody keeps the bare JID; mbxmpp the other party's full JID (as in the stanza).
+        to, frm = el.get("to") or "", el.get("from") or ""
+        with_ = (to if frm.partition("/")[0] in ("", bare) else frm) or with_
         try:
             with_ = JID.parse(with_).full if with_ else None
         except JIDError:

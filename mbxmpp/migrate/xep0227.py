@@ -598,7 +598,8 @@ def account_from_element(host: str, user: Element, domains: Any) -> AccountData:
                 a.scram[c.mech] = c
         elif ns == NS_ROSTER and tag == "query":
             _roster(a, el)
-        elif ns == NS_CLIENT and tag == "presence":
+        elif tag == "presence" and (ns == NS_CLIENT or ns in PIE_NAMESPACES):
+            # Prosody 0.12 writes these without xmlns='jabber:client' (in the pie namespace)
             _pending(a, el)
         elif ns == NS_VCARD and tag == "vCard":
             data = el.to_bytes()

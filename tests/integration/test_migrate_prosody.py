@@ -21,6 +21,7 @@ from slixmpp.xmlstream import ET
 
 from mbxmpp.migrate.account import Stores
 from mbxmpp.storage import open_storage
+from mbxmpp.xml.fragment import parse_fragment
 from tests.daemon import Daemon
 from tests.integration.migrate_peers import HOST, PLAIN_HOST, Prosody, available
 from tests.realclient.conftest import connect, disconnect, subscribe_both
@@ -83,6 +84,33 @@ def prosody() -> Iterator[Prosody]:
 
 def _daemon() -> Daemon:
     return Daemon(domains=(HOST, PLAIN_HOST))
+
+
+def _done(d: Daemon) -> None:
+    """finish() (which also fails on a traceback in the log) once started, else clean up."""
+    if d.proc is not None:
+        d.finish()
+    else:
+        d.cleanup()
+
+
+def _canon(v: Any) -> Any:
+    """Stored XML with its attributes sorted (Prosody keeps attributes in Lua tables: their
+    order is not kept), recursively through the comparable form of an account."""
+    if isinstance(v, bytes) and v.startswith(b"<"):
+        return _canon_el(parse_fragment(v))
+    if isinstance(v, dict):
+        return {k: _canon(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_canon(x) for x in v]
+    if hasattr(v, "__dict__"):
+        return _canon(dict(v.__dict__))
+    return v
+
+
+def _canon_el(el: Any) -> Any:
+    return (el.tag, el.ns, sorted(el.attrs.items()),
+            [c if isinstance(c, str) else _canon_el(c) for c in el.children])
 
 
 def _accounts(d: Daemon) -> dict[str, Any]:
@@ -148,7 +176,7 @@ def test_import_prosody_data_dir_then_login_with_old_passwords(prosody: Prosody)
         d.start()
         asyncio.run(_check_in_mbxmpp(d))
     finally:
-        d.finish()
+        _done(d)
 
 
 def test_import_prosody_xep0227_export_matches_data_dir_import(prosody: Prosody) -> None:
@@ -168,10 +196,14 @@ def test_import_prosody_xep0227_export_matches_data_dir_import(prosody: Prosody)
         a, b = _accounts(direct), _accounts(via_xml)
         assert sorted(a) == sorted(b) == sorted(PASSWORDS)
         for owner in a:
-            x, y = a[owner].comparable(), b[owner].comparable()
+            x, y = _canon(a[owner].comparable()), _canon(b[owner].comparable())
             for k in ("offline", "created", "pending"):
                 x.pop(k), y.pop(k)
-            assert x == y, owner
+            if owner == DAVE:  # a plain password: keys derived here, each with a fresh salt
+                assert sorted(x.pop("scram")) == sorted(y.pop("scram")) == [
+                    "SCRAM-SHA-1", "SCRAM-SHA-256"]
+            for k in x:
+                assert x[k] == y[k], (owner, k, x[k], y[k])
         assert len(b[ALICE].archive) >= 2 and b[ALICE].vcard is not None
         assert b[ALICE].pep["http://jabber.org/protocol/nick"].items
         via_xml.start()
@@ -182,5 +214,5 @@ def test_import_prosody_xep0227_export_matches_data_dir_import(prosody: Prosody)
                 await disconnect(c)
         asyncio.run(login())
     finally:
-        direct.finish()
-        via_xml.finish()
+        direct.cleanup()
+        _done(via_xml)
