@@ -6,9 +6,10 @@ completely or not at all), through the same stores and records the modules use.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .account import AccountData, Stores
 from .xep0227 import Rejected
@@ -46,8 +47,9 @@ def import_accounts(storage: Any, accounts: Iterable[AccountData | Rejected], *,
         nonlocal items
         plain = [a for a in pending if a.password is not None]
         if plain:
-            derived = (pool.map(_derive, [a.password for a in plain], chunksize=16) if pool
-                       else map(_derive, [a.password for a in plain]))
+            passwords = [a.password or "" for a in plain]
+            derived = (pool.map(_derive, passwords, chunksize=16) if pool
+                       else map(_derive, passwords))
             for a, creds in zip(plain, derived):
                 a.scram = creds  # the password gives every mechanism (it wins over SCRAM keys)
         if not dry_run and pending:
@@ -88,4 +90,4 @@ def import_accounts(storage: Any, accounts: Iterable[AccountData | Rejected], *,
     return s
 
 
-__all__ = ["AccountData", "Stores", "Summary", "Rejected", "import_accounts"]
+__all__ = ["AccountData", "Rejected", "Stores", "Summary", "import_accounts"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ..modules.mam import ARCHIVE_STORE, PREFS_STORE, RECORD_VERSION
 from ..modules.pep.nodes import SEP

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import StanzaError
 from ..jid import JID, JIDError
@@ -44,7 +45,7 @@ _TOKEN = re.compile(rb"""
   | (?P<num>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op>[{}\[\]=,;()/\-])
-""", re.S | re.X)
+""", re.DOTALL | re.VERBOSE)
 
 _ESC = {ord("n"): b"\n", ord("t"): b"\t", ord("r"): b"\r", ord("a"): b"\a", ord("b"): b"\b",
         ord("f"): b"\f", ord("v"): b"\v", ord("\\"): b"\\", ord('"'): b'"', ord("'"): b"'",
@@ -219,7 +220,7 @@ def decode_name(s: str) -> str:
 
 
 def encode_store(s: str) -> str:
-    return re.sub(r"[^_A-Za-z0-9]", lambda m: "%%%02x" % ord(m.group()), s)
+    return re.sub(r"[^_A-Za-z0-9]", lambda m: f"%{ord(m.group()):02x}", s)
 
 
 def _seq(t: Any) -> list[Any]:

@@ -27,15 +27,16 @@ import calendar
 import os
 import re
 import time
-from typing import IO, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 from xml.parsers import expat
 
 from ..errors import StanzaError
 from ..jid import JID, JIDError
 from ..modules.mam.prefs import parse_prefs
 from ..modules.pep import MAX_PAYLOAD
-from ..modules.pep.forms import NS_NODE_CONFIG, build_form, default_config, parse_form
 from ..modules.pep.forms import FIELDS as PEP_FIELDS
+from ..modules.pep.forms import NS_NODE_CONFIG, build_form, default_config, parse_form
 from ..modules.pep.nodes import valid_name
 from ..modules.private import MAX_FRAGMENT, RESERVED, key_of
 from ..modules.roster import MAX_GROUP, MAX_GROUPS, MAX_NAME, SUBSCRIPTIONS
@@ -44,8 +45,20 @@ from ..storage import keys
 from ..stream.scram import DIGEST_SIZES, HASHES, ScramCredential
 from ..xml.element import Element
 from ..xml.fragment import parse_fragment
-from ..xml.ns import (NS_BLOCKING, NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_MAM, NS_PRIVATE,
-                      NS_PUBSUB, NS_PUBSUB_OWNER, NS_ROSTER, NS_VCARD, NS_XML)
+from ..xml.ns import (
+    NS_BLOCKING,
+    NS_CLIENT,
+    NS_DATA,
+    NS_DELAY,
+    NS_FORWARD,
+    NS_MAM,
+    NS_PRIVATE,
+    NS_PUBSUB,
+    NS_PUBSUB_OWNER,
+    NS_ROSTER,
+    NS_VCARD,
+    NS_XML,
+)
 from .account import AccountData, ArchivedMessage, PepNode, Stores, archive_id
 
 NS_PIE = "urn:xmpp:pie:0"
@@ -82,7 +95,7 @@ class AccountError(Exception):
 class Rejected:
     """An account the reader refused, for the report."""
 
-    __slots__ = ("who", "line", "reason", "source")
+    __slots__ = ("line", "reason", "source", "who")
 
     def __init__(self, who: str, line: int | None, reason: str, source: str) -> None:
         self.who, self.line, self.reason, self.source = who, line, reason, source
@@ -584,8 +597,8 @@ def account_from_element(host: str, user: Element, domains: Any) -> AccountData:
     a = AccountData(j.bare)
     pw = user.get("password")
     if pw and pw.startswith("scram:"):
-        c = _ejabberd_scram(pw)
-        a.scram[c.mech] = c
+        cred = _ejabberd_scram(pw)
+        a.scram[cred.mech] = cred
     elif pw:
         a.password = pw
     for el in user.elements():

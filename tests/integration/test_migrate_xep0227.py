@@ -9,7 +9,8 @@ import asyncio
 import base64
 import hashlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from slixmpp import JID
@@ -211,16 +212,16 @@ def _doc(users: str, extra: str = "") -> str:
 
 @pytest.mark.parametrize("bad,reason", [
     ("<user name='bad'><frobnicate/></user>", "unknown element <frobnicate"),
-    ("<user name='bad'><query xmlns='jabber:iq:roster'><item jid='a@@b' subscription='both'/>"
-     "</query></user>", "roster item 'a@@b' is not a valid JID"),
+    (("<user name='bad'><query xmlns='jabber:iq:roster'><item jid='a@@b' subscription='both'/>"
+      "</query></user>"), "roster item 'a@@b' is not a valid JID"),
     ("<user name='b&lt;ad'/>", "is not a valid JID"),
-    ("<user name='bad'><query xmlns='jabber:iq:roster'><item jid='a@b' subscription='remove'/>"
-     "</query></user>", "subscription 'remove'"),
+    (("<user name='bad'><query xmlns='jabber:iq:roster'><item jid='a@b' subscription='remove'/>"
+      "</query></user>"), "subscription 'remove'"),
     ("<user name='bad'><vCard xmlns='vcard-temp'><FN>HUGE</FN></vCard></user>",
      "a text node over"),
-    ("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='1'>"
-     "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded></result>"
-     "</archive></user>", "no <forwarded> with a <delay>"),
+    (("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='1'>"
+      "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded></result>"
+      "</archive></user>"), "no <forwarded> with a <delay>"),
 ], ids=["unknown-element", "bad-roster-jid", "bad-user-jid", "bad-subscription", "huge-text",
         "archive-without-delay"])
 def test_a_bad_account_is_refused_whole_and_the_others_imported(daemon: Daemon, bad: str,
