@@ -132,3 +132,137 @@ output {{ type = "xep0227"; path = "{out}"; }}
     def cleanup(self) -> None:
         self.stop()
         self.tmp.cleanup()
+
+
+EJ_HOST = "ej.test"            # auth_password_format: scram (the default of Debian's config)
+EJ_PLAIN_HOST = "plain.ej.test"  # auth_password_format: plain
+
+
+def ejabberd_available() -> bool:
+    return shutil.which("ejabberdctl") is not None and shutil.which("erl") is not None
+
+
+class Ejabberd:
+    """ejabberd (Debian package) in the foreground, with its own config, spool, logs, node name
+    and Erlang distribution port (no epmd)."""
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="mbxmpp-ejabberd-")
+        self.dir = Path(self.tmp.name)
+        for sub in ("db", "logs", "export"):
+            (self.dir / sub).mkdir()
+        os.chmod(self.dir / "export", 0o777)
+        self.c2s, dist = free_ports(2)
+        cert, key = _self_signed(self.dir)
+        pem = self.dir / "ejabberd.pem"
+        pem.write_text(key.read_text() + cert.read_text())
+        self.config = self.dir / "ejabberd.yml"
+        self.config.write_text(f"""
+hosts:
+  - "{EJ_HOST}"
+  - "{EJ_PLAIN_HOST}"
+loglevel: info
+certfiles:
+  - "{pem}"
+listen:
+  -
+    port: {self.c2s}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: true
+auth_method: internal
+auth_password_format: scram
+host_config:
+  "{EJ_PLAIN_HOST}":
+    auth_password_format: plain
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+shaper_rules:
+  max_user_offline_messages: 100
+modules:
+  mod_roster: {{}}
+  mod_vcard: {{}}
+  mod_private: {{}}
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_caps: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
+  mod_mam:
+    default: always
+""")
+        self.ctl_cfg = self.dir / "ejabberdctl.cfg"
+        self.ctl_cfg.write_text(f"""
+EXEC_CMD=as_current_user
+ERLANG_NODE=migtest{dist}@localhost
+ERL_DIST_PORT={dist}
+EJABBERD_PID_PATH={self.dir}/ejabberd.pid
+EJABBERD_BYPASS_WARNINGS=true
+""")
+        self.env = dict(os.environ, HOME=str(self.dir))
+        self.proc: subprocess.Popen | None = None
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        r = subprocess.run(["ejabberdctl", "--config", str(self.config), "--ctl-config",
+                            str(self.ctl_cfg), "--logs", str(self.dir / "logs"), "--spool",
+                            str(self.dir / "db"), *args], capture_output=True, text=True,
+                           timeout=timeout, env=self.env, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"ejabberdctl {' '.join(args)}: {r.returncode}\n{r.stdout}{r.stderr}")
+        return r.stdout
+
+    def start(self, timeout: float = 90.0) -> None:
+        self._log = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 (open while it runs)
+        self.proc = subprocess.Popen(["ejabberdctl", "--config", str(self.config), "--ctl-config",
+                                      str(self.ctl_cfg), "--logs", str(self.dir / "logs"),
+                                      "--spool", str(self.dir / "db"), "foreground"],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ejabberd exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.c2s), timeout=0.2).close()
+                self.ctl("status")
+                return
+            except (OSError, RuntimeError):
+                time.sleep(0.5)
+        raise RuntimeError("ejabberd did not start:\n" + self.log())
+
+    def export_piefxis(self) -> Path:
+        """``ejabberdctl export_piefxis DIR``; returns the main file (it includes the others)."""
+        out = self.dir / "export"
+        self.ctl("export_piefxis", str(out))
+        mains = [p for p in out.iterdir() if p.suffix == ".xml" and "_" not in p.stem]
+        assert len(mains) == 1, sorted(out.iterdir())
+        return mains[0]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.ctl("stop")
+                self.proc.wait(30)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._log.close()
+        self.proc = None
+
+    def log(self) -> str:
+        p = self.dir / "logs" / "ejabberd.log"
+        return p.read_text(errors="replace")[-5000:] if p.exists() else ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        self.tmp.cleanup()
