@@ -335,29 +335,28 @@ def _import_data(cfg: Config, args: argparse.Namespace) -> int:
         source = read_file(args.file, domains, note)
     else:
         source = read_dir(args.dir, domains, args.hosts or None)
+    from .control import probe, socket_path
+    if not args.dry_run and probe(socket_path(cfg.server.data_dir)):
+        print("warning: a daemon serves this data directory; it may not see the imported data "
+              "of accounts it has in its caches until it restarts", file=sys.stderr)
     storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
-    failed = None
-    summary = None
     try:
         summary = import_accounts(storage, source, dry_run=args.dry_run, progress=progress,
                                   rejected=lambda r: print(("\r" if tty else "") + f"error: {r}",
                                                            file=sys.stderr),
-                                  workers=os.cpu_count() or 1)
-    except (FileError, LuaError, OSError) as e:
-        failed = str(e)
+                                  workers=os.cpu_count() or 1,
+                                  stop_on=(FileError, LuaError, OSError))
     finally:
         storage.close_sync()
     if tty:
         print(file=sys.stderr)
-    if failed is not None:
-        print(f"error: {failed}\nthe import stopped there; the accounts read completely before "
-              "it were imported, none after", file=sys.stderr)
-        return EXIT_FAIL
-    assert summary is not None
+    if summary.error is not None:
+        print(f"error: {summary.error}\nthe import stopped there: the accounts read completely "
+              "before it were imported, none after", file=sys.stderr)
     verb = "checked" if args.dry_run else "imported"
     print(f"{verb} {summary.accounts} accounts, {summary.messages} archived and offline messages"
           + (f"; {len(summary.rejected)} accounts rejected" if summary.rejected else ""))
-    return EXIT_FAIL if summary.rejected else EXIT_OK
+    return EXIT_FAIL if summary.rejected or summary.error else EXIT_OK
 
 
 def _bare(cfg: Config, s: str) -> str:

@@ -23,6 +23,7 @@ class Summary:
     accounts: int = 0
     messages: int = 0
     rejected: list[Rejected] = field(default_factory=list)
+    error: str | None = None  # why the reading stopped early (a malformed file)
 
 
 def _derive(password: str) -> dict[str, Any]:
@@ -35,8 +36,11 @@ def import_accounts(storage: Any, accounts: Iterable[AccountData | Rejected], *,
                     dry_run: bool = False,
                     progress: Callable[[Summary], None] | None = None,
                     rejected: Callable[[Rejected], None] | None = None,
-                    workers: int = 1) -> Summary:
-    """Write ``accounts`` into ``storage`` (synchronous: the CLI, outside any event loop)."""
+                    workers: int = 1,
+                    stop_on: tuple[type[BaseException], ...] = ()) -> Summary:
+    """Write ``accounts`` into ``storage`` (synchronous: the CLI, outside any event loop).
+    An exception of a ``stop_on`` type from the reader ends the import (``Summary.error``)
+    after the accounts read until then are written."""
     stores = Stores(storage)
     s = Summary()
     pending: list[AccountData] = []
@@ -71,9 +75,10 @@ def import_accounts(storage: Any, accounts: Iterable[AccountData | Rejected], *,
                 a = next(it)
             except StopIteration:
                 break
-            except Exception:
+            except stop_on as e:
                 flush()  # the accounts read before a broken part of the file are whole: keep them
-                raise
+                s.error = str(e)
+                break
             if isinstance(a, Rejected):
                 s.rejected.append(a)
                 if rejected is not None:

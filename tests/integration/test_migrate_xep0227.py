@@ -253,7 +253,9 @@ def test_a_malformed_file_stops_with_the_line_and_a_nonzero_exit(daemon: Daemon,
     assert r.returncode == 1
     assert reason in r.stderr and "broken.xml:1" in r.stderr
     # Nothing after the fault; no half account (a DTD is refused before any account is read).
-    assert all(a == f"good@{D}" for a in accounts(daemon))
+    got = sorted(accounts(daemon))
+    assert all(a == f"good@{D}" for a in got)
+    assert f"imported {len(got)} accounts" in r.stdout
 
 
 def test_dry_run_and_unknown_domain(daemon: Daemon) -> None:
@@ -263,3 +265,6 @@ def test_dry_run_and_unknown_domain(daemon: Daemon) -> None:
     path = write(daemon, "ok.xml", _doc(GOOD_USER))
     r = daemon.cli("import", "--dry-run", path)
     assert "checked 1 accounts" in r.stdout and accounts(daemon) == {}
+    with open(path, encoding="utf-8") as f:
+        r = daemon.cli("import", "-", input=f.read())
+    assert "imported 1 accounts" in r.stdout and list(accounts(daemon)) == [f"good@{D}"]
