@@ -8,7 +8,7 @@ and subscription request."""
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from slixmpp import JID
@@ -16,7 +16,12 @@ from slixmpp.plugins.xep_0054.stanza import VCardTemp
 from slixmpp.xmlstream import ET
 
 from tests.daemon import Daemon
-from tests.integration.migrate_peers import EJ_HOST, EJ_PLAIN_HOST, Ejabberd, ejabberd_available
+from tests.integration.migrate_peers import (
+    EJ_HOST,
+    EJ_PLAIN_HOST,
+    Ejabberd,
+    ejabberd_available,
+)
 from tests.realclient.conftest import connect, disconnect, subscribe_both
 
 pytestmark = [pytest.mark.interop,

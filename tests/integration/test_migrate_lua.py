@@ -5,7 +5,7 @@ whose file holds code is rejected whole while the others are imported."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
