@@ -3,6 +3,7 @@ users registered with prosodyctl, data created over XMPP by slixmpp clients."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -11,8 +12,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from slixmpp import JID
+from slixmpp.plugins.xep_0054.stanza import VCardTemp
+from slixmpp.xmlstream import ET
 
 from tests.daemon import free_ports
+from tests.realclient.conftest import connect, disconnect, subscribe_both
 
 HOST = "prosody.test"        # internal_hashed: SCRAM-SHA-1 keys in accounts/*.dat
 PLAIN_HOST = "plain.test"    # internal_plain: the password itself
@@ -266,3 +273,50 @@ EJABBERD_BYPASS_WARNINGS=true
     def cleanup(self) -> None:
         self.stop()
         self.tmp.cleanup()
+
+
+# -- the data both peers' tests make over XMPP and look for in mbxmpp afterwards ----------------
+NS_PREFS = "example:prefs"
+
+
+async def make_common_data(a: Any, b: Any, carol: str, full_name: str) -> None:
+    """``a`` and ``b`` subscribed both ways; ``a`` names ``carol`` (offline) in two groups and asks
+    for her presence (her pending request); a vCard with ``full_name``; private XML."""
+    await subscribe_both(a, b)
+    await a.update_roster(JID(carol), name="Carol C", groups=["Work", "Friends"])
+    a.send_presence(pto=carol, ptype="subscribe")
+    vcard = VCardTemp()
+    vcard["FN"] = full_name
+    await a.plugin["xep_0054"].publish_vcard(vcard)
+    iq = a.make_iq_set()
+    prefs = ET.SubElement(ET.SubElement(iq.xml, "{jabber:iq:private}query"), f"{{{NS_PREFS}}}prefs")
+    ET.SubElement(prefs, f"{{{NS_PREFS}}}theme").text = "dark"
+    await iq.send(timeout=10)
+
+
+async def check_common_data(a: Any, bob: str, carol: str, full_name: str) -> None:
+    roster = a.client_roster
+    assert roster[bob]["subscription"] == "both"
+    assert roster[carol]["subscription"] == "none" and roster[carol]["pending_out"]
+    assert roster[carol]["name"] == "Carol C"
+    assert sorted(roster[carol]["groups"]) == ["Friends", "Work"]
+    v = await a.plugin["xep_0054"].get_vcard(a.boundjid.bare, local=False, cached=False)
+    assert v["vcard_temp"]["FN"] == full_name
+    iq = a.make_iq_get(queryxmlns="jabber:iq:private")
+    iq.xml.find("{jabber:iq:private}query").append(ET.Element(f"{{{NS_PREFS}}}prefs"))
+    priv = await iq.send(timeout=10)
+    assert priv.xml.find(f".//{{{NS_PREFS}}}theme").text == "dark"
+
+
+async def check_offline_and_request(d: Any, carol: str, password: str, body: str,
+                                    requester: str) -> None:
+    """At carol's first login: the message that waited for her, and the subscription request."""
+    c = await connect(d, carol + "/new", password, get_roster=False, send_presence=False)
+    subs: asyncio.Queue = asyncio.Queue()
+    c.add_event_handler("presence_subscribe", subs.put_nowait)
+    c.send_presence()
+    msg = await asyncio.wait_for(c.messages.get(), 10)
+    assert msg["body"] == body
+    req = await asyncio.wait_for(subs.get(), 10)
+    assert req["from"].bare == requester
+    await disconnect(c)

@@ -17,15 +17,21 @@ from typing import Any
 
 import pytest
 from slixmpp import JID
-from slixmpp.plugins.xep_0054.stanza import VCardTemp
-from slixmpp.xmlstream import ET
 
 from mbxmpp.migrate.account import Stores
 from mbxmpp.storage import open_storage
 from mbxmpp.xml.fragment import parse_fragment
 from tests.daemon import Daemon
-from tests.integration.migrate_peers import HOST, PLAIN_HOST, Prosody, available
-from tests.realclient.conftest import connect, disconnect, subscribe_both
+from tests.integration.migrate_peers import (
+    HOST,
+    PLAIN_HOST,
+    Prosody,
+    available,
+    check_common_data,
+    check_offline_and_request,
+    make_common_data,
+)
+from tests.realclient.conftest import connect, disconnect
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not available(), reason="prosody is not installed")]
@@ -36,27 +42,16 @@ PLUGINS = ("xep_0030", "xep_0004", "xep_0049", "xep_0054", "xep_0059", "xep_0060
            "xep_0172", "xep_0084", "xep_0297", "xep_0313")
 AVATAR = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 AVATAR_ID = hashlib.sha1(AVATAR).hexdigest()
-NS_PREFS = "example:prefs"
 
 
 async def _make_data(p: Prosody) -> None:
     a = await connect(p, ALICE + "/laptop", PASSWORDS[ALICE], plugins=PLUGINS)
     b = await connect(p, BOB + "/phone", PASSWORDS[BOB], plugins=PLUGINS)
-    await subscribe_both(a, b)
-    # carol is offline: alice's request waits at carol's (pending in), alice's item asks.
-    await a.update_roster(JID(CAROL), name="Carol C", groups=["Work", "Friends"])
-    a.send_presence(pto=CAROL, ptype="subscribe")
-    vcard = VCardTemp()
-    vcard["FN"] = "Alice Liddell"
-    vcard["NICKNAME"] = "ally"
-    await a.plugin["xep_0054"].publish_vcard(vcard)
+    await make_common_data(a, b, CAROL, "Alice Liddell")
     await a.plugin["xep_0172"].publish_nick("Ally")
     await a.plugin["xep_0084"].publish_avatar(AVATAR)
     await a.plugin["xep_0084"].publish_avatar_metadata(
         [{"id": AVATAR_ID, "type": "image/png", "bytes": len(AVATAR)}])
-    prefs = ET.Element(f"{{{NS_PREFS}}}prefs")
-    ET.SubElement(prefs, f"{{{NS_PREFS}}}theme").text = "dark"
-    await a.plugin["xep_0049"].store(prefs)
     got = asyncio.get_running_loop().create_future()
     b.add_event_handler("message", lambda m: got.done() or got.set_result(m))
     a.send_message(mto=BOB, mbody="history from prosody", mtype="chat")
@@ -125,18 +120,7 @@ def _accounts(d: Daemon) -> dict[str, Any]:
 
 async def _check_in_mbxmpp(d: Daemon) -> None:
     a = await connect(d, ALICE + "/new", PASSWORDS[ALICE], plugins=PLUGINS)
-    roster = a.client_roster
-    assert roster[BOB]["subscription"] == "both"
-    assert roster[CAROL]["subscription"] == "none"
-    assert roster[CAROL]["pending_out"]
-    assert roster[CAROL]["name"] == "Carol C"
-    assert sorted(roster[CAROL]["groups"]) == ["Friends", "Work"]
-    v = await a.plugin["xep_0054"].get_vcard(JID(ALICE), local=False, cached=False)
-    assert v["vcard_temp"]["FN"] == "Alice Liddell"
-    iq = a.make_iq_get(queryxmlns="jabber:iq:private")
-    iq.xml.find("{jabber:iq:private}query").append(ET.Element(f"{{{NS_PREFS}}}prefs"))
-    priv = await iq.send(timeout=10)
-    assert priv.xml.find(f".//{{{NS_PREFS}}}theme").text == "dark"
+    await check_common_data(a, BOB, CAROL, "Alice Liddell")
     history = [m async for m in a.plugin["xep_0313"].iterate(jid=JID(ALICE))]
     bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in history]
     assert "history from prosody" in bodies
@@ -151,17 +135,7 @@ async def _check_in_mbxmpp(d: Daemon) -> None:
     bhist = [m async for m in b.plugin["xep_0313"].iterate(jid=JID(BOB))]
     assert "history from prosody" in [m["mam_result"]["forwarded"]["stanza"]["body"] for m in bhist]
     await disconnect(a, b)
-    # carol: the offline message and alice's subscription request, delivered at login.
-    c = await connect(d, CAROL + "/new", PASSWORDS[CAROL], plugins=PLUGINS, get_roster=False,
-                      send_presence=False)
-    subs: asyncio.Queue = asyncio.Queue()
-    c.add_event_handler("presence_subscribe", subs.put_nowait)
-    c.send_presence()
-    msg = await asyncio.wait_for(c.messages.get(), 10)
-    assert msg["body"] == "waiting for carol"
-    req = await asyncio.wait_for(subs.get(), 10)
-    assert req["from"].bare == ALICE
-    await disconnect(c)
+    await check_offline_and_request(d, CAROL, PASSWORDS[CAROL], "waiting for carol", ALICE)
     dave = await connect(d, DAVE + "/new", PASSWORDS[DAVE])
     await disconnect(dave)
     with pytest.raises(PermissionError):
