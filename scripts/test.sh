@@ -8,6 +8,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   [ -f /usr/include/expat.h ] || need+=(libexpat1-dev)
   command -v prosody >/dev/null || need+=(prosody)
+  command -v ejabberdctl >/dev/null || need+=(ejabberd)  # migration tests: its export_piefxis
   command -v npm >/dev/null || need+=(npm)            # the web chat's Converse.js release
   command -v chromium >/dev/null || need+=(chromium)
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # a real DNS server for check and s2s tests
