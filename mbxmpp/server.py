@@ -177,6 +177,9 @@ class Server:
                                            reuse_address=True, ssl_handshake_timeout=30)
             self.listeners.append(srv)
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
+        if self.http.enabled:
+            from .http import websocket
+            websocket.register(self)
         await self.http.start(self.tls)
         self.started = True
 
