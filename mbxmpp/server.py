@@ -186,9 +186,9 @@ class Server:
     async def stop(self) -> None:
         for srv in self.listeners:
             srv.close()
-        await self.http.stop()
-        for conn in list(self.connections):
+        for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
+        await self.http.stop()
         # Sessions kept for resumption cannot survive the restart: end them while storage is
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):

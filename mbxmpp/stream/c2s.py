@@ -131,7 +131,9 @@ class C2SStream:
         try:
             events = self.parser.feed(data)
         except XMLError as e:
-            for event in e.events:
+            # Over TCP what came before the error is handled first; a bad WebSocket message
+            # is refused whole.
+            for event in () if self.FRAMED else e.events:
                 self._event(event)
                 if self.stage == ST_CLOSED:
                     return

@@ -51,3 +51,174 @@ async def test_login_and_chat_over_websocket(daemon):
     assert a.close_code == aiohttp.WSCloseCode.OK
     await a.close()
     await b.close()
+
+
+async def _http_upgrade(daemon, *, protocols=(), origin=None):
+    async with aiohttp.ClientSession() as s:
+        headers = {"Origin": origin} if origin else {}
+        try:
+            async with s.ws_connect(f"wss://127.0.0.1:{daemon.http}/xmpp-websocket",
+                                    protocols=protocols, ssl=client_ssl(), headers=headers) as ws:
+                return 101, ws.protocol
+        except aiohttp.WSServerHandshakeError as e:
+            return e.status, None
+
+
+async def test_upgrade_without_the_xmpp_subprotocol_is_400(daemon):
+    assert await _http_upgrade(daemon) == (400, None)
+    assert await _http_upgrade(daemon, protocols=("chat",)) == (400, None)
+    assert await _http_upgrade(daemon, protocols=("chat", "xmpp")) == (101, "xmpp")
+
+
+async def test_plain_get_is_400(daemon):
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"https://127.0.0.1:{daemon.http}/xmpp-websocket", ssl=client_ssl()) as r:
+            assert r.status == 400
+
+
+async def test_foreign_origin_is_403_ours_and_none_are_served(daemon):
+    assert (await _http_upgrade(daemon, protocols=("xmpp",), origin="https://evil.example"))[0] == 403
+    assert (await _http_upgrade(daemon, protocols=("xmpp",), origin="http://localhost"))[0] == 403
+    for ok in ("https://localhost", "https://example.test", "https://chat.example.net",
+               f"https://localhost:{daemon.http}", None):
+        assert await _http_upgrade(daemon, protocols=("xmpp",), origin=ok) == (101, "xmpp"), ok
+
+
+async def _opened(daemon) -> WSRawClient:
+    c = await WSRawClient.connect(daemon.http)
+    await c.open()
+    return c
+
+
+async def _error_then_close(c: WSRawClient) -> str:
+    cond = await c.stream_error()
+    assert await c.next() is STREAM_END  # the error is followed by <close/>
+    assert c.messages[-1].startswith("<close")
+    await c.expect_closed()
+    return cond
+
+
+@pytest.mark.parametrize("text", [
+    "<message xmlns='jabber:client' to='bob@localhost'><body>a</body>",      # not complete
+    "<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>",   # two elements
+    "<presence xmlns='jabber:client'/>tail<",                                # more than one
+    "</message>",                                                             # an end tag alone
+    "just text",
+])
+async def test_text_that_is_not_one_complete_element(daemon, text):
+    c = await _opened(daemon)
+    await c.send(text)
+    assert await _error_then_close(c) == "not-well-formed"
+    await c.close()
+
+
+async def test_binary_message_is_unsupported_encoding_and_close_1003(daemon):
+    c = await _opened(daemon)
+    await c.ws.send_bytes(b"<presence xmlns='jabber:client'/>")
+    assert await _error_then_close(c) == "unsupported-encoding"
+    assert c.close_code == aiohttp.WSCloseCode.UNSUPPORTED_DATA
+    await c.close()
+
+
+async def test_oversized_message_is_policy_violation(daemon):
+    c = await WSRawClient.connect(daemon.http)
+    await c.login("alice", PW, resource="big")
+    await c.send("<message xmlns='jabber:client' to='bob@localhost'><body>"
+                 + "x" * 17000 + "</body></message>")
+    assert await _error_then_close(c) == "policy-violation"
+    await c.close()
+
+
+async def test_open_with_a_host_we_do_not_serve(daemon):
+    c = await WSRawClient.connect(daemon.http)
+    await c.send(OPEN.format(to="elsewhere.example"))
+    opened = await c.next()  # our <open/> comes first, then the error
+    assert opened.attrs.get("from") in ("localhost", "example.test")
+    assert await _error_then_close(c) == "host-unknown"
+    await c.close()
+
+
+async def test_open_for_the_second_host(daemon):
+    c = await WSRawClient.connect(daemon.http)
+    await c.send(OPEN.format(to="example.test"))
+    opened = await c.next()
+    assert opened.attrs.get("from") == "example.test" and opened.attrs.get("version") == "1.0"
+    assert c.messages[0].startswith("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
+    await c.close()
+
+
+@pytest.mark.parametrize("first", [
+    "<message xmlns='jabber:client' to='bob@localhost'><body>hi</body></message>",
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'/>",
+])
+async def test_element_before_open(daemon, first):
+    c = await WSRawClient.connect(daemon.http)
+    await c.send(first)
+    assert isinstance(await c.next(), type(await _header_type()))
+    assert await _error_then_close(c) == "invalid-namespace"
+    await c.close()
+
+
+async def _header_type():
+    from mbxmpp.xml import StreamHeader
+    return StreamHeader("stream", "", {}, "", "")
+
+
+async def test_stanza_before_open_after_sasl(daemon):
+    """After SASL the stream restarts: a new <open/> is due before anything else."""
+    c = await WSRawClient.connect(daemon.http)
+    await c.open()
+    import base64
+    token = base64.b64encode(b"\0alice\0" + PW.encode()).decode()
+    await c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    assert (await c.element()).tag == "success"
+    await c.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert isinstance(await c.next(), type(await _header_type()))
+    assert await _error_then_close(c) == "invalid-namespace"
+    await c.close()
+
+
+async def test_starttls_over_websocket_fails(daemon):
+    c = await _opened(daemon)
+    await c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    assert (await c.element()).tag == "failure"
+    assert await c.next() is STREAM_END
+    await c.close()
+
+
+async def test_server_output_one_element_per_message(daemon):
+    """Stream Management's ack request after a stanza, and resumed stanzas, each in a message
+    of their own (WSRawClient checks every message is one standalone element)."""
+    a = await WSRawClient.connect(daemon.http)
+    await a.login("alice", PW, resource="sm")
+    await a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    assert (await a.element()).tag == "enabled"
+    b = await WSRawClient.connect(daemon.http)
+    await b.login("bob", PW, resource="sm")
+    for i in range(12):
+        await b.send(f"<message xmlns='jabber:client' to='alice@localhost/sm' id='n{i}'><body>{i}</body></message>")
+    got = []
+    while len(got) < 13:
+        el = await a.element()
+        got.append(el.tag)
+    assert "r" in got and got.count("message") == 12
+    await a.close()
+    await b.close()
+
+
+async def test_shutdown_ends_websocket_streams_with_system_shutdown():
+    d = Daemon()
+    d.add_user("alice@localhost", PW)
+    d.start()
+    try:
+        c = await WSRawClient.connect(d.http)
+        await c.login("alice", PW)
+        loop = asyncio.get_running_loop()
+        stopping = loop.run_in_executor(None, d.stop)
+        assert await c.stream_error(timeout=10) == "system-shutdown"
+        assert await c.next() is STREAM_END
+        await c.close()
+        assert await stopping == 0  # not killed after the stop timeout
+    finally:
+        d.cleanup()
