@@ -77,6 +77,16 @@ class RawClient:
         assert isinstance(ev, StreamHeader), ev
         return await self.element()
 
+    async def secure_open(self, to: str = "localhost") -> Element:
+        """Open a secure stream (STARTTLS here); return the features."""
+        await self.open(to)
+        await self.starttls()
+        return await self.open(to)
+
+    def abort(self) -> None:
+        """Cut the connection, as a client losing its network does."""
+        self.writer.transport.abort()
+
     async def starttls(self) -> None:
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         proceed = await self.element()
@@ -171,10 +181,18 @@ class WSRawClient(RawClient):
         return cls(session, ws)
 
     async def send(self, data: str | bytes) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        if text == "</stream:stream>":
-            text = CLOSE
-        await self.ws.send_str(text)
+        if isinstance(data, bytes):  # exactly these bytes, as one text message (even if not UTF-8)
+            await self.ws.send_frame(data, aiohttp.WSMsgType.TEXT)
+            return
+        await self.ws.send_str(CLOSE if data == "</stream:stream>" else data)
+
+    async def secure_open(self, to: str = "localhost") -> Element:
+        return await self.open(to)  # wss: secure from the start
+
+    def abort(self) -> None:
+        conn = self.ws._conn  # aiohttp keeps the connection here
+        assert conn is not None and conn.transport is not None
+        conn.transport.abort()
 
     async def next(self, timeout: float = 5.0) -> Element | StreamHeader | object:
         while not self.events:
