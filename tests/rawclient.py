@@ -87,6 +87,9 @@ class RawClient:
         """Cut the connection, as a client losing its network does."""
         self.writer.transport.abort()
 
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self.writer.get_extra_info("ssl_object")
+
     async def starttls(self) -> None:
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         proceed = await self.element()
@@ -190,9 +193,15 @@ class WSRawClient(RawClient):
         return await self.open(to)  # wss: secure from the start
 
     def abort(self) -> None:
+        self._transport().abort()
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self._transport().get_extra_info("ssl_object")
+
+    def _transport(self) -> asyncio.Transport:
         conn = self.ws._conn  # aiohttp keeps the connection here
         assert conn is not None and conn.transport is not None
-        conn.transport.abort()
+        return conn.transport
 
     async def next(self, timeout: float = 5.0) -> Element | StreamHeader | object:
         while not self.events:

@@ -5,6 +5,9 @@ what bad input gets."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 
 import aiohttp
 import pytest
@@ -222,3 +225,73 @@ async def test_shutdown_ends_websocket_streams_with_system_shutdown():
         assert await stopping == 0  # not killed after the stop timeout
     finally:
         d.cleanup()
+
+
+class _TinyWS:
+    """A hand-made WebSocket client over a socket with a small receive buffer: it reads only
+    when told to (aiohttp's client always reads)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        r, w = await asyncio.open_connection(sock=sock, ssl=client_ssl(), server_hostname="localhost")
+        key = base64.b64encode(os.urandom(16)).decode()
+        w.write(f"GET /xmpp-websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: xmpp\r\n\r\n".encode())
+        head = await r.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(r, w)
+
+    async def send(self, text: str) -> None:
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes((0x81, 0x80 | n)) if n < 126 else (
+            bytes((0x81, 0xFE)) + n.to_bytes(2, "big") if n < 65536 else bytes((0x81, 0xFF)) + n.to_bytes(8, "big"))
+        self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        await self.writer.drain()
+
+    async def receive(self) -> str:
+        b0, b1 = await self.reader.readexactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self.reader.readexactly(8), "big")
+        return (await self.reader.readexactly(n)).decode()
+
+
+async def test_client_that_does_not_read_is_disconnected(daemon):
+    c = await _TinyWS.connect(daemon.http)
+    await c.send(OPEN.format(to="localhost"))
+    while "</stream:features>" not in await c.receive():
+        pass
+    token = base64.b64encode(b"\0bob\0" + PW.encode()).decode()
+    await c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    assert (await c.receive()).startswith("<success")
+    await c.send(OPEN.format(to="localhost"))
+    while "</stream:features>" not in await c.receive():
+        pass
+    await c.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert "type='result'" in await c.receive()
+    big = "x" * (15 * 1024)
+    closed = False
+    try:
+        # Each service-unavailable error carries the 15 KB payload back: 15 MB never read.
+        for i in range(1000):
+            await asyncio.wait_for(c.send(f"<iq xmlns='jabber:client' type='get' id='q{i}' to='localhost'>"
+                                          f"<q xmlns='urn:x'>{big}</q></iq>"), 10)
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            await c.send(" ")
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        closed = True
+    assert closed, "the server kept buffering for a client that does not read"
+    assert "unread output" in daemon.log()
+    c.writer.transport.abort()
