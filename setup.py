@@ -132,10 +132,11 @@ setup(
         "precis-i18n",
         "aiohttp",
         "dnspython",
+        "prometheus-client",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp", "Cython>=3.0,<4",
-                 "matplotlib"],
+                 "matplotlib", "playwright"],
     },
     entry_points={"console_scripts": ["mbxmpp=mbxmpp.cli:main"]},
     zip_safe=False,

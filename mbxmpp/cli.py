@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
     sizes.add_argument("domain", nargs="?")
     sizes.add_argument("--top", type=int, help="only the N largest")
+    bk = sub.add_parser("backup", help="a consistent copy of the database while the server runs")
+    bk.add_argument("dest", help="a new folder for the copy (it holds db/data.mdb)")
+    web = sub.add_parser("webchat", help="the web chat's files (Converse.js)")
+    wsub = web.add_subparsers(dest="webchat_command", required=True)
+    fetch = wsub.add_parser("fetch", help="fetch the pinned Converse.js release (npm) and unpack it")
+    fetch.add_argument("--tarball", help="use this converse.js .tgz instead of fetching it with npm")
     user = sub.add_parser("user", help="manage accounts")
     us = user.add_subparsers(dest="user_command", required=True)
     add = us.add_parser("add", help="create an account (prompts for the password)")
@@ -78,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(cfg)
         if cmd == "check-config":
             return _check(cfg)
+        if cmd == "backup":
+            return _backup(cfg, args.dest)
+        if cmd == "webchat":
+            return _webchat_fetch(cfg, args.tarball)
         if cmd == "xeps":
             return _xeps(cfg)
         if cmd == "user":
@@ -138,6 +148,39 @@ def _check(cfg: Config) -> int:
         return EXIT_USAGE
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
+    if "webchat" in cfg.enabled_modules:
+        from .modules.webchat import assets
+        if not assets.installed(_webchat_dir(cfg)):
+            print(f"note: {assets.install_hint(_webchat_dir(cfg))}")
+    return EXIT_OK
+
+
+def _backup(cfg: Config, dest: str) -> int:
+    from .storage.lmdb_backend import backup
+    try:
+        where = backup(cfg.server.data_dir, dest)
+    except FileExistsError:
+        print(f"backup: {dest} exists; name a new folder", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as e:
+        print(f"backup: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"database copied to {where} (start a server on it with data_dir = {os.path.abspath(dest)!r})")
+    return EXIT_OK
+
+
+def _webchat_dir(cfg: Config) -> str:
+    return cfg.webchat.assets_dir or os.path.join(cfg.server.data_dir, "webchat")
+
+
+def _webchat_fetch(cfg: Config, tarball: str | None) -> int:
+    from .modules.webchat import assets
+    try:
+        where = assets.fetch(_webchat_dir(cfg), tarball)
+    except (assets.AssetsError, OSError) as e:
+        print(f"webchat: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"Converse.js {assets.VERSION} installed in {where}; served at /chat")
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ from mbxmpp.util.units import format_duration, format_size, parse_duration, pars
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
     "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
-    "OfflineConfig", "PushConfig", "AccountsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
     "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
 ]
 
@@ -37,6 +37,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
+    "webchat", "metrics",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -164,6 +165,18 @@ class Proxy65Config:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # addresses that may scrape /metrics
+    token: str = ""                                       # or a bearer token; "" = none
+
+
+@dataclass(frozen=True, slots=True)
+class WebChatConfig:
+    language: str = "en"                       # Converse.js interface language (its i18n code)
+    assets_dir: str | None = None              # None: <data_dir>/webchat
+
+
+@dataclass(frozen=True, slots=True)
 class OfflineConfig:
     max_messages: int = 1000                   # per user
 
@@ -200,6 +213,8 @@ class Config:
     muc: MUCConfig = field(default_factory=MUCConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     proxy65: Proxy65Config = field(default_factory=Proxy65Config)
+    webchat: WebChatConfig = field(default_factory=WebChatConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
@@ -671,6 +686,26 @@ def _load_proxy65(t: _Table) -> Proxy65Config:
                          public_host=host, enabled=t.get_bool("enabled", d.enabled))
 
 
+def _load_metrics(t: _Table) -> MetricsConfig:
+    d = MetricsConfig()
+    allow = []
+    for n in t.get_str_list("allow", d.allow):
+        try:
+            allow.append(str(ipaddress.ip_network(n, strict=False)))
+        except ValueError:
+            t.error("allow", f'expected addresses or networks such as "127.0.0.1" or "10.0.0.0/8", got {_show(n)}')
+    return MetricsConfig(allow=tuple(allow), token=t.get_str("token", d.token, allow_empty=True))
+
+
+def _load_webchat(t: _Table) -> WebChatConfig:
+    d = WebChatConfig()
+    lang = t.get_str("language", d.language)
+    if not re.fullmatch(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*", lang):
+        t.error("language", f'expected a language code such as "en", "de" or "pt_BR", got {_show(lang)}')
+        lang = d.language
+    return WebChatConfig(language=lang, assets_dir=t.get_str("assets_dir", None))
+
+
 def _load_offline(t: _Table) -> OfflineConfig:
     return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
 
@@ -694,7 +729,7 @@ def _load_accounts(t: _Table) -> AccountsConfig:
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
-    "proxy65": _load_proxy65, "offline": _load_offline, "push": _load_push,
+    "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
     "accounts": _load_accounts,
 }
 

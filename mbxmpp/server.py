@@ -111,6 +111,11 @@ class Server:
         host.module.host_removed(host)
         log.info("no longer serving %s", domain)
 
+    def components_of(self, parent: str, section: str) -> list[str]:
+        """The component domains of ``section`` ("muc", "upload", ...) served for ``parent``."""
+        return [h.domain for h in self.components.values()
+                if h.parent == parent and h.module.component_section == section]
+
     def _component_items(self, parent: str) -> list[tuple[str, str | None, str | None]]:
         return [(h.domain, h.module.component_name or None, None)
                 for h in self.components.values() if h.parent == parent]

@@ -97,6 +97,7 @@ async def _security_headers(request: web.Request, resp: web.StreamResponse) -> N
     # Every response, errors included: no MIME sniffing, no URL (upload secrets) in Referer.
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("Referrer-Policy", "no-referrer")
+    resp.headers["Server"] = "mbxmpp"  # no library versions for scanners
 
 
 @web.middleware

@@ -19,4 +19,6 @@ REGISTRY: dict[str, str] = {
     "private": "mbxmpp.modules.private:Private",
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
     "push": "mbxmpp.modules.push:Push",
+    "webchat": "mbxmpp.modules.webchat:WebChat",
+    "metrics": "mbxmpp.modules.metrics:Metrics",
 }

@@ -44,6 +44,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -589,6 +590,22 @@ class LmdbBatch:
             await self.commit()
 
 
+def backup(data_dir: str, dest: str) -> str:
+    """A consistent copy of the database in ``data_dir`` into the new folder ``dest`` while the
+    server may be writing: LMDB copies from one read transaction (a snapshot), compacted."""
+    src = os.path.join(data_dir, "db")
+    if not os.path.exists(os.path.join(src, "data.mdb")):
+        raise FileNotFoundError(f"no database in {data_dir}")
+    target = os.path.join(dest, "db")
+    os.makedirs(target, mode=0o700)
+    env = lmdb.open(src, readonly=True, max_dbs=128, create=False)
+    try:
+        env.copy(target, compact=True)
+    finally:
+        env.close()
+    return target
+
+
 class LmdbStorage:
     """See the module docstring.
 
@@ -626,6 +643,7 @@ class LmdbStorage:
         self._first: dict[tuple[str, str], Any] = {}
         self._dbs: dict[bytes, Any] = {}
         self.commits = 0   # committed write transactions of the writer
+        self.on_commit: Callable[[float], None] | None = None  # seconds each commit took
         self.grows = 0     # map size increases
         meta = self._open_db(b"_meta")
         with self._env.begin(write=True, db=meta) as txn:
@@ -890,9 +908,12 @@ class LmdbStorage:
         grows = 0
         while True:
             try:
+                t0 = time.perf_counter()
                 with self._env.begin(write=True) as txn:
                     self._apply_items(txn, items)
                 self.commits += 1
+                if self.on_commit is not None:  # (the writer thread: the observer must be thread-safe)
+                    self.on_commit(time.perf_counter() - t0)
                 return None
             except lmdb.MapFullError as e:
                 grows += 1

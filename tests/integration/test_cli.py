@@ -100,3 +100,42 @@ def test_embedded_defaults_print_how_to_add_a_user(tmp_path):
 def test_archive_sizes_report(daemon):
     r = daemon.cli("archive", "sizes")
     assert r.returncode == 0 and "total" in r.stdout
+
+
+def test_backup_while_serving_is_a_working_copy(tmp_path):
+    """`backup` copies the database while the daemon writes; a server started on the copy has
+    the accounts and an archive written before the copy."""
+    import asyncio
+
+    from tests.daemon import Daemon
+    from tests.rawclient import RawClient
+    d = Daemon()
+    try:
+        d.add_user("alice@localhost", "pw")
+        d.start()
+
+        async def chat() -> None:
+            c = await RawClient.connect(d.c2s)
+            await c.login("alice", "pw")
+            await c.send("<message to='alice@localhost' type='chat' id='m1'><body>kept</body></message>")
+            await c.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+            while (await c.element()).get("id") != "p1":
+                pass
+            await c.close()
+        asyncio.run(chat())
+        dest = tmp_path / "copy"
+        out = d.cli("backup", str(dest))
+        assert "copied" in out.stdout
+        assert d.cli("backup", str(dest), check=False).returncode == 1  # never over an existing folder
+        copy = Daemon()
+        try:
+            with open(copy.config_path) as f:
+                text = f.read()
+            with open(copy.config_path, "w") as f:
+                f.write(text.replace(f'data_dir = "{copy.dir}/data"', f'data_dir = "{dest}"'))
+            assert "alice@localhost" in copy.cli("user", "list").stdout
+            assert "alice@localhost" in copy.cli("archive", "sizes").stdout
+        finally:
+            copy.cleanup()
+    finally:
+        d.finish()

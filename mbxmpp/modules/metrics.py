@@ -1,0 +1,131 @@
+"""OpenMetrics at /metrics and a health check at /health on the HTTP side.
+
+Figures are read from the server's own state when scraped (no counting on the stanza path),
+except the storage commit latency, observed once per group commit. /metrics answers only the
+configured addresses (loopback by default) or a bearer token; /health says only whether the
+server is up and its storage writes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from ..core import events as ev
+from ..core.modules import Module, hook
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics(Module):
+    name = "metrics"
+    description = "OpenMetrics (/metrics) and health (/health) on the HTTP side"
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        cfg = server.config.metrics
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in cfg.allow]
+        self.token = cfg.token
+        self.started = time.time()
+        self.logins = 0
+        self.bound = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(namespace="mbxmpp", registry=self.registry)
+        self.registry.register(_ServerCollector(self))
+        self.commit_seconds = Histogram("mbxmpp_storage_commit_seconds",
+                                        "Duration of one storage group commit (write transaction)",
+                                        buckets=COMMIT_BUCKETS, registry=self.registry)
+
+    async def start(self) -> None:
+        self.server.http.add_route("GET", "/metrics", self.metrics)
+        self.server.http.add_route("GET", "/health", self.health)
+        storage: Any = self.server.storage
+        if hasattr(storage, "on_commit"):
+            storage.on_commit = self.commit_seconds.observe
+
+    async def stop(self) -> None:
+        storage: Any = self.server.storage
+        if getattr(storage, "on_commit", None) == self.commit_seconds.observe:
+            storage.on_commit = None
+
+    @hook(ev.AUTHENTICATED, priority=100)
+    def _authenticated(self, _stream: Any) -> None:
+        self.logins += 1
+
+    @hook(ev.SESSION_BOUND, priority=100)
+    def _bound(self, _session: Any) -> None:
+        self.bound += 1
+
+    # -- handlers -----------------------------------------------------------------------------
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        if not self._allowed(request):
+            raise web.HTTPForbidden(text="metrics are not open to this address\n")
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                                "Cache-Control": "no-store"})
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        ok = self.server.started and not getattr(self.server.storage, "_closed", False)
+        return web.json_response({"status": "ok" if ok else "unavailable"}, status=200 if ok else 503,
+                                 headers={"Cache-Control": "no-store"})
+
+    def _allowed(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if self.token and auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(),
+                                                                              self.token.encode()):
+            return True
+        try:
+            addr = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.allow)
+
+
+class _ServerCollector:
+    """The server's state as metrics, read at scrape time."""
+
+    def __init__(self, mod: Metrics) -> None:
+        self.mod = mod
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.mod.server
+        conns = GaugeMetricFamily("mbxmpp_connections", "Open client connections by transport",
+                                  labels=["transport"])
+        by_transport: dict[str, int] = {}
+        for c in server.connections:
+            t = getattr(c, "transport_name", "tcp")
+            by_transport[t] = by_transport.get(t, 0) + 1
+        for t in ("tcp", "websocket", "bosh"):
+            conns.add_metric([t], by_transport.pop(t, 0))
+        for t, n in by_transport.items():
+            conns.add_metric([t], n)
+        yield conns
+        sessions = list(server.sessions.full.values())
+        detached = sum(1 for s in sessions if s.stream is None)
+        g = GaugeMetricFamily("mbxmpp_sessions", "Bound client sessions", labels=["state"])
+        g.add_metric(["connected"], len(sessions) - detached)
+        g.add_metric(["hibernated"], detached)
+        yield g
+        yield GaugeMetricFamily("mbxmpp_component_hosts", "Component domains served",
+                                value=len(server.components))
+        yield GaugeMetricFamily("mbxmpp_virtual_hosts", "Virtual hosts served", value=len(server.hosts))
+        yield CounterMetricFamily("mbxmpp_logins", "Successful authentications", value=self.mod.logins)
+        yield CounterMetricFamily("mbxmpp_sessions_bound", "Resources bound", value=self.mod.bound)
+        storage: Any = server.storage
+        yield CounterMetricFamily("mbxmpp_storage_commits", "Storage write transactions committed",
+                                  value=getattr(storage, "commits", 0))
+        yield GaugeMetricFamily("mbxmpp_uptime_seconds", "Seconds since the server started",
+                                value=time.time() - self.mod.started)
