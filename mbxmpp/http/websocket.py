@@ -5,7 +5,8 @@ The handshake: the ``xmpp`` sub-protocol is required. A request that does not of
 plain HTTP 400 and no upgrade: RFC 6455 §4.2.2 lets the server refuse a handshake it will not
 accept with an HTTP error, and an upgrade without the sub-protocol would only be closed by the
 client at once (RFC 7395 §3.1), after costing a connection. A browser's ``Origin`` must be one
-of ours (the hosts' https origins, ``[http] public_url``'s, ``[http] websocket_origins``), else
+of ours (the hosts' https origins, ``[http] public_url``'s, ``[http] websocket_origins``, or
+the page's own: served by this HTTP side, like the web chat), else
 403: a page elsewhere must not ride on the user's network position. Native clients send no
 Origin and are served.
 
@@ -53,6 +54,7 @@ def text_frame(payload: bytes) -> bytes:
 
 class WebSocketConnection(StreamConnection):
     __slots__ = ("ws", "close_code", "_close_task", "max_message")
+    transport_name = "websocket"
 
     def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
         super().__init__(server)
@@ -133,9 +135,15 @@ class WebSocketEndpoint:
             self._origins = frozenset(o.lower().rstrip("/") for o in origins)
         return self._origins
 
+    def origin_allowed(self, origin: str, request: web.Request) -> bool:
+        origin = origin.lower().rstrip("/")
+        # Same origin: a page this server served (the web chat, reached by whatever name).
+        return (origin in self.allowed_origins()
+                or origin == f"{request.scheme}://{request.host}".lower())
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin is not None and origin.lower().rstrip("/") not in self.allowed_origins():
+        if origin is not None and not self.origin_allowed(origin, request):
             log.info("websocket from %s refused: origin %r", request.remote, origin)
             raise web.HTTPForbidden(text="origin not allowed\n")
         cfg = self.server.config.c2s

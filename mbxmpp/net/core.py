@@ -44,6 +44,7 @@ class StreamConnection:
     __slots__ = ("server", "transport", "stream", "peer_ip", "max_output", "_loop", "_wbuf",
                  "_later", "_last_out", "_auth_timer", "_counted_unauth", "_closing",
                  "_close_timer", "_lost")
+    transport_name = "tcp"  # for metrics: "tcp", "websocket"
 
     def __init__(self, server: Server) -> None:
         self.server = server

@@ -83,7 +83,8 @@ async def test_foreign_origin_is_403_ours_and_none_are_served(daemon):
     assert (await _http_upgrade(daemon, protocols=("xmpp",), origin="https://evil.example"))[0] == 403
     assert (await _http_upgrade(daemon, protocols=("xmpp",), origin="http://localhost"))[0] == 403
     for ok in ("https://localhost", "https://example.test", "https://chat.example.net",
-               f"https://localhost:{daemon.http}", None):
+               f"https://localhost:{daemon.http}", None,
+               f"https://127.0.0.1:{daemon.http}"):  # the page's own origin (Host: 127.0.0.1:port)
         assert await _http_upgrade(daemon, protocols=("xmpp",), origin=ok) == (101, "xmpp"), ok
 
 
