@@ -183,8 +183,9 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         if self.http.enabled:
-            from .http import websocket
+            from .http import hostmeta, websocket
             websocket.register(self)
+            hostmeta.register(self)
         await self.http.start(self.tls)
         self.started = True
 
