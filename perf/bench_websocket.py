@@ -22,12 +22,11 @@ import base64
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.daemon import Daemon  # noqa: E402
-from tests.rawclient import client_ssl  # noqa: E402
+from tests.daemon import Daemon
+from tests.rawclient import client_ssl
 
 PW = "bench-pw"
 PATTERN = b"<message"
@@ -73,7 +72,7 @@ class Client:
         await c.until(b"<success")
         await c.open()
         await c.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:"
-                     f"xmpp-bind'><resource>bench</resource></bind></iq>")
+                     "xmpp-bind'><resource>bench</resource></bind></iq>")
         await c.until(b"</jid>")
         return c, f"{user}@localhost/bench"
 
@@ -128,7 +127,7 @@ async def sender(frm: Client, to: Client, to_jid: str, window: int, stop: float)
             to.wake.clear()
             try:
                 await asyncio.wait_for(to.wake.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RuntimeError("messages stopped arriving") from None
     return sent
 

@@ -53,7 +53,7 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class WebSocketConnection(StreamConnection):
-    __slots__ = ("ws", "close_code", "_close_task", "max_message")
+    __slots__ = ("_close_task", "close_code", "max_message", "ws")
     transport_name = "websocket"
 
     def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
@@ -107,8 +107,8 @@ class WebSocketConnection(StreamConnection):
             if self._close_task is not None:
                 try:
                     await self._close_task
-                except Exception:  # the peer went away meanwhile
-                    pass
+                except (OSError, asyncio.TimeoutError) as e:  # the peer went away meanwhile
+                    log.debug("websocket %s: close: %s", stream.peer, e)
             self._connection_lost()
 
     def _shutdown(self, t: asyncio.Transport) -> bool:

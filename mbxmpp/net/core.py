@@ -41,9 +41,22 @@ def cb_data(sslobj: Any) -> dict[str, bytes]:
 
 
 class StreamConnection:
-    __slots__ = ("server", "transport", "stream", "peer_ip", "max_output", "_loop", "_wbuf",
-                 "_later", "_last_out", "_auth_timer", "_counted_unauth", "_closing",
-                 "_close_timer", "_lost")
+    __slots__ = (
+        "_auth_timer",
+        "_close_timer",
+        "_closing",
+        "_counted_unauth",
+        "_last_out",
+        "_later",
+        "_loop",
+        "_lost",
+        "_wbuf",
+        "max_output",
+        "peer_ip",
+        "server",
+        "stream",
+        "transport",
+    )
     transport_name = "tcp"  # for metrics: "tcp", "websocket"
 
     def __init__(self, server: Server) -> None:

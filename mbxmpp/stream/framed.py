@@ -10,7 +10,7 @@ C2SStream state machine itself.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import StreamError
 from ..xml import Element

@@ -8,8 +8,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mbxmpp.stream.c2s import (ST_BIND, ST_CLOSED, ST_HEADER, ST_READY, ST_SASL, ST_TLS,
-                               C2SStream, IllegalTransition)
+from mbxmpp.stream.c2s import (
+    ST_BIND,
+    ST_CLOSED,
+    ST_HEADER,
+    ST_READY,
+    ST_SASL,
+    ST_TLS,
+    C2SStream,
+    IllegalTransition,
+)
 from mbxmpp.stream.framed import FramedC2SStream, standalone
 from mbxmpp.xml import Element
 from tests.proto.test_c2s import FakeServer, Peer
