@@ -296,3 +296,20 @@ async def test_client_that_does_not_read_is_disconnected(daemon):
     assert closed, "the server kept buffering for a client that does not read"
     assert "unread output" in daemon.log()
     c.writer.transport.abort()
+
+
+async def test_websocket_closed_without_close_element_hibernates_the_session(daemon):
+    """A WebSocket that ends without <close/> is a lost connection, not a clean end: the
+    Stream Management session waits for resumption."""
+    a = await WSRawClient.connect(daemon.http)
+    await a.login("alice", PW, resource="gone")
+    await a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    enabled = await a.element()
+    await a.ws.close()  # a close frame, no <close/>
+    await a.close()
+    b = await WSRawClient.connect(daemon.http)
+    await b.auth("alice", PW)
+    await b.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{enabled.get('id')}' h='0'/>")
+    assert (await b.element()).tag == "resumed"
+    await b.send("</stream:stream>")
+    await b.close()
