@@ -402,7 +402,8 @@ class C2SStream:
         if self.on_authenticated is not None:
             self.on_authenticated()
         self.server.authenticated(self)
-        self.restart()
+        if self.stage != ST_CLOSED:  # a hook may have ended the stream (account gone)
+            self.restart()
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         self.sasl = None
