@@ -57,7 +57,6 @@ class StreamConnection:
         "stream",
         "transport",
     )
-    transport_name = "tcp"  # for metrics: "tcp", "websocket"
 
     def __init__(self, server: Server) -> None:
         self.server = server
