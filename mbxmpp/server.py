@@ -14,6 +14,7 @@ from .config import DEFAULT_MODULES, Config
 from .control import ControlServer
 from .core import events as ev
 from .core.accounts import Accounts
+from .core.admission import PreauthAdmission
 from .core.hooks import HookBus
 from .core.hosts import ComponentHost, ComponentModule
 from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
@@ -25,6 +26,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .http.server import HTTPService
 from .net.tls import TLSContexts, ensure_self_signed
+from .net.listener import AdmittingTLSListener
 from .storage import open_storage
 from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
@@ -65,7 +67,7 @@ class Server:
         self.http = HTTPService(config)
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
-        self.unauth_per_ip: dict[str, int] = {}
+        self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None
@@ -188,10 +190,11 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (STARTTLS) listening on %s:%d", host, port)
         for host, port in c2s.direct_tls:
-            srv = await loop.create_server(lambda: C2SConnection(self, direct_ctx, True),
-                                           host, port, ssl=direct_ctx, backlog=1024,
-                                           reuse_address=True, ssl_handshake_timeout=30)
-            self.listeners.append(srv)
+            # (admitted before the handshake: see net/listener.py)
+            tls_srv = await AdmittingTLSListener.start(
+                host, port, direct_ctx, self.preauth,
+                lambda ticket: C2SConnection(self, direct_ctx, True, ticket), handshake_timeout=30)
+            self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         if self.http.enabled:
             from .http import hostmeta, websocket
