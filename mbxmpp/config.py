@@ -95,7 +95,12 @@ class C2SConfig:
     direct_tls: tuple[Listen, ...] = (("127.0.0.1", 5223),)
     max_stanza_size: int = 256 * 1024
     auth_timeout: float = 30.0
-    max_unauthenticated_per_ip: int = 10
+    # Pre-authentication limits (mbxmpp/core/admission.py; mbxmpp.example.toml says why these)
+    max_unauthenticated: int = 5000            # all addresses together
+    max_unauthenticated_per_ip: int = 10       # beyond it, the address's stalled ones make room
+    stalled_after: float = 10.0                # no negotiation step for this long: stalled
+    connection_burst_per_ip: int = 300         # new connections per address at once...
+    connection_rate_per_ip: int = 30           # ...and per second after; authenticating refunds
     max_auth_attempts: int = 5
     allow_plain: bool = True                   # SASL PLAIN, only ever offered over TLS
     require_encryption: bool = True
@@ -583,7 +588,11 @@ def _load_c2s(t: _Table) -> C2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         auth_timeout=t.get_duration("auth_timeout", d.auth_timeout),
+        max_unauthenticated=t.get_int("max_unauthenticated", d.max_unauthenticated, 1),
         max_unauthenticated_per_ip=t.get_int("max_unauthenticated_per_ip", d.max_unauthenticated_per_ip, 1),
+        stalled_after=t.get_duration("stalled_after", d.stalled_after),
+        connection_burst_per_ip=t.get_int("connection_burst_per_ip", d.connection_burst_per_ip, 1),
+        connection_rate_per_ip=t.get_int("connection_rate_per_ip", d.connection_rate_per_ip, 1),
         max_auth_attempts=t.get_int("max_auth_attempts", d.max_auth_attempts, 1),
         allow_plain=t.get_bool("allow_plain", d.allow_plain),
         require_encryption=t.get_bool("require_encryption", d.require_encryption))

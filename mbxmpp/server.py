@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .config import DEFAULT_MODULES, Config
 from .core import events as ev
 from .core.accounts import Accounts
+from .core.admission import PreauthAdmission
 from .core.hooks import HookBus
 from .core.hosts import ComponentHost, ComponentModule
 from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
@@ -57,7 +58,7 @@ class Server:
         self.http = HTTPService(config)
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
-        self.unauth_per_ip: dict[str, int] = {}
+        self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
         self.started = False

@@ -405,7 +405,6 @@ key = "{key}"
 [c2s]
 listen = ["127.0.0.1:{self.c2s_port}"]
 direct_tls = ["127.0.0.1:{self.tls_port}"]
-max_unauthenticated_per_ip = 100000
 
 [s2s]
 listen = ["127.0.0.1:{free_port()}"]

@@ -1,5 +1,6 @@
 """The asyncio side of a client connection: moves bytes between the transport and the
-sans-IO C2SStream, upgrades to TLS on request, enforces the pre-authentication limits."""
+sans-IO C2SStream, upgrades to TLS on request, applies the pre-authentication limits (through
+the server's PreauthAdmission)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from ..stream.c2s import C2SStream
 from ..stream.sasl import cb_data_from_ssl
 
 if TYPE_CHECKING:
+    from ..core.admission import Ticket
     from ..server import Server
 
 log = logging.getLogger(__name__)
 
 # RFC 6120 §4.4: after our </stream:stream>, how long we wait for the peer to close its side
-# (and for what we wrote to drain) before the TCP connection is cut.
+# (and for what we wrote to drain) before the TCP connection is cut. Nothing is read meanwhile.
 CLOSE_TIMEOUT = 2.0
 # Output a client leaves unread, beyond the kernel's buffers, before its stream is closed:
 # a client that does not read must not make the server buffer without bound.
@@ -70,7 +72,7 @@ class DeferredWrites:
 
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "ssl_context", "transport", "stream", "peer_ip", "_wbuf", "_auth_timer",
-                 "_counted_unauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
+                 "_preauth", "_loop", "_closing", "_close_timer", "_lost", "max_output",
                  "_later", "_last_out")
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
@@ -82,7 +84,7 @@ class C2SConnection(asyncio.Protocol):
         self._last_out = 0.0  # loop time of the last batch of output (write_soon's own excepted)
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._counted_unauth = False
+        self._preauth: Ticket | None = None  # our pre-auth slot, until authenticated
         self._closing = False   # our stream is closed: nothing more is written or read
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost = False
@@ -107,20 +109,34 @@ class C2SConnection(asyncio.Protocol):
         if sslobj is not None:
             self.stream.cb_data = _cb_data(sslobj)
         self.server.connections.add(self)
-        limits = self.server.config.c2s
-        n = self.server.unauth_per_ip.get(self.peer_ip, 0)
-        self.server.unauth_per_ip[self.peer_ip] = n + 1
-        self._counted_unauth = True
-        if n >= limits.max_unauthenticated_per_ip:
-            self.stream.fail(StreamError("policy-violation", "too many unauthenticated connections"))
+        try:
+            self._preauth = self.server.preauth.admit(self.peer_ip, self._preauth_evicted)
+        except StreamError as e:
+            log.info("c2s %s: refused: %s", self.stream.peer, e)
+            self.stream.fail(e)
             return
-        self._auth_timer = self._loop.call_later(limits.auth_timeout, self._auth_timeout)
+        self._auth_timer = self._loop.call_later(self.server.config.c2s.auth_timeout,
+                                                 self._auth_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return  # what the peer sends after our closing tag is discarded
+            # Reading is paused after our closing tag, but uvloop starts reading after
+            # connection_made whatever it did (a refusal): pause again, read nothing more.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         stream = self.stream
-        stream.receive_data(data)
+        ticket = self._preauth
+        if ticket is None:
+            stream.receive_data(data)
+        else:
+            if not ticket.take_bytes(len(data)):
+                stream.fail(StreamError("policy-violation", "too much data before authentication"))
+                return
+            before = (stream.stage, stream.auth_failures)
+            stream.receive_data(data)
+            if (stream.stage, stream.auth_failures) != before:
+                ticket.progress()  # a header, a SASL step: not stalled
         if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
             self._flush()
             self.transport.pause_reading()
@@ -226,8 +242,12 @@ class C2SConnection(asyncio.Protocol):
             return
         if self.stream.clean_close:
             t.close()  # the peer closed its stream first: both are closed
-        elif t.can_write_eof():
-            t.write_eof()  # FIN after our closing tag; the connection ends when the peer closes
+            return
+        # Nothing after the end is read: a peer that keeps sending (an endless stanza after a
+        # stream error) fills its own buffers, not our CPU, and is reset when the time is up.
+        t.pause_reading()
+        if t.can_write_eof():
+            t.write_eof()  # FIN after our closing tag
         # Whatever happens, the connection is gone after the timeout (unread output included).
         self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self._close_expired)
 
@@ -255,30 +275,41 @@ class C2SConnection(asyncio.Protocol):
         if new is None or self._lost:
             return
         self.transport = new  # type: ignore[assignment]
+        if self._preauth is not None:
+            self._preauth.progress()
         sslobj = new.get_extra_info("ssl_object")
         self.stream.tls_started(_cb_data(sslobj) if sslobj is not None else {})
 
     def _authenticated(self) -> None:
-        self._uncount()  # the timer runs on until a resource is bound
+        # The slot is given back (the timer runs on until a resource is bound).
+        if self._preauth is not None:
+            self._preauth.authenticated()
+            self._preauth = None
 
     def _uncount(self) -> None:
-        if self._counted_unauth:
-            self._counted_unauth = False
-            n = self.server.unauth_per_ip.get(self.peer_ip, 1) - 1
-            if n <= 0:
-                self.server.unauth_per_ip.pop(self.peer_ip, None)
-            else:
-                self.server.unauth_per_ip[self.peer_ip] = n
+        if self._preauth is not None:
+            self._preauth.release()
+            self._preauth = None
+
+    def _preauth_evicted(self, err: StreamError) -> None:
+        """The admission takes our slot back for a newcomer (we stalled)."""
+        self._preauth = None
+        log.info("c2s %s: ended to make room: %s", self.stream.peer, err)
+        self._end_unauthenticated(err)
 
     def _auth_timeout(self) -> None:
         self._auth_timer = None
-        stream = self.stream
         # Until a resource is bound (or a session resumed): authenticating without binding
         # must not hold a connection forever either.
-        if stream.session is None and not self._closing:
-            if stream.tls_requested:
-                # Mid-handshake: a stream error cannot be sent in clear now.
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            stream.fail(StreamError("connection-timeout", "authentication took too long"))
+        if self.stream.session is None:
+            self._end_unauthenticated(StreamError("connection-timeout", "authentication took too long"))
+
+    def _end_unauthenticated(self, err: StreamError) -> None:
+        if self._closing or self._lost:
+            return
+        if self.stream.tls_requested:
+            # Mid-handshake: a stream error cannot be sent in clear now.
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.stream.fail(err)

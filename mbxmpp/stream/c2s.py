@@ -207,10 +207,15 @@ class C2SStream:
 
     @staticmethod
     def _check_version(attrs: dict[str, str]) -> None:
+        # RFC 6120 §4.7.5: no version is 0.9 (pre-1.0 streams are not served); a higher minor
+        # version is answered as 1.0 (our header says version='1.0'); a higher major version
+        # is one we cannot speak (§4.9.3.25).
         version = attrs.get("version", "0.9")
         major = version.split(".", 1)[0]
-        if not major.isdigit() or int(major) < 1:
+        if not (major.isascii() and major.isdigit()) or int(major) < 1:
             raise StreamError("unsupported-version", "XMPP 1.0 or later is required")
+        if int(major) > 1:
+            raise StreamError("unsupported-version", "this server speaks XMPP 1.x")
 
     def _send_header(self, peer_from: str | None) -> None:
         if self.header_sent:

@@ -288,7 +288,7 @@ async def test_peer_close_closes_the_connection_at_once():
         assert bytes(t.data).endswith(b"</stream:stream>") and t.closed
         conn.connection_lost(None)
         assert h.server.sessions.count() == 0
-        assert h.server.unauth_per_ip == {}
+        assert h.server.preauth.count() == 0
 
 
 # -- stream header and STARTTLS -----------------------------------------------------------------
