@@ -95,7 +95,11 @@ class WebSocketConnection(StreamConnection):
                         stream.fail(StreamError("policy-violation", "message larger than the "
                                                 f"stanza size limit ({self.max_message} bytes)"))
                         continue
-                    stream.receive_data(data)
+                    ticket = self._preauth
+                    if ticket is None:
+                        stream.receive_data(data)
+                    else:
+                        self._receive_preauth(ticket, data)
                 elif kind is WSMsgType.BINARY:
                     if not self._closing:
                         self.close_code = WSCloseCode.UNSUPPORTED_DATA

@@ -296,3 +296,14 @@ async def test_client_that_does_not_read_is_disconnected(daemon):
     assert closed, "the server kept buffering for a client that does not read"
     assert "unread output" in daemon.log()
     c.writer.transport.abort()
+
+
+async def test_preauth_byte_budget_applies_to_websocket(daemon):
+    """The shared core's pre-authentication limits hold on every transport: here the byte
+    budget (64 KiB before authenticating), spent in messages the stream itself ignores."""
+    c = await _opened(daemon)
+    for _ in range(8):
+        await c.send(" " * 10000)
+    assert await _error_then_close(c) == "policy-violation"
+    assert "too much data before authentication" in c.messages[-2]
+    await c.close()
