@@ -307,3 +307,20 @@ async def test_preauth_byte_budget_applies_to_websocket(daemon):
     assert await _error_then_close(c) == "policy-violation"
     assert "too much data before authentication" in c.messages[-2]
     await c.close()
+
+
+async def test_websocket_closed_without_close_element_hibernates_the_session(daemon):
+    """A WebSocket that ends without <close/> is a lost connection, not a clean end: the
+    Stream Management session waits for resumption."""
+    a = await WSRawClient.connect(daemon.http)
+    await a.login("alice", PW, resource="gone")
+    await a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    enabled = await a.element()
+    await a.ws.close()  # a close frame, no <close/>
+    await a.close()
+    b = await WSRawClient.connect(daemon.http)
+    await b.auth("alice", PW)
+    await b.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{enabled.get('id')}' h='0'/>")
+    assert (await b.element()).tag == "resumed"
+    await b.send("</stream:stream>")
+    await b.close()
