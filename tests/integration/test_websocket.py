@@ -324,3 +324,15 @@ async def test_websocket_closed_without_close_element_hibernates_the_session(dae
     assert (await b.element()).tag == "resumed"
     await b.send("</stream:stream>")
     await b.close()
+
+
+async def test_metrics_count_websocket_connections(daemon):
+    c = await WSRawClient.connect(daemon.http)
+    await c.login("bob", PW, resource="counted")
+    async with aiohttp.ClientSession() as s, s.get(f"https://127.0.0.1:{daemon.http}/metrics",
+                                                   ssl=client_ssl()) as r:
+        text = await r.text()
+    assert r.status == 200
+    line = next(x for x in text.splitlines() if x.startswith('mbxmpp_connections{transport="websocket"}'))
+    assert float(line.split()[-1]) >= 1
+    await c.close()
