@@ -133,6 +133,7 @@ setup(
         "aiohttp",
         "dnspython",
         "prometheus-client",
+        "ldap3",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp", "Cython>=3.0,<4",

@@ -1,4 +1,8 @@
-"""Command line: serve (default), user add|passwd|del|list|import, check-config, xeps.
+"""Command line: serve (default), user add|passwd|del|disable|enable|list|import, sessions
+list|kick, reload, check-config, xeps.
+
+Account changes and the session commands go through a running daemon's control socket
+(mbxmpp/control.py); with no daemon running, account changes are written to storage directly.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 any other failure.
 """
@@ -35,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
     sizes.add_argument("domain", nargs="?")
     sizes.add_argument("--top", type=int, help="only the N largest")
+    chk = sub.add_parser("check", help="check DNS, certificates, TLSA and TLS ports as a remote "
+                                       "tester would; a graded report with the fix for each finding")
+    chk.add_argument("--nameserver", help="ask this DNS server (IP[:PORT]) instead of the system's")
+    chk.add_argument("--no-ports", action="store_true", help="skip the TLS probes of the listeners")
+    sub.add_parser("tlsa", help="print the TLSA records (DANE-EE) for the configured certificates")
     bk = sub.add_parser("backup", help="a consistent copy of the database while the server runs")
     bk.add_argument("dest", help="a new folder for the copy (it holds db/data.mdb)")
     web = sub.add_parser("webchat", help="the web chat's files (Converse.js)")
@@ -57,7 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     imp = us.add_parser("import", help="bulk import: 'JID PASSWORD' or "
                         "'JID scram MECH SALT_B64 ITERATIONS STORED_KEY_B64 SERVER_KEY_B64' per line")
     imp.add_argument("file", help="file name, or - for standard input")
+    _control_parsers(sub, us)
     return p
+
+
+def _control_parsers(sub: Any, us: Any) -> None:
+    """The commands that act on the running daemon through its control socket."""
+    for name, text in (("disable", "disable an account: its sessions end, its logins are refused"),
+                       ("enable", "enable a disabled account")):
+        us.add_parser(name, help=text).add_argument("jid")
+    sessions = sub.add_parser("sessions", help="the running daemon's client sessions")
+    ss = sessions.add_subparsers(dest="sessions_command", required=True)
+    ss.add_parser("list", help="JID, transport, IP, since, stream management")
+    kick = ss.add_parser("kick", help="end sessions: a bare JID all of them, a full JID one")
+    kick.add_argument("jid")
+    sub.add_parser("reload", help="make the running daemon re-read its configuration "
+                                  "(log level, [accounts])")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -84,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(cfg)
         if cmd == "check-config":
             return _check(cfg)
+        if cmd == "check":
+            return _selfcheck(cfg, args.nameserver, not args.no_ports)
+        if cmd == "tlsa":
+            from .selfcheck import tlsa_lines
+            print("\n".join(tlsa_lines(cfg)))
+            return EXIT_OK
         if cmd == "backup":
             return _backup(cfg, args.dest)
         if cmd == "webchat":
@@ -91,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "xeps":
             return _xeps(cfg)
         if cmd == "user":
-            return _run(_user(cfg, args))
+            remote = _user_remote(cfg, args)
+            return remote if remote is not None else _run(_user(cfg, args))
+        if cmd == "sessions":
+            return _sessions(cfg, args)
+        if cmd == "reload":
+            return _reload(cfg)
         if cmd == "archive":
             return _archive_sizes(cfg, args)
     except UsageError as e:
@@ -146,6 +181,7 @@ def _check(cfg: Config) -> int:
         for e in errors:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
+    _print_storage_bounds(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -153,6 +189,13 @@ def _check(cfg: Config) -> int:
         if not assets.installed(_webchat_dir(cfg)):
             print(f"note: {assets.install_hint(_webchat_dir(cfg))}")
     return EXIT_OK
+
+
+def _selfcheck(cfg: Config, nameserver: str | None, ports: bool) -> int:
+    from .selfcheck import run_check
+    report = _run(run_check(cfg, nameserver, probe_ports=ports))
+    print(report.render())
+    return EXIT_FAIL if report.grade == "F" else EXIT_OK
 
 
 def _backup(cfg: Config, dest: str) -> int:
@@ -184,6 +227,12 @@ def _webchat_fetch(cfg: Config, tarball: str | None) -> int:
     return EXIT_OK
 
 
+def _print_storage_bounds(cfg: Config) -> None:
+    from .modules.mam.quota import describe_bounds
+    for line in describe_bounds(cfg):
+        print(line)
+
+
 def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
@@ -206,9 +255,11 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
     from .storage import open_storage
     storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
     try:
-        print(format_archive_report(archive_report(storage, domain=args.domain, top=args.top)))
+        report = format_archive_report(archive_report(storage, domain=args.domain, top=args.top))
     finally:
         storage.close_sync()
+    _print_storage_bounds(cfg)  # first: the table's total stays the last line (scripts read it)
+    print(report)
     return EXIT_OK
 
 
@@ -267,6 +318,13 @@ async def _user(cfg: Config, args: argparse.Namespace) -> int:
                 print(f"no account {bare}", file=sys.stderr)
                 return EXIT_FAIL
             print(f"deleted {bare}")
+        elif c in ("disable", "enable"):
+            bare = _bare(cfg, args.jid)
+            if not accounts.exists(bare):
+                print(f"no account {bare}", file=sys.stderr)
+                return EXIT_FAIL
+            await accounts.set_disabled(bare, c == "disable")
+            print(f"{c}d {bare}")
         elif c == "list":
             for bare in sorted(accounts.list(args.domain)):
                 print(bare)
@@ -275,6 +333,110 @@ async def _user(cfg: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         await storage.close()
+
+
+def _daemon(cfg: Config) -> Any:
+    """The running daemon's control connection, or None when no daemon serves this data_dir."""
+    from .control import ControlClient
+    return ControlClient.connect(cfg.server.data_dir)
+
+
+def _user_remote(cfg: Config, args: argparse.Namespace) -> int | None:
+    """Account changes through the running daemon, which ends the account's sessions and tells
+    its modules; None when no daemon runs (the caller writes storage itself)."""
+    from .control import ControlError
+    c = args.user_command
+    if c not in ("add", "passwd", "del", "disable", "enable"):
+        return None  # list reads storage; import writes it in bulk (LMDB: safe beside the daemon)
+    bare = _bare(cfg, args.jid)
+    try:
+        scram = None
+        if c in ("add", "passwd"):
+            from .control import probe, scram_to_wire, socket_path
+            if not probe(socket_path(cfg.server.data_dir)):
+                return None
+            # Asked before connecting: the daemon does not wait long for a silent client.
+            args.password = _password(args.password)
+            from .stream.scram import make_credentials
+            scram = scram_to_wire(make_credentials(args.password))
+        client = _daemon(cfg)
+        if client is None:
+            return None
+        with client:
+            if scram is not None:
+                if c == "add":
+                    client.request("user.add", jid=bare, scram=scram, plan=args.plan)
+                    print(f"created {bare}")
+                    return EXIT_OK
+                r = client.request("user.passwd", jid=bare, scram=scram)
+                print(f"password changed for {bare}{_ended(r)}")
+                return EXIT_OK
+            r = client.request(f"user.{c}", jid=bare)
+            print(f"{'deleted' if c == 'del' else c + 'd'} {bare}{_ended(r)}")
+            return EXIT_OK
+    except ControlError as e:
+        print(f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _ended(reply: dict[str, Any]) -> str:
+    n = reply.get("ended") or 0
+    return f" ({n} session{'s' if n != 1 else ''} ended)" if n else ""
+
+
+def _require_daemon(cfg: Config) -> Any:
+    client = _daemon(cfg)
+    if client is None:
+        from .control import socket_path
+        raise _NoDaemon(f"mbxmpp: no daemon is running for {os.path.abspath(cfg.server.data_dir)} "
+                        f"(nothing listens on {socket_path(cfg.server.data_dir)})")
+    return client
+
+
+class _NoDaemon(Exception):
+    pass
+
+
+def _sessions(cfg: Config, args: argparse.Namespace) -> int:
+    from .control import ControlError
+    try:
+        with _require_daemon(cfg) as client:
+            if args.sessions_command == "kick":
+                from .jid import JID, JIDError
+                try:
+                    jid = JID.parse(args.jid).full
+                except JIDError as e:
+                    raise UsageError(f"invalid JID {args.jid!r}: {e}") from None
+                r = client.request("sessions.kick", jid=jid)
+                print(f"ended {r['ended']} session{'s' if r['ended'] != 1 else ''} of {jid}")
+                return EXIT_OK
+            rows = client.request("sessions.list")["sessions"]
+    except (ControlError, _NoDaemon) as e:
+        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{'JID':<40} {'TRANSPORT':<10} {'IP':<39} {'SINCE':<20} SM")
+    for r in sorted(rows, key=lambda r: r["jid"]):
+        sm = "hibernated" if r["hibernated"] else ("yes" if r["sm"] else "no")
+        print(f"{r['jid']:<40} {r['transport']:<10} {r['ip'] or '-':<39} {r['since']:<20} {sm}")
+    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}")
+    return EXIT_OK
+
+
+def _reload(cfg: Config) -> int:
+    from .control import ControlError
+    try:
+        with _require_daemon(cfg) as client:
+            r = client.request("reload")
+    except (ControlError, _NoDaemon) as e:
+        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"reloaded {r.get('source') or 'embedded defaults'}: applied "
+          f"{', '.join(r['applied']) or 'nothing (no change)'}")
+    if r.get("ended"):
+        print(f"ended {r['ended']} session(s) of accounts whose plan no longer includes chat")
+    if r["restart_needed"]:
+        print(f"changed but applied only by a restart: {', '.join(r['restart_needed'])}")
+    return EXIT_OK
 
 
 def _derive_line(item: tuple[int, str, str | None, Any]) -> tuple[int, str, dict | None, str | None]:

@@ -26,7 +26,7 @@ from mbxmpp.util.units import format_duration, format_size, parse_duration, pars
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
     "HTTPConfig", "SMConfig", "MAMConfig", "MUCConfig", "UploadConfig", "Proxy65Config",
-    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
+    "OfflineConfig", "PushConfig", "AccountsConfig", "WebChatConfig", "MetricsConfig", "AuthConfig", "DEFAULT_MODULES", "COMPONENT_SECTIONS", "DEFAULT_CONFIG_FILE",
     "load_config", "find_default_config", "check_config", "parse_listen", "format_listen",
 ]
 
@@ -143,6 +143,15 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
+    # What may be archived per account and quota window (0: unbounded). A busy user receives a
+    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    quota_window: float = 86400.0
+    max_messages_from_others: int = 20_000     # all other senders together, into one account
+    max_bytes_from_others: int = 64 * 1024 * 1024
+    max_messages_per_sender: int = 5_000       # one sender into one account
+    max_bytes_per_sender: int = 16 * 1024 * 1024
+    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
+    max_bytes_own: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +192,10 @@ class WebChatConfig:
 
 @dataclass(frozen=True, slots=True)
 class OfflineConfig:
-    max_messages: int = 1000                   # per user
+    max_messages: int = 1000                   # per user (0: store none)
+    max_bytes: int = 10 * 1024 * 1024          # per user (0: unbounded)
+    max_messages_per_sender: int = 500         # one sender's share of a user's storage (0: unbounded)
+    max_bytes_per_sender: int = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +219,34 @@ class AccountsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DovecotAuthConfig:
+    client_socket: str = "/run/dovecot/auth-client"   # passwords (Dovecot's auth-client listener)
+    userdb_socket: str = "/run/dovecot/auth-userdb"   # account lookups for routing; "" = none
+    plan_field: str = "plan"                           # passdb/userdb extra field with the plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LDAPAuthConfig:
+    uri: str = "ldap://127.0.0.1"
+    base_dn: str = ""
+    bind_dn: str = ""                                  # "" = anonymous search
+    bind_password: str = ""
+    filter: str = "(mail={jid})"                       # {jid} is the escaped bare JID
+    plan_attribute: str = ""                           # "" = every account has the default plan
+    timeout: float = 5.0
+    cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    backend: str = "internal"                          # internal, dovecot or ldap
+    dovecot: DovecotAuthConfig = field(default_factory=DovecotAuthConfig)
+    ldap: LDAPAuthConfig = field(default_factory=LDAPAuthConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -223,6 +263,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -648,7 +689,18 @@ def _load_sm(t: _Table) -> SMConfig:
 def _load_mam(t: _Table) -> MAMConfig:
     d = MAMConfig()
     return MAMConfig(retention=t.get_duration("retention", d.retention, minimum=1),
-                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1))
+                     sweep_interval=t.get_duration("sweep_interval", d.sweep_interval, minimum=1),
+                     quota_window=t.get_duration("quota_window", d.quota_window, minimum=1),
+                     max_messages_from_others=t.get_int("max_messages_from_others",
+                                                        d.max_messages_from_others, 0),
+                     max_bytes_from_others=t.get_size("max_bytes_from_others",
+                                                      d.max_bytes_from_others, 0),
+                     max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                       d.max_messages_per_sender, 0),
+                     max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                     d.max_bytes_per_sender, 0),
+                     max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
@@ -716,7 +768,13 @@ def _load_webchat(t: _Table) -> WebChatConfig:
 
 
 def _load_offline(t: _Table) -> OfflineConfig:
-    return OfflineConfig(max_messages=t.get_int("max_messages", OfflineConfig().max_messages, 0))
+    d = OfflineConfig()
+    return OfflineConfig(max_messages=t.get_int("max_messages", d.max_messages, 0),
+                         max_bytes=t.get_size("max_bytes", d.max_bytes, 0),
+                         max_messages_per_sender=t.get_int("max_messages_per_sender",
+                                                           d.max_messages_per_sender, 0),
+                         max_bytes_per_sender=t.get_size("max_bytes_per_sender",
+                                                         d.max_bytes_per_sender, 0))
 
 
 def _load_push(t: _Table) -> PushConfig:
@@ -726,6 +784,44 @@ def _load_push(t: _Table) -> PushConfig:
                       publish_timeout=t.get_duration("publish_timeout", d.publish_timeout),
                       wake_before=t.get_duration("wake_before", d.wake_before),
                       max_registrations=t.get_int("max_registrations", d.max_registrations, 1))
+
+
+AUTH_BACKENDS = ("internal", "dovecot", "ldap")
+
+
+def _load_auth(t: _Table) -> AuthConfig:
+    d = AuthConfig()
+    backend = t.get_str("backend", d.backend)
+    if backend not in AUTH_BACKENDS:
+        t.error("backend", f"must be one of {', '.join(AUTH_BACKENDS)}, got {_show(backend)}")
+        backend = d.backend
+    dovecot, ldap = d.dovecot, d.ldap
+    dt = t.get_table("dovecot")
+    if dt is not None:
+        dd = DovecotAuthConfig()
+        dovecot = DovecotAuthConfig(
+            client_socket=dt.get_str("client_socket", dd.client_socket),
+            userdb_socket=dt.get_str("userdb_socket", dd.userdb_socket, allow_empty=True),
+            plan_field=dt.get_str("plan_field", dd.plan_field),
+            timeout=dt.get_duration("timeout", dd.timeout), cache_ttl=dt.get_duration("cache_ttl", dd.cache_ttl))
+        dt.finish()
+    lt = t.get_table("ldap")
+    if lt is not None:
+        ld = LDAPAuthConfig()
+        ldap = LDAPAuthConfig(
+            uri=lt.get_str("uri", ld.uri), base_dn=lt.get_str("base_dn", ld.base_dn, allow_empty=True),
+            bind_dn=lt.get_str("bind_dn", ld.bind_dn, allow_empty=True),
+            bind_password=lt.get_str("bind_password", ld.bind_password, allow_empty=True),
+            filter=lt.get_str("filter", ld.filter), plan_attribute=lt.get_str("plan_attribute", "", allow_empty=True),
+            timeout=lt.get_duration("timeout", ld.timeout), cache_ttl=lt.get_duration("cache_ttl", ld.cache_ttl))
+        if "{jid}" not in ldap.filter:
+            lt.error("filter", f"must contain {{jid}}, got {_show(ldap.filter)}")
+        if backend == "ldap" and not ldap.base_dn:
+            lt.error("base_dn", "required with backend = \"ldap\"")
+        lt.finish()
+    elif backend == "ldap":
+        t.error("ldap", "required with backend = \"ldap\": [auth.ldap] uri and base_dn")
+    return AuthConfig(backend=backend, dovecot=dovecot, ldap=ldap)
 
 
 def _load_accounts(t: _Table) -> AccountsConfig:
@@ -739,7 +835,7 @@ _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts,
+    "accounts": _load_accounts, "auth": _load_auth,
 }
 
 

@@ -7,9 +7,11 @@ import asyncio
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from .auth.service import ExternalAccounts, open_backend
 from .config import DEFAULT_MODULES, Config
+from .control import ControlServer
 from .core import events as ev
 from .core.accounts import Accounts
 from .core.admission import PreauthAdmission
@@ -25,11 +27,9 @@ from .net.connection import C2SConnection, DeferredWrites
 from .http.server import HTTPService
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
+from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
 from .xml.element import Element
-
-if TYPE_CHECKING:
-    from .stream.c2s import C2SStream
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,18 @@ class Server:
         self.hosts: set[str] = set(config.server.domains)
         self.data_dir = os.path.abspath(config.server.data_dir)
         self.storage = open_storage(storage_kind, self.data_dir if storage_kind == "lmdb" else None)
-        self.accounts = Accounts(self.storage)
         self.hooks = HookBus()
+        self.accounts = Accounts(self.storage, hooks=self.hooks)
         self.sessions = SessionManager(self.hooks)
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
+        # Accounts in the mail system ([auth] backend = "dovecot" / "ldap"); None: internal.
+        self.external: ExternalAccounts | None = None
+        backend = open_backend(config.auth)
+        if backend is not None:
+            cache_ttl = getattr(config.auth, config.auth.backend).cache_ttl
+            self.external = ExternalAccounts(self, backend, cache_ttl)
+            self.router.user_exists = self.external.exists
+            self.router.when_known = self.external.when_known
         self.modules: dict[str, Module] = {}
         self.nonzas: dict[tuple[str, str], Callable[[C2SStream, Element], Any]] = {}
         self.components: dict[str, ComponentHost] = {}  # component domain -> host
@@ -61,6 +69,7 @@ class Server:
         self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
+        self.control: ControlServer | None = None
         self.started = False
         self._stopping: asyncio.Future | None = None
 
@@ -167,6 +176,8 @@ class Server:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         await self.start_modules()
+        if self.external is not None:
+            self.external.start()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
         c2s = self.config.c2s
@@ -191,6 +202,8 @@ class Server:
         self.started = True
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
         for srv in self.listeners:
             srv.close()
         for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
@@ -200,17 +213,22 @@ class Server:
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):
             self.destroy_session(session)
+        if self.external is not None:
+            await self.external.stop()
         await self.stop_modules()
         await asyncio.sleep(0.05)  # let the closing streams flush
         await self.storage.close()
 
     async def serve_forever(self) -> None:
+        self.control = ControlServer(self)
+        await self.control.start()  # first: it refuses to start beside another daemon
         await self.start()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, fn in ((signal.SIGTERM, self._request_stop), (signal.SIGINT, self._request_stop),
+                        (signal.SIGHUP, self._reload_logged)):
             try:
-                loop.add_signal_handler(sig, self._request_stop)
+                loop.add_signal_handler(sig, fn)
             except (NotImplementedError, RuntimeError):
                 pass
         tune_for_serving()  # (after the handlers: a SIGTERM right after start-up is clean)
@@ -228,22 +246,39 @@ class Server:
     def get_credential(self, username: str, host: str, mech: str) -> Any:
         return self.accounts.credential(f"{username}@{host}", mech)
 
-    def check_password(self, username: str, host: str, password: str) -> bool:
+    def check_password(self, username: str, host: str, password: str,
+                       peer_ip: str | None = None) -> Any:
+        """True/False for the internal store; an awaitable Verdict for an external backend."""
+        if self.external is not None:
+            return self.external.login(f"{username}@{host}", password, peer_ip)
         return self.accounts.check_password(f"{username}@{host}", password)
+
+    @property
+    def offers_scram(self) -> bool:
+        """SCRAM needs the salted secrets, which only the internal store has."""
+        return self.external is None or self.external.backend.offers_scram
 
     def login_refusal(self, username: str, host: str) -> str | None:
         """Accounts on a plan without chat are refused with the operator's message."""
         rec = self.accounts.get(f"{username}@{host}")
         if rec is None:
             return "no such account"
+        if rec.get("disabled"):
+            return "This account is disabled."
         acfg = self.config.accounts
         plan = rec.get("plan") or acfg.default_plan
         if plan not in acfg.chat_plans:
             return acfg.refusal_text
         return None
 
+    def authenticated(self, stream: C2SStream) -> None:
+        """SASL succeeded on ``stream`` (not bound yet)."""
+        self.hooks.fire_all(ev.AUTHENTICATED, stream)
+
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session:
-        return self.sessions.bind(jid, stream, resource)
+        session = self.sessions.bind(jid, stream, resource)
+        session.mod["peer"] = stream.peer  # for the operator's list while it hibernates
+        return session
 
     def route_from_client(self, stanza: Element, session: Session) -> None:
         self.router.route(stanza, session)
@@ -281,6 +316,98 @@ class Server:
             self.hooks.fire_all(ev.SESSION_CLOSED, session)
         finally:
             self.sessions.unbind(session)
+
+    # -- for the operator (control socket) -----------------------------------------------------
+    def end_sessions(self, jid: str, err: StreamError) -> int:
+        """End at once, with the stream error ``err``, the sessions of an account (a bare JID:
+        all its resources, those hibernated by Stream Management and its streams authenticated
+        but not bound yet) or one session (a full JID). Returns how many ended."""
+        bare, _, resource = jid.partition("/")
+        if resource:
+            one = self.sessions.get(jid)
+            sessions = [] if one is None else [one]
+        else:
+            sessions = self.sessions.resources(bare)
+        for session in sessions:
+            stream = session.stream
+            # Destroyed first, so that the stream's close is an end and not a hibernation.
+            self.destroy_session(session)
+            if stream is not None:
+                stream.close(err)  # (a hibernated session's stand-in ignores it)
+        ended = len(sessions)
+        if not resource:
+            for conn in list(self.connections):
+                st = conn.stream
+                if (st.session is None and st.username is not None and st.stage != ST_CLOSED
+                        and f"{st.username}@{st.host}" == bare):
+                    st.fail(err)
+                    ended += 1
+        if ended:
+            log.info("ended %d session(s) of %s: %s", ended, jid, err)
+        return ended
+
+    def end_unentitled_sessions(self) -> int:
+        """End the sessions of every account that may no longer log in (its plan lost chat)."""
+        ended = 0
+        for bare in list(self.sessions.by_bare):
+            username, _, host = bare.partition("@")
+            refusal = self.login_refusal(username, host)
+            if refusal is not None:
+                ended += self.end_sessions(bare, StreamError("not-authorized", refusal))
+        return ended
+
+    def describe_sessions(self) -> list[dict[str, Any]]:
+        from .control import describe_session
+        conns = {id(c.stream): c for c in self.connections}
+        direct_ports = {p for _h, p in self.config.c2s.direct_tls}
+        out = []
+        for session in list(self.sessions.full.values()):
+            stream: Any = session.stream
+            if not isinstance(stream, C2SStream):  # hibernated (Stream Management): no stream now
+                out.append(describe_session(session, "-", session.mod.get("peer", ""), True, True))
+                continue
+            conn = conns.get(id(stream))
+            name = getattr(conn, "transport_name", None)  # a transport that names itself
+            if name is None:
+                t = conn.transport if conn is not None else None
+                port = t.get_extra_info("sockname")[1] if t is not None else None
+                name = "direct-tls" if port in direct_ports else "starttls"
+            out.append(describe_session(session, name, stream.peer, stream.sm is not None, False))
+        return out
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the configuration file and apply what can change while serving: the log
+        level and the [accounts] plan settings (then end the sessions of accounts whose plan no
+        longer includes chat). Returns what was applied and what needs a restart."""
+        from dataclasses import fields, replace
+
+        from .config import load_config
+        new = load_config(self.config.source)
+        old = self.config
+        applied = []
+        if new.accounts != old.accounts:
+            applied.append("accounts")
+        if new.server.log_level != old.server.log_level:
+            applied.append("server.log_level")
+        logging.getLogger().setLevel(new.server.log_level.upper())
+        self.config = replace(old, accounts=new.accounts,
+                              server=replace(old.server, log_level=new.server.log_level))
+        restart = [f"server.{f.name}" for f in fields(old.server)
+                   if f.name != "log_level" and getattr(old.server, f.name) != getattr(new.server, f.name)]
+        restart += [f.name for f in fields(old) if f.name not in ("server", "accounts", "source")
+                    and getattr(old, f.name) != getattr(new, f.name)]
+        ended = self.end_unentitled_sessions() if "accounts" in applied else 0
+        log.info("configuration reloaded from %s: applied %s; needing a restart: %s",
+                 old.source or "embedded defaults", ", ".join(applied) or "nothing changed",
+                 ", ".join(restart) or "nothing")
+        return {"applied": applied, "restart_needed": restart, "ended": ended,
+                "source": old.source}
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except Exception as e:  # a bad file must not take the daemon down
+            log.error("reload failed, configuration unchanged: %s", e)
 
     # -- for modules ------------------------------------------------------------------------
     def route(self, stanza: Element) -> None:

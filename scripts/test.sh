@@ -9,7 +9,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   [ -f /usr/include/expat.h ] || need+=(libexpat1-dev)
   command -v prosody >/dev/null || need+=(prosody)
   command -v npm >/dev/null || need+=(npm)            # the web chat's Converse.js release
-  command -v chromium >/dev/null || need+=(chromium)  # the web chat's browser test (Playwright drives it)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # a real DNS server for check and s2s tests
+  command -v dovecot >/dev/null || need+=(dovecot-core)  # authentication against the mail system
+  command -v slapd >/dev/null || need+=(slapd ldap-utils)  # ... and against LDAP  # the web chat's browser test (Playwright drives it)
   if [ ${#need[@]} -gt 0 ]; then
     # Debian starts a package's service on install; the tests run their own instances.
     made_policy=0

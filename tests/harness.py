@@ -41,6 +41,7 @@ class FakeClient:
         self._waiter: asyncio.Event = asyncio.Event()
         self.closed = False
         self.sm = None
+        self.peer = "127.0.0.1:5222"
 
     # C2SStream's interface used by sessions
     def send_stanza(self, stanza: Element) -> None:

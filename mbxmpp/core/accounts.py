@@ -1,7 +1,11 @@
 """Accounts: SCRAM credentials only (never the password), the customer's plan, creation time.
 
 Record (keyval store ``accounts``, owner = bare JID): ``{"scram": {mech: record}, "plan": str|None,
-"created": float}``.
+"created": float}``, plus ``"disabled": True`` while the operator has disabled it.
+
+Given the server's hooks, creating and deleting an account fire ``ACCOUNT_CREATED`` and
+``ACCOUNT_DELETED`` with an :class:`AccountEvent`; the command line, which writes storage itself
+only when no daemon runs, has no hooks and fires nothing.
 """
 
 from __future__ import annotations
@@ -12,18 +16,35 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..stream.scram import HASHES, ScramCredential, derive, make_credentials
 from ..util.lru import LRU
+from . import events as ev
 
 # Routing asks "does this account exist?" for every stanza to a bare JID. Known accounts are
-# remembered for a while; a deletion by the CLI (another process) is seen within this time.
+# remembered for a while. A deletion through the daemon (its control socket) forgets at once;
+# one written into storage by another process (a bulk import, say) is seen within this time.
 EXISTS_TTL = 30.0
 
 if TYPE_CHECKING:
     from ..storage.api import Storage
+    from .hooks import HookBus
+
+
+class AccountEvent:
+    """What ACCOUNT_CREATED and ACCOUNT_DELETED handlers receive."""
+
+    __slots__ = ("bare", "host", "username")
+
+    def __init__(self, bare: str) -> None:
+        self.bare = bare
+        self.username, _, self.host = bare.partition("@")
+
+    def __repr__(self) -> str:
+        return f"<AccountEvent {self.bare}>"
 
 
 class Accounts:
-    def __init__(self, storage: Storage, iterations: int = 4096) -> None:
+    def __init__(self, storage: Storage, iterations: int = 4096, hooks: HookBus | None = None) -> None:
         self.storage = storage
+        self.hooks = hooks
         self.store = storage.keyval("accounts")
         self.iterations = iterations
         self._known: LRU[str, float] = LRU(100_000)
@@ -77,17 +98,40 @@ class Accounts:
 
     async def create(self, bare: str, password: str | None = None,
                      creds: dict[str, ScramCredential] | None = None, plan: str | None = None) -> bool:
-        """Create or update an account; returns True if it was new."""
+        """Create or update an account; returns True if it was new. ACCOUNT_CREATED fires once
+        the new account is stored."""
         old = self.store.get(bare)
         await self.store.set(bare, self.record(password, creds, plan, old))
+        if old is None and self.hooks is not None:
+            self.hooks.fire_all(ev.ACCOUNT_CREATED, AccountEvent(bare))
         return old is None
 
+    def set_credentials(self, bare: str, creds: dict[str, ScramCredential]) -> Any:
+        """Replace the account's SCRAM credentials (a new password: the old ones all go)."""
+        rec: dict[str, Any] = dict(self.store.get(bare) or self.record())
+        rec["scram"] = {m: c.to_record() for m, c in creds.items()}
+        return self.store.set(bare, rec)
+
+    def set_disabled(self, bare: str, disabled: bool) -> Any:
+        """Disable (logins refused with <account-disabled/>) or enable the account; readers see
+        the change at once, the future says when it is durable."""
+        rec: dict[str, Any] = dict(self.store.get(bare) or self.record())
+        if disabled:
+            rec["disabled"] = True
+        else:
+            rec.pop("disabled", None)
+        return self.store.set(bare, rec)
+
     async def delete(self, bare: str) -> bool:
+        """Delete the account and everything stored under it. ACCOUNT_DELETED fires first, while
+        the data is still there (the presence module reads the roster to tell the contacts);
+        the deletion is queued in the same step, so no reader sees the account half gone."""
         if self.store.get(bare) is None:
             return False
         self._known.pop(bare)
-        await self.storage.delete_owner(bare)
-        await self.store.set(bare, None)
+        if self.hooks is not None:
+            self.hooks.fire_all(ev.ACCOUNT_DELETED, AccountEvent(bare))
+        await self.storage.delete_owner(bare)  # (queued before this coroutine first yields)
         return True
 
     def list(self, domain: str | None = None) -> Iterator[str]:

@@ -58,7 +58,10 @@ class Router:
         self.hosts = hosts
         self.hooks = hooks
         self.sessions = sessions
-        self.user_exists = user_exists  # bare JID str -> bool
+        # bare JID str -> bool; None while an external account backend is asked, and then
+        # when_known(bare, fn) runs fn once it has answered (False: too many are waiting)
+        self.user_exists = user_exists
+        self.when_known: Any = None
         self.components: dict[str, Component] = {}
         self.remote: Remote | None = None
         self.iq = IQDispatcher(self.route)
@@ -149,7 +152,12 @@ class Router:
         bare = e.to.bare  # type: ignore[union-attr]
         if t == "error":
             return
-        if not self.user_exists(bare):
+        exists = self.user_exists(bare)
+        if exists is None:
+            if not self.when_known(bare, lambda: self.message_to_bare(e)):
+                self.bounce(e.stanza, StanzaError("resource-constraint", "try again later", type="wait"))
+            return
+        if not exists:
             if t != "headline":
                 self.bounce(e.stanza, StanzaError("service-unavailable"))
             return
@@ -190,7 +198,12 @@ class Router:
 
     def _iq_local(self, e: RouteEvent, to: JID, scope: str) -> None:
         if scope == BARE:
-            if e.type in ("get", "set") and not self.user_exists(to.bare):
+            exists = self.user_exists(to.bare) if e.type in ("get", "set") else True
+            if exists is None:
+                if not self.when_known(to.bare, lambda: self._iq_local(e, to, scope)):
+                    self.bounce(e.stanza, StanzaError("resource-constraint", "try again later", type="wait"))
+                return
+            if not exists:
                 self.bounce(e.stanza, StanzaError("service-unavailable"))
                 return
             if self.hooks.fire(ev.IQ_BARE, e) is not None:

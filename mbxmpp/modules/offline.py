@@ -2,8 +2,12 @@
 kept, stamped with XEP-0203 delay, and delivered when a resource comes online.
 
 Archive store ``offline`` (owner = recipient bare JID, with_ = sender bare JID): the stanza bytes
-(versioned by the storage layer). At most ``[offline] max_messages`` per account; beyond that the
-sender gets service-unavailable (RFC 6121 §8.5.2.2.1).
+(versioned by the storage layer). Per account at most ``[offline] max_messages`` and ``max_bytes``
+wait, of which at most ``max_messages_per_sender`` / ``max_bytes_per_sender`` from one sender (one
+sender cannot take the storage of everyone else's messages). Beyond that the sender gets
+<service-unavailable/> with a text: XEP-0160 §2 step 3 names that error for a full offline queue
+(RFC 6121 §8.5.2.2.1 too, for a message not stored), and the recipient's archive does not keep it.
+Offline storage has no expiry: what waits is delivered at the next login.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_CHATSTATES, NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE, NS_STANZA_ID
 from ..xml.fragment import parse_fragment
+from .mam.quota import Ledger, Tally, offline_bounds
 from .time import xep82_datetime
 
 if TYPE_CHECKING:
@@ -52,13 +57,37 @@ class Offline(Module):
         super().__init__(server)
         self.store = server.storage.archive("offline")
         # Appends not yet durable, which an archive query may not show yet (api.py): owner ->
-        # {id: stanza bytes}. Without this, a message stored a few ms before its recipient logs
-        # in would wait for the next login, and a burst could overshoot the cap.
-        self._unflushed: dict[str, dict[str, bytes]] = {}
+        # {id: (stanza bytes, sender)}. Without this, a message stored a few ms before its
+        # recipient logs in would wait for the next login, and a burst could overshoot the cap.
+        self._unflushed: dict[str, dict[str, tuple[bytes, str]]] = {}
+        self.bound, self.sender_bound = offline_bounds(server.config.offline)
+        self.ledger = Ledger(self._seed)  # what waits per account, per sender
 
     @property
     def max_messages(self) -> int:
         return int(self.server.config.offline.max_messages)
+
+    def _seed(self, owner: str, since: float | None) -> Tally:
+        t = Tally()
+        seen = set()
+        for it in self.store.query(owner):
+            seen.add(it.id)
+            t.add(it.with_ or "", len(it.value))
+        for id_, (data, sender) in self._unflushed.get(owner, {}).items():
+            if id_ not in seen:
+                t.add(sender, len(data))
+        return t
+
+    def refusal(self, owner: str, sender: str, size: int) -> str | None:
+        """Why a message of ``size`` bytes from ``sender`` cannot wait for ``owner``, or None."""
+        if self.max_messages == 0:
+            return "the recipient's offline storage is full"
+        t = self.ledger.get(owner)
+        if not self.bound.admits(t.total, size):
+            return "the recipient's offline storage is full"
+        if not self.sender_bound.admits(t.sender(sender), size):
+            return "the recipient's offline storage holds too many messages from you"
+        return None
 
     @hook(ev.MESSAGE_OFFLINE)
     def store_message(self, e: RouteEvent) -> Any:
@@ -71,20 +100,31 @@ class Offline(Module):
         if st.find("no-store", NS_HINTS) is not None:
             return None  # XEP-0334: the sender does not want it kept; the router bounces it
         owner = e.to.bare  # type: ignore[union-attr]
-        if self.count(owner) >= self.max_messages:
-            e.router.bounce(st, StanzaError("service-unavailable",
-                                            "the recipient's offline storage is full"))
-            return True
+        sender = e.frm.bare
         now = time.time()
         stored = Element(st.tag, st.ns, dict(st.attrs), list(st.children))
         # XEP-0203: when the server received it.
         stored.add("delay", NS_DELAY, {"from": e.to.domain,  # type: ignore[union-attr]
                                        "stamp": xep82_datetime(now)})
         data = stored.to_bytes()
-        id_, fut = self.store.append(owner, data, when=now, with_=e.frm.bare)
-        self._unflushed.setdefault(owner, {})[id_] = data
+        why = self.refusal(owner, sender, len(data))
+        if why is not None:
+            mam: Any = self.server.module("mam")
+            if mam is not None:
+                mam.withdraw(e)  # bounced: not kept in the recipient's archive either
+            e.router.bounce(st, StanzaError("service-unavailable", why))
+            return True
+        id_, fut = self.store.append(owner, data, when=now, with_=sender)
+        self._unflushed.setdefault(owner, {})[id_] = (data, sender)
+        self.ledger.get(owner).add(sender, len(data))
         fut.add_done_callback(lambda _f: self._flushed(owner, id_))
         return True
+
+    @hook(ev.ACCOUNT_DELETED)
+    def account_deleted(self, e: Any) -> None:
+        # The stored messages go with the account's data; those not yet durable are forgotten
+        # here, so that a re-created account's count starts at zero.
+        self._unflushed.pop(e.bare, None)
 
     def _flushed(self, owner: str, id_: str) -> None:
         pend = self._unflushed.get(owner)
@@ -95,11 +135,14 @@ class Offline(Module):
 
     def count(self, owner: str) -> int:
         """Messages waiting for ``owner``, durable or not yet."""
-        n = self.store.count(owner)
-        for id_ in self._unflushed.get(owner, ()):
-            if self.store.get(owner, id_) is None:
-                n += 1
-        return n
+        return self.ledger.get(owner).total[1]
+
+    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_CREATED)
+    def _account_changed(self, arg: Any) -> None:
+        bare = getattr(arg, "bare", arg)
+        if isinstance(bare, str):
+            self.ledger.reset(bare)  # nothing waits for a new or deleted account
 
     @hook(ev.SESSION_AVAILABLE)
     def session_available(self, session: Session) -> None:
@@ -113,7 +156,7 @@ class Offline(Module):
         pend = self._unflushed.pop(owner, None)
         if pend:
             seen = {i for i, _ in items}
-            items.extend((i, v) for i, v in pend.items() if i not in seen)
+            items.extend((i, v[0]) for i, v in pend.items() if i not in seen)
             items.sort()  # ids sort in time order
         if not items:
             return 0
@@ -129,4 +172,5 @@ class Offline(Module):
         # Deleting now is safe with Stream Management: what the client never acknowledges goes
         # back to offline storage when its session ends (modules/sm.py).
         self.store.delete(owner, ids=[i for i, _ in items])
+        self.ledger.reset(owner)
         return len(items)

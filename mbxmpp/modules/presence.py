@@ -209,6 +209,24 @@ class Presence(Module):
         session.available = False
         self._go_away(session, pres, was_available)
 
+    @hook(ev.ACCOUNT_DELETED, priority=100)  # before the roster module drops its cache
+    def account_deleted(self, e: Any) -> None:
+        """A deleted account cancels every subscription, as its user could have one by one
+        (RFC 6121 §3.2, §3.3; what Prosody does too): each contact's server updates the
+        contact's roster item (local contacts' at once, with a roster push) and stops showing
+        presence shared with the account. Runs while the account's roster is still stored."""
+        owner = e.bare
+        self.last_unavailable.pop(owner)
+        route = self.server.route
+        pending = self.roster.pending_in(owner)
+        for contact, item in self.roster.items(owner).items():
+            if item.subscription in FROM_SUBS or contact in pending:
+                route(_presence("unsubscribed", owner, contact))
+            if item.subscription in TO_SUBS or item.ask:
+                route(_presence("unsubscribe", owner, contact))
+        for contact in pending.keys() - self.roster.items(owner).keys():
+            route(_presence("unsubscribed", owner, contact))  # requests never answered: refused
+
     # -- outbound subscription stanzas (RFC 6121 Appendix A.2) --------------------------------
     def _outbound_subscription(self, session: Session, st: Element, t: str) -> None:
         to_s = st.attrs.get("to")

@@ -64,6 +64,7 @@ async def test_metrics_parse_and_follow_the_server(daemon):
         assert m[("mbxmpp_sessions", (("state", "connected"),))] == 1
         assert m[("mbxmpp_connections", (("transport", "tcp"),))] >= 1
         assert m[("mbxmpp_sessions_bound_total", ())] >= 1
+        assert m[("mbxmpp_logins_total", ())] >= 1
         assert m[("mbxmpp_process_resident_memory_bytes", ())] > 0
         assert ("mbxmpp_storage_commit_seconds_count", ()) in m
         assert m[("mbxmpp_virtual_hosts", ())] == 1

@@ -31,6 +31,7 @@ class FakeServer:
         self.routed: list[Element] = []
         self.closed: list[C2SStream] = []
         self.refuse: str | None = None
+        self.authenticated_streams: list[C2SStream] = []
 
     def get_credential(self, username, host, mech):
         return CREDS[mech] if username == "juliet" else None
@@ -40,6 +41,9 @@ class FakeServer:
 
     def login_refusal(self, username, host):
         return self.refuse
+
+    def authenticated(self, stream):
+        self.authenticated_streams.append(stream)
 
     def bind(self, stream, jid, resource):
         return FakeSession(jid.with_resource(resource or "gen"), stream)
@@ -197,6 +201,13 @@ def test_plan_refusal_is_account_disabled_with_text():
     ev = p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{tok}</auth>".encode())
     assert ev[0].tag == "failure" and ev[0].find("account-disabled") is not None
     assert ev[0].findtext("text") == "no chat on this plan"
+    assert p.server.authenticated_streams == []  # a refused login is no authentication
+
+
+def test_sasl_success_tells_the_server_once():
+    p = Peer()
+    login_plain(p)
+    assert p.server.authenticated_streams == [p.stream]
 
 
 def test_bad_iq_is_bad_request():

@@ -163,6 +163,38 @@ def test_mam_sweep_interval_below_minimum(tmp_path):
     assert errs == ['mam.sweep_interval: must be at least 1s, got "250ms"']
 
 
+def test_storage_quotas(tmp_path):
+    d = load_config(None)
+    assert d.mam.quota_window == 86400.0
+    assert (d.mam.max_messages_per_sender, d.mam.max_bytes_per_sender) == (5000, 16 * 1024 * 1024)
+    assert (d.mam.max_messages_from_others, d.mam.max_bytes_from_others) == (20000, 64 * 1024 * 1024)
+    assert (d.mam.max_messages_own, d.mam.max_bytes_own) == (20000, 64 * 1024 * 1024)
+    assert (d.offline.max_bytes, d.offline.max_messages_per_sender,
+            d.offline.max_bytes_per_sender) == (10 * 1024 * 1024, 500, 5 * 1024 * 1024)
+    cfg = load_text(tmp_path, MINIMAL + """
+        [mam]
+        quota_window = "12h"
+        max_messages_per_sender = 0
+        max_bytes_from_others = "1GiB"
+        max_bytes_own = 1000
+        [offline]
+        max_bytes = "1MB"
+        max_messages_per_sender = 7
+        max_bytes_per_sender = "0"
+    """)
+    assert cfg.mam.quota_window == 43200.0 and cfg.mam.max_messages_per_sender == 0
+    assert cfg.mam.max_bytes_from_others == 1 << 30 and cfg.mam.max_bytes_own == 1000
+    assert cfg.offline.max_bytes == 1_000_000 and cfg.offline.max_messages_per_sender == 7
+    assert cfg.offline.max_bytes_per_sender == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    errs = errors_of(bad, MINIMAL + '[mam]\nmax_bytes_own = "lots"\nmax_messages_own = -1\n'
+                          '[offline]\nmax_bytes = -5\n')
+    assert len(errs) == 3 and errs[0] == "mam.max_messages_own: must be at least 0, got -1", errs
+    assert errs[1].startswith("mam.max_bytes_own: invalid size 'lots'"), errs
+    assert errs[2].startswith("offline.max_bytes:"), errs
+
+
 def test_bad_duration_and_size_name_key_and_value(tmp_path):
     errs = errors_of(tmp_path, MINIMAL + """
         [sm]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ...core import events as ev
@@ -20,12 +21,14 @@ from ...core.modules import BARE, SELF, Module, hook, iq_handler
 from ...errors import StanzaError
 from ...jid import JID
 from ...storage.api import ArchiveItem, ArchiveStore
+from ...xml.build import error_reply
 from ...xml.element import Element
 from ...xml.ns import NS_CLIENT, NS_HINTS, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
 from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
 from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
-                    result_messages, run_query, stamp)
-from .retention import Sweeper
+                    result_messages, run_query, stamp, stored_bytes)
+from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds
+from .retention import Sweeper, oldest_kept
 
 if TYPE_CHECKING:
     from ...core.router import RouteEvent
@@ -43,6 +46,9 @@ RECORD_VERSION = 1
 # and before modules that copy or deliver it (carbons, at the default 0), so that copies of the
 # recipient's message carry its stanza-id.
 PRIORITY = 10
+
+# The 'from' of a stored stanza's start tag (c2s and s2s stamp it): whose message it was.
+_FROM = re.compile(rb"""\sfrom=(['"])([^'"/]*)""")
 
 # Payloads that make a message worth archiving besides <body/> (XEP-0313 §7.1.1: a server MAY store
 # more than messages with a body): (ns, name or None for any element in ns).
@@ -132,8 +138,14 @@ class MAM(Module):
         cfg = server.config.mam
         self.archive: ArchiveStore = server.storage.archive(ARCHIVE_STORE, RECORD_VERSION)
         self.prefs = PrefsStore(server.storage.keyval(PREFS_STORE, 1))
+        self.retention = cfg.retention
         self.sweeper = Sweeper(self.archive, cfg.retention, cfg.sweep_interval)
-        self._last_sent: tuple[Element, str] | None = None
+        self.own_bound, self.sender_bound, self.others_bound = archive_bounds(cfg)
+        self.ledger = Ledger(self._seed, cfg.quota_window)
+        self._last_sent: tuple[Element, str, int] | None = None  # (stanza, archive id, size)
+        # The recipient's copy of the message being routed: (route event, owner, id, sender,
+        # size), to be withdrawn if this routing bounces it after all (offline storage full).
+        self._last_received: tuple[RouteEvent, str, str, str, int] | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.default_max = DEFAULT_MAX
         self.max_max = MAX_MAX
@@ -143,6 +155,12 @@ class MAM(Module):
 
     async def stop(self) -> None:
         await self.sweeper.stop()
+
+    @hook(ev.ACCOUNT_DELETED)
+    def account_deleted(self, e: Any) -> None:
+        # The archive and the preferences go with the account's data (storage.delete_owner);
+        # the cached preferences must not outlive them into a re-created account.
+        self.prefs.forget(e.bare)
 
     # -- archiving ----------------------------------------------------------------------------
     def archive_stanza(self, owner: str, stanza: Element, with_: str | None,
@@ -187,8 +205,78 @@ class MAM(Module):
         p = self.prefs.get(owner)
         return p.is_plain() or p.decide(contact, self._in_roster(owner))
 
+    # -- quotas ------------------------------------------------------------------------------
+    def _seed(self, owner: str, since: float | None) -> Tally:
+        """The owner's tally rebuilt from its archive (after a restart or an eviction)."""
+        t = Tally()
+        for it in self.archive.query(owner, start=since):
+            raw = stored_bytes(it.value)
+            if raw is None:
+                continue
+            m = _FROM.search(raw, 0, raw.find(b">"))
+            frm = m.group(2).decode("utf-8", "replace") if m is not None else owner
+            t.add(owner if frm == owner else (it.with_ or "").split("/", 1)[0], len(raw))
+        return t
+
+    def charge(self, owner: str, sender: str, size: int) -> str | None:
+        """Count one more item of ``size`` bytes from ``sender`` into ``owner``'s archive in this
+        quota window; if a bound refuses it, count nothing and return why."""
+        refused = self.ledger.get(owner).charge(owner, sender, size, self.own_bound,
+                                                self.sender_bound, self.others_bound)
+        if not refused:
+            return None
+        if refused == OWN:
+            return "your message archive's quota is used up" + self._until()
+        if refused == ONE_SENDER:
+            return "the recipient's archive takes no more messages from you" + self._until()
+        return "the recipient's archive takes no more messages" + self._until()
+
+    def _until(self) -> str:
+        return " until " + stamp(self.ledger.window_end())[:19] + "Z"
+
+    def _unarchive(self, owner: str, id_: str, sender: str, size: int) -> None:
+        self.archive.delete(owner, ids=[id_])  # same commit as the append: never visible
+        self.ledger.get(owner).add(sender, -size, -1)
+
+    def withdraw(self, e: RouteEvent) -> None:
+        """The message being routed (``e``) was bounced after all: remove the recipient's copy
+        (and its stanza-id from the stanza, which goes back to the sender in the error).  Only
+        within the routing that archived it: a message delivered, then bounced when its session
+        ended unacknowledged (Stream Management: another event), keeps its copy."""
+        last = self._last_received
+        if last is None or last[0] is not e:
+            return
+        self._last_received = None
+        _, owner, id_, sender, size = last
+        self._unarchive(owner, id_, sender, size)
+        strip_stanza_ids(e.stanza, owner)
+
+    @hook(ev.ACCOUNT_DELETED)
+    @hook(ev.ACCOUNT_CREATED)
+    def _account_changed(self, arg: Any) -> None:
+        bare = getattr(arg, "bare", arg)
+        if isinstance(bare, str):
+            self.ledger.reset(bare)  # its archive is gone (or new)
+
+    @hook(ev.MESSAGE_OFFLINE, priority=-1000)
+    def unstored(self, e: RouteEvent) -> None:
+        """Runs only when no module took the message for an absent recipient: the router
+        bounces it, so it is not kept in the recipient's archive either."""
+        self.withdraw(e)
+
+    # RFC 6120 §8.3.3.18 <resource-constraint/> (type wait): XEP-0313 names no error for a full
+    # archive, and the condition is temporary (the next quota window); the sender learns that
+    # nothing was delivered or stored, rather than having it dropped silently.
+    def _refuse(self, e: RouteEvent, text: str) -> None:
+        err = StanzaError("resource-constraint", text)
+        if e.origin is not None:
+            # Straight to the sending session: routing the error would fire the same checks.
+            self.server.router.deliver(e.origin, error_reply(e.stanza, err))
+        else:
+            self.server.router.bounce(e.stanza, err)
+
     @hook(ev.PRE_MESSAGE, priority=PRIORITY)
-    def outgoing(self, e: RouteEvent) -> None:
+    def outgoing(self, e: RouteEvent) -> Any:
         """The sender's copy (XEP-0313 §3: 'outgoing' in the context of the sender's archive)."""
         to = e.to
         # XEP-0359 §4 rule 2: a client's stanza-id claiming to be from its own archive is never
@@ -200,7 +288,12 @@ class MAM(Module):
             return None
         owner = e.frm.bare
         if self.wants(owner, to):  # XEP-0441 §2.3.2: outgoing messages match on 'to'
-            self._last_sent = (e.stanza, self.archive_stanza(owner, e.stanza, to.full))
+            size = len(e.stanza.to_bytes())
+            why = self.charge(owner, owner, size)
+            if why is not None:
+                self._refuse(e, why)
+                return True
+            self._last_sent = (e.stanza, self.archive_stanza(owner, e.stanza, to.full), size)
         return None
 
     def sent_id(self, stanza: Element) -> str | None:
@@ -211,7 +304,7 @@ class MAM(Module):
 
     @hook(ev.MESSAGE_BARE, priority=PRIORITY)
     @hook(ev.MESSAGE_FULL, priority=PRIORITY)
-    def incoming(self, e: RouteEvent) -> None:
+    def incoming(self, e: RouteEvent) -> Any:
         """The recipient's copy, stanza-id added before delivery or offline storage."""
         st = e.stanza
         owner = e.to.bare  # type: ignore[union-attr]
@@ -226,20 +319,35 @@ class MAM(Module):
         # The stored copy carries its stanza-id too: one serialisation serves archive and delivery.
         id_ = self.archive.new_id()
         st.add("stanza-id", NS_STANZA_ID, {"id": id_, "by": owner})
+        size = len(st.to_bytes())
+        sender = e.frm.bare
+        why = self.charge(owner, sender, size)
+        if why is not None:
+            strip_stanza_ids(st, owner)
+            sent = self._last_sent
+            if sent is not None and sent[0] is st:
+                # Refused as a whole: not kept in the sender's archive either.
+                self._last_sent = None
+                self._unarchive(sender, sent[1], sender, sent[2])
+            self.server.router.bounce(st, StanzaError("resource-constraint", why))
+            return True
         self.archive_stanza(owner, st, e.frm.full, id_)
+        self._last_received = (e, owner, id_, sender, size)
         return None
 
     # -- queries ------------------------------------------------------------------------------
     def answer_query(self, owner: str, query: Element, requester: str,
                      send: Callable[[Element], None],
-                     transform: Callable[[Element, ArchiveItem], Element | None] | None = None
-                     ) -> Element:
+                     transform: Callable[[Element, ArchiveItem], Element | None] | None = None,
+                     retention: float | None = None) -> Element:
         """Run a ``<query/>`` on ``owner``'s archive: send the results, return the ``<fin/>``.
 
-        For reuse by archives other than users' (a MUC room passes its JID and its own access
-        check has been done by then)."""
+        For reuse by archives other than users' (a MUC room passes its JID, and its retention if
+        it has its own; its access check has been done by then).  Nothing older than the
+        retention is shown, swept or not."""
         q: Query = parse_query(query, self.default_max, self.max_max)
-        page: Page = run_query(self.archive, owner, q)
+        cut = oldest_kept(self.retention if retention is None else retention)
+        page: Page = run_query(self.archive, owner, q, cut)
         for msg in result_messages(owner, requester, q, page, transform):
             send(msg)
         return fin_element(q, page)
@@ -281,6 +389,11 @@ class MAM(Module):
         """XEP-0313 §6: first and last items, or an empty element for an empty archive."""
         md = Element("metadata", NS_MAM)
         first, last = self.archive.first_last(owner)
+        cut = oldest_kept(self.retention)
+        if last is not None and last.when < cut:
+            first = last = None  # all expired, not swept yet
+        elif first is not None and first.when < cut:
+            first = next(iter(self.archive.query(owner, start=cut, limit=1)), last)
         if first is not None and last is not None:
             md.add("start", attrs={"id": first.id, "timestamp": stamp(first.when)})
             md.add("end", attrs={"id": last.id, "timestamp": stamp(last.when)})

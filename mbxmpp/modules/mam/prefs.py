@@ -101,6 +101,9 @@ class PrefsStore:
         self._cache.put(owner, p)
         return p
 
+    def forget(self, owner: str) -> None:
+        self._cache.pop(owner)
+
     def set(self, owner: str, p: Prefs) -> Any:
         value = None if p.is_plain() else {"default": p.default, "always": p.always,
                                            "never": p.never}

@@ -1,4 +1,9 @@
-"""Archive retention: a background sweep that deletes items older than ``[mam] retention``.
+"""Archive retention: what is older than ``[mam] retention`` is never shown, and a background
+sweep deletes it.
+
+The promise is kept to the second by readers, not by the sweep: every read filters with
+:func:`oldest_kept` (a retention or expiry of N is observable at N), so the sweep only reclaims
+space and may run late or rarely.  Uploads' expiry and room archives use the same helper.
 
 Deletion runs in the storage writer in bounded batches (``ArchiveStore.expire(before, budget)``),
 oldest first over all owners (XEP-0313 §3.2: only the oldest messages may go, no holes), and the
@@ -19,6 +24,17 @@ log = logging.getLogger(__name__)
 BUDGET = 1000  # items per expire() call
 
 
+def oldest_kept(retention: float, now: float | None = None) -> float:
+    """The cut-off time of a retention (or expiry) of ``retention`` seconds: an item stored at
+    time ``t`` is shown while ``t >= oldest_kept(...)``, i.e. for exactly ``retention`` seconds."""
+    return (time.time() if now is None else now) - retention
+
+
+def expired(when: float, retention: float, now: float | None = None) -> bool:
+    """Whether an item stored at ``when`` is past its retention (never to be shown again)."""
+    return when < oldest_kept(retention, now)
+
+
 class Sweeper:
     def __init__(self, archive: ArchiveStore, retention: float, interval: float,
                  budget: int = BUDGET, clock: Callable[[], float] = time.time) -> None:
@@ -33,7 +49,7 @@ class Sweeper:
 
     async def sweep(self) -> int:
         """One pass: expire everything older than the retention, batch by batch."""
-        before = self.clock() - self.retention
+        before = oldest_kept(self.retention, self.clock())
         n_total = 0
         while True:
             n, more = await self.archive.expire(before, self.budget)
