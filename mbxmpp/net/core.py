@@ -97,7 +97,6 @@ class StreamConnection:
         "stream",
         "transport",
     )
-    transport_name = "tcp"  # for metrics: "tcp", "websocket"
 
     def __init__(self, server: Server) -> None:
         self.server = server
