@@ -129,7 +129,7 @@ class StreamConnection:
         try:
             self._preauth = self.server.preauth.admit(self.peer_ip, self._preauth_evicted)
         except StreamError as e:
-            log.info("%s %s: refused: %s", self.transport_name, self.stream.peer, e)
+            log.info("c2s %s: refused: %s", self.stream.peer, e)
             self.stream.fail(e)
             return
         self._auth_timer = self._loop.call_later(self.server.config.c2s.auth_timeout,
@@ -273,7 +273,7 @@ class StreamConnection:
     def _preauth_evicted(self, err: StreamError) -> None:
         """The admission takes our slot back for a newcomer (we stalled)."""
         self._preauth = None
-        log.info("%s %s: ended to make room: %s", self.transport_name, self.stream.peer, err)
+        log.info("c2s %s: ended to make room: %s", self.stream.peer, err)
         self._end_unauthenticated(err)
 
     def _auth_timeout(self) -> None:
