@@ -336,3 +336,16 @@ async def test_metrics_count_websocket_connections(daemon):
     line = next(x for x in text.splitlines() if x.startswith('mbxmpp_connections{transport="websocket"}'))
     assert float(line.split()[-1]) >= 1
     await c.close()
+
+
+async def test_control_lists_and_ends_websocket_sessions(daemon):
+    """The operator's view and reach are the same whatever the transport."""
+    await asyncio.to_thread(daemon.cli, "user", "add", "wsdel@localhost", "--password", PW)
+    c = await WSRawClient.connect(daemon.http)
+    await c.login("wsdel", PW, resource="web")
+    listed = (await asyncio.to_thread(daemon.cli, "sessions", "list")).stdout.splitlines()
+    row = next(line.split() for line in listed if line.startswith("wsdel@localhost/web"))
+    assert row[1] == "websocket"
+    await asyncio.to_thread(daemon.cli, "user", "del", "wsdel@localhost")
+    assert await _error_then_close(c) == "not-authorized"
+    await c.close()
