@@ -57,11 +57,12 @@ class WebSocketConnection(StreamConnection):
     transport_name = "websocket"
 
     def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
-        super().__init__(server)
+        cfg = server.config.c2s
+        super().__init__(server, max_stanza_size=cfg.max_stanza_size, auth_timeout=cfg.auth_timeout,
+                         admission=server.preauth)
         self.ws = ws
         self.close_code = WSCloseCode.OK
         self._close_task: asyncio.Future[Any] | None = None
-        cfg = server.config.c2s
         self.max_message = cfg.max_stanza_size
         stream = FramedC2SStream(server, self._write_message, max_stanza_size=cfg.max_stanza_size,
                                  require_encryption=cfg.require_encryption,

@@ -27,9 +27,10 @@ class C2SConnection(StreamConnection, asyncio.Protocol):
     __slots__ = ("ssl_context",)
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool) -> None:
-        super().__init__(server)
-        self.ssl_context = ssl_context
         cfg = server.config.c2s
+        super().__init__(server, max_stanza_size=cfg.max_stanza_size, auth_timeout=cfg.auth_timeout,
+                         admission=server.preauth)
+        self.ssl_context = ssl_context
         stream = C2SStream(server, self._write, secure=direct_tls,
                            max_stanza_size=cfg.max_stanza_size,
                            require_encryption=cfg.require_encryption,

@@ -9,8 +9,10 @@ to ``_attach``, calls ``_started`` once the peer is known, feeds what it reads t
 (through ``_receive_preauth`` while ``_preauth`` is set: the pre-auth byte budget and progress
 of core/admission.py), calls ``_connection_lost`` when the connection is gone, and implements
 ``_shutdown`` (what follows our closing element on the wire).
-Nothing here is c2s-specific beyond the stream's small interface (fail, session, peer,
-clean_close, tls_requested, cb_data, the on_* callbacks): s2s streams can use it as well.
+The limits come from the subclass (stanza size, authentication timeout, the admission of
+pre-auth connections); nothing here reads the c2s configuration or needs more of the stream
+than a small interface (fail, session, peer, stage, auth_failures, clean_close, tls_requested,
+cb_data, connection_lost, the on_* callbacks): s2s streams can use it as well.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..errors import StreamError
 from ..stream.sasl import cb_data_from_ssl
 
 if TYPE_CHECKING:
-    from ..core.admission import Ticket
+    from ..core.admission import PreauthAdmission, Ticket
     from ..server import Server
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ def cb_data(sslobj: Any) -> dict[str, bytes]:
 
 class StreamConnection:
     __slots__ = (
+        "_admission",
+        "_auth_after",
         "_auth_timer",
         "_close_timer",
         "_closing",
@@ -98,7 +102,8 @@ class StreamConnection:
         "transport",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, max_stanza_size: int, auth_timeout: float,
+                 admission: PreauthAdmission) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.stream: Any = None
@@ -112,7 +117,9 @@ class StreamConnection:
         self._closing = False   # our stream is closed: nothing more is written or read
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost = False
-        self.max_output = max(MIN_MAX_OUTPUT, 32 * server.config.c2s.max_stanza_size)
+        self.max_output = max(MIN_MAX_OUTPUT, 32 * max_stanza_size)
+        self._auth_after = auth_timeout    # until bound (c2s) or authenticated
+        self._admission = admission        # who may hold a pre-auth slot
 
     def _attach(self, stream: Any) -> None:
         self.stream = stream
@@ -127,13 +134,12 @@ class StreamConnection:
             self.stream.cb_data = cb_data(sslobj)
         self.server.connections.add(self)  # type: ignore[arg-type]
         try:
-            self._preauth = self.server.preauth.admit(self.peer_ip, self._preauth_evicted)
+            self._preauth = self._admission.admit(self.peer_ip, self._preauth_evicted)
         except StreamError as e:
             log.info("c2s %s: refused: %s", self.stream.peer, e)
             self.stream.fail(e)
             return
-        self._auth_timer = self._loop.call_later(self.server.config.c2s.auth_timeout,
-                                                 self._auth_timeout)
+        self._auth_timer = self._loop.call_later(self._auth_after, self._auth_timeout)
 
     def _receive_preauth(self, ticket: Ticket, data: bytes) -> None:
         """``stream.receive_data`` before authentication: within the byte budget, and a
