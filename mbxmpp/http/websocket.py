@@ -57,11 +57,12 @@ class WebSocketConnection(StreamConnection):
     transport_name = "websocket"
 
     def __init__(self, server: Server, ws: web.WebSocketResponse) -> None:
-        super().__init__(server)
+        cfg = server.config.c2s
+        super().__init__(server, max_stanza_size=cfg.max_stanza_size, auth_timeout=cfg.auth_timeout,
+                         admission=server.preauth)
         self.ws = ws
         self.close_code = WSCloseCode.OK
         self._close_task: asyncio.Future[Any] | None = None
-        cfg = server.config.c2s
         self.max_message = cfg.max_stanza_size
         stream = FramedC2SStream(server, self._write_message, max_stanza_size=cfg.max_stanza_size,
                                  require_encryption=cfg.require_encryption,
@@ -95,7 +96,11 @@ class WebSocketConnection(StreamConnection):
                         stream.fail(StreamError("policy-violation", "message larger than the "
                                                 f"stanza size limit ({self.max_message} bytes)"))
                         continue
-                    stream.receive_data(data)
+                    ticket = self._preauth
+                    if ticket is None:
+                        stream.receive_data(data)
+                    else:
+                        self._receive_preauth(ticket, data)
                 elif kind is WSMsgType.BINARY:
                     if not self._closing:
                         self.close_code = WSCloseCode.UNSUPPORTED_DATA

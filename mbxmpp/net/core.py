@@ -5,10 +5,14 @@ grace timer, the authentication timeout and the pre-authentication limits.
 
 A transport subclasses ``StreamConnection``, sets ``transport`` (an asyncio transport: the
 bytes written to it are what the peer receives, already framed), creates its stream and hands it
-to ``_attach``, calls ``_started`` once the peer is known, ``_connection_lost`` when the
-connection is gone, and implements ``_shutdown`` (what follows our closing element on the wire).
-Nothing here is c2s-specific beyond the stream's small interface (fail, session, peer,
-clean_close, tls_requested, cb_data, the on_* callbacks): s2s streams can use it as well.
+to ``_attach``, calls ``_started`` once the peer is known, feeds what it reads to the stream
+(through ``_receive_preauth`` while ``_preauth`` is set: the pre-auth byte budget and progress
+of core/admission.py), calls ``_connection_lost`` when the connection is gone, and implements
+``_shutdown`` (what follows our closing element on the wire).
+The limits come from the subclass (stanza size, authentication timeout, the admission of
+pre-auth connections); nothing here reads the c2s configuration or needs more of the stream
+than a small interface (fail, session, peer, stage, auth_failures, clean_close, tls_requested,
+cb_data, connection_lost, the on_* callbacks): s2s streams can use it as well.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..errors import StreamError
 from ..stream.sasl import cb_data_from_ssl
 
 if TYPE_CHECKING:
+    from ..core.admission import PreauthAdmission, Ticket
     from ..server import Server
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,43 @@ CLOSE_TIMEOUT = 2.0
 MIN_MAX_OUTPUT = 8 * 1024 * 1024
 
 
+class DeferredWrites:
+    """The connections whose small writes wait for company (``StreamConnection._write_soon``),
+    under one timer for all of them: arming and cancelling a uvloop timer per write would cost
+    about 3 µs, a quarter of what routing a message costs. A write waits at most ``within``."""
+
+    __slots__ = ("_waiting", "_timer", "_due")
+
+    def __init__(self) -> None:
+        self._waiting: dict[StreamConnection, None] = {}  # insertion-ordered set
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def add(self, conn: StreamConnection, loop: asyncio.AbstractEventLoop, within: float) -> None:
+        self._waiting[conn] = None
+        due = loop.time() + within
+        if self._timer is None or due < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due = due
+            self._timer = loop.call_later(within, self._fire)
+
+    def discard(self, conn: StreamConnection) -> None:
+        self._waiting.pop(conn, None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def _fire(self) -> None:
+        self._timer = None
+        waiting, self._waiting = self._waiting, {}
+        for conn in waiting:
+            try:
+                conn._later_due()
+            except Exception:  # one connection's failure must not hold back the others' bytes
+                log.exception("deferred write of %s failed", conn.stream.peer)
+
+
 def cb_data(sslobj: Any) -> dict[str, bytes]:
     """Channel-binding data of a TLS connection (SCRAM-PLUS)."""
     # The context that served the handshake (after SNI) knows its certificate.
@@ -42,10 +84,12 @@ def cb_data(sslobj: Any) -> dict[str, bytes]:
 
 class StreamConnection:
     __slots__ = (
+        "_admission",
+        "_auth_after",
         "_auth_timer",
         "_close_timer",
         "_closing",
-        "_counted_unauth",
+        "_preauth",
         "_last_out",
         "_later",
         "_loop",
@@ -58,7 +102,8 @@ class StreamConnection:
         "transport",
     )
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, max_stanza_size: int, auth_timeout: float,
+                 admission: PreauthAdmission) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.stream: Any = None
@@ -68,11 +113,13 @@ class StreamConnection:
         self._last_out = 0.0  # loop time of the last batch of output (write_soon's own excepted)
         self._loop = asyncio.get_event_loop()
         self._auth_timer: asyncio.TimerHandle | None = None
-        self._counted_unauth = False
+        self._preauth: Ticket | None = None  # our pre-auth slot, until authenticated
         self._closing = False   # our stream is closed: nothing more is written or read
         self._close_timer: asyncio.TimerHandle | None = None
         self._lost = False
-        self.max_output = max(MIN_MAX_OUTPUT, 32 * server.config.c2s.max_stanza_size)
+        self.max_output = max(MIN_MAX_OUTPUT, 32 * max_stanza_size)
+        self._auth_after = auth_timeout    # until bound (c2s) or authenticated
+        self._admission = admission        # who may hold a pre-auth slot
 
     def _attach(self, stream: Any) -> None:
         self.stream = stream
@@ -86,14 +133,29 @@ class StreamConnection:
         if sslobj is not None:
             self.stream.cb_data = cb_data(sslobj)
         self.server.connections.add(self)  # type: ignore[arg-type]
-        limits = self.server.config.c2s
-        n = self.server.unauth_per_ip.get(self.peer_ip, 0)
-        self.server.unauth_per_ip[self.peer_ip] = n + 1
-        self._counted_unauth = True
-        if n >= limits.max_unauthenticated_per_ip:
-            self.stream.fail(StreamError("policy-violation", "too many unauthenticated connections"))
+        if self._preauth is not None:  # admitted before its TLS handshake, now done
+            self._preauth.hand_over(self._preauth_evicted)
+            self._preauth.progress()
+        else:
+            try:
+                self._preauth = self._admission.admit(self.peer_ip, self._preauth_evicted)
+            except StreamError as e:
+                log.info("c2s %s: refused: %s", self.stream.peer, e)
+                self.stream.fail(e)
+                return
+        self._auth_timer = self._loop.call_later(self._auth_after, self._auth_timeout)
+
+    def _receive_preauth(self, ticket: Ticket, data: bytes) -> None:
+        """``stream.receive_data`` before authentication: within the byte budget, and a
+        negotiation step counts as progress (not stalled)."""
+        stream = self.stream
+        if not ticket.take_bytes(len(data)):
+            stream.fail(StreamError("policy-violation", "too much data before authentication"))
             return
-        self._auth_timer = self._loop.call_later(limits.auth_timeout, self._auth_timeout)
+        before = (stream.stage, stream.auth_failures)
+        stream.receive_data(data)
+        if (stream.stage, stream.auth_failures) != before:
+            ticket.progress()  # a header, a SASL step: not stalled
 
     def _connection_lost(self) -> None:
         if self._lost:
@@ -146,7 +208,7 @@ class StreamConnection:
             self._loop.call_soon(self._flush)
         else:
             self._later = [data]
-            self.server.deferred_writes.add(self, self._loop, within)  # type: ignore[arg-type]
+            self.server.deferred_writes.add(self, self._loop, within)
 
     def _later_due(self) -> None:
         if self._later is not None and not self._closing:
@@ -161,7 +223,7 @@ class StreamConnection:
 
     def _drop_later(self) -> None:
         self._later = None
-        self.server.deferred_writes.discard(self)  # type: ignore[arg-type]
+        self.server.deferred_writes.discard(self)
 
     def _flush(self) -> None:
         buf = self._wbuf
@@ -208,26 +270,35 @@ class StreamConnection:
 
     # -- pre-authentication -------------------------------------------------------------------
     def _authenticated(self) -> None:
-        self._uncount()  # the timer runs on until a resource is bound
+        # The slot is given back (the timer runs on until a resource is bound).
+        if self._preauth is not None:
+            self._preauth.authenticated()
+            self._preauth = None
 
     def _uncount(self) -> None:
-        if self._counted_unauth:
-            self._counted_unauth = False
-            n = self.server.unauth_per_ip.get(self.peer_ip, 1) - 1
-            if n <= 0:
-                self.server.unauth_per_ip.pop(self.peer_ip, None)
-            else:
-                self.server.unauth_per_ip[self.peer_ip] = n
+        if self._preauth is not None:
+            self._preauth.release()
+            self._preauth = None
+
+    def _preauth_evicted(self, err: StreamError) -> None:
+        """The admission takes our slot back for a newcomer (we stalled)."""
+        self._preauth = None
+        log.info("c2s %s: ended to make room: %s", self.stream.peer, err)
+        self._end_unauthenticated(err)
 
     def _auth_timeout(self) -> None:
         self._auth_timer = None
-        stream = self.stream
         # Until a resource is bound (or a session resumed): authenticating without binding
         # must not hold a connection forever either.
-        if stream.session is None and not self._closing:
-            if stream.tls_requested:
-                # Mid-handshake: a stream error cannot be sent in clear now.
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            stream.fail(StreamError("connection-timeout", "authentication took too long"))
+        if self.stream.session is None:
+            self._end_unauthenticated(StreamError("connection-timeout", "authentication took too long"))
+
+    def _end_unauthenticated(self, err: StreamError) -> None:
+        if self._closing or self._lost:
+            return
+        if self.stream.tls_requested:
+            # Mid-handshake: a stream error cannot be sent in clear now.
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.stream.fail(err)

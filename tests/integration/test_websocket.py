@@ -298,6 +298,17 @@ async def test_client_that_does_not_read_is_disconnected(daemon):
     c.writer.transport.abort()
 
 
+async def test_preauth_byte_budget_applies_to_websocket(daemon):
+    """The shared core's pre-authentication limits hold on every transport: here the byte
+    budget (64 KiB before authenticating), spent in messages the stream itself ignores."""
+    c = await _opened(daemon)
+    for _ in range(8):
+        await c.send(" " * 10000)
+    assert await _error_then_close(c) == "policy-violation"
+    assert "too much data before authentication" in c.messages[-2]
+    await c.close()
+
+
 async def test_websocket_closed_without_close_element_hibernates_the_session(daemon):
     """A WebSocket that ends without <close/> is a lost connection, not a clean end: the
     Stream Management session waits for resumption."""
