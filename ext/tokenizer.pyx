@@ -391,13 +391,25 @@ cdef void _on_end(void* ud, const XML_Char* name) noexcept:
         self._internal(e)
 
 
+cdef inline bint _blank(const XML_Char* s, int length) noexcept:
+    cdef int i
+    for i in range(length):
+        if s[i] != 32 and s[i] != 9 and s[i] != 10 and s[i] != 13:
+            return False
+    return True
+
+
 cdef void _on_chars(void* ud, const XML_Char* s, int length) noexcept:
     cdef XMLParser self = <XMLParser>ud
     if self._stop:
         return
     self._progress = True
     if self._depth < 2:
-        return  # between stanzas (whitespace keepalives): dropped
+        # between stanzas (whitespace keepalives): dropped; in a frame only whitespace may
+        # surround the element (RFC 7395 §3.3.3)
+        if self.framed and not _blank(s, length):
+            self._fail("not-well-formed", "text outside the element of a frame")
+        return
     try:
         self._chars(s, length)
     except BaseException as e:

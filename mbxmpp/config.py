@@ -123,6 +123,8 @@ class HTTPConfig:
     listen: tuple[Listen, ...] = (("127.0.0.1", 5443),)
     public_url: str | None = None              # None: https://<first domain>:<first listen port>
     tls: bool = True
+    # Browser origins allowed on /xmpp-websocket besides the hosts' own https origins
+    websocket_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,9 +694,9 @@ def _load_s2s(t: _Table) -> S2SConfig:
 
 def _load_http(t: _Table) -> HTTPConfig:
     d = HTTPConfig()
+    from urllib.parse import urlsplit
     url = t.get_str("public_url", None)
     if url is not None:
-        from urllib.parse import urlsplit
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             t.error("public_url", f'expected an absolute http(s) URL such as "https://example.org:5443", '
@@ -702,7 +704,16 @@ def _load_http(t: _Table) -> HTTPConfig:
             url = None
         else:
             url = url.rstrip("/")
-    return HTTPConfig(listen=t.get_listen("listen", d.listen), public_url=url, tls=t.get_bool("tls", d.tls))
+    origins = []
+    for o in t.get_str_list("websocket_origins", d.websocket_origins):
+        parts = urlsplit(o)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+                or parts.query or parts.fragment:
+            t.error("websocket_origins", f'expected origins such as "https://chat.example.org", got {_show(o)}')
+            continue
+        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return HTTPConfig(listen=t.get_listen("listen", d.listen), public_url=url, tls=t.get_bool("tls", d.tls),
+                      websocket_origins=tuple(origins))
 
 
 def _load_sm(t: _Table) -> SMConfig:

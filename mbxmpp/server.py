@@ -198,6 +198,10 @@ class Server:
                 lambda ticket: C2SConnection(self, direct_ctx, True, ticket), handshake_timeout=30)
             self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
+        if self.http.enabled:
+            from .http import hostmeta, websocket
+            websocket.register(self)
+            hostmeta.register(self)
         await self.http.start(self.tls)
         self.started = True
 
@@ -206,9 +210,9 @@ class Server:
             await self.control.stop()
         for srv in self.listeners:
             srv.close()
-        await self.http.stop()
-        for conn in list(self.connections):
+        for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
+        await self.http.stop()
         # Sessions kept for resumption cannot survive the restart: end them while storage is
         # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
         for session in list(self.sessions.full.values()):

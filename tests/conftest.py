@@ -15,3 +15,10 @@ def tokenizer(request):
             pytest.fail("the compiled tokenizer is not built (MBXMPP_REQUIRE_EXTENSIONS is set)")
         pytest.skip("the compiled tokenizer is not built")
     return CXMLParser
+
+
+@pytest.fixture(params=["tcp", "ws"])
+def transport(request):
+    """The client transport of a wire test: TCP (STARTTLS) or RFC 7395 WebSocket; open a client
+    with ``tests.rawclient.connect_client(daemon, transport)``."""
+    return request.param

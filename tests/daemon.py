@@ -27,7 +27,7 @@ class Daemon:
     """A running mbxmpp process; ``c2s``/``tls`` are its STARTTLS and direct-TLS ports."""
 
     def __init__(self, domains: tuple[str, ...] = ("localhost",), extra: str = "",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, c2s_extra: str = "", http_extra: str = "") -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mbxmpp-test-")
         self.dir = self.tmp.name
         self.c2s, self.tls, self.s2s, self.http, self.proxy = free_ports(5)
@@ -44,12 +44,14 @@ log_level = "info"
 [c2s]
 listen = ["127.0.0.1:{self.c2s}"]
 direct_tls = ["127.0.0.1:{self.tls}"]
+{c2s_extra}
 
 [s2s]
 listen = ["127.0.0.1:{self.s2s}"]
 
 [http]
 listen = ["127.0.0.1:{self.http}"]
+{http_extra}
 
 [proxy65]
 listen = ["127.0.0.1:{self.proxy}"]

@@ -1,11 +1,19 @@
 """A deliberately low-level XMPP client for adversarial tests: it writes exactly the bytes it is
-given and reads the server's replies as parsed elements (with the stdlib-based tokenizer)."""
+given and reads the server's replies as parsed elements (with the stdlib-based tokenizer).
+
+``RawClient`` speaks TCP; ``WSRawClient`` (same interface) speaks RFC 7395 WebSocket, one message
+per ``send``. ``connect_client(daemon, transport)`` opens either, for tests parametrised over
+both (the ``transport`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import ssl
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import aiohttp
 
 from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader, XMLError
 
@@ -69,6 +77,19 @@ class RawClient:
         assert isinstance(ev, StreamHeader), ev
         return await self.element()
 
+    async def secure_open(self, to: str = "localhost") -> Element:
+        """Open a secure stream (STARTTLS here); return the features."""
+        await self.open(to)
+        await self.starttls()
+        return await self.open(to)
+
+    def abort(self) -> None:
+        """Cut the connection, as a client losing its network does."""
+        self.writer.transport.abort()
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self.writer.get_extra_info("ssl_object")
+
     async def starttls(self) -> None:
         await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         proceed = await self.element()
@@ -124,3 +145,124 @@ class RawClient:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
         except Exception:
             pass
+
+
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{to}' version='1.0'/>"
+CLOSE = "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+_STANZA_TAGS = {"{jabber:client}message", "{jabber:client}presence", "{jabber:client}iq"}
+
+
+class WSRawClient(RawClient):
+    """RawClient's interface over RFC 7395: each ``send`` is one text message, sent verbatim
+    (but the TCP closing tag ``</stream:stream>`` is sent as its framed equivalent, <close/>).
+    Every message the server sends is checked to be one standalone element (namespaces
+    declared, stanzas in jabber:client explicitly); the server's <open/> is returned as a
+    StreamHeader, its <close/> and the end of the WebSocket as STREAM_END."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.parser = PyXMLParser(max_stanza_size=10 * 1024 * 1024, framed=True)
+        self.events: list = []
+        self.closed = False
+        self.messages: list[str] = []  # every text message received, in order
+        self.close_code: int | None = None
+
+    @classmethod
+    async def connect(cls, port: int, *, direct_tls: bool = False, origin: str | None = None,
+                      protocols: tuple[str, ...] = ("xmpp",)) -> WSRawClient:  # type: ignore[override]
+        session = aiohttp.ClientSession()
+        headers = {"Origin": origin} if origin else {}
+        try:
+            ws = await session.ws_connect(f"wss://127.0.0.1:{port}/xmpp-websocket",
+                                          protocols=protocols, ssl=client_ssl(), headers=headers,
+                                          autoclose=False, autoping=True, max_msg_size=0)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, ws)
+
+    async def send(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):  # exactly these bytes, as one text message (even if not UTF-8)
+            await self.ws.send_frame(data, aiohttp.WSMsgType.TEXT)
+            return
+        await self.ws.send_str(CLOSE if data == "</stream:stream>" else data)
+
+    async def secure_open(self, to: str = "localhost") -> Element:
+        return await self.open(to)  # wss: secure from the start
+
+    def abort(self) -> None:
+        self._transport().abort()
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self._transport().get_extra_info("ssl_object")
+
+    def _transport(self) -> asyncio.Transport:
+        conn = self.ws._conn  # aiohttp keeps the connection here
+        assert conn is not None and conn.transport is not None
+        return conn.transport
+
+    async def next(self, timeout: float = 5.0) -> Element | StreamHeader | object:
+        while not self.events:
+            if self.closed:
+                return STREAM_END
+            msg = await asyncio.wait_for(self.ws.receive(), timeout)
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                self.messages.append(msg.data)
+                self.events.append(self._one_element(msg.data))
+            elif msg.type is aiohttp.WSMsgType.CLOSE:
+                self.close_code = msg.data
+                await self.ws.close()
+                self.closed = True
+            elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.ERROR):
+                self.closed = True
+            else:
+                raise AssertionError(f"server sent a {msg.type} message")
+        ev = self.events.pop(0)
+        if isinstance(ev, Element) and ev.ns == NS_FRAMING:
+            if ev.tag == "open":
+                return StreamHeader("stream", "http://etherx.jabber.org/streams", ev.attrs,
+                                    "jabber:client", "stream")
+            if ev.tag == "close":
+                return STREAM_END
+        return ev
+
+    def _one_element(self, text: str) -> Any:
+        try:
+            root = ET.fromstring(text)  # a standalone document: its namespaces declared
+            events = self.parser.feed(text.encode())
+        except (ET.ParseError, XMLError) as e:
+            raise AssertionError(f"server message is not one standalone element: {e}: {text!r}") from e
+        assert len(events) == 1, text
+        if root.tag.split("}")[-1] in ("message", "presence", "iq"):
+            assert root.tag in _STANZA_TAGS, f"stanza without xmlns='jabber:client': {text!r}"
+        return events[0]
+
+    async def open(self, to: str = "localhost") -> Element:
+        await self.send(OPEN.format(to=to))
+        ev = await self.next()
+        assert isinstance(ev, StreamHeader), ev
+        return await self.element()
+
+    async def auth(self, user: str, password: str, *, to: str = "localhost",
+                   direct_tls: bool = False) -> Element:
+        return await super().auth(user, password, to=to, direct_tls=True)  # wss is the TLS
+
+    async def starttls(self) -> None:
+        raise AssertionError("no STARTTLS over WebSocket")
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(), 2)
+        except Exception:
+            pass
+        await self.session.close()
+
+
+async def connect_client(daemon: Any, transport: str, **kw: Any) -> RawClient:
+    """A raw client of ``daemon`` over ``transport``: "tcp" (STARTTLS port) or "ws"."""
+    if transport == "ws":
+        return await WSRawClient.connect(daemon.http, **kw)
+    return await RawClient.connect(daemon.c2s, **kw)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANZAS = frozenset(("message", "presence", "iq"))
+SM_REQUEST_BYTES = b"<r xmlns='urn:xmpp:sm:3'/>"
 _LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 # Negotiation stages.
@@ -38,6 +39,25 @@ ST_SASL_STEP = 3   # a SASL exchange is in progress
 ST_BIND = 4        # authenticated, waiting for resource binding
 ST_READY = 5       # bound: stanzas flow
 ST_CLOSED = 6
+
+# The stages that may follow each stage (a restart goes back to ST_HEADER; a SASL failure stays
+# or goes back to ST_SASL/ST_TLS). Anything else is a bug: IllegalTransition.
+_NEXT: dict[int, frozenset[int]] = {
+    ST_HEADER: frozenset((ST_TLS, ST_SASL, ST_BIND, ST_CLOSED)),
+    ST_TLS: frozenset((ST_HEADER, ST_TLS, ST_SASL_STEP, ST_CLOSED)),
+    ST_SASL: frozenset((ST_HEADER, ST_SASL, ST_SASL_STEP, ST_CLOSED)),
+    ST_SASL_STEP: frozenset((ST_HEADER, ST_TLS, ST_SASL, ST_SASL_STEP, ST_CLOSED)),
+    ST_BIND: frozenset((ST_READY, ST_CLOSED)),
+    ST_READY: frozenset((ST_CLOSED,)),
+    ST_CLOSED: frozenset(),
+}
+STAGE_NAMES = ("header", "tls", "sasl", "sasl-step", "bind", "ready", "closed")
+
+
+class IllegalTransition(RuntimeError):
+    """A stream stage change the state machine does not allow: a bug in the server. Not turned
+    into a stream error like other internal errors: it propagates, so that tests fail loudly
+    (and the transport drops the connection, logged)."""
 
 
 class C2SHost(Protocol):
@@ -57,6 +77,14 @@ class C2SHost(Protocol):
 
 
 class C2SStream:
+    """The stream as RFC 6120 frames it over TCP. FramedC2SStream (stream/framed.py) overrides
+    the framing hooks below for RFC 7395 WebSocket; the state machine is shared."""
+
+    # -- framing hooks ------------------------------------------------------------------------
+    FRAMED = False                           # the tokenizer's mode (framed: one element per message)
+    FEATURES_START = b"<stream:features>"
+    CLOSE_TAG = b"</stream:stream>"
+
     # One per connection: slots keep the memory of an idle connection down.
     __slots__ = ("allow_plain", "auth_failures", "cb_data", "clean_close", "header_sent",
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
@@ -78,8 +106,8 @@ class C2SStream:
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
         self.max_auth_attempts = max_auth_attempts
-        self.parser = XMLParser(max_stanza_size=max_stanza_size)
-        self.stage = ST_HEADER
+        self.parser = XMLParser(max_stanza_size=max_stanza_size, framed=self.FRAMED)
+        self.stage = ST_HEADER  # changed only through _enter()
         self.header_sent = False
         self.host: str | None = None
         self.stream_id = ""
@@ -106,7 +134,9 @@ class C2SStream:
         try:
             events = self.parser.feed(data)
         except XMLError as e:
-            for event in e.events:
+            # Over TCP what came before the error is handled first; a bad WebSocket message
+            # is refused whole.
+            for event in () if self.FRAMED else e.events:
                 self._event(event)
                 if self.stage == ST_CLOSED:
                     return
@@ -137,15 +167,30 @@ class C2SStream:
                 self.close()
         except StreamError as e:
             self.fail(e)
+        except IllegalTransition:
+            raise
         except Exception:  # a bug must not take the server down, nor leave the stream open
             log.exception("c2s stream %s: internal error on %r", self.peer, event)
             self.fail(StreamError("internal-server-error"))
 
     # -- stream header and features -------------------------------------------------------
     def _header(self, h: StreamHeader) -> None:
+        self._accept_open(h.attrs)
+        if h.tag != "stream" or h.ns != NS_STREAMS:
+            raise StreamError("invalid-namespace", "the stream element must be <stream:stream>")
+        if h.prefix != "stream":
+            # RFC 6120 §4.8.5/§4.9.3.2: the stream namespace is bound to the prefix 'stream'.
+            raise StreamError("bad-namespace-prefix", "the stream namespace prefix must be 'stream'")
+        if h.default_ns != NS_CLIENT:
+            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        self._check_version(h.attrs)
+        self._send_features()
+
+    def _accept_open(self, attrs: dict[str, str]) -> None:
+        """What a stream header (or an RFC 7395 <open/>) says: 'to', 'xml:lang'. Sends ours."""
         if self.stage != ST_HEADER:
             raise StreamError("not-well-formed", "unexpected stream header")
-        to = h.attrs.get("to")
+        to = attrs.get("to")
         if to is not None:
             try:
                 to = JID.parse(to).full
@@ -158,27 +203,22 @@ class C2SStream:
             self.host = to if to is not None else next(iter(sorted(self.server.hosts)))
         elif to is not None and to != self.host:
             raise StreamError("host-unknown", "the domain changed on stream restart")
-        lang = h.attrs.get("xml:lang")
+        lang = attrs.get("xml:lang")
         if lang and len(lang) <= 35 and _LANG_TAG.fullmatch(lang):  # an RFC 5646 tag, roughly
             self.lang = self.stream_lang = lang
-        self._send_header(h.attrs.get("from"))
-        if h.tag != "stream" or h.ns != NS_STREAMS:
-            raise StreamError("invalid-namespace", "the stream element must be <stream:stream>")
-        if h.prefix != "stream":
-            # RFC 6120 §4.8.5/§4.9.3.2: the stream namespace is bound to the prefix 'stream'.
-            raise StreamError("bad-namespace-prefix", "the stream namespace prefix must be 'stream'")
-        if h.default_ns != NS_CLIENT:
-            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        self._send_header(attrs.get("from"))
+
+    @staticmethod
+    def _check_version(attrs: dict[str, str]) -> None:
         # RFC 6120 §4.7.5: no version is 0.9 (pre-1.0 streams are not served); a higher minor
         # version is answered as 1.0 (our header says version='1.0'); a higher major version
         # is one we cannot speak (§4.9.3.25).
-        version = h.attrs.get("version", "0.9")
+        version = attrs.get("version", "0.9")
         major = version.split(".", 1)[0]
         if not (major.isascii() and major.isdigit()) or int(major) < 1:
             raise StreamError("unsupported-version", "XMPP 1.0 or later is required")
         if int(major) > 1:
             raise StreamError("unsupported-version", "this server speaks XMPP 1.x")
-        self._send_features()
 
     def _send_header(self, peer_from: str | None) -> None:
         if self.header_sent:
@@ -192,10 +232,12 @@ class C2SStream:
             except JIDError:
                 to = ""
         host = self.host or next(iter(sorted(self.server.hosts)))
-        self.write(
-            f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-            f"xmlns:stream='http://etherx.jabber.org/streams' id='{self.stream_id}' "
-            f"from='{_escape_attr(host)}'{to} version='1.0' xml:lang='en'>".encode())
+        self.write(self._header_bytes(f"id='{self.stream_id}' from='{_escape_attr(host)}'{to} "
+                                      f"version='1.0' xml:lang='en'"))
+
+    def _header_bytes(self, attrs: str) -> bytes:
+        return (f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                f"xmlns:stream='http://etherx.jabber.org/streams' {attrs}>").encode()
 
     def _send_features(self) -> None:
         f = Element("features", NS_STREAMS)
@@ -203,7 +245,7 @@ class C2SStream:
             tls = f.add("starttls", NS_TLS)
             if self.require_encryption:
                 tls.add("required")
-            self.stage = ST_TLS
+            self._enter(ST_TLS)
         if self.secure or not self.require_encryption:
             if self.username is None:
                 cb_types = channel_binding_element_types(self.cb_data) if self.secure else []
@@ -219,20 +261,27 @@ class C2SStream:
                     for t in cb_types:
                         cb.add("channel-binding", attrs={"type": t})
                 if self.secure:
-                    self.stage = ST_SASL
+                    self._enter(ST_SASL)
             else:
                 f.add("bind", NS_BIND)
                 f.add("session", NS_SESSION).add("optional")
                 f.children.extend(self.server.post_auth_features(self))
-                self.stage = ST_BIND
-        self.write(b"<stream:features>" + b"".join(c.to_bytes(NS_STREAMS) for c in f.elements())
+                self._enter(ST_BIND)
+        self.write(self.FEATURES_START + b"".join(c.to_bytes(NS_STREAMS) for c in f.elements())
                    + b"</stream:features>")
 
     def restart(self) -> None:
         """A stream restart (after TLS or SASL): new parser, new header expected."""
         self.parser.reset()
         self.header_sent = False
-        self.stage = ST_HEADER
+        self._enter(ST_HEADER)
+
+    def _enter(self, stage: int) -> None:
+        """The one way the stage changes: only along _NEXT."""
+        if stage not in _NEXT[self.stage]:
+            raise IllegalTransition(f"c2s {self.peer}: {STAGE_NAMES[self.stage]} -> "
+                                    f"{STAGE_NAMES[stage]}")
+        self.stage = stage
 
     # -- negotiation ------------------------------------------------------------------------
     def _negotiation_element(self, el: Element) -> None:
@@ -341,7 +390,7 @@ class C2SStream:
     def _sasl_step(self, result: tuple[str, bytes | None]) -> None:
         kind, data = result
         if kind == "challenge":
-            self.stage = ST_SASL_STEP
+            self._enter(ST_SASL_STEP)
             self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
                        + (base64.b64encode(data) if data else b"=") + b"</challenge>")
             return
@@ -364,7 +413,8 @@ class C2SStream:
         if self.on_authenticated is not None:
             self.on_authenticated()
         self.server.authenticated(self)
-        self.restart()
+        if self.stage != ST_CLOSED:  # a hook may have ended the stream (account gone)
+            self.restart()
 
     def _sasl_refused(self, f: SaslFailure) -> None:
         claimed = self.sasl.claimed if self.sasl is not None else None
@@ -391,7 +441,7 @@ class C2SStream:
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         self.sasl = None
         # RFC 6120 §6.4.5: after a failure the client may retry (also on a plaintext stream).
-        self.stage = ST_SASL if self.secure else ST_TLS
+        self._enter(ST_SASL if self.secure else ST_TLS)
         f = Element("failure", NS_SASL)
         f.add(condition)
         if text:
@@ -435,7 +485,7 @@ class C2SStream:
         reply = Element("iq", NS_CLIENT, {"type": "result", "id": iq.get("id") or ""})
         reply.children.append(result)
         self.write(reply.to_bytes())
-        self.stage = ST_READY
+        self._enter(ST_READY)
 
     # -- stanzas ----------------------------------------------------------------------------
     def _stanza(self, st: Element) -> None:
@@ -521,9 +571,13 @@ class C2SStream:
         # Stream Management keeps the bytes, not the tree: the stanza is freed now, while its
         # objects are hot, and the garbage collector never walks an unacked queue.
         if sm is not None and sm.outbound(data):
-            self.write(data + b"<r xmlns='urn:xmpp:sm:3'/>")
+            self._write_with_request(data)
             return
         self.write(data)
+
+    def _write_with_request(self, data: bytes) -> None:
+        """A stanza and the SM ack request that follows it (once per [sm] request_every)."""
+        self.write(data + SM_REQUEST_BYTES)
 
     def _write_at_once(self, data: bytes, within: float) -> None:
         self.write(data)
@@ -540,7 +594,7 @@ class C2SStream:
         """Take over a session (Stream Management resumption) instead of binding a new one."""
         self.session = session
         session.stream = self
-        self.stage = ST_READY
+        self._enter(ST_READY)
 
     def fail(self, err: StreamError) -> None:
         """Send a stream error and close (RFC 6120 §4.9.1)."""
@@ -548,8 +602,12 @@ class C2SStream:
             return
         log.info("c2s %s: stream error %s", self.peer, err)
         self._send_header(None)
-        self.write(stream_error_bytes(err))
+        self.write(self._error_bytes(err))
         self.close()
+
+    @staticmethod
+    def _error_bytes(err: StreamError) -> bytes:
+        return stream_error_bytes(err)
 
     def close(self, error: Any = None) -> None:
         """Close our side of the stream (and, through the connection, the transport)."""
@@ -558,14 +616,14 @@ class C2SStream:
             return
         if self.stage == ST_CLOSED:
             return
-        self.stage = ST_CLOSED
+        self._enter(ST_CLOSED)
         if self.header_sent:
-            self.write(b"</stream:stream>")
+            self.write(self.CLOSE_TAG)
         self.server.stream_closed(self)
         if self.on_close is not None:
             self.on_close()
 
     def connection_lost(self) -> None:
         if self.stage != ST_CLOSED:
-            self.stage = ST_CLOSED
+            self._enter(ST_CLOSED)
             self.server.stream_closed(self)

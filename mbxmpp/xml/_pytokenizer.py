@@ -16,7 +16,8 @@ Behaviour (shared with the compiled tokenizer):
 - ``framed=True`` (RFC 7395 WebSocket): a synthetic wrapper root is fed at creation, so each
   complete top-level element of a frame is an ``Element`` (``<open/>`` and ``<close/>`` included);
   elements without an ``xmlns`` are in ``jabber:client``. A frame must end outside any element
-  and hold at most one element, else ``not-well-formed``; whitespace-only frames yield nothing.
+  and hold at most one element, with nothing but whitespace around it, else ``not-well-formed``;
+  whitespace-only frames yield nothing.
   (A frame that ends inside a start tag, e.g. ``<a/><b``, is not detected: the rest of the tag in
   the next frame completes it. No harm: the element is still checked like any other.)
 - RFC 6120 §11.1 restrictions: DTDs, comments, processing instructions and entity references
@@ -371,11 +372,14 @@ class PyXMLParser:
         if self._ended:
             return
         self._progress = True
-        if self._depth >= 2:
-            self._size += _blen(data)
-            if self._size > self.max_stanza_size:
-                self._fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
-            self._text.append(data)
+        if self._depth < 2:
+            if self.framed and data.strip(" \t\r\n"):
+                self._fail("not-well-formed", "text outside the element of a frame")
+            return
+        self._size += _blen(data)
+        if self._size > self.max_stanza_size:
+            self._fail("policy-violation", f"stanza larger than {self.max_stanza_size} bytes")
+        self._text.append(data)
 
     def _on_nsdecl(self, prefix: str | None, uri: str | None) -> None:
         if self._ended:

@@ -13,7 +13,7 @@ import pytest
 from mbxmpp.xml.element import Element
 from tests.daemon import Daemon
 from tests.integration.pushapp import AppServer
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, connect_client
 
 pytestmark = pytest.mark.realclient
 PW = "push-pass"
@@ -38,9 +38,10 @@ def summary(iq: Element) -> dict[str, str]:
     return {f.get("var"): f.findtext("value", NS_DATA) for f in x.findall("field", NS_DATA)}
 
 
-async def push_client(daemon: Daemon, user: str, resource: str, node: str) -> tuple[RawClient, str, str]:
+async def push_client(daemon: Daemon, user: str, resource: str, node: str,
+                      transport: str = "tcp") -> tuple[RawClient, str, str]:
     """Log in, enable SM (resumable) then push; every stanza read is counted in ``c.handled``."""
-    c = await RawClient.connect(daemon.c2s)
+    c = await connect_client(daemon, transport)
     await c.auth(user, PW)
     jid = await c.bind(resource)
     await c.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
@@ -62,10 +63,10 @@ async def push_client(daemon: Daemon, user: str, resource: str, node: str) -> tu
     return c, jid, en.get("id")  # type: ignore[return-value]
 
 
-async def test_hibernated_client_notified_then_resumes(daemon):
+async def test_hibernated_client_notified_then_resumes(daemon, transport):
     app = await AppServer.start(daemon, PW)
-    a, a_jid, sm_id = await push_client(daemon, "alice", "phone", "node-a")
-    a.writer.transport.abort()  # the phone loses its network
+    a, a_jid, sm_id = await push_client(daemon, "alice", "phone", "node-a", transport)
+    a.abort()  # the phone loses its network
     # Longer than resume_timeout (2 s): a push-registered session hibernates for 6 s.
     await asyncio.sleep(2.5)
     b = await RawClient.connect(daemon.c2s)
@@ -83,7 +84,7 @@ async def test_hibernated_client_notified_then_resumes(daemon):
     assert any(f.get("var") == "secret" and f.findtext("value", NS_DATA) == "s3cret"
                for f in opts.findall("field", NS_DATA))
     # The phone wakes up and resumes: the message was kept for it.
-    a2 = await RawClient.connect(daemon.c2s)
+    a2 = await connect_client(daemon, transport)
     await a2.auth("alice", PW)
     await a2.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='{a.handled}'/>")
     res = await a2.element()
@@ -96,8 +97,11 @@ async def test_hibernated_client_notified_then_resumes(daemon):
         if el.tag == "message":
             break
     assert el.findtext("body") == "wake up" and el.get("id") == "w1"
-    await a2.send(f"<a xmlns='{NS_SM}' h='{handled}'/></stream:stream>")
+    await a2.send(f"<a xmlns='{NS_SM}' h='{handled}'/>")
+    await a2.send("</stream:stream>")
     await b.close()
+    await a.close()
+    await a2.close()
     await app.close()
 
 

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, connect_client
 
 pytestmark = pytest.mark.realclient
 
@@ -58,8 +58,8 @@ async def test_abandoned_starttls_handshakes_release_preauth_slots(daemon):
     await ok.close()
 
 
-async def test_authenticated_but_unbound_stream_times_out(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_authenticated_but_unbound_stream_times_out(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.auth("alice", PW)
     assert await c.stream_error(timeout=6) == "connection-timeout"
     await c.expect_closed()
@@ -94,8 +94,8 @@ async def test_client_that_does_not_read_is_disconnected(daemon):
     await a.close()
 
 
-async def test_legacy_session_iq_to_the_domain(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_legacy_session_iq_to_the_domain(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.login("alice", PW, resource="legacy")
     await c.send("<iq type='set' id='sess' to='localhost'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
     r = await c.element()
@@ -103,8 +103,8 @@ async def test_legacy_session_iq_to_the_domain(daemon):
     await c.close()
 
 
-async def test_second_bind_refused_and_errors_not_answered(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_second_bind_refused_and_errors_not_answered(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.login("alice", PW, resource="once")
     await c.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>twice</resource></bind></iq>")
     r = await c.element()
@@ -117,8 +117,8 @@ async def test_second_bind_refused_and_errors_not_answered(daemon):
     await c.close()
 
 
-async def test_sm_h_counts_stanzas_answered_with_errors(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_sm_h_counts_stanzas_answered_with_errors(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.login("alice", PW, resource="counted")
     await c.send(f"<enable xmlns='{NS_SM}'/>")
     assert (await c.element()).tag == "enabled"
@@ -134,10 +134,10 @@ async def test_sm_h_counts_stanzas_answered_with_errors(daemon):
     await c.close()
 
 
-async def test_message_of_unknown_type_to_a_gone_resource(daemon):
+async def test_message_of_unknown_type_to_a_gone_resource(daemon, transport):
     # RFC 6121 §5.2.2: an unknown type is 'normal', and a normal message to a resource that is
     # not there goes to the bare JID (§8.5.3.2.1), like a message without a type.
-    bob = await RawClient.connect(daemon.c2s)
+    bob = await connect_client(daemon, transport)
     bob_jid = await bob.login("bob", PW, resource="here")
     await bob.send("<presence/>")
     a = await RawClient.connect(daemon.c2s)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.daemon import Daemon
-from tests.rawclient import STREAM_END, RawClient
+from tests.rawclient import STREAM_END, RawClient, connect_client
 
 pytestmark = pytest.mark.realclient
 PW = "sm-pass"
@@ -25,8 +25,8 @@ def daemon():
     d.finish()
 
 
-async def sm_client(daemon, user, resource):
-    c = await RawClient.connect(daemon.c2s)
+async def sm_client(daemon, user, resource, transport="tcp"):
+    c = await connect_client(daemon, transport)
     feats = await c.auth(user, PW)
     assert feats.find("sm", NS_SM) is not None
     jid = await c.bind(resource)
@@ -51,8 +51,8 @@ async def messages(c, n, timeout=5.0):
     return out
 
 
-async def test_ack_request_answered_with_count(daemon):
-    c, jid, _ = await sm_client(daemon, "alice", "acks")
+async def test_ack_request_answered_with_count(daemon, transport):
+    c, jid, _ = await sm_client(daemon, "alice", "acks", transport)
     for i in range(3):
         await c.send(f"<iq type='get' id='p{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
     await c.send(f"<r xmlns='{NS_SM}'/>")
@@ -108,10 +108,10 @@ async def test_request_bytes_where_no_element_may_start(daemon, data):
     assert await c.stream_error() == "not-well-formed"
 
 
-async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon):
+async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon, transport):
     """[sm] request_every (default 10): one <r/> right after the 10th unacked stanza, no other
     until that request is answered."""
-    a, a_jid, _ = await sm_client(daemon, "alice", "asks")
+    a, a_jid, _ = await sm_client(daemon, "alice", "asks", transport)
     b = await RawClient.connect(daemon.c2s)
     await b.login("bob", PW, resource="asker")
     for i in range(25):
@@ -124,24 +124,27 @@ async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon):
         elif el.tag == "r" and el.ns == NS_SM:
             asked_at.append(seen)
     assert asked_at == [10]  # unanswered: no second request
-    await a.send(f"<a xmlns='{NS_SM}' h='{seen}'/></stream:stream>")
+    await a.send(f"<a xmlns='{NS_SM}' h='{seen}'/>")
+    await a.send("</stream:stream>")
     await b.close()
     await a.close()
 
 
-async def test_resume_after_cut_connection_redelivers(daemon):
-    a, a_jid, sm_id = await sm_client(daemon, "alice", "phone")
+@pytest.mark.parametrize("resume_over", ["tcp", "ws"])
+async def test_resume_after_cut_connection_redelivers(daemon, transport, resume_over):
+    """Resumed over the same transport or the other one (a phone leaving the web app)."""
+    a, a_jid, sm_id = await sm_client(daemon, "alice", "phone", transport)
     b = await RawClient.connect(daemon.c2s)
     await b.login("bob", PW, resource="desk")
     await b.send(f"<message to='{a_jid}' type='chat' id='m0'><body>before</body></message>")
     (m0,) = await messages(a, 1)
     assert m0.findtext("body") == "before"
-    a.writer.transport.abort()  # the phone loses its network
+    a.abort()  # the phone loses its network
     await asyncio.sleep(0.3)
     for i in range(3):
         await b.send(f"<message to='{a_jid}' type='chat' id='m{i + 1}'><body>while away {i}</body></message>")
     await asyncio.sleep(0.2)
-    a2 = await RawClient.connect(daemon.c2s)
+    a2 = await connect_client(daemon, resume_over)
     await a2.auth("alice", PW)
     # What the phone handled before the cut: its own presence echo and 'before'.
     await a2.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='{a.handled}'/>")
@@ -155,15 +158,18 @@ async def test_resume_after_cut_connection_redelivers(daemon):
     (m,) = await messages(a2, 1)
     assert m.findtext("body") == "after"
     # Acknowledge everything, or the clean close would treat it as undelivered (to offline).
-    await a2.send(f"<a xmlns='{NS_SM}' h='{a2.handled}'/></stream:stream>")
+    await a2.send(f"<a xmlns='{NS_SM}' h='{a2.handled}'/>")
+    await a2.send("</stream:stream>")
     await b.close()
+    await a.close()
+    await a2.close()
 
 
-async def test_stolen_resumption_id_refused(daemon):
-    a, _, sm_id = await sm_client(daemon, "alice", "victim")
-    a.writer.transport.abort()
+async def test_stolen_resumption_id_refused(daemon, transport):
+    a, _, sm_id = await sm_client(daemon, "alice", "victim", transport)
+    a.abort()
     await asyncio.sleep(0.2)
-    m = await RawClient.connect(daemon.c2s)
+    m = await connect_client(daemon, transport)
     await m.auth("mallory", PW)
     await m.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='0'/>")
     res = await m.element()
@@ -172,10 +178,11 @@ async def test_stolen_resumption_id_refused(daemon):
     jid = await m.bind("own")
     assert jid.startswith("mallory@localhost/")
     await m.close()
+    await a.close()
 
 
-async def test_handled_count_too_high(daemon):
-    c, _, _ = await sm_client(daemon, "bob", "liar")
+async def test_handled_count_too_high(daemon, transport):
+    c, _, _ = await sm_client(daemon, "bob", "liar", transport)
     await c.send(f"<a xmlns='{NS_SM}' h='999'/>")
     while True:
         el = await c.element()
@@ -184,10 +191,11 @@ async def test_handled_count_too_high(daemon):
     assert el.find("undefined-condition", "urn:ietf:params:xml:ns:xmpp-streams") is not None
     hc = el.find("handled-count-too-high", NS_SM)
     assert hc is not None and hc.get("h") == "999"
+    await c.close()
 
 
-async def test_enable_before_bind_fails(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_enable_before_bind_fails(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.auth("bob", PW)
     await c.send(f"<enable xmlns='{NS_SM}'/>")
     f = await c.element()
@@ -195,21 +203,22 @@ async def test_enable_before_bind_fails(daemon):
     await c.close()
 
 
-async def test_expired_hibernation_moves_unacked_to_offline(daemon):
-    a, a_jid, _ = await sm_client(daemon, "alice", "tablet")
+async def test_expired_hibernation_moves_unacked_to_offline(daemon, transport):
+    a, a_jid, _ = await sm_client(daemon, "alice", "tablet", transport)
     b = await RawClient.connect(daemon.c2s)
     await b.login("bob", PW, resource="sender")
-    a.writer.transport.abort()
+    a.abort()
     await asyncio.sleep(0.2)
     await b.send(f"<message to='{a_jid}' type='chat'><body>do not lose me</body></message>")
     await asyncio.sleep(4.0)  # resume_timeout is 3 s
-    a2 = await RawClient.connect(daemon.c2s)
+    a2 = await connect_client(daemon, transport)
     await a2.login("alice", PW, resource="new")
     await a2.send("<presence/>")
     (m,) = await messages(a2, 1)
     assert m.findtext("body") == "do not lose me"
     await a2.close()
     await b.close()
+    await a.close()
 
 
 async def test_acks_in_every_spelling_release_what_they_cover(daemon):
@@ -230,7 +239,7 @@ async def test_acks_in_every_spelling_release_what_they_cover(daemon):
         el = await a.element()
         got.append(el.get("id") if el.tag == "iq" else el.get("h") if el.tag == "a" else el.tag)
     assert got == ["q1", "q2", "3"]  # presence + 2 pings handled
-    a.writer.transport.abort()
+    a.abort()
     await asyncio.sleep(4.0)  # resume_timeout is 3 s: the session dies, n4 was never acked
     a2 = await RawClient.connect(daemon.c2s)
     await a2.login("alice", PW, resource="later")
@@ -245,21 +254,21 @@ async def test_acks_in_every_spelling_release_what_they_cover(daemon):
     await b.close()
 
 
-async def test_resume_sends_what_csi_held_once_after_resumed(daemon):
+async def test_resume_sends_what_csi_held_once_after_resumed(daemon, transport):
     """CSI held a chat state while the phone was inactive; at resumption it goes out after
     <resumed/> and exactly once (before, it was written before <resumed/> and re-sent after)."""
-    a, a_jid, sm_id = await sm_client(daemon, "alice", "csi-phone")
+    a, a_jid, sm_id = await sm_client(daemon, "alice", "csi-phone", transport)
     await a.element()  # own presence
     await a.send("<inactive xmlns='urn:xmpp:csi:0'/>")
     b = await RawClient.connect(daemon.c2s)
     await b.login("bob", PW, resource="csi-desk")
     await asyncio.sleep(0.1)
-    a.writer.transport.abort()
+    a.abort()
     await asyncio.sleep(0.3)
     await b.send(f"<message to='{a_jid}' type='chat' id='cs2'>"
                  "<paused xmlns='http://jabber.org/protocol/chatstates'/></message>")
     await asyncio.sleep(0.2)
-    a2 = await RawClient.connect(daemon.c2s)
+    a2 = await connect_client(daemon, transport)
     await a2.auth("alice", PW)
     await a2.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='1'/>")
     seq = []
@@ -267,8 +276,11 @@ async def test_resume_sends_what_csi_held_once_after_resumed(daemon):
         el = await a2.element()
         seq.append((el.tag, el.get("id")))
     assert seq == [("resumed", None), ("message", "cs2"), ("r", None)]
-    await a2.send(f"<a xmlns='{NS_SM}' h='2'/></stream:stream>")
+    await a2.send(f"<a xmlns='{NS_SM}' h='2'/>")
+    await a2.send("</stream:stream>")
     await b.close()
+    await a.close()
+    await a2.close()
 
 
 @pytest.fixture(scope="module")

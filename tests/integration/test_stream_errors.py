@@ -10,15 +10,15 @@ import pytest
 
 from mbxmpp.xml import StreamHeader
 from tests.integration.conftest import PASSWORD
-from tests.rawclient import HEADER, RawClient
+from tests.rawclient import HEADER, RawClient, connect_client
 
 pytestmark = pytest.mark.realclient
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-async def logged_in(daemon, user="alice@localhost", resource="raw"):
-    c = await RawClient.connect(daemon.c2s)
+async def logged_in(daemon, user="alice@localhost", resource="raw", transport="tcp"):
+    c = await connect_client(daemon, transport)
     local, _, domain = user.partition("@")
     jid = await c.login(local, PASSWORD, to=domain, resource=resource)
     return c, jid
@@ -46,8 +46,8 @@ def stanza_error(el) -> str:
     ("<message><body>&xxe;</body></message>", "restricted-xml"),
     (b"<message><body>\xff\xfe</body></message>", "unsupported-encoding"),
 ])
-async def test_bad_xml_after_login(daemon, payload, condition):
-    c, _ = await logged_in(daemon)
+async def test_bad_xml_after_login(daemon, payload, condition, transport):
+    c, _ = await logged_in(daemon, transport=transport)
     await c.send(payload)
     assert await c.stream_error() == condition
     await c.expect_closed()
@@ -105,11 +105,9 @@ async def test_wrong_stream_namespace(daemon):
     assert await c.stream_error() == "invalid-namespace"
 
 
-async def test_bad_sasl_payloads(daemon):
-    c = await RawClient.connect(daemon.c2s)
-    await c.open()
-    await c.starttls()
-    await c.open()
+async def test_bad_sasl_payloads(daemon, transport):
+    c = await connect_client(daemon, transport)
+    await c.secure_open()
     await c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>")
     f = await c.element()
     assert f.tag == "failure" and f.find("incorrect-encoding") is not None
@@ -133,11 +131,9 @@ async def test_bad_sasl_payloads(daemon):
     await still_serving(daemon)
 
 
-async def test_plan_without_chat_refused_with_text(daemon):
-    c = await RawClient.connect(daemon.c2s)
-    await c.open()
-    await c.starttls()
-    await c.open()
+async def test_plan_without_chat_refused_with_text(daemon, transport):
+    c = await connect_client(daemon, transport)
+    await c.secure_open()
     token = base64.b64encode(b"\0free\0" + PASSWORD.encode()).decode()
     await c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
     f = await c.element()
@@ -146,17 +142,17 @@ async def test_plan_without_chat_refused_with_text(daemon):
     await c.close()
 
 
-async def test_forged_from_is_a_stream_error(daemon):
-    c, _ = await logged_in(daemon)
+async def test_forged_from_is_a_stream_error(daemon, transport):
+    c, _ = await logged_in(daemon, transport=transport)
     await c.send("<message from='bob@localhost/x' to='eve@localhost'><body>forged</body></message>")
     assert await c.stream_error() == "invalid-from"
     await still_serving(daemon)
 
 
-async def test_from_is_stamped(daemon):
-    eve, eve_jid = await logged_in(daemon, "eve@localhost", "e")
+async def test_from_is_stamped(daemon, transport):
+    eve, eve_jid = await logged_in(daemon, "eve@localhost", "e", transport)
     await eve.send("<presence/>")
-    a, a_jid = await logged_in(daemon, "alice@localhost", "stamp")
+    a, a_jid = await logged_in(daemon, "alice@localhost", "stamp", transport)
     await a.send(f"<message to='{eve_jid}' type='chat'><body>hi</body></message>")
     while True:
         m = await eve.element()
@@ -167,8 +163,8 @@ async def test_from_is_stamped(daemon):
     await eve.close()
 
 
-async def test_stanza_errors(daemon):
-    c, jid = await logged_in(daemon)
+async def test_stanza_errors(daemon, transport):
+    c, jid = await logged_in(daemon, transport=transport)
     await c.send("<message to='nobody@localhost' id='m1' type='chat'><body>x</body></message>")
     r = await c.element()
     assert r.get("type") == "error" and stanza_error(r) == "service-unavailable"
@@ -187,18 +183,16 @@ async def test_stanza_errors(daemon):
     await c.close()
 
 
-async def test_virtual_hosts_are_separate(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_virtual_hosts_are_separate(daemon, transport):
+    c = await connect_client(daemon, transport)
     # zed exists only on example.test; logging in as zed@localhost must fail.
-    await c.open("localhost")
-    await c.starttls()
-    await c.open("localhost")
+    await c.secure_open("localhost")
     token = base64.b64encode(b"\0zed\0" + PASSWORD.encode()).decode()
     await c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
     f = await c.element()
     assert f.find("not-authorized") is not None
     await c.close()
-    z = await RawClient.connect(daemon.c2s)
+    z = await connect_client(daemon, transport)
     jid = await z.login("zed", PASSWORD, to="example.test")
     assert jid.startswith("zed@example.test/")
     await z.close()

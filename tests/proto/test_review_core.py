@@ -12,7 +12,7 @@ from mbxmpp.core import events as ev
 from mbxmpp.core.iq import IQContext, IQDispatcher
 from mbxmpp.core.modules import HOST
 from mbxmpp.jid import JID, JIDError
-from mbxmpp.net import connection as connection_mod
+from mbxmpp.net import core as transport_core
 from mbxmpp.net.connection import C2SConnection
 from mbxmpp.stream.c2s import ST_CLOSED, ST_READY
 from mbxmpp.stream.smstate import SMState
@@ -238,7 +238,7 @@ async def _bound_connection(h: ServerHarness) -> tuple[C2SConnection, FakeTransp
 
 
 async def test_unread_output_is_bounded(monkeypatch):
-    monkeypatch.setattr(connection_mod, "CLOSE_TIMEOUT", 0.05)
+    monkeypatch.setattr(transport_core, "CLOSE_TIMEOUT", 0.05)
     async with ServerHarness(modules=[]) as h:
         conn, t = await _bound_connection(h)
         t.stuck = True
@@ -266,7 +266,7 @@ async def test_unread_output_is_bounded(monkeypatch):
 async def test_server_close_waits_for_peer_then_times_out(monkeypatch):
     # RFC 6120 §4.4: our closing tag, a FIN, and the connection ends when the peer closes
     # (or after the timeout); nothing is written after </stream:stream>.
-    monkeypatch.setattr(connection_mod, "CLOSE_TIMEOUT", 0.05)
+    monkeypatch.setattr(transport_core, "CLOSE_TIMEOUT", 0.05)
     async with ServerHarness(modules=[]) as h:
         conn, t = await _bound_connection(h)
         conn.data_received(b"<foo xmlns='urn:unknown'/>")

@@ -491,6 +491,19 @@ def test_http_accounts_proxy(tmp_path):
     assert errs[1].startswith("proxy65.public_host: expected a host name or IP address")
 
 
+def test_websocket_origins(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + """
+        [http]
+        websocket_origins = ["https://Chat.Example.org/", "http://localhost:8080"]
+    """)
+    assert cfg.http.websocket_origins == ("https://chat.example.org", "http://localhost:8080")
+    assert load_text(tmp_path, MINIMAL).http.websocket_origins == ()
+    errs = errors_of(tmp_path, MINIMAL + '[http]\nwebsocket_origins = ["chat.example.org", "https://a/b"]\n')
+    assert len(errs) == 2 and all(e.startswith("http.websocket_origins: expected origins") for e in errs)
+    errs = errors_of(tmp_path, MINIMAL + '[http]\nwebsocket_origins = "https://a"\n')
+    assert errs[0].startswith("http.websocket_origins:")
+
+
 # --------------------------------------------------------------------------------- check_config
 
 def make_cert(tmp_path, name, names, key=None, days=30):

@@ -336,6 +336,9 @@ def test_framed_mode(tokenizer):
     b"<message><body>cut",                       # incomplete element
     b"</frames>",                                # closes the wrapper
     b"<?xml version='1.0'?><open/>",             # XML declaration inside a frame
+    b"just text",                                # no element at all
+    b"<message/>tail",                           # text after the element
+    b"lead <message/>",                          # text before it
 ])
 def test_framed_mode_rejects_bad_frames(tokenizer, frame):
     _, events, _ = expect_error(tokenizer, [OPEN, frame], "not-well-formed", framed=True)
