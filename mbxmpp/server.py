@@ -56,6 +56,7 @@ class Server:
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
         # Accounts in the mail system ([auth] backend = "dovecot" / "ldap"); None: internal.
         self.external: ExternalAccounts | None = None
+        self._login_tasks: set[asyncio.Future[Any]] = set()
         backend = open_backend(config.auth)
         if backend is not None:
             cache_ttl = getattr(config.auth, config.auth.backend).cache_ttl
@@ -256,6 +257,21 @@ class Server:
         if self.external is not None:
             return self.external.login(f"{username}@{host}", password, peer_ip)
         return self.accounts.check_password(f"{username}@{host}", password)
+
+    def await_login(self, verdict: Any, done: Callable[[Any], None]) -> None:
+        """Wait for an external backend's verdict on a login, then ``done(verdict)`` (a stream
+        is sans-IO: the waiting happens here)."""
+        def finished(task: asyncio.Future[Any]) -> None:
+            self._login_tasks.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("login check failed: %r", exc)
+            done(None if exc is not None else task.result())
+        task = asyncio.ensure_future(verdict)
+        self._login_tasks.add(task)
+        task.add_done_callback(finished)
 
     @property
     def offers_scram(self) -> bool:

@@ -126,10 +126,11 @@ class DovecotBackend:
         if not plausible(jid):
             return Verdict(Outcome.WRONG, reason="malformed username")
         resp = base64.b64encode(b"\0" + jid.encode() + b"\0" + password.encode()).decode()
-        # Dovecot delays answers after failures per client address (its brute-force penalty):
-        # give it the client's address, or without one no penalty at all, so that one client's
-        # failures never slow down everyone else's logins.
-        who = f"rip={_escape(remote_ip)}" if remote_ip else "no-penalty"
+        # Dovecot delays its answers after failures from one address (its brute-force
+        # penalty): thousands of users behind one carrier address would all wait for one
+        # guesser. The server's own [limits] count failures per account and address instead;
+        # the address still goes to Dovecot's log.
+        who = (f"rip={_escape(remote_ip)}\t" if remote_ip else "") + "no-penalty"
         try:
             parts = await self._auth.request(
                 f"AUTH\t{{id}}\tPLAIN\tservice={_escape(self.service)}\tsecured\t{who}\tresp={resp}",

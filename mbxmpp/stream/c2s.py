@@ -66,7 +66,9 @@ class C2SHost(Protocol):
     hosts: set[str]
 
     def get_credential(self, username: str, host: str, mech: str) -> Any: ...
-    def check_password(self, username: str, host: str, password: str) -> bool: ...
+    def check_password(self, username: str, host: str, password: str,
+                       peer_ip: str | None = None) -> Any: ...  # bool, or an awaitable verdict
+    def await_login(self, verdict: Any, done: Callable[[Any], None]) -> None: ...
     def login_refusal(self, username: str, host: str) -> str | None: ...
     def authenticated(self, stream: C2SStream) -> None: ...
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session: ...
@@ -90,7 +92,7 @@ class C2SStream:
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
                  "parser", "peer", "require_encryption", "sasl", "secure", "server",
                  "session", "sm", "sm_request", "stage", "stanzas_in", "stream_id", "stream_lang",
-                 "tls_requested",
+                 "tls_requested", "auth_held",
                  "username", "write", "write_soon")
 
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
@@ -120,6 +122,8 @@ class C2SStream:
         self.session: Session | None = None
         self.stanzas_in = 0  # for the connection's [limits] stanzas_per_session
         self.tls_requested = False
+        # input that arrived while an external account backend decides a login (None: none)
+        self.auth_held: list[bytes] | None = None
         self.clean_close = False
         self.on_close: Callable[[], None] | None = None   # the connection closes the transport
         self.on_authenticated: Callable[[], None] | None = None
@@ -130,6 +134,9 @@ class C2SStream:
     # -- input ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self.stage == ST_CLOSED or self.tls_requested:
+            return
+        if self.auth_held is not None:  # held until the login is decided, then replayed
+            self.auth_held.append(data)
             return
         try:
             events = self.parser.feed(data)
@@ -249,7 +256,11 @@ class C2SStream:
         if self.secure or not self.require_encryption:
             if self.username is None:
                 cb_types = channel_binding_element_types(self.cb_data) if self.secure else []
-                mechs = mechanisms(self.secure, cb_types)
+                if getattr(self.server, "offers_scram", True):
+                    mechs = mechanisms(self.secure, cb_types)
+                else:  # an external account backend checks passwords: PLAIN over TLS only
+                    cb_types = []
+                    mechs = ["PLAIN"] if self.secure else []
                 if not self.allow_plain:
                     mechs = [m for m in mechs if m != "PLAIN"]
                 m = f.add("mechanisms", NS_SASL)
@@ -339,7 +350,8 @@ class C2SStream:
             except ValueError:
                 self._sasl_failure("incorrect-encoding")
                 return
-            if mech == "PLAIN" and not self.allow_plain:
+            if (mech == "PLAIN" and not self.allow_plain) or (
+                    mech != "PLAIN" and not getattr(self.server, "offers_scram", True)):
                 self._sasl_failure("invalid-mechanism")
                 return
             if self._login_limited(None, False):
@@ -384,11 +396,18 @@ class C2SStream:
     def _get_credential(self, username: str, mech: str) -> Any:
         return self.server.get_credential(username, self.host or "", mech)
 
-    def _check_password(self, username: str, password: str) -> bool:
-        return self.server.check_password(username, self.host or "", password)
+    def _check_password(self, username: str, password: str) -> Any:
+        return self.server.check_password(username, self.host or "", password,
+                                          self.peer.rsplit(":", 1)[0])
 
-    def _sasl_step(self, result: tuple[str, bytes | None]) -> None:
+    def _sasl_step(self, result: tuple[str, Any]) -> None:
         kind, data = result
+        if kind == "pending":
+            # An external backend decides (an awaitable Verdict): hold all input until then.
+            self.auth_held = []
+            self._enter(ST_SASL_STEP)
+            self.server.await_login(data, self._login_decided)
+            return
         if kind == "challenge":
             self._enter(ST_SASL_STEP)
             self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
@@ -415,6 +434,25 @@ class C2SStream:
         self.server.authenticated(self)
         if self.stage != ST_CLOSED:  # a hook may have ended the stream (account gone)
             self.restart()
+
+    def _login_decided(self, verdict: Any) -> None:
+        """The external backend's answer: success, not-authorized, or (no answer from it)
+        <temporary-auth-failure/> (RFC 6120 §6.5.12), never a wrong password."""
+        held, self.auth_held = self.auth_held, None
+        if self.stage == ST_CLOSED or self.sasl is None:
+            return
+        outcome = getattr(verdict, "outcome", None)
+        try:
+            if outcome is not None and outcome.value == "ok":
+                self._sasl_step(self.sasl.plain_succeeded())
+            elif outcome is not None and outcome.value == "unavailable":
+                self._sasl_failure("temporary-auth-failure", "the account service did not answer; try again")
+            else:
+                self._sasl_refused(SaslFailure("not-authorized"))
+        except SaslFailure as f:
+            self._sasl_refused(f)
+        for data in held or ():
+            self.receive_data(data)
 
     def _sasl_refused(self, f: SaslFailure) -> None:
         claimed = self.sasl.claimed if self.sasl is not None else None

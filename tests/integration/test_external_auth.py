@@ -76,7 +76,7 @@ def _condition(el) -> str:  # type: ignore[no-untyped-def]
 async def test_mail_password_logs_in_and_only_plain_is_offered(backend):
     _, d, _ = backend
     c, (features, res) = await _sasl(d, "alice", "mail pass")
-    mechs = [m.text for m in features.find("mechanisms").children]
+    mechs = [m.text for c in features.children if c.tag == "mechanisms" for m in c.children]
     assert mechs == ["PLAIN"], mechs  # no SCRAM without the backend's secrets
     assert res.tag == "success", res
     await c.open("mb.example")
