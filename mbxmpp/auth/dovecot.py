@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 
-from . import Lookup, Outcome, TTLCache, Verdict, plausible
+from . import CachedLookups, Lookup, Outcome, TTLCache, Verdict, plausible
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class _Channel:
             self._reader_task.cancel()
 
 
-class DovecotBackend:
+class DovecotBackend(CachedLookups):
     name = "dovecot"
     offers_scram = False  # Dovecot checks passwords; it hands out no SCRAM secrets
 
@@ -147,12 +147,7 @@ class DovecotBackend:
             return Verdict(Outcome.UNAVAILABLE, reason=fields.get("reason", "temporary failure"))
         return Verdict(Outcome.WRONG, reason=fields.get("reason", ""))
 
-    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
-        if not plausible(jid):
-            return Lookup(False)
-        hit = None if fresh else self.cache.get(jid)
-        if hit is not None:
-            return hit
+    async def _ask(self, jid: str) -> Lookup:
         if self._userdb is None:
             return Lookup(None)
         try:
@@ -162,14 +157,8 @@ class DovecotBackend:
             log.warning("dovecot userdb socket %s: %s", self._userdb.address, type(e).__name__)
             return Lookup(None)
         if parts[0] == "USER":
-            fields = _fields(parts[3:])
-            found = Lookup(True, fields.get(self.plan_field) or None)
-        elif parts[0] == "NOTFOUND":
-            found = Lookup(False)
-        else:
-            return Lookup(None)
-        self.cache.put(jid, found)
-        return found
+            return Lookup(True, _fields(parts[3:]).get(self.plan_field) or None)
+        return Lookup(False) if parts[0] == "NOTFOUND" else Lookup(None)
 
     async def close(self) -> None:
         await self._auth.close()

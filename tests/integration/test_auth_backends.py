@@ -14,20 +14,6 @@ from mbxmpp.auth.ldap import LDAPBackend
 from tests.authservers import Dovecot, Slapd
 
 
-@pytest.fixture(scope="module")
-def dovecot():
-    d = Dovecot()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def slapd():
-    s = Slapd()
-    yield s
-    s.stop()
-
-
 def dovecot_backend(d: Dovecot, **kw) -> DovecotBackend:  # type: ignore[no-untyped-def]
     return DovecotBackend(d.client_socket, d.userdb_socket, **kw)
 

@@ -15,20 +15,6 @@ from tests.rawclient import RawClient
 REFUSAL = "Chat is not part of your plan."
 
 
-@pytest.fixture(scope="module")
-def dovecot():
-    d = Dovecot()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def slapd():
-    s = Slapd()
-    yield s
-    s.stop()
-
-
 def _daemon(auth: str) -> Daemon:
     d = Daemon(domains=("mb.example",),
                extra=f'[accounts]\nchat_plans = ["paid"]\nrefusal_text = "{REFUSAL}"\n{auth}')
