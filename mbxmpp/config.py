@@ -109,6 +109,9 @@ class S2SConfig:
     dialback: bool = True
     require_dane: bool = False
     timeout: float = 30.0
+    ca_file: str | None = None                 # CAs trusted for peers besides the system store
+    require_valid_certificates: tuple[str, ...] = ()  # peers never accepted by dialback alone
+    idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,7 +581,11 @@ def _load_s2s(t: _Table) -> S2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         enabled=t.get_bool("enabled", d.enabled), dialback=t.get_bool("dialback", d.dialback),
-        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout))
+        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout),
+        ca_file=t.get_str("ca_file", d.ca_file) or None,
+        require_valid_certificates=tuple(
+            x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
+        idle_timeout=t.get_duration("idle_timeout", d.idle_timeout))
 
 
 def _load_http(t: _Table) -> HTTPConfig:
@@ -883,10 +890,26 @@ def _check_modules(cfg: Config, errors: list[str]) -> None:
                 errors.append(f"{key}: unknown module {m!r} (known: {', '.join(sorted(registry))})")
 
 
+def _check_s2s_ca(cfg: Config, errors: list[str]) -> None:
+    path = cfg.s2s.ca_file
+    if not cfg.s2s.enabled or path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+        from cryptography import x509
+        x509.load_pem_x509_certificates(pem)
+    except OSError as e:
+        errors.append(f"s2s.ca_file: cannot read {path!r}: {e.strerror or e}")
+    except ValueError:
+        errors.append(f"s2s.ca_file: {path!r} holds no PEM certificate")
+
+
 def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
+    _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
     if cfg.upload.enabled and cfg.upload.storage_dir is not None:

@@ -28,6 +28,7 @@ from .util.tuning import tune_for_serving
 from .xml.element import Element
 
 if TYPE_CHECKING:
+    from .s2s.net import S2SService
     from .stream.c2s import C2SStream
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Server:
         self.unauth_per_ip: dict[str, int] = {}
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
+        self.s2s: S2SService | None = None
         self.started = False
         self._stopping: asyncio.Future | None = None
 
@@ -178,11 +180,17 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         await self.http.start(self.tls)
+        if self.config.s2s.enabled:
+            from .s2s.net import S2SService
+            self.s2s = S2SService(self)
+            await self.s2s.start()   # sets router.remote: stanzas to other domains federate
         self.started = True
 
     async def stop(self) -> None:
         for srv in self.listeners:
             srv.close()
+        if self.s2s is not None:
+            await self.s2s.stop()
         await self.http.stop()
         for conn in list(self.connections):
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))

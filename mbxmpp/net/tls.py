@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from typing import Iterable
+from typing import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,26 @@ class TLSContexts:
         self.min_version = min_version
         self.ciphers = ciphers
 
-    def context(self, alpn: Iterable[str] = ()) -> ssl.SSLContext:
+    def files_for(self, host: str) -> tuple[str, str]:
+        """The (cert, key) presented for ``host``: its own, its parent domain's, or the default."""
+        host = host.lower().rstrip(".")
+        files = self.per_host_files.get(host)
+        if files is None and "." in host:
+            files = self.per_host_files.get(host.split(".", 1)[1])
+        return files or self.default_files
+
+    def context(self, alpn: Iterable[str] = (),
+                prepare: Callable[[ssl.SSLContext], None] | None = None) -> ssl.SSLContext:
+        """The server context; ``prepare`` adjusts it and every per-host one (e.g. s2s asks
+        peers for their certificates)."""
         alpn = list(alpn)
         base = server_context(*self.default_files, min_version=self.min_version,
                               ciphers=self.ciphers, alpn=alpn)
         hosts = {h: server_context(c, k, min_version=self.min_version, ciphers=self.ciphers, alpn=alpn)
                  for h, (c, k) in self.per_host_files.items()}
+        if prepare is not None:
+            for ctx in (base, *hosts.values()):
+                prepare(ctx)
         if hosts:
             def sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
                 if name:

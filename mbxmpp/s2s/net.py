@@ -1,0 +1,490 @@
+"""The asyncio side of federation: the s2s listeners, the outgoing connector (DNS, TCP, TLS with
+SNI, one stream per pair of domains, stanzas queued while it connects) and the router's
+``remote``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any
+
+import dns.exception
+
+from ..errors import StanzaError, StreamError
+from ..jid import JID
+from ..net.tls import DEFAULT_CIPHERS
+from ..xml.element import Element
+from . import dns as s2sdns
+from .certs import TrustStore, peer_chain
+from .dialback import dialback_key, key_matches, load_secret
+from .stream import ST_CLOSED, ST_READY, S2SStream
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 2.0
+MAX_QUEUE = 1000            # stanzas waiting for one remote domain while its stream connects
+MAX_OUTPUT = 16 * 1024 * 1024
+SWEEP_EVERY = 10.0
+
+
+class S2SConnection(asyncio.Protocol):
+    """One TCP connection carrying one s2s stream, in either direction."""
+
+    def __init__(self, service: S2SService, stream: S2SStream, tls_context: ssl.SSLContext,
+                 direct_tls: bool) -> None:
+        self.service = service
+        self.stream = stream
+        self.tls_context = tls_context
+        self.direct_tls = direct_tls
+        self.transport: asyncio.Transport | None = None
+        self._wbuf: list[bytes] = []
+        self._loop = asyncio.get_event_loop()
+        self._closing = False
+        self._lost = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.last_activity = time.monotonic()
+        self.connected_at = time.time()
+        stream.write = self._write
+        stream.on_close = self._close_transport
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if not self.stream.peer:
+            self.stream.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.stream.secure = True
+            self._tls_done(sslobj, restart=False)
+        self.service.connections.add(self)
+        if self.stream.outgoing:
+            self.stream.start()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.last_activity = time.monotonic()
+        stream = self.stream
+        stream.receive_data(data)
+        if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
+            self._flush()
+            self.transport.pause_reading()
+            asyncio.ensure_future(self._start_tls())
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        self.service.connections.discard(self)
+        self.transport = None
+        self._wbuf.clear()
+        self.stream.connection_lost()
+
+    # -- output and closing -------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self._wbuf:
+            self._loop.call_soon(self._flush)
+        self._wbuf.append(data)
+
+    def _flush(self) -> None:
+        if not self._wbuf:
+            return
+        data = b"".join(self._wbuf)
+        self._wbuf.clear()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            self.last_activity = time.monotonic()
+            t.write(data)
+            if t.get_write_buffer_size() > MAX_OUTPUT and not self._closing:
+                self.stream.fail(StreamError("policy-violation", "too much unread output"))
+
+    def _close_transport(self) -> None:
+        self._flush()
+        self._closing = True
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.can_write_eof():
+            t.write_eof()
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        t = self.transport
+        if t is not None:
+            t.abort()
+        elif not self._lost:
+            self.connection_lost(None)
+
+    # -- TLS -----------------------------------------------------------------------------------
+    async def _start_tls(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        out = self.stream.outgoing
+        try:
+            new = await self._loop.start_tls(
+                t, self, self.tls_context, server_side=not out,
+                server_hostname=self.stream.remote if out else None,
+                ssl_handshake_timeout=self.service.config.timeout)
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as e:
+            log.info("s2s %s: TLS handshake failed: %s", self.stream.peer, e)
+            self.stream.close_reason = f"TLS handshake failed: {e}"
+            if self.transport is not None:
+                self.transport.abort()
+            self.connection_lost(e)
+            return
+        if new is None or self._lost:
+            return
+        self.transport = new  # type: ignore[assignment]
+        sslobj = new.get_extra_info("ssl_object")
+        self._tls_done(sslobj, restart=True)
+
+    def _tls_done(self, sslobj: Any, restart: bool) -> None:
+        chain = peer_chain(sslobj) if sslobj is not None else []
+        results: dict[str, bool] = {}
+        trust = self.service.trust
+
+        def authenticates(domain: str) -> bool:
+            if domain not in results:
+                results[domain] = trust.authenticates(chain, domain)
+            return results[domain]
+
+        version = sslobj.version() if sslobj is not None else ""
+        if restart:
+            self.stream.tls_started(authenticates, version or "")
+        else:
+            self.stream.cert_authenticates = authenticates
+            self.stream.tls_version = version or ""
+
+
+class Outgoing:
+    """Our stream(s) to one remote domain from one of our domains."""
+
+    def __init__(self, local: str, remote: str) -> None:
+        self.local = local
+        self.remote = remote
+        self.queue: list[Element] = []
+        self.conn: S2SConnection | None = None
+        self.task: asyncio.Task | None = None
+        self.attempt: asyncio.Future | None = None   # the current stream's negotiation outcome
+        # <db:verify/> we asked for: (originating, receiving, stream id, key)
+        self.verifies: list[tuple[str, str, str, str]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.conn is not None and self.conn.stream.stage == ST_READY
+
+
+class S2SService:
+    """The federation: the router's ``remote`` and what the s2s streams call into."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.config = server.config.s2s
+        self.trust = TrustStore(self.config.ca_file)
+        self.secret = load_secret(server.data_dir)
+        self.out: dict[tuple[str, str], Outgoing] = {}
+        self.connections: set[S2SConnection] = set()
+        # dialback checks we wait for: (originating, receiving, stream id) -> the incoming stream
+        self.checks: dict[tuple[str, str, str], S2SStream] = {}
+        self.listeners: list[asyncio.AbstractServer] = []
+        self._client_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._sweeper: asyncio.Task | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        tls = self.server.tls
+        assert tls is not None
+        loop = asyncio.get_running_loop()
+        starttls_ctx = tls.context(prepare=self._request_peer_certificate)
+        direct_ctx = tls.context(alpn=["xmpp-server"], prepare=self._request_peer_certificate)
+        cfg = self.config
+        for host, port in cfg.listen:
+            srv = await loop.create_server(lambda: self._incoming(starttls_ctx, False), host, port,
+                                           backlog=256, reuse_address=True)
+            self.listeners.append(srv)
+            log.info("s2s (STARTTLS) listening on %s:%d", host, port)
+        for host, port in cfg.direct_tls:
+            srv = await loop.create_server(lambda: self._incoming(direct_ctx, True), host, port,
+                                           ssl=direct_ctx, backlog=256, reuse_address=True,
+                                           ssl_handshake_timeout=cfg.timeout)
+            self.listeners.append(srv)
+            log.info("s2s (direct TLS) listening on %s:%d", host, port)
+        self._sweeper = asyncio.ensure_future(self._sweep())
+        self.server.router.remote = self
+
+    async def stop(self) -> None:
+        self.server.router.remote = None
+        for srv in self.listeners:
+            srv.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for entry in list(self.out.values()):
+            if entry.task is not None:
+                entry.task.cancel()
+        for conn in list(self.connections):
+            conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
+
+    def _request_peer_certificate(self, ctx: ssl.SSLContext) -> None:
+        """Incoming contexts ask the peer for its certificate (SASL EXTERNAL, XEP-0178)."""
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        if self.config.ca_file:
+            ctx.load_verify_locations(self.config.ca_file)
+
+    def _incoming(self, ctx: ssl.SSLContext, direct: bool) -> S2SConnection:
+        stream = S2SStream(self, _no_write, outgoing=False, secure=direct,
+                           max_stanza_size=self.config.max_stanza_size)
+        return S2SConnection(self, stream, ctx, direct)
+
+    def client_context(self, local: str, direct: bool) -> ssl.SSLContext:
+        """Our client side toward peers: our certificate for ``local`` (for the peer's SASL
+        EXTERNAL); the peer's certificate is checked by us after the handshake (PKIX + RFC
+        6125, or dialback), so the handshake itself does not verify it."""
+        ctx = self._client_contexts.get((local, direct))
+        if ctx is None:
+            tls = self.server.tls
+            assert tls is not None
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3"
+                                   else ssl.TLSVersion.TLSv1_2)
+            ctx.set_ciphers(tls.ciphers or DEFAULT_CIPHERS)
+            ctx.load_cert_chain(*tls.files_for(local))
+            if direct:
+                ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368
+            self._client_contexts[(local, direct)] = ctx
+        return ctx
+
+    # -- the router's remote --------------------------------------------------------------------
+    def send(self, stanza: Element, frm: JID, to: JID) -> None:
+        local, remote = frm.domain, to.domain
+        if not self.is_local(local):
+            self.server.router.bounce(stanza, StanzaError("not-allowed", "not from a local domain"))
+            return
+        entry = self.out.get((local, remote))
+        if entry is None:
+            entry = self.out[(local, remote)] = Outgoing(local, remote)
+        if entry.ready:
+            assert entry.conn is not None
+            entry.conn.stream.send_stanza(stanza)
+            return
+        if len(entry.queue) >= MAX_QUEUE:
+            self.server.router.bounce(stanza, StanzaError("resource-constraint", "too many queued"))
+            return
+        entry.queue.append(stanza)
+        self._connect(entry)
+
+    def _connect(self, entry: Outgoing) -> None:
+        if entry.task is None or entry.task.done():
+            entry.task = asyncio.ensure_future(self._establish(entry))
+
+    async def _establish(self, entry: Outgoing) -> None:
+        remote = entry.remote
+        timeout = self.config.timeout
+        condition, reason = "remote-server-not-found", ""
+        started = time.monotonic()
+        try:
+            targets = await asyncio.wait_for(s2sdns.resolve_targets(remote, timeout), timeout)
+        except s2sdns.NoSuchDomain as e:
+            targets, reason = [], str(e)
+        except (dns.exception.Timeout, asyncio.TimeoutError):
+            targets, condition, reason = [], "remote-server-timeout", "DNS did not answer"
+        except dns.exception.DNSException as e:
+            targets, reason = [], f"DNS: {e}"
+        for target in targets:
+            try:
+                addrs = await asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
+            except (dns.exception.DNSException, asyncio.TimeoutError) as e:
+                reason = f"{target.host}: {e}"
+                continue
+            if not addrs:
+                reason = f"{target.host} has no address"
+            for addr in addrs:
+                ok, why, timed_out = await self._attempt(entry, target, addr)
+                if ok:
+                    log.info("s2s out %s -> %s: connected to %s:%d in %.2fs", entry.local, remote,
+                             addr, target.port, time.monotonic() - started)
+                    return
+                reason = why
+                condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
+        log.info("s2s out %s -> %s failed: %s", entry.local, remote, reason or "no candidates")
+        self._fail_entry(entry, condition, reason)
+
+    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addr: str) -> tuple[bool, str, bool]:
+        """One connection to one address: (ready?, why not, timed out?)."""
+        loop = asyncio.get_running_loop()
+        stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
+                           secure=target.direct_tls, peer=f"{addr}:{target.port}",
+                           max_stanza_size=self.config.max_stanza_size)
+        for originating, receiving, sid, key in entry.verifies:
+            stream.send_verify(originating, receiving, sid, key)
+        ctx = self.client_context(entry.local, target.direct_tls)
+        conn = S2SConnection(self, stream, ctx, target.direct_tls)
+        entry.conn = conn
+        entry.attempt = loop.create_future()
+        try:
+            await asyncio.wait_for(self._open(loop, conn, target, addr, ctx, entry.attempt),
+                                   self.config.timeout)
+        except asyncio.TimeoutError:
+            stream.close_reason = "timed out"
+            conn.abort()
+            entry.conn = None
+            return False, f"{addr}:{target.port}: timed out", True
+        except (OSError, ssl.SSLError) as e:
+            entry.conn = None
+            return False, f"{addr}:{target.port}: {e}", False
+        if stream.stage == ST_READY:
+            return True, "", False
+        entry.conn = None
+        return False, f"{addr}:{target.port}: {stream.close_reason or 'closed'}", False
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
+                    target: s2sdns.Target, addr: str, ctx: ssl.SSLContext, attempt: asyncio.Future) -> None:
+        if target.direct_tls:
+            await loop.create_connection(lambda: conn, addr, target.port, ssl=ctx,
+                                         server_hostname=conn.stream.remote,
+                                         ssl_handshake_timeout=self.config.timeout)
+        else:
+            await loop.create_connection(lambda: conn, addr, target.port)
+        await attempt
+
+    def _flush_queue(self, entry: Outgoing) -> None:
+        assert entry.conn is not None
+        queue, entry.queue = entry.queue, []
+        for stanza in queue:
+            entry.conn.stream.send_stanza(stanza)
+
+    def _fail_entry(self, entry: Outgoing, condition: str, reason: str) -> None:
+        queue, entry.queue = entry.queue, []
+        verifies, entry.verifies = entry.verifies, []
+        if self.out.get((entry.local, entry.remote)) is entry:
+            del self.out[(entry.local, entry.remote)]
+        for stanza in queue:
+            self.server.router.bounce(stanza, StanzaError(condition, reason or None))
+        for originating, receiving, sid, _key in verifies:
+            waiting = self.checks.pop((originating, receiving, sid), None)
+            if waiting is not None:
+                waiting.dialback_done(originating, receiving, None)
+
+    # -- what the streams call ------------------------------------------------------------------
+    def is_local(self, domain: str) -> bool:
+        return domain in self.server.hosts or domain in self.server.components
+
+    def default_host(self) -> str:
+        return self.server.config.server.domains[0]
+
+    def dialback_allowed(self, domain: str) -> bool:
+        return self.config.dialback and domain not in self.config.require_valid_certificates
+
+    def dialback_key(self, receiving: str, originating: str, stream_id: str) -> str:
+        return dialback_key(self.secret, receiving, originating, stream_id)
+
+    def check_key(self, receiving: str, originating: str, stream_id: str, key: str) -> bool:
+        return key_matches(self.secret, receiving, originating, stream_id, key)
+
+    def verify_dialback(self, stream: S2SStream, originating: str, receiving: str, key: str) -> None:
+        """Ask ``originating``'s authoritative server whether ``key`` is its key for ``stream``."""
+        sid = stream.stream_id
+        self.checks[(originating, receiving, sid)] = stream
+        entry = self.out.get((receiving, originating))
+        if entry is None:
+            entry = self.out[(receiving, originating)] = Outgoing(receiving, originating)
+        entry.verifies.append((originating, receiving, sid, key))
+        if entry.conn is not None and entry.conn.stream.stage != ST_CLOSED:
+            entry.conn.stream.send_verify(originating, receiving, sid, key)
+        else:
+            self._connect(entry)
+        asyncio.get_running_loop().call_later(self.config.timeout, self._check_expired,
+                                              originating, receiving, sid)
+
+    def _check_expired(self, originating: str, receiving: str, sid: str) -> None:
+        stream = self.checks.pop((originating, receiving, sid), None)
+        if stream is not None:
+            stream.dialback_done(originating, receiving, None)
+
+    def verify_answer(self, stream: S2SStream, el: Element) -> None:
+        originating, receiving, sid = el.get("from") or "", el.get("to") or "", el.get("id") or ""
+        entry = self.out.get((receiving, originating))
+        if entry is not None:
+            entry.verifies = [v for v in entry.verifies if v[:3] != (originating, receiving, sid)]
+        waiting = self.checks.pop((originating, receiving, sid), None)
+        if waiting is None:
+            return
+        t = el.get("type")
+        waiting.dialback_done(originating, receiving, True if t == "valid" else None if t == "error" else False)
+
+    def route_incoming(self, stanza: Element, stream: S2SStream) -> None:
+        try:
+            self.server.router.route(stanza)
+        except StanzaError as e:
+            self.server.router.bounce(stanza, e)
+
+    def outgoing_ready(self, stream: S2SStream) -> None:
+        entry = self.out.get((stream.local or "", stream.remote or ""))
+        if entry is None or entry.conn is None or entry.conn.stream is not stream:
+            return
+        self._flush_queue(entry)  # before anything sent directly now that the stream is ready
+        if entry.attempt is not None and not entry.attempt.done():
+            entry.attempt.set_result(True)
+
+    def stream_closed(self, stream: S2SStream) -> None:
+        if not stream.outgoing:
+            for k in [k for k, s in self.checks.items() if s is stream]:
+                del self.checks[k]
+            return
+        key = (stream.local or "", stream.remote or "")
+        entry = self.out.get(key)
+        if entry is None or entry.conn is None or entry.conn.stream is not stream:
+            return
+        if entry.attempt is not None and not entry.attempt.done():
+            entry.attempt.set_result(False)   # the connector tries the next candidate
+            return
+        # An established stream ended: the next stanza opens a new one.
+        log.info("s2s out %s -> %s closed: %s", entry.local, entry.remote, stream.close_reason)
+        entry.conn = None
+        if not entry.queue and not entry.verifies:
+            del self.out[key]
+        else:
+            self._connect(entry)
+
+    # -- idle streams -----------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(SWEEP_EVERY, self.config.idle_timeout))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if now - conn.last_activity > self.config.idle_timeout and not conn.stream.tls_requested:
+                    log.info("s2s %s: closing idle stream", conn.stream.peer)
+                    conn.stream.close()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The streams, for the operator: peer, direction, authentication, TLS version."""
+        out = []
+        for conn in self.connections:
+            s = conn.stream
+            out.append({"direction": "out" if s.outgoing else "in", "local": s.local,
+                        "remote": s.remote, "peer": s.peer, "auth": s.auth_method or "none",
+                        "tls": s.tls_version, "pairs": sorted(s.pairs),
+                        "since": conn.connected_at, "stanzas_in": s.stanzas_in,
+                        "stanzas_out": s.stanzas_out})
+        return out
+
+
+def _no_write(data: bytes) -> None:  # replaced by the connection before anything is written
+    raise AssertionError("stream not attached to a connection")
