@@ -7,9 +7,11 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
+import warnings
 from typing import Iterable
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import ObjectIdentifier
 
@@ -22,7 +24,9 @@ SRV_SERVICES = ("_xmpp-server.", "_xmpps-server.")
 
 def _load_pem_bundle(path: str) -> list[x509.Certificate]:
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            # (a few roots in system bundles have non-positive serial numbers)
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             return x509.load_pem_x509_certificates(f.read())
     except (OSError, ValueError) as e:
         log.warning("s2s: cannot read CA certificates from %s: %s", path, e)

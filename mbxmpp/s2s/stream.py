@@ -204,6 +204,10 @@ class S2SStream:
             if self.stage != ST_AUTH:
                 raise StreamError("not-authorized", "negotiate TLS and authenticate first")
             self._stanza_in(el)
+        elif ns == NS_STREAMS and tag == "error":
+            log.info("s2s in %s: the peer sent a stream error: %s", self.peer,
+                     " ".join(c.tag for c in el.elements()))
+            self.close()
         elif ns == NS_TLS and tag == "starttls":
             if self.secure or self.stage != ST_TLS:
                 self.write(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
@@ -274,6 +278,8 @@ class S2SStream:
             self.dialback_done(frm, to, True, "pkix")
             return
         if not self.host.dialback_allowed(frm):
+            log.info("s2s in %s: dialback refused for %s (a valid certificate is required)",
+                     self.peer, frm)
             self.db_result(to, frm, "error", "not-acceptable", "cancel",
                            "a valid certificate is required for " + frm)
             return

@@ -1,0 +1,394 @@
+"""Federation with a real Prosody over a real (test) network and real DNS.
+
+The lab: network namespaces on a bridge, one for dnsmasq (SRV and A records under ``example.``),
+one for mbxmpp (mb.example), one for Prosody (pro.example with a valid certificate; bad.example and
+strict.example whose certificates name another domain). The clients and the raw peers run in the
+root namespace and reach the servers over the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from typing import Iterator
+
+import pytest
+
+from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
+from tests.interop.netlab import CA, NetLab, lab_unavailable, mbxmpp_env, prosody_config, wait_port
+from tests.realclient.conftest import Client
+
+pytestmark = pytest.mark.interop
+
+PASSWORD = "s2s secret"
+TIMEOUT = 3.0  # [s2s] timeout of the mbxmpp under test
+
+
+class Lab:
+    def __init__(self, net: NetLab) -> None:
+        self.net = net
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    why = lab_unavailable()
+    if why is not None:
+        pytest.skip(why)
+    net = NetLab()
+    try:
+        net.up()
+        net.add_namespace("mb")
+        net.add_namespace("pro")
+        mb_ip, pro_ip = net.ips["mb"], net.ips["pro"]
+        # A peer that accepts TCP and never says a word (the kernel completes the handshake).
+        blackhole = socket.socket()
+        blackhole.bind((net.gateway, 15269))
+        blackhole.listen(16)
+        net.start_dns(
+            srv=[("_xmpp-server._tcp.mb.example", "xmpp.mb.example", 5269, 0),
+                 # pro.example: direct TLS first (XEP-0368), STARTTLS as the fallback
+                 ("_xmpps-server._tcp.pro.example", "xmpp.pro.example", 5270, 0),
+                 ("_xmpp-server._tcp.pro.example", "xmpp.pro.example", 5269, 10),
+                 ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0)],
+            # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
+            hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
+                   "pro.example": pro_ip, "bad.example": pro_ip, "strict.example": pro_ip,
+                   "slow-host.example": net.gateway})
+        ca = net.ca
+        mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
+        pro_cert = ca.issue("pro", ["pro.example"])
+        wrong_cert = ca.issue("other", ["other.example"])
+        # mb2.example's certificate comes from a CA Prosody does not trust: it must dialback.
+        rogue_cert = CA(os.path.join(net.tmp, "rogue")).issue("mb2", ["mb2.example"])
+        prosody_dir = os.path.join(net.tmp, "prosody")
+        cfg = prosody_config(prosody_dir, pro_ip, ca.path, {"pro.example": pro_cert,
+                                                            "bad.example": wrong_cert,
+                                                            "strict.example": wrong_cert})
+        for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example")):
+            subprocess.run(["prosodyctl", "--config", cfg, "register", user, host, PASSWORD],
+                           check=True, capture_output=True, timeout=60)
+        pro = net.spawn("pro", ["prosody", "--config", cfg, "-F"], "prosody.out")
+        mb_dir = os.path.join(net.tmp, "mbxmpp")
+        os.makedirs(mb_dir)
+        mb_cfg = os.path.join(mb_dir, "mbxmpp.toml")
+        with open(mb_cfg, "w") as f:
+            f.write(f"""
+[server]
+domains = ["mb.example", "mb2.example"]
+data_dir = "{mb_dir}/data"
+log_level = "debug"
+
+[tls]
+cert = "{mb_cert[0]}"
+key = "{mb_cert[1]}"
+
+[tls.domains."mb2.example"]
+cert = "{rogue_cert[0]}"
+key = "{rogue_cert[1]}"
+
+[c2s]
+listen = ["{mb_ip}:5222"]
+direct_tls = ["{mb_ip}:5223"]
+
+[s2s]
+listen = ["{mb_ip}:5269"]
+direct_tls = ["{mb_ip}:5270"]
+ca_file = "{ca.path}"
+dialback = true
+require_valid_certificates = ["strict.example"]
+timeout = "{TIMEOUT}s"
+
+[http]
+listen = ["{mb_ip}:5443"]
+
+[proxy65]
+listen = ["{mb_ip}:7777"]
+""")
+        env = mbxmpp_env()
+        for user in ("alice@mb.example", "amy@mb2.example"):
+            subprocess.run([sys.executable, "-m", "mbxmpp", "-c", mb_cfg, "user", "add",
+                            user, "--password", PASSWORD],
+                           check=True, capture_output=True, env=dict(os.environ, **env), timeout=60)
+        mb = net.spawn("mb", [sys.executable, "-m", "mbxmpp", "-c", mb_cfg], "mbxmpp.log", env)
+        wait_port(net, mb_ip, 5222, mb, "mbxmpp.log")
+        wait_port(net, pro_ip, 5222, pro, "prosody.out")
+        lab = Lab(net)
+        lab.mb_ip, lab.pro_ip = mb_ip, pro_ip  # type: ignore[attr-defined]
+        lab.blackhole = blackhole  # type: ignore[attr-defined]
+        lab.evil_cert = ca.issue("evil", ["evil.example"])  # type: ignore[attr-defined]
+        yield lab
+        blackhole.close()
+        mb.terminate()
+        assert mb.wait(15) == 0, net.log("mbxmpp.log")[-5000:]
+        assert "Traceback" not in net.log("mbxmpp.log"), net.log("mbxmpp.log")
+    finally:
+        if os.environ.get("MBXMPP_LAB_LOGS"):
+            print(net.log("mbxmpp.log")[-30000:], file=sys.stderr)
+            print(net.log("prosody/prosody.log")[-30000:], file=sys.stderr)
+        net.down()
+
+
+async def login(ip: str, jid: str) -> Client:
+    c = Client(jid, PASSWORD)
+    c.add_event_handler("message_error", c.messages.put_nowait)  # bounces
+    c.enable_direct_tls = False
+    c.enable_plaintext = False
+    c.connect(ip, 5222)
+    await asyncio.wait_for(c.session_started.wait(), 15)
+    c.send_presence()
+    return c
+
+
+async def next_message(c: Client, pred=lambda m: True, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await asyncio.wait_for(c.messages.get(), max(0.1, deadline - time.monotonic()))
+        if pred(m):
+            return m
+
+
+async def next_presence(c: Client, pred, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        p = await asyncio.wait_for(c.presences.get(), max(0.1, deadline - time.monotonic()))
+        if pred(p):
+            return p
+
+
+def error_condition(stanza) -> str:
+    return stanza["error"]["condition"]
+
+
+async def test_subscription_and_messages_both_ways_with_sasl_external(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/desk")
+    pat = await login(lab.pro_ip, "pat@pro.example/desk")
+    try:
+        # Subscription: mbxmpp -> Prosody, Prosody's client answers (slixmpp auto-authorizes
+        # and subscribes back), then presence flows both ways.
+        alice.send_presence(pto="pat@pro.example", ptype="subscribe")
+        p = await next_presence(pat, lambda p: p["type"] == "subscribe")
+        assert p["from"].bare == "alice@mb.example"
+        p = await next_presence(alice, lambda p: p["type"] == "subscribed")
+        assert p["from"].bare == "pat@pro.example"
+        await next_presence(alice, lambda p: p["from"].bare == "pat@pro.example" and p["type"] == "available")
+        await next_presence(pat, lambda p: p["from"].bare == "alice@mb.example" and p["type"] == "available")
+
+        alice.send_message(mto="pat@pro.example", mbody="hello from mbxmpp", mtype="chat")
+        m = await next_message(pat, lambda m: m["body"] == "hello from mbxmpp")
+        assert m["from"].full == "alice@mb.example/desk"
+        pat.send_message(mto="alice@mb.example", mbody="hello from prosody", mtype="chat")
+        m = await next_message(alice, lambda m: m["body"] == "hello from prosody")
+        assert m["from"].full == "pat@pro.example/desk"
+    finally:
+        alice.disconnect()
+        pat.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    # Both directions authenticated by certificate with SASL EXTERNAL (XEP-0178).
+    assert "s2s out mb.example -> pro.example: ready (pkix" in log, log[-5000:]
+    assert "pro.example authenticated by certificate (SASL EXTERNAL)" in log, log[-5000:]
+    # The SRV record for direct TLS came first (XEP-0368).
+    assert f"{lab.pro_ip}:5270" in log
+    plog = lab.net.log("prosody/prosody.log")
+    assert "Accepting SASL EXTERNAL identity from mb.example" in plog
+
+
+async def test_dialback_both_ways_when_certificates_do_not_verify(lab):
+    """mb2.example's certificate is from a CA Prosody does not trust: Prosody offers no SASL
+    EXTERNAL, mbxmpp uses dialback and Prosody asks mbxmpp (authoritative) to verify the key;
+    and the other way, Prosody (whose pro.example certificate mbxmpp could verify, but which
+    dialbacks since mbxmpp's mb2.example certificate fails on its side) is verified by mbxmpp."""
+    amy = await login(lab.mb_ip, "amy@mb2.example/db")
+    pat = await login(lab.pro_ip, "pat@pro.example/db2")
+    try:
+        amy.send_message(mto="pat@pro.example/db2", mbody="dialback from mb2", mtype="chat")
+        m = await next_message(pat, lambda m: m["body"] == "dialback from mb2")
+        assert m["from"].full == "amy@mb2.example/db"
+        pat.send_message(mto="amy@mb2.example/db", mbody="back to mb2", mtype="chat")
+        m = await next_message(amy, lambda m: m["body"] == "back to mb2")
+        assert m["from"].full == "pat@pro.example/db2"
+    finally:
+        amy.disconnect()
+        pat.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb2.example -> pro.example: ready (dialback" in log, log[-5000:]
+    # Prosody asked mbxmpp, the authoritative server for mb2.example, and got "valid".
+    plog = lab.net.log("prosody/prosody.log")
+    lines = plog.splitlines()
+    assert any("Sending[s2sout]: <db:verify" in x and "to='mb2.example'" in x for x in lines), plog
+    assert any("Received[s2sout]: <verify" in x and "from='mb2.example'" in x and "type='valid'" in x
+               for x in lines), plog
+    assert any("Sending[s2sin]: <db:result" in x and "to='mb2.example'" in x and "type='valid'" in x
+               for x in lines), plog
+
+
+async def test_incoming_dialback_when_the_certificate_names_another_domain(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/db")
+    bea = await login(lab.pro_ip, "bea@bad.example/db")
+    try:
+        alice.send_message(mto="bea@bad.example/db", mbody="dialback out", mtype="chat")
+        await next_message(bea, lambda m: m["body"] == "dialback out")
+        bea.send_message(mto="alice@mb.example/db", mbody="dialback in", mtype="chat")
+        m = await next_message(alice, lambda m: m["body"] == "dialback in")
+        assert m["from"].full == "bea@bad.example/db"
+    finally:
+        alice.disconnect()
+        bea.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    # Our certificate verifies at Prosody (SASL EXTERNAL); bad.example's names another domain,
+    # so mbxmpp verified it by dialback, asking bad.example's authoritative server.
+    assert "s2s out mb.example -> bad.example: ready (pkix" in log, log[-5000:]
+    assert "bad.example authenticated for mb.example (dialback)" in log, log[-5000:]
+
+
+async def test_wrong_certificate_refused_where_dialback_is_not_allowed(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/strict")
+    sam = await login(lab.pro_ip, "sam@strict.example/strict")
+    try:
+        alice.send_message(mto="sam@strict.example", mbody="refused", mtype="chat")
+        err = await next_message(alice, lambda m: m["type"] == "error")
+        assert error_condition(err) == "remote-server-not-found"
+        sam.send_message(mto="alice@mb.example/strict", mbody="must not arrive", mtype="chat")
+        err = await next_message(sam, lambda m: m["type"] == "error")
+        assert err["from"].bare == "alice@mb.example"
+        with pytest.raises(asyncio.TimeoutError):
+            await next_message(alice, lambda m: m["body"] == "must not arrive", timeout=1.0)
+    finally:
+        alice.disconnect()
+        sam.disconnect()
+    assert "a valid certificate is required for strict.example" in lab.net.log("prosody/prosody.log") \
+        or "strict.example does not verify" in lab.net.log("mbxmpp.log")
+
+
+async def test_unresponsive_peer_bounced_with_remote_server_timeout(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/slow")
+    try:
+        started = time.monotonic()
+        alice.send_message(mto="x@slow.example", mbody="into the void", mtype="chat")
+        err = await next_message(alice, lambda m: m["type"] == "error", timeout=TIMEOUT * 4)
+        assert error_condition(err) == "remote-server-timeout"
+        assert err["from"].full == "x@slow.example"
+        assert time.monotonic() - started >= TIMEOUT * 0.9
+    finally:
+        alice.disconnect()
+
+
+async def test_domain_without_dns_bounced_with_remote_server_not_found(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/nodns")
+    try:
+        alice.send_message(mto="x@nowhere.example", mbody="nobody", mtype="chat")
+        err = await next_message(alice, lambda m: m["type"] == "error")
+        assert error_condition(err) == "remote-server-not-found"
+    finally:
+        alice.disconnect()
+    assert "nowhere.example does not exist" in lab.net.log("mbxmpp.log")
+
+
+# -- a raw peer ----------------------------------------------------------------------------------
+
+S2S_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+              "from='{frm}' to='{to}' version='1.0'>")
+
+
+class RawPeer:
+    """A server peer that writes exactly what the test says."""
+
+    def __init__(self, reader, writer) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = PyXMLParser(max_stanza_size=1 << 20)
+        self.events: list = []
+
+    async def send(self, data: str) -> None:
+        self.writer.write(data.encode())
+        await self.writer.drain()
+
+    async def next(self, timeout: float = 10.0):
+        while not self.events:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                return STREAM_END
+            self.events.extend(self.parser.feed(data))
+        return self.events.pop(0)
+
+    async def element(self) -> Element:
+        while True:
+            ev = await self.next()
+            if isinstance(ev, Element):
+                return ev
+            assert ev is not STREAM_END, "stream closed"
+
+    async def open(self, frm: str, to: str) -> Element:
+        self.parser.reset()
+        await self.send(S2S_HEADER.format(frm=frm, to=to))
+        assert isinstance(await self.next(), StreamHeader)
+        return await self.element()
+
+    async def starttls(self, cert: tuple[str, str]) -> None:
+        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await self.element()).tag == "proceed"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(*cert)
+        await self.writer.start_tls(ctx, server_hostname="mb.example")
+
+
+async def raw_peer(lab, domain: str) -> RawPeer:
+    r, w = await asyncio.open_connection(lab.mb_ip, 5269)
+    peer = RawPeer(r, w)
+    features = await peer.open(domain, "mb.example")
+    assert features.find("starttls", "urn:ietf:params:xml:ns:xmpp-tls") is not None
+    await peer.starttls(lab.evil_cert)
+    return peer
+
+
+async def test_spoofed_from_on_an_incoming_stream_is_a_stream_error(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/spoof")
+    peer = await raw_peer(lab, "evil.example")
+    try:
+        features = await peer.open("evil.example", "mb.example")
+        mechs = [m.text for m in features.find("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl").elements()]
+        assert mechs == ["EXTERNAL"]
+        await peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                        + base64.b64encode(b"evil.example").decode() + "</auth>")
+        assert (await peer.element()).tag == "success"
+        await peer.open("evil.example", "mb.example")
+        # Its own domain: delivered.
+        await peer.send("<message from='eve@evil.example/x' to='alice@mb.example/spoof' type='chat'>"
+                        "<body>honest</body></message>")
+        m = await next_message(alice, lambda m: m["body"] == "honest")
+        assert m["from"].full == "eve@evil.example/x"
+        # Another domain's address: the stream ends with <invalid-from/>, nothing is delivered.
+        await peer.send("<message from='pat@pro.example/x' to='alice@mb.example/spoof' type='chat'>"
+                        "<body>spoofed</body></message>")
+        err = await peer.element()
+        assert err.tag == "error" and err.first_child().tag == "invalid-from", err
+        assert await peer.next() is STREAM_END
+        with pytest.raises(asyncio.TimeoutError):
+            await next_message(alice, lambda m: m["body"] == "spoofed", timeout=1.0)
+    finally:
+        alice.disconnect()
+        peer.writer.close()
+
+
+async def test_sasl_external_refused_for_a_domain_the_certificate_does_not_name(lab):
+    peer = await raw_peer(lab, "pro.example")  # the certificate is evil.example's
+    try:
+        features = await peer.open("pro.example", "mb.example")
+        assert features.find("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl") is None
+        await peer.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        failure = await peer.element()
+        assert failure.tag == "failure" and failure.first_child().tag == "not-authorized"
+        # Dialback with a forged key: mbxmpp asks pro.example's authoritative server (Prosody),
+        # which does not know the key: invalid, and the stream ends.
+        await peer.send("<db:result from='pro.example' to='mb.example'>forged</db:result>")
+        res = await peer.element()
+        assert res.tag == "result" and res.get("type") == "invalid", res
+    finally:
+        peer.writer.close()
