@@ -8,7 +8,7 @@ import datetime
 import logging
 import ssl
 import warnings
-from typing import Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
@@ -123,7 +123,7 @@ def _der_string(der: bytes) -> str | None:
 def peer_chain(sslobj: object) -> list[bytes]:
     """The certificate chain the peer sent, leaf first, as DER (empty: none)."""
     inner = getattr(sslobj, "_sslobj", None)
-    chain: Iterable[object] | None = None
+    chain: Any = None
     if inner is not None and hasattr(inner, "get_unverified_chain"):
         try:
             chain = inner.get_unverified_chain()

@@ -65,6 +65,21 @@ class S2SConnection(asyncio.Protocol):
         self.service.connections.add(self)
         if self.stream.outgoing:
             self.stream.start()
+        else:
+            self._close_timer = self._loop.call_later(self.service.config.timeout * 2,
+                                                      self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        """An incoming stream that authenticated no domain in time (one used only for our
+        <db:verify/> answers included) is closed."""
+        self._close_timer = None
+        stream = self.stream
+        if not stream.pairs and stream.stage != ST_CLOSED and not self._closing:
+            if stream.tls_requested:
+                self.abort()
+            else:
+                log.info("s2s in %s: no domain authenticated in time, closing", stream.peer)
+                stream.close()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -112,6 +127,8 @@ class S2SConnection(asyncio.Protocol):
                 self.stream.fail(StreamError("policy-violation", "too much unread output"))
 
     def _close_transport(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
         self._flush()
         self._closing = True
         t = self.transport
@@ -139,7 +156,7 @@ class S2SConnection(asyncio.Protocol):
                 t, self, self.tls_context, server_side=not out,
                 server_hostname=self.stream.remote if out else None,
                 ssl_handshake_timeout=self.service.config.timeout)
-        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as e:
             log.info("s2s %s: TLS handshake failed: %s", self.stream.peer, e)
             self.stream.close_reason = f"TLS handshake failed: {e}"
             if self.transport is not None:
@@ -303,14 +320,14 @@ class S2SService:
             targets = await asyncio.wait_for(s2sdns.resolve_targets(remote, timeout), timeout)
         except s2sdns.NoSuchDomain as e:
             targets, reason = [], str(e)
-        except (dns.exception.Timeout, asyncio.TimeoutError):
+        except (TimeoutError, dns.exception.Timeout):
             targets, condition, reason = [], "remote-server-timeout", "DNS did not answer"
         except dns.exception.DNSException as e:
             targets, reason = [], f"DNS: {e}"
         for target in targets:
             try:
                 addrs = await asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
-            except (dns.exception.DNSException, asyncio.TimeoutError) as e:
+            except (TimeoutError, dns.exception.DNSException) as e:
                 reason = f"{target.host}: {e}"
                 continue
             if not addrs:
@@ -341,7 +358,7 @@ class S2SService:
         try:
             await asyncio.wait_for(self._open(loop, conn, target, addr, ctx, entry.attempt),
                                    self.config.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stream.close_reason = "timed out"
             conn.abort()
             entry.conn = None

@@ -26,8 +26,16 @@ from ..util.ids import new_id
 from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import stream_error_bytes
 from ..xml.element import _escape_attr, _escape_text
-from ..xml.ns import (NS_CLIENT, NS_DIALBACK, NS_DIALBACK_FEATURE, NS_SASL, NS_SERVER, NS_STANZAS,
-                      NS_STREAMS, NS_TLS)
+from ..xml.ns import (
+    NS_CLIENT,
+    NS_DIALBACK,
+    NS_DIALBACK_FEATURE,
+    NS_SASL,
+    NS_SERVER,
+    NS_STANZAS,
+    NS_STREAMS,
+    NS_TLS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +352,8 @@ class S2SStream:
         except JIDError:
             raise StreamError("improper-addressing", "malformed 'to'") from None
         if (frm.domain, to.domain) not in self.pairs:
+            if not self.pairs:
+                raise StreamError("not-authorized", "authenticate first")  # RFC 6120 §6.4.8
             if not self.host.is_local(to.domain):
                 raise StreamError("host-unknown", f"{to.domain} is not served here")
             # RFC 6120 §4.9.3.10, XEP-0220 §2.4: a domain this stream did not authenticate.

@@ -21,7 +21,14 @@ from typing import Iterator
 import pytest
 
 from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
-from tests.interop.netlab import CA, NetLab, lab_unavailable, mbxmpp_env, prosody_config, wait_port
+from tests.interop.netlab import (
+    CA,
+    NetLab,
+    lab_unavailable,
+    mbxmpp_env,
+    prosody_config,
+    wait_port,
+)
 from tests.realclient.conftest import Client
 
 pytestmark = pytest.mark.interop
