@@ -112,6 +112,7 @@ class S2SConfig:
     ca_file: str | None = None                 # CAs trusted for peers besides the system store
     require_valid_certificates: tuple[str, ...] = ()  # peers never accepted by dialback alone
     idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
+    tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,7 +586,21 @@ def _load_s2s(t: _Table) -> S2SConfig:
         ca_file=t.get_str("ca_file", d.ca_file) or None,
         require_valid_certificates=tuple(
             x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
-        idle_timeout=t.get_duration("idle_timeout", d.idle_timeout))
+        idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
+        tor_socks=_socks_address(t, "tor_socks"))
+
+
+def _socks_address(t: _Table, key: str) -> tuple[str, int] | None:
+    value = t.get_str(key, "", allow_empty=True)
+    if not value:
+        return None
+    from .s2s.socks import parse_proxy
+    try:
+        return parse_proxy(value)
+    except ValueError:
+        t.error(key, f'expected "host:port" such as "127.0.0.1:9050" (Tor\'s SocksPort), or "" for none, '
+                     f"got {_show(value)}")
+        return None
 
 
 def _load_http(t: _Table) -> HTTPConfig:

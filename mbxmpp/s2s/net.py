@@ -19,6 +19,7 @@ from ..xml.element import Element
 from . import dns as s2sdns
 from .certs import TrustStore, peer_chain
 from .dialback import dialback_key, key_matches, load_secret
+from .socks import socks5_connect
 from .stream import ST_CLOSED, ST_READY, S2SStream
 
 if TYPE_CHECKING:
@@ -197,6 +198,8 @@ class Outgoing:
         self.conn: S2SConnection | None = None
         self.task: asyncio.Task | None = None
         self.attempt: asyncio.Future | None = None   # the current stream's negotiation outcome
+        self.started = 0.0   # when the connector started (DNS included)
+        self.via = ""        # where the current attempt goes
         # <db:verify/> we asked for: (originating, receiving, stream id, key)
         self.verifies: list[tuple[str, str, str, str]] = []
 
@@ -315,7 +318,10 @@ class S2SService:
         remote = entry.remote
         timeout = self.config.timeout
         condition, reason = "remote-server-not-found", ""
-        started = time.monotonic()
+        entry.started = time.monotonic()
+        if remote.endswith(".onion"):
+            await self._establish_onion(entry)
+            return
         try:
             targets = await asyncio.wait_for(s2sdns.resolve_targets(remote, timeout), timeout)
         except s2sdns.NoSuchDomain as e:
@@ -335,16 +341,29 @@ class S2SService:
             for addr in addrs:
                 ok, why, timed_out = await self._attempt(entry, target, addr)
                 if ok:
-                    log.info("s2s out %s -> %s: connected to %s:%d in %.2fs", entry.local, remote,
-                             addr, target.port, time.monotonic() - started)
                     return
                 reason = why
                 condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
         log.info("s2s out %s -> %s failed: %s", entry.local, remote, reason or "no candidates")
         self._fail_entry(entry, condition, reason)
 
-    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addr: str) -> tuple[bool, str, bool]:
-        """One connection to one address: (ready?, why not, timed out?)."""
+    async def _establish_onion(self, entry: Outgoing) -> None:
+        """A .onion domain: through Tor's SocksPort on 5269, never through DNS."""
+        proxy = self.config.tor_socks
+        if proxy is None:
+            self._fail_entry(entry, "remote-server-not-found", "no Tor proxy configured ([s2s] tor_socks)")
+            return
+        target = s2sdns.Target(entry.remote, s2sdns.DEFAULT_PORT, False)
+        ok, why, timed_out = await self._attempt(entry, target, entry.remote, proxy)
+        if ok:
+            return
+        log.info("s2s out %s -> %s failed: %s", entry.local, entry.remote, why)
+        self._fail_entry(entry, "remote-server-timeout" if timed_out else "remote-server-not-found", why)
+
+    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addr: str,
+                       socks: tuple[str, int] | None = None) -> tuple[bool, str, bool]:
+        """One connection to one address (or, through ``socks``, to a host name): (ready?,
+        why not, timed out?)."""
         loop = asyncio.get_running_loop()
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
                            secure=target.direct_tls, peer=f"{addr}:{target.port}",
@@ -354,9 +373,10 @@ class S2SService:
         ctx = self.client_context(entry.local, target.direct_tls)
         conn = S2SConnection(self, stream, ctx, target.direct_tls)
         entry.conn = conn
+        entry.via = f"{addr}:{target.port}" + (" through Tor" if socks else "")
         entry.attempt = loop.create_future()
         try:
-            await asyncio.wait_for(self._open(loop, conn, target, addr, ctx, entry.attempt),
+            await asyncio.wait_for(self._open(loop, conn, target, addr, ctx, entry.attempt, socks),
                                    self.config.timeout)
         except TimeoutError:
             stream.close_reason = "timed out"
@@ -372,13 +392,15 @@ class S2SService:
         return False, f"{addr}:{target.port}: {stream.close_reason or 'closed'}", False
 
     async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
-                    target: s2sdns.Target, addr: str, ctx: ssl.SSLContext, attempt: asyncio.Future) -> None:
+                    target: s2sdns.Target, addr: str, ctx: ssl.SSLContext, attempt: asyncio.Future,
+                    socks: tuple[str, int] | None) -> None:
+        where: dict[str, Any] = ({"sock": await socks5_connect(socks, addr, target.port)} if socks
+                                 else {"host": addr, "port": target.port})
         if target.direct_tls:
-            await loop.create_connection(lambda: conn, addr, target.port, ssl=ctx,
-                                         server_hostname=conn.stream.remote,
-                                         ssl_handshake_timeout=self.config.timeout)
+            await loop.create_connection(lambda: conn, ssl=ctx, server_hostname=conn.stream.remote,
+                                         ssl_handshake_timeout=self.config.timeout, **where)
         else:
-            await loop.create_connection(lambda: conn, addr, target.port)
+            await loop.create_connection(lambda: conn, **where)
         await attempt
 
     def _flush_queue(self, entry: Outgoing) -> None:
@@ -456,6 +478,8 @@ class S2SService:
         entry = self.out.get((stream.local or "", stream.remote or ""))
         if entry is None or entry.conn is None or entry.conn.stream is not stream:
             return
+        log.info("s2s out %s -> %s: connected to %s in %.2fs", entry.local, entry.remote, entry.via,
+                 time.monotonic() - entry.started)
         self._flush_queue(entry)  # before anything sent directly now that the stream is ready
         if entry.attempt is not None and not entry.attempt.done():
             entry.attempt.set_result(True)

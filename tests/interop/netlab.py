@@ -262,3 +262,72 @@ def prosody_config(directory: str, ip: str, ca: str, hosts: dict[str, tuple[str,
 
 def mbxmpp_env() -> dict[str, str]:
     return {"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+class Socks5Proxy:
+    """A SOCKS5 proxy standing in for Tor's SocksPort: CONNECT by name only, names looked up in
+    ``routes`` (never in DNS); records what it was asked for."""
+
+    def __init__(self, ip: str, routes: dict[str, tuple[str, int]]) -> None:
+        import socket
+        import threading
+        self.routes = routes
+        self.requests: list[tuple[str, int]] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, 0))
+        self.sock.listen(16)
+        self.address = f"{ip}:{self.sock.getsockname()[1]}"
+        self._threading = threading
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self._threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: Any) -> None:
+        import socket
+        import struct
+        try:
+            client.recv(3)                       # 05 01 00
+            client.sendall(b"\x05\x00")
+            head = client.recv(5)                # 05 01 00 03 len
+            name = client.recv(head[4]).decode()
+            (port,) = struct.unpack("!H", client.recv(2))
+            self.requests.append((name, port))
+            target = self.routes.get(name)
+            if head[3] != 3 or target is None:
+                client.sendall(b"\x05\x04\x00\x01" + bytes(6))  # host unreachable
+                client.close()
+                return
+            upstream = socket.create_connection((target[0], port), timeout=5)
+            upstream.settimeout(None)
+            client.sendall(b"\x05\x00\x00\x01" + bytes(6))
+        except OSError:
+            client.close()
+            return
+
+        def pump(a: Any, b: Any) -> None:
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        self._threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+        pump(upstream, client)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -24,6 +24,7 @@ from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
 from tests.interop.netlab import (
     CA,
     NetLab,
+    Socks5Proxy,
     lab_unavailable,
     mbxmpp_env,
     prosody_config,
@@ -34,6 +35,7 @@ from tests.realclient.conftest import Client
 pytestmark = pytest.mark.interop
 
 PASSWORD = "s2s secret"
+ONION = "prosodyhiddenservicexxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion"  # a Prosody host behind "Tor"
 TIMEOUT = 3.0  # [s2s] timeout of the mbxmpp under test
 
 
@@ -71,13 +73,17 @@ def lab() -> Iterator[Lab]:
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
         wrong_cert = ca.issue("other", ["other.example"])
+        onion_cert = ca.issue("onion", [ONION])
+        socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269)})
         # mb2.example's certificate comes from a CA Prosody does not trust: it must dialback.
         rogue_cert = CA(os.path.join(net.tmp, "rogue")).issue("mb2", ["mb2.example"])
         prosody_dir = os.path.join(net.tmp, "prosody")
         cfg = prosody_config(prosody_dir, pro_ip, ca.path, {"pro.example": pro_cert,
                                                             "bad.example": wrong_cert,
-                                                            "strict.example": wrong_cert})
-        for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example")):
+                                                            "strict.example": wrong_cert,
+                                                            ONION: onion_cert})
+        for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example"),
+                           ("tor", ONION)):
             subprocess.run(["prosodyctl", "--config", cfg, "register", user, host, PASSWORD],
                            check=True, capture_output=True, timeout=60)
         pro = net.spawn("pro", ["prosody", "--config", cfg, "-F"], "prosody.out")
@@ -110,6 +116,7 @@ ca_file = "{ca.path}"
 dialback = true
 require_valid_certificates = ["strict.example"]
 timeout = "{TIMEOUT}s"
+tor_socks = "{socks.address}"
 
 [http]
 listen = ["{mb_ip}:5443"]
@@ -128,9 +135,11 @@ listen = ["{mb_ip}:7777"]
         lab = Lab(net)
         lab.mb_ip, lab.pro_ip = mb_ip, pro_ip  # type: ignore[attr-defined]
         lab.blackhole = blackhole  # type: ignore[attr-defined]
+        lab.socks = socks  # type: ignore[attr-defined]
         lab.evil_cert = ca.issue("evil", ["evil.example"])  # type: ignore[attr-defined]
         yield lab
         blackhole.close()
+        socks.close()
         mb.terminate()
         assert mb.wait(15) == 0, net.log("mbxmpp.log")[-5000:]
         assert "Traceback" not in net.log("mbxmpp.log"), net.log("mbxmpp.log")
@@ -399,3 +408,18 @@ async def test_sasl_external_refused_for_a_domain_the_certificate_does_not_name(
         assert res.tag == "result" and res.get("type") == "invalid", res
     finally:
         peer.writer.close()
+
+
+async def test_onion_domain_through_the_socks_proxy_without_dns(lab):
+    alice = await login(lab.mb_ip, "alice@mb.example/tor")
+    tor = await login(lab.pro_ip, f"tor@{ONION}/hs")
+    try:
+        alice.send_message(mto=f"tor@{ONION}/hs", mbody="over tor", mtype="chat")
+        m = await next_message(tor, lambda m: m["body"] == "over tor")
+        assert m["from"].full == "alice@mb.example/tor"
+    finally:
+        alice.disconnect()
+        tor.disconnect()
+    assert (ONION, 5269) in lab.socks.requests
+    assert "onion" not in lab.net.log("dns.log")  # no DNS query for the .onion name, ever
+    assert f"s2s out mb.example -> {ONION}: connected to {ONION}:5269 through Tor" in lab.net.log("mbxmpp.log")

@@ -333,3 +333,12 @@ def test_empty_authzid_means_the_header_domain(text):
     peer.elements()
     s.receive_data(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{text}</auth>".encode())
     assert peer.elements()[0].tag == "success"
+
+
+def test_tor_socks_config():
+    from mbxmpp.config import ConfigError, _build
+    base = {"server": {"domains": ["a.example"]}}
+    assert _build({**base, "s2s": {"tor_socks": "[::1]:9050"}}, None).s2s.tor_socks == ("::1", 9050)
+    assert _build({**base, "s2s": {"tor_socks": ""}}, None).s2s.tor_socks is None
+    with pytest.raises(ConfigError, match="s2s.tor_socks"):
+        _build({**base, "s2s": {"tor_socks": "localhost"}}, None)
