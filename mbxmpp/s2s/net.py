@@ -5,9 +5,12 @@ SNI, one stream per pair of domains, stanzas queued while it connects) and the r
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 import ssl
 import time
+from asyncio.staggered import staggered_race
 from typing import TYPE_CHECKING, Any
 
 import dns.exception
@@ -31,6 +34,35 @@ CLOSE_TIMEOUT = 2.0
 MAX_QUEUE = 1000            # stanzas waiting for one remote domain while its stream connects
 MAX_OUTPUT = 16 * 1024 * 1024
 SWEEP_EVERY = 10.0
+HAPPY_EYEBALLS_DELAY = 0.25   # RFC 8305 §5: the next address is tried after this long
+
+
+async def happy_connect(addrs: list[str], port: int, delay: float = HAPPY_EYEBALLS_DELAY) -> socket.socket:
+    """Happy Eyeballs (RFC 8305 §5): a TCP connection to each address in turn, the next one
+    started ``delay`` after the previous (at once when it fails); the first to connect wins."""
+    loop = asyncio.get_running_loop()
+    opened: list[socket.socket] = []
+
+    async def one(addr: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        opened.append(sock)
+        await loop.sock_connect(sock, (addr, port))
+        return sock
+
+    try:
+        winner, _index, errors = await staggered_race([functools.partial(one, a) for a in addrs], delay)
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    for sock in opened:
+        if sock is not winner:
+            sock.close()
+    if winner is None:
+        raise OSError("; ".join(f"{a}: {e}" for a, e in zip(addrs, errors) if e is not None)
+                      or "no address")
+    return winner
 
 
 class S2SConnection(asyncio.Protocol):
@@ -199,7 +231,6 @@ class Outgoing:
         self.task: asyncio.Task | None = None
         self.attempt: asyncio.Future | None = None   # the current stream's negotiation outcome
         self.started = 0.0   # when the connector started (DNS included)
-        self.via = ""        # where the current attempt goes
         # <db:verify/> we asked for: (originating, receiving, stream id, key)
         self.verifies: list[tuple[str, str, str, str]] = []
 
@@ -338,12 +369,12 @@ class S2SService:
                 continue
             if not addrs:
                 reason = f"{target.host} has no address"
-            for addr in addrs:
-                ok, why, timed_out = await self._attempt(entry, target, addr)
-                if ok:
-                    return
-                reason = why
-                condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
+                continue
+            ok, why, timed_out = await self._attempt(entry, target, addrs)
+            if ok:
+                return
+            reason = why
+            condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
         log.info("s2s out %s -> %s failed: %s", entry.local, remote, reason or "no candidates")
         self._fail_entry(entry, condition, reason)
 
@@ -354,53 +385,64 @@ class S2SService:
             self._fail_entry(entry, "remote-server-not-found", "no Tor proxy configured ([s2s] tor_socks)")
             return
         target = s2sdns.Target(entry.remote, s2sdns.DEFAULT_PORT, False)
-        ok, why, timed_out = await self._attempt(entry, target, entry.remote, proxy)
+        ok, why, timed_out = await self._attempt(entry, target, [entry.remote], proxy)
         if ok:
             return
         log.info("s2s out %s -> %s failed: %s", entry.local, entry.remote, why)
         self._fail_entry(entry, "remote-server-timeout" if timed_out else "remote-server-not-found", why)
 
-    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addr: str,
+    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addrs: list[str],
                        socks: tuple[str, int] | None = None) -> tuple[bool, str, bool]:
-        """One connection to one address (or, through ``socks``, to a host name): (ready?,
-        why not, timed out?)."""
+        """One stream to one target, over the first of its addresses to connect (or, through
+        ``socks``, to its host name): (ready?, why not, timed out?)."""
         loop = asyncio.get_running_loop()
+        addr = f"{target.host}:{target.port}"
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
-                           secure=target.direct_tls, peer=f"{addr}:{target.port}",
+                           secure=target.direct_tls, peer=addr,
                            max_stanza_size=self.config.max_stanza_size)
         for originating, receiving, sid, key in entry.verifies:
             stream.send_verify(originating, receiving, sid, key)
         ctx = self.client_context(entry.local, target.direct_tls)
         conn = S2SConnection(self, stream, ctx, target.direct_tls)
         entry.conn = conn
-        entry.via = f"{addr}:{target.port}" + (" through Tor" if socks else "")
+        if socks is not None:
+            stream.peer = addr + " through Tor"
         entry.attempt = loop.create_future()
         try:
-            await asyncio.wait_for(self._open(loop, conn, target, addr, ctx, entry.attempt, socks),
+            await asyncio.wait_for(self._open(loop, conn, target, addrs, ctx, entry.attempt, socks),
                                    self.config.timeout)
         except TimeoutError:
             stream.close_reason = "timed out"
             conn.abort()
             entry.conn = None
-            return False, f"{addr}:{target.port}: timed out", True
+            return False, f"{stream.peer}: timed out", True
         except (OSError, ssl.SSLError) as e:
             entry.conn = None
-            return False, f"{addr}:{target.port}: {e}", False
+            return False, f"{addr}: {e}", False
         if stream.stage == ST_READY:
             return True, "", False
         entry.conn = None
-        return False, f"{addr}:{target.port}: {stream.close_reason or 'closed'}", False
+        return False, f"{stream.peer}: {stream.close_reason or 'closed'}", False
 
     async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
-                    target: s2sdns.Target, addr: str, ctx: ssl.SSLContext, attempt: asyncio.Future,
-                    socks: tuple[str, int] | None) -> None:
-        where: dict[str, Any] = ({"sock": await socks5_connect(socks, addr, target.port)} if socks
-                                 else {"host": addr, "port": target.port})
-        if target.direct_tls:
-            await loop.create_connection(lambda: conn, ssl=ctx, server_hostname=conn.stream.remote,
-                                         ssl_handshake_timeout=self.config.timeout, **where)
+                    target: s2sdns.Target, addrs: list[str], ctx: ssl.SSLContext,
+                    attempt: asyncio.Future, socks: tuple[str, int] | None) -> None:
+        if socks is not None:
+            sock = await socks5_connect(socks, target.host, target.port)
         else:
-            await loop.create_connection(lambda: conn, **where)
+            sock = await happy_connect(addrs, target.port)
+            ip, port = sock.getpeername()[:2]
+            conn.stream.peer = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        try:
+            if target.direct_tls:
+                await loop.create_connection(lambda: conn, sock=sock, ssl=ctx,
+                                             server_hostname=conn.stream.remote,
+                                             ssl_handshake_timeout=self.config.timeout)
+            else:
+                await loop.create_connection(lambda: conn, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         await attempt
 
     def _flush_queue(self, entry: Outgoing) -> None:
@@ -478,7 +520,7 @@ class S2SService:
         entry = self.out.get((stream.local or "", stream.remote or ""))
         if entry is None or entry.conn is None or entry.conn.stream is not stream:
             return
-        log.info("s2s out %s -> %s: connected to %s in %.2fs", entry.local, entry.remote, entry.via,
+        log.info("s2s out %s -> %s: connected to %s in %.2fs", entry.local, entry.remote, stream.peer,
                  time.monotonic() - entry.started)
         self._flush_queue(entry)  # before anything sent directly now that the stream is ready
         if entry.attempt is not None and not entry.attempt.done():

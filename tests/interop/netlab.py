@@ -163,7 +163,8 @@ class NetLab:
             return ""
 
     # -- DNS ---------------------------------------------------------------------------------
-    def start_dns(self, srv: list[tuple[str, str, int, int]], hosts: dict[str, str]) -> None:
+    def start_dns(self, srv: list[tuple[str, str, int, int]], hosts: dict[str, str],
+                  v6: dict[str, str] | None = None) -> None:
         """dnsmasq answering only for ``example.``: ``srv`` (name, target, port, priority) and ``hosts``
         (name -> IPv4); every other name under example. is NXDOMAIN."""
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
@@ -173,7 +174,8 @@ class NetLab:
         for name, target, port, prio in srv:
             args.append(f"--srv-host={name},{target},{port},{prio},5")
         for name, ip in hosts.items():
-            args.append(f"--host-record={name},{ip}")
+            extra = (v6 or {}).get(name)
+            args.append(f"--host-record={name},{ip}" + (f",{extra}" if extra else ""))
         self.spawn("dns", args, "dnsmasq.out")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

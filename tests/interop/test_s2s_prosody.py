@@ -60,6 +60,7 @@ def lab() -> Iterator[Lab]:
         blackhole.bind((net.gateway, 15269))
         blackhole.listen(16)
         net.start_dns(
+            v6={"xmpp.pro.example": "fd00:dead::20"},
             srv=[("_xmpp-server._tcp.mb.example", "xmpp.mb.example", 5269, 0),
                  # pro.example: direct TLS first (XEP-0368), STARTTLS as the fallback
                  ("_xmpps-server._tcp.pro.example", "xmpp.pro.example", 5270, 0),
@@ -208,8 +209,10 @@ async def test_subscription_and_messages_both_ways_with_sasl_external(lab):
     # Both directions authenticated by certificate with SASL EXTERNAL (XEP-0178).
     assert "s2s out mb.example -> pro.example: ready (pkix" in log, log[-5000:]
     assert "pro.example authenticated by certificate (SASL EXTERNAL)" in log, log[-5000:]
-    # The SRV record for direct TLS came first (XEP-0368).
-    assert f"{lab.pro_ip}:5270" in log
+    # The SRV record for direct TLS came first (XEP-0368); its target's IPv6 address (tried
+    # first, RFC 8305) is unreachable, the IPv4 one answered.
+    assert f"s2s out mb.example -> pro.example: connected to {lab.pro_ip}:5270" in log
+    assert "xmpp.pro.example is fd00:dead::20" in lab.net.log("dns.log")
     plog = lab.net.log("prosody/prosody.log")
     assert "Accepting SASL EXTERNAL identity from mb.example" in plog
 

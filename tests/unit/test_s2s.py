@@ -342,3 +342,22 @@ def test_tor_socks_config():
     assert _build({**base, "s2s": {"tor_socks": ""}}, None).s2s.tor_socks is None
     with pytest.raises(ConfigError, match="s2s.tor_socks"):
         _build({**base, "s2s": {"tor_socks": "localhost"}}, None)
+
+
+async def test_happy_eyeballs_falls_back_to_the_next_address():
+    import socket
+
+    from mbxmpp.s2s.net import happy_connect
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        # The first address cannot be reached (IPv6 documentation prefix, no route here).
+        sock = await happy_connect(["2001:db8::1", "127.0.0.1"], port, delay=0.05)
+        assert sock.getpeername() == ("127.0.0.1", port)
+        sock.close()
+        with pytest.raises(OSError):
+            await happy_connect(["127.0.0.1"], 1, delay=0.05)  # nothing listens on port 1
+    finally:
+        listener.close()
