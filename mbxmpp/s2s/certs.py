@@ -47,6 +47,13 @@ class TrustStore:
         self.extra_ca_file = extra_ca_file
         self.store = verification.Store(roots) if roots else None
 
+    @classmethod
+    def of(cls, roots: list[x509.Certificate]) -> TrustStore:
+        """A store trusting exactly ``roots`` (a DANE-TA trust anchor)."""
+        store = cls(None, system=False)
+        store.store = verification.Store(roots)
+        return store
+
     def verify_chain(self, chain_der: list[bytes], name: str) -> bool:
         """True if the chain (leaf first) is valid now and chains to a trusted root, checked as a
         TLS server certificate for the DNS name ``name`` (which the leaf must carry)."""
@@ -140,3 +147,66 @@ def peer_chain(sslobj: object) -> list[bytes]:
     except (ValueError, AttributeError):
         return []
     return [leaf] if leaf else []
+
+
+# -- DANE (RFC 6698, RFC 7671, RFC 7673) -------------------------------------------------------
+
+def _tlsa_data(cert: x509.Certificate, selector: int, mtype: int) -> bytes | None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    if selector == 0:
+        data = cert.public_bytes(serialization.Encoding.DER)
+    elif selector == 1:
+        data = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:
+        return None
+    if mtype == 0:
+        return data
+    algo = {1: hashes.SHA256(), 2: hashes.SHA512()}.get(mtype)
+    if algo is None:
+        return None
+    h = hashes.Hash(algo)
+    h.update(data)
+    return h.finalize()
+
+
+def tlsa_matches(cert: x509.Certificate, record: tuple[int, int, int, bytes]) -> bool:
+    want = _tlsa_data(cert, record[1], record[2])
+    return want is not None and want == record[3]
+
+
+def tlsa_record(cert_der: bytes, usage: int = 3, selector: int = 1, mtype: int = 1) -> tuple[int, int, int, bytes]:
+    """The TLSA record (usage, selector, matching type, data) for a certificate."""
+    data = _tlsa_data(x509.load_der_x509_certificate(cert_der), selector, mtype)
+    assert data is not None
+    return usage, selector, mtype, data
+
+
+def dane_authenticates(chain_der: list[bytes], records: list[tuple[int, int, int, bytes]],
+                       trust: TrustStore, domain: str) -> bool:
+    """Does the peer's chain match one of the (DNSSEC-validated) TLSA records? DANE-EE (3): the
+    leaf matches, names and dates aside (RFC 7671 §5.1); DANE-TA (2): a certificate of the chain
+    matches and, taken as the only trust anchor, validates the chain for ``domain``; PKIX-EE (1)
+    and PKIX-TA (0): a match and PKIX validation against the trust store."""
+    if not chain_der:
+        return False
+    try:
+        chain = [x509.load_der_x509_certificate(d) for d in chain_der]
+    except ValueError:
+        return False
+    leaf = chain[0]
+    for record in records:
+        usage = record[0]
+        if usage == 3 and tlsa_matches(leaf, record):
+            return True
+        if usage == 1 and tlsa_matches(leaf, record) and trust.authenticates(chain_der, domain):
+            return True
+        if usage in (0, 2):
+            for cert in chain[1:] if usage == 2 else chain:
+                if not tlsa_matches(cert, record):
+                    continue
+                if usage == 0 and trust.authenticates(chain_der, domain):
+                    return True
+                if usage == 2 and TrustStore.of([cert]).authenticates(chain_der, domain):
+                    return True
+    return False

@@ -20,7 +20,7 @@ from ..jid import JID
 from ..net.tls import DEFAULT_CIPHERS
 from ..xml.element import Element
 from . import dns as s2sdns
-from .certs import TrustStore, peer_chain
+from .certs import TrustStore, dane_authenticates, peer_chain
 from .dialback import dialback_key, key_matches, load_secret
 from .socks import socks5_connect
 from .stream import ST_CLOSED, ST_READY, S2SStream
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
 MAX_QUEUE = 1000            # stanzas waiting for one remote domain while its stream connects
+MAX_CHECKS_PER_STREAM = 8   # dialback verifications one incoming stream may have us run at once
 MAX_OUTPUT = 16 * 1024 * 1024
 SWEEP_EVERY = 10.0
 HAPPY_EYEBALLS_DELAY = 0.25   # RFC 8305 §5: the next address is tried after this long
@@ -206,6 +207,15 @@ class S2SConnection(asyncio.Protocol):
         chain = peer_chain(sslobj) if sslobj is not None else []
         results: dict[str, bool] = {}
         trust = self.service.trust
+        stream = self.stream
+        if stream.dane_records:
+            # DANE decides for the domain it was looked up for: a mismatch is refused even
+            # where PKIX (or dialback) would accept (RFC 7673 §3).
+            remote = stream.remote or ""
+            results[remote] = dane_authenticates(chain, stream.dane_records, trust, remote)
+            stream.peer_verified = "dane" if results[remote] else "dane-mismatch"
+        elif stream.outgoing:
+            stream.peer_verified = "pkix" if trust.authenticates(chain, stream.remote or "") else "none"
 
         def authenticates(domain: str) -> bool:
             if domain not in results:
@@ -407,6 +417,10 @@ class S2SService:
         entry.conn = conn
         if socks is not None:
             stream.peer = addr + " through Tor"
+        else:
+            why = await self._dane(stream, target)
+            if why:
+                return False, f"{addr}: {why}", False
         entry.attempt = loop.create_future()
         try:
             await asyncio.wait_for(self._open(loop, conn, target, addrs, ctx, entry.attempt, socks),
@@ -423,6 +437,24 @@ class S2SService:
             return True, "", False
         entry.conn = None
         return False, f"{stream.peer}: {stream.close_reason or 'closed'}", False
+
+    async def _dane(self, stream: S2SStream, target: s2sdns.Target) -> str:
+        """Look up the target's TLSA records (RFC 7673) when DNSSEC secured its name; the
+        records then decide the peer's certificate. Returns why the target may not be used."""
+        records: list[tuple[int, int, int, bytes]] = []
+        if target.secure:
+            try:
+                found, secure = await s2sdns.resolve_tlsa(target.host, target.port, self.config.timeout)
+            except dns.exception.DNSException as e:
+                # A secure zone whose TLSA lookup fails: the records may exist (RFC 7671 §4.1).
+                return f"TLSA lookup failed: {e}"
+            if secure:
+                records = [r for r in found if r[0] in (0, 1, 2, 3)]
+        if records:
+            stream.dane_records = records
+        elif self.config.require_dane:
+            return "no DNSSEC-validated TLSA records ([s2s] require_dane)"
+        return ""
 
     async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
                     target: s2sdns.Target, addrs: list[str], ctx: ssl.SSLContext,
@@ -482,6 +514,10 @@ class S2SService:
     def verify_dialback(self, stream: S2SStream, originating: str, receiving: str, key: str) -> None:
         """Ask ``originating``'s authoritative server whether ``key`` is its key for ``stream``."""
         sid = stream.stream_id
+        if sum(1 for s in self.checks.values() if s is stream) >= MAX_CHECKS_PER_STREAM:
+            # Each check costs DNS lookups and a connection: a peer may not have us run many.
+            stream.db_result(receiving, originating, "error", "resource-constraint", "wait")
+            return
         self.checks[(originating, receiving, sid)] = stream
         entry = self.out.get((receiving, originating))
         if entry is None:
@@ -495,6 +531,9 @@ class S2SService:
                                               originating, receiving, sid)
 
     def _check_expired(self, originating: str, receiving: str, sid: str) -> None:
+        entry = self.out.get((receiving, originating))
+        if entry is not None:
+            entry.verifies = [v for v in entry.verifies if v[:3] != (originating, receiving, sid)]
         stream = self.checks.pop((originating, receiving, sid), None)
         if stream is not None:
             stream.dialback_done(originating, receiving, None)
@@ -563,6 +602,7 @@ class S2SService:
             s = conn.stream
             out.append({"direction": "out" if s.outgoing else "in", "local": s.local,
                         "remote": s.remote, "peer": s.peer, "auth": s.auth_method or "none",
+                        "peer_verified": s.peer_verified,
                         "tls": s.tls_version, "pairs": sorted(s.pairs),
                         "since": conn.connected_at, "stanzas_in": s.stanzas_in,
                         "stanzas_out": s.stanzas_out})

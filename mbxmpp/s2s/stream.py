@@ -86,6 +86,10 @@ class S2SStream:
         self.cert_authenticates: Callable[[str], bool] = lambda domain: False
         self.tls_version = ""
         self.auth_method = ""   # "pkix" (SASL EXTERNAL) or "dialback"
+        # Outgoing: DNSSEC-validated TLSA records for the peer (DANE), and how the peer's
+        # certificate was found: "dane", "dane-mismatch", "pkix" or "none".
+        self.dane_records: list[tuple[int, int, int, bytes]] = []
+        self.peer_verified = ""
         # Incoming: the (remote domain, local domain) pairs authenticated on this stream.
         # Outgoing: the pair is (local, remote) once ``stage == ST_READY``.
         self.pairs: set[tuple[str, str]] = set()
@@ -416,6 +420,10 @@ class S2SStream:
             self._ready()
             return
         remote = self.remote or ""
+        if self.peer_verified == "dane-mismatch":
+            self.close_reason = f"the certificate of {remote} does not match its DANE TLSA records"
+            self.fail(StreamError("policy-violation", "your certificate does not match your TLSA records"))
+            return
         if not self.cert_authenticates(remote) and not self.host.dialback_allowed(remote):
             self.close_reason = f"the certificate of {remote} does not verify"
             self.fail(StreamError("policy-violation", "your certificate does not verify"))
@@ -453,8 +461,8 @@ class S2SStream:
     def _ready(self) -> None:
         self.stage = ST_READY
         self.pairs.add((self.local or "", self.remote or ""))
-        log.info("s2s out %s -> %s: ready (%s, %s)", self.local, self.remote, self.auth_method,
-                 self.tls_version)
+        log.info("s2s out %s -> %s: ready (%s, %s, peer certificate: %s)", self.local, self.remote,
+                 self.auth_method, self.tls_version, self.peer_verified or "none")
         self.host.outgoing_ready(self)
 
     def send_verify(self, originating: str, receiving: str, stream_id: str, key: str) -> None:
