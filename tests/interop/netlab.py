@@ -32,7 +32,7 @@ def lab_unavailable() -> str | None:
     if r.returncode != 0:
         return f"`ip netns add` fails here: {r.stderr.decode().strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
-    for tool in ("dnsmasq", "prosody"):
+    for tool in ("dnsmasq", "unbound", "prosody"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/test.sh installs it)"
     return None
@@ -144,6 +144,10 @@ class NetLab:
         with open(f"/etc/netns/{ns}/hosts", "w") as f:
             f.write("127.0.0.1 localhost\n")
         return ns
+
+    def use_resolver(self, short: str, ip: str) -> None:
+        with open(f"/etc/netns/{self.namespaces[short]}/resolv.conf", "w") as f:
+            f.write(f"nameserver {ip}\n")
 
     def nsexec(self, short: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         return run("ip", "netns", "exec", self.namespaces[short], *cmd, check=check)
@@ -333,3 +337,79 @@ class Socks5Proxy:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def signed_zone(directory: str, origin: str, records: list[str]) -> tuple[str, str]:
+    """A DNSSEC-signed zone file for ``origin`` (records in zone-file syntax, relative names
+    allowed) and the trust-anchor file for its key; returns both paths."""
+    import dns.dnssec
+    import dns.rdatatype
+    import dns.zone
+
+    text = (f"$ORIGIN {origin}\n$TTL 60\n"
+            f"@ SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 60\n@ NS ns.{origin}\n"
+            + "\n".join(records) + "\n")
+    zone = dns.zone.from_text(text, origin=origin, relativize=False)
+    key = ec.generate_private_key(ec.SECP256R1())
+    dnskey = dns.dnssec.make_dnskey(key.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256,
+                                    flags=257)
+    with zone.writer() as txn:
+        dns.dnssec.sign_zone(zone, txn, keys=[(key, dnskey)], lifetime=86400)
+    zone_path = os.path.join(directory, f"{origin.rstrip('.')}.zone")
+    zone.to_file(zone_path, relativize=False)
+    anchor_path = os.path.join(directory, f"{origin.rstrip('.')}.anchor")
+    with open(anchor_path, "w") as f:
+        f.write(f"{origin} 60 IN DNSKEY {dnskey.to_text()}\n")
+    return zone_path, anchor_path
+
+
+UNBOUND_CONFIG = """
+server:
+    interface: {ip}
+    port: 53
+    access-control: 0.0.0.0/0 allow
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: "{dir}/unbound.pid"
+    logfile: "{dir}/unbound.log"
+    use-syslog: no
+    verbosity: 1
+    log-queries: yes
+    module-config: "validator iterator"
+    trust-anchor-file: "{anchor}"
+    do-ip6: no
+    cache-max-ttl: 0
+    cache-max-negative-ttl: 0
+    val-log-level: 2
+    local-zone: "onion." refuse
+auth-zone:
+    name: "{secure_zone}"
+    zonefile: "{zone}"
+    for-downstream: no
+    for-upstream: yes
+    fallback-enabled: no
+stub-zone:
+    name: "example."
+    stub-addr: {upstream}
+"""
+
+
+def start_unbound(lab: NetLab, ip: str, upstream: str, secure_zone: str, zone: str, anchor: str) -> None:
+    """A validating resolver at ``ip`` (in the DNS namespace): ``secure_zone`` signed and served by
+    itself, the rest of ``example.`` from the unsigned upstream (dnsmasq)."""
+    lab.nsexec("dns", "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+    d = os.path.join(lab.tmp, "unbound")
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "unbound.conf")
+    with open(cfg, "w") as f:
+        f.write(UNBOUND_CONFIG.format(ip=ip, dir=d, anchor=anchor, secure_zone=secure_zone, zone=zone,
+                                      upstream=upstream))
+    lab.spawn("dns", ["unbound", "-d", "-c", cfg], "unbound.out")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "start of service" in lab.log("unbound/unbound.log"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("unbound did not start:\n" + lab.log("unbound.out") + lab.log("unbound/unbound.log"))

@@ -20,6 +20,7 @@ from typing import Iterator
 
 import pytest
 
+from mbxmpp.s2s.certs import tlsa_record
 from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
 from tests.interop.netlab import (
     CA,
@@ -28,6 +29,8 @@ from tests.interop.netlab import (
     lab_unavailable,
     mbxmpp_env,
     prosody_config,
+    signed_zone,
+    start_unbound,
     wait_port,
 )
 from tests.realclient.conftest import Client
@@ -75,6 +78,24 @@ def lab() -> Iterator[Lab]:
         pro_cert = ca.issue("pro", ["pro.example"])
         wrong_cert = ca.issue("other", ["other.example"])
         onion_cert = ca.issue("onion", [ONION])
+        # DANE: sec.example is signed; ok.sec.example's certificate is from a CA nobody trusts
+        # but matches its TLSA record (DANE-EE 3 1 1); bad.sec.example's is valid PKIX but its
+        # TLSA record names another key.
+        dane_ok_cert = CA(os.path.join(net.tmp, "dane")).issue("daneok", ["ok.sec.example"])
+        dane_bad_cert = ca.issue("danebad", ["bad.sec.example"])
+        with open(dane_ok_cert[0], "rb") as f:
+            tlsa = tlsa_record(ssl.PEM_cert_to_DER_cert(f.read().decode()), 3, 1, 1)
+        zone, anchor = signed_zone(net.tmp, "sec.example.", [
+            "_xmpp-server._tcp.ok SRV 0 5 5269 xmpp.ok.sec.example.",
+            f"xmpp.ok A {pro_ip}",
+            f"_5269._tcp.xmpp.ok TLSA 3 1 1 {tlsa[3].hex()}",
+            "_xmpp-server._tcp.bad SRV 0 5 5269 xmpp.bad.sec.example.",
+            f"xmpp.bad A {pro_ip}",
+            f"_5269._tcp.xmpp.bad TLSA 3 1 1 {'5a' * 32}",
+        ])
+        resolver_ip = f"{net.prefix}.3"
+        start_unbound(net, resolver_ip, net.dns_ip, "sec.example.", zone, anchor)
+        net.use_resolver("mb", resolver_ip)  # mbxmpp asks the validating resolver
         socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269)})
         # mb2.example's certificate comes from a CA Prosody does not trust: it must dialback.
         rogue_cert = CA(os.path.join(net.tmp, "rogue")).issue("mb2", ["mb2.example"])
@@ -82,9 +103,11 @@ def lab() -> Iterator[Lab]:
         cfg = prosody_config(prosody_dir, pro_ip, ca.path, {"pro.example": pro_cert,
                                                             "bad.example": wrong_cert,
                                                             "strict.example": wrong_cert,
-                                                            ONION: onion_cert})
+                                                            ONION: onion_cert,
+                                                            "ok.sec.example": dane_ok_cert,
+                                                            "bad.sec.example": dane_bad_cert})
         for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example"),
-                           ("tor", ONION)):
+                           ("tor", ONION), ("dan", "ok.sec.example"), ("dan", "bad.sec.example")):
             subprocess.run(["prosodyctl", "--config", cfg, "register", user, host, PASSWORD],
                            check=True, capture_output=True, timeout=60)
         pro = net.spawn("pro", ["prosody", "--config", cfg, "-F"], "prosody.out")
@@ -115,7 +138,7 @@ listen = ["{mb_ip}:5269"]
 direct_tls = ["{mb_ip}:5270"]
 ca_file = "{ca.path}"
 dialback = true
-require_valid_certificates = ["strict.example"]
+require_valid_certificates = ["strict.example", "ok.sec.example"]
 timeout = "{TIMEOUT}s"
 tor_socks = "{socks.address}"
 
@@ -426,3 +449,26 @@ async def test_onion_domain_through_the_socks_proxy_without_dns(lab):
     assert (ONION, 5269) in lab.socks.requests
     assert "onion" not in lab.net.log("dns.log")  # no DNS query for the .onion name, ever
     assert f"s2s out mb.example -> {ONION}: connected to {ONION}:5269 through Tor" in lab.net.log("mbxmpp.log")
+
+
+async def test_dane_ee_authenticates_and_a_tlsa_mismatch_is_refused(lab):
+    """ok.sec.example's certificate chains to no trusted CA and dialback is not allowed for it:
+    only its DNSSEC-validated TLSA record can authenticate it. bad.sec.example's certificate is
+    valid PKIX, but does not match its TLSA record: refused."""
+    alice = await login(lab.mb_ip, "alice@mb.example/dane")
+    dan = await login(lab.pro_ip, "dan@ok.sec.example/d")
+    try:
+        alice.send_message(mto="dan@ok.sec.example/d", mbody="dane says yes", mtype="chat")
+        await next_message(dan, lambda m: m["body"] == "dane says yes")
+        alice.send_message(mto="dan@bad.sec.example", mbody="dane says no", mtype="chat")
+        err = await next_message(alice, lambda m: m["type"] == "error")
+        assert err["from"].bare == "dan@bad.sec.example"
+        assert error_condition(err) == "remote-server-not-found"
+    finally:
+        alice.disconnect()
+        dan.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb.example -> ok.sec.example: ready (pkix, TLSv1.3, peer certificate: dane)" in log
+    assert "the certificate of bad.sec.example does not match its DANE TLSA records" in log
+    ulog = lab.net.log("unbound/unbound.log")
+    assert "_5269._tcp.xmpp.ok.sec.example. TLSA" in ulog, ulog[-3000:]
