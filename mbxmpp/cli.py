@@ -1,4 +1,4 @@
-"""Command line: serve (default), user add|passwd|del|list|import, check-config, xeps.
+"""Command line: serve (default), user add|passwd|del|list|import, check-config, xeps, tlsa.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 any other failure.
 """
@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and explain every error")
     sub.add_parser("xeps", help="list the XEPs this server implements")
+    tlsa = sub.add_parser("tlsa", help="the DANE TLSA records for our certificates (--check: "
+                                       "compare with what DNS publishes)")
+    tlsa.add_argument("--check", action="store_true")
     arch = sub.add_parser("archive", help="message archive (XEP-0313) maintenance")
     asub = arch.add_subparsers(dest="archive_command", required=True)
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
@@ -80,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(cfg)
         if cmd == "xeps":
             return _xeps(cfg)
+        if cmd == "tlsa":
+            from .s2s.tlsa import report
+            return _run(report(cfg, args.check, sys.stdout))
         if cmd == "user":
             return _run(_user(cfg, args))
         if cmd == "archive":

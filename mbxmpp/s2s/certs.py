@@ -151,7 +151,7 @@ def peer_chain(sslobj: object) -> list[bytes]:
 
 # -- DANE (RFC 6698, RFC 7671, RFC 7673) -------------------------------------------------------
 
-def _tlsa_data(cert: x509.Certificate, selector: int, mtype: int) -> bytes | None:
+def tlsa_data(cert: x509.Certificate, selector: int, mtype: int) -> bytes | None:
     from cryptography.hazmat.primitives import hashes, serialization
     if selector == 0:
         data = cert.public_bytes(serialization.Encoding.DER)
@@ -171,13 +171,13 @@ def _tlsa_data(cert: x509.Certificate, selector: int, mtype: int) -> bytes | Non
 
 
 def tlsa_matches(cert: x509.Certificate, record: tuple[int, int, int, bytes]) -> bool:
-    want = _tlsa_data(cert, record[1], record[2])
+    want = tlsa_data(cert, record[1], record[2])
     return want is not None and want == record[3]
 
 
 def tlsa_record(cert_der: bytes, usage: int = 3, selector: int = 1, mtype: int = 1) -> tuple[int, int, int, bytes]:
     """The TLSA record (usage, selector, matching type, data) for a certificate."""
-    data = _tlsa_data(x509.load_der_x509_certificate(cert_der), selector, mtype)
+    data = tlsa_data(x509.load_der_x509_certificate(cert_der), selector, mtype)
     assert data is not None
     return usage, selector, mtype, data
 

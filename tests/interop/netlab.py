@@ -150,7 +150,8 @@ class NetLab:
             f.write(f"nameserver {ip}\n")
 
     def nsexec(self, short: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        return run("ip", "netns", "exec", self.namespaces[short], *cmd, check=check)
+        return run("ip", "netns", "exec", self.namespaces[short], *cmd, check=check,
+                   env=dict(os.environ, **mbxmpp_env()))
 
     def spawn(self, short: str, cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.tmp, log_name), "ab")

@@ -361,3 +361,45 @@ async def test_happy_eyeballs_falls_back_to_the_next_address():
             await happy_connect(["127.0.0.1"], 1, delay=0.05)  # nothing listens on port 1
     finally:
         listener.close()
+
+
+def _ca_and_leaf(name: str):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "TA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(2)
+          .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(3)
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    der = serialization.Encoding.DER
+    return ca.public_bytes(der), leaf.public_bytes(der)
+
+
+def test_dane_ee_ta_and_mismatch():
+    from mbxmpp.s2s.certs import TrustStore, dane_authenticates, tlsa_record
+    ca, leaf = _ca_and_leaf("peer.example")
+    nobody = TrustStore(None, system=False)  # PKIX trusts nothing here
+    chain = [leaf, ca]
+    assert dane_authenticates(chain, [tlsa_record(leaf, 3, 1, 1)], nobody, "peer.example")
+    assert dane_authenticates(chain, [tlsa_record(leaf, 3, 0, 2)], nobody, "whatever.example")  # EE: no name check
+    # DANE-TA: the CA of the chain is the trust anchor, and the name must match.
+    assert dane_authenticates(chain, [tlsa_record(ca, 2, 0, 1)], nobody, "peer.example")
+    assert not dane_authenticates(chain, [tlsa_record(ca, 2, 0, 1)], nobody, "other.example")
+    # PKIX-EE needs PKIX too.
+    assert not dane_authenticates(chain, [tlsa_record(leaf, 1, 1, 1)], nobody, "peer.example")
+    other_ca, other_leaf = _ca_and_leaf("peer.example")
+    assert not dane_authenticates(chain, [tlsa_record(other_leaf, 3, 1, 1), tlsa_record(other_ca, 2, 1, 1)],
+                                  nobody, "peer.example")
