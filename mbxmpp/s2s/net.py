@@ -261,6 +261,8 @@ class S2SService:
         self.connections: set[S2SConnection] = set()
         # dialback checks we wait for: (originating, receiving, stream id) -> the incoming stream
         self.checks: dict[tuple[str, str, str], S2SStream] = {}
+        # incoming streams the peer made bidirectional (XEP-0288): (local, remote) -> stream
+        self.bidi_in: dict[tuple[str, str], S2SStream] = {}
         self.listeners: list[asyncio.AbstractServer] = []
         self._client_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._sweeper: asyncio.Task | None = None
@@ -339,6 +341,11 @@ class S2SService:
             self.server.router.bounce(stanza, StanzaError("not-allowed", "not from a local domain"))
             return
         entry = self.out.get((local, remote))
+        if entry is None or not entry.ready:
+            peer_stream = self.bidi_in.get((local, remote))
+            if peer_stream is not None and peer_stream.stage != ST_CLOSED:
+                peer_stream.send_stanza(stanza)  # the peer's own stream, both ways (XEP-0288)
+                return
         if entry is None:
             entry = self.out[(local, remote)] = Outgoing(local, remote)
         if entry.ready:
@@ -565,10 +572,19 @@ class S2SService:
         if entry.attempt is not None and not entry.attempt.done():
             entry.attempt.set_result(True)
 
+    def bidi_wanted(self) -> bool:
+        return True
+
+    def incoming_authenticated(self, stream: S2SStream, remote: str, local: str) -> None:
+        if stream.bidi:
+            self.bidi_in[(local, remote)] = stream
+
     def stream_closed(self, stream: S2SStream) -> None:
         if not stream.outgoing:
             for k in [k for k, s in self.checks.items() if s is stream]:
                 del self.checks[k]
+            for k in [k for k, s in self.bidi_in.items() if s is stream]:
+                del self.bidi_in[k]
             return
         key = (stream.local or "", stream.remote or "")
         entry = self.out.get(key)

@@ -40,6 +40,8 @@ from ..xml.ns import (
 log = logging.getLogger(__name__)
 
 STANZAS = frozenset(("message", "presence", "iq"))
+NS_BIDI = "urn:xmpp:bidi"                    # XEP-0288
+NS_BIDI_FEATURE = "urn:xmpp:features:bidi"
 
 ST_HEADER = 0      # waiting for the peer's stream header
 ST_FEATURES = 1    # outgoing: waiting for <stream:features/>
@@ -62,6 +64,8 @@ class S2SHost(Protocol):
     def verify_answer(self, stream: S2SStream, el: Element) -> None: ...
     def route_incoming(self, stanza: Element, stream: S2SStream) -> None: ...
     def outgoing_ready(self, stream: S2SStream) -> None: ...
+    def bidi_wanted(self) -> bool: ...
+    def incoming_authenticated(self, stream: S2SStream, remote: str, local: str) -> None: ...
     def stream_closed(self, stream: S2SStream) -> None: ...
 
 
@@ -95,6 +99,8 @@ class S2SStream:
         self.pairs: set[tuple[str, str]] = set()
         self.verifies: list[bytes] = []   # <db:verify/> waiting for a secured outgoing stream
         self.dialback_offered = False
+        # XEP-0288: stanzas flow both ways on this stream (asked by the initiating side)
+        self.bidi = False
         self.close_reason: str | None = None   # why an outgoing stream failed ("timeout", ...)
         self.on_close: Callable[[], None] | None = None
         self.stanzas_in = 0
@@ -206,6 +212,8 @@ class S2SStream:
                            b"<mechanism>EXTERNAL</mechanism></mechanisms>")
             # Dialback stays offered after SASL: other domains may piggyback (XEP-0220 §2.5).
             out.append(b"<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>")
+            if not self.bidi and not self.pairs:
+                out.append(b"<bidi xmlns='urn:xmpp:features:bidi'/>")
             self.stage = ST_AUTH
         out.append(b"</stream:features>")
         self.write(b"".join(out))
@@ -229,6 +237,10 @@ class S2SStream:
             self.tls_requested = True
         elif not self.secure:
             raise StreamError("policy-violation", "TLS is required")  # RFC 6120 §5.3.1
+        elif ns == NS_BIDI and tag == "bidi":
+            if self.pairs:  # XEP-0288 §2: before authentication
+                raise StreamError("policy-violation", "bidi must be enabled before authentication")
+            self.bidi = True
         elif ns == NS_SASL and tag == "auth":
             self._sasl_in(el)
         elif ns == NS_SASL and tag == "abort":
@@ -263,9 +275,11 @@ class S2SStream:
             return
         self.pairs.add((remote, self.local or ""))
         self.auth_method = "pkix"
-        log.info("s2s in %s: %s authenticated by certificate (SASL EXTERNAL)", self.peer, remote)
+        log.info("s2s in %s: %s authenticated by certificate (SASL EXTERNAL)%s", self.peer, remote,
+                 ", bidirectional" if self.bidi else "")
         self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
         self.restart()
+        self.host.incoming_authenticated(self, remote, self.local or "")
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         f = Element("failure", NS_SASL)
@@ -305,8 +319,10 @@ class S2SStream:
         if valid:
             self.pairs.add((originating, receiving))
             self.auth_method = self.auth_method or method
-            log.info("s2s in %s: %s authenticated for %s (%s)", self.peer, originating, receiving, method)
+            log.info("s2s in %s: %s authenticated for %s (%s)%s", self.peer, originating, receiving,
+                     method, ", bidirectional" if self.bidi else "")
             self.db_result(receiving, originating, "valid")
+            self.host.incoming_authenticated(self, originating, receiving)
         elif valid is None:
             self.db_result(receiving, originating, "error", "remote-server-not-found", "cancel")
         else:
@@ -355,7 +371,7 @@ class S2SStream:
             raise StreamError("improper-addressing", "a stanza without 'to'") from None
         except JIDError:
             raise StreamError("improper-addressing", "malformed 'to'") from None
-        if (frm.domain, to.domain) not in self.pairs:
+        if not self._accepts(frm.domain, to.domain):
             if not self.pairs:
                 raise StreamError("not-authorized", "authenticate first")  # RFC 6120 §6.4.8
             if not self.host.is_local(to.domain):
@@ -365,6 +381,13 @@ class S2SStream:
         self.stanzas_in += 1
         st._bytes = None
         self.host.route_incoming(st, self)
+
+    def _accepts(self, frm: str, to: str) -> bool:
+        """May a stanza from domain ``frm`` to domain ``to`` come in on this stream?"""
+        if not self.outgoing:
+            return (frm, to) in self.pairs
+        # Our own stream: only with bidi, only for the reverse of what we authenticated.
+        return self.bidi and self.stage == ST_READY and (to, frm) in self.pairs
 
     # -- outgoing side --------------------------------------------------------------------------
     def _element_out(self, el: Element) -> None:
@@ -394,10 +417,10 @@ class S2SStream:
             self.close_reason = "stream error: " + " ".join(c.tag for c in el.elements())
             log.info("s2s out %s: %s", self.remote, self.close_reason)
             self.close()
-        elif tag in STANZAS:
-            # Stanzas on our own outgoing stream need bidirectional streams (XEP-0288),
-            # which we do not negotiate.
-            raise StreamError("unsupported-stanza-type", "this stream is not bidirectional")
+        elif tag in STANZAS and ns == NS_CLIENT:
+            if not self.bidi:
+                raise StreamError("unsupported-stanza-type", "this stream is not bidirectional")
+            self._stanza_in(el)  # XEP-0288: the peer's stanzas on our stream
         else:
             raise StreamError("unsupported-stanza-type", f"unexpected element {tag!r} in {ns!r}")
 
@@ -419,6 +442,10 @@ class S2SStream:
         if self.auth_method:  # the features after the SASL restart
             self._ready()
             return
+        if not self.bidi and features.find("bidi", NS_BIDI_FEATURE) is not None \
+                and self.host.bidi_wanted():
+            self.bidi = True  # XEP-0288 §2: asked for before authentication
+            self.write(b"<bidi xmlns='urn:xmpp:bidi'/>")
         remote = self.remote or ""
         if self.peer_verified == "dane-mismatch":
             self.close_reason = f"the certificate of {remote} does not match its DANE TLSA records"
@@ -461,8 +488,9 @@ class S2SStream:
     def _ready(self) -> None:
         self.stage = ST_READY
         self.pairs.add((self.local or "", self.remote or ""))
-        log.info("s2s out %s -> %s: ready (%s, %s, peer certificate: %s)", self.local, self.remote,
-                 self.auth_method, self.tls_version, self.peer_verified or "none")
+        log.info("s2s out %s -> %s: ready (%s, %s, peer certificate: %s%s)", self.local, self.remote,
+                 self.auth_method, self.tls_version, self.peer_verified or "none",
+                 ", bidirectional" if self.bidi else "")
         self.host.outgoing_ready(self)
 
     def send_verify(self, originating: str, receiving: str, stream_id: str, key: str) -> None:

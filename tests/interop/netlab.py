@@ -241,7 +241,6 @@ log = {{ debug = "{dir}/prosody.log" }}
 authentication = "internal_plain"
 storage = "internal"
 modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "presence" }}
-modules_disabled = {{ "s2s_bidi" }}
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = false
@@ -253,13 +252,19 @@ ssl = {{ certificate = "{cert}"; key = "{key}"; cafile = "{ca}" }}
 PROSODY_HOST = """
 VirtualHost "{domain}"
     ssl = {{ certificate = "{cert}"; key = "{key}"; cafile = "{ca}" }}
+    {extra}
 """
 
 
-def prosody_config(directory: str, ip: str, ca: str, hosts: dict[str, tuple[str, str]]) -> str:
+def prosody_config(directory: str, ip: str, ca: str, hosts: dict[str, tuple[str, str]],
+                   bidi: tuple[str, ...] = ()) -> str:
+    """Prosody serving ``hosts`` (domain -> certificate files); those in ``bidi`` also do
+    XEP-0288 (mod_s2s_bidi)."""
     os.makedirs(os.path.join(directory, "data"), exist_ok=True)
     first = next(iter(hosts.values()))
-    vhosts = "".join(PROSODY_HOST.format(domain=d, cert=c, key=k, ca=ca) for d, (c, k) in hosts.items())
+    vhosts = "".join(PROSODY_HOST.format(domain=d, cert=c, key=k, ca=ca,
+                                         extra='modules_enabled = { "s2s_bidi" }' if d in bidi else "")
+                     for d, (c, k) in hosts.items())
     path = os.path.join(directory, "prosody.cfg.lua")
     with open(path, "w") as f:
         f.write(PROSODY_CONFIG.format(dir=directory, ip=ip, cert=first[0], key=first[1], ca=ca,

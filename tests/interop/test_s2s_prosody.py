@@ -71,11 +71,12 @@ def lab() -> Iterator[Lab]:
                  ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0)],
             # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
             hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
-                   "pro.example": pro_ip, "bad.example": pro_ip, "strict.example": pro_ip,
+                   "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip, "strict.example": pro_ip,
                    "slow-host.example": net.gateway})
         ca = net.ca
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
+        nobidi_cert = ca.issue("nobidi", ["nobidi.example"])
         wrong_cert = ca.issue("other", ["other.example"])
         onion_cert = ca.issue("onion", [ONION])
         # DANE: sec.example is signed; ok.sec.example's certificate is from a CA nobody trusts
@@ -105,9 +106,12 @@ def lab() -> Iterator[Lab]:
                                                             "strict.example": wrong_cert,
                                                             ONION: onion_cert,
                                                             "ok.sec.example": dane_ok_cert,
-                                                            "bad.sec.example": dane_bad_cert})
+                                                            "bad.sec.example": dane_bad_cert,
+                                                            "nobidi.example": nobidi_cert},
+                             bidi=("pro.example",))
         for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example"),
-                           ("tor", ONION), ("dan", "ok.sec.example"), ("dan", "bad.sec.example")):
+                           ("tor", ONION), ("dan", "ok.sec.example"), ("dan", "bad.sec.example"),
+                           ("nat", "nobidi.example")):
             subprocess.run(["prosodyctl", "--config", cfg, "register", user, host, PASSWORD],
                            check=True, capture_output=True, timeout=60)
         pro = net.spawn("pro", ["prosody", "--config", cfg, "-F"], "prosody.out")
@@ -230,9 +234,10 @@ async def test_subscription_and_messages_both_ways_with_sasl_external(lab):
         alice.disconnect()
         pat.disconnect()
     log = lab.net.log("mbxmpp.log")
-    # Both directions authenticated by certificate with SASL EXTERNAL (XEP-0178).
-    assert "s2s out mb.example -> pro.example: ready (pkix" in log, log[-5000:]
-    assert "pro.example authenticated by certificate (SASL EXTERNAL)" in log, log[-5000:]
+    # Authenticated by certificate with SASL EXTERNAL (XEP-0178), Prosody's certificate checked
+    # (PKIX), and made bidirectional (XEP-0288): Prosody's stanzas came back on our stream.
+    assert "s2s out mb.example -> pro.example: ready (pkix, TLSv1.3, peer certificate: pkix, bidirectional)" in log
+    assert "s2s in " not in log  # no second stream: Prosody answered on ours
     # The SRV record for direct TLS came first (XEP-0368); its target's IPv6 address (tried
     # first, RFC 8305) is unreachable, the IPv4 one answered.
     assert f"s2s out mb.example -> pro.example: connected to {lab.pro_ip}:5270" in log
@@ -241,11 +246,29 @@ async def test_subscription_and_messages_both_ways_with_sasl_external(lab):
     assert "Accepting SASL EXTERNAL identity from mb.example" in plog
 
 
-async def test_dialback_both_ways_when_certificates_do_not_verify(lab):
+async def test_without_bidi_each_direction_has_its_own_stream(lab):
+    """nobidi.example does not do XEP-0288: one stream each way, both with SASL EXTERNAL."""
+    alice = await login(lab.mb_ip, "alice@mb.example/nobidi")
+    nat = await login(lab.pro_ip, "nat@nobidi.example/n")
+    try:
+        alice.send_message(mto="nat@nobidi.example/n", mbody="one way", mtype="chat")
+        await next_message(nat, lambda m: m["body"] == "one way")
+        nat.send_message(mto="alice@mb.example/nobidi", mbody="other way", mtype="chat")
+        m = await next_message(alice, lambda m: m["body"] == "other way")
+        assert m["from"].full == "nat@nobidi.example/n"
+    finally:
+        alice.disconnect()
+        nat.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb.example -> nobidi.example: ready (pkix, TLSv1.3, peer certificate: pkix)\n" in log
+    assert "nobidi.example authenticated by certificate (SASL EXTERNAL)\n" in log
+
+
+async def test_dialback_when_our_certificate_does_not_verify(lab):
     """mb2.example's certificate is from a CA Prosody does not trust: Prosody offers no SASL
-    EXTERNAL, mbxmpp uses dialback and Prosody asks mbxmpp (authoritative) to verify the key;
-    and the other way, Prosody (whose pro.example certificate mbxmpp could verify, but which
-    dialbacks since mbxmpp's mb2.example certificate fails on its side) is verified by mbxmpp."""
+    EXTERNAL, mbxmpp uses dialback and Prosody connects to mb2.example to ask mbxmpp (the
+    authoritative server) whether the key is good; Prosody's answer comes back on the
+    bidirectional stream."""
     amy = await login(lab.mb_ip, "amy@mb2.example/db")
     pat = await login(lab.pro_ip, "pat@pro.example/db2")
     try:

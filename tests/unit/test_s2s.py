@@ -32,6 +32,7 @@ class Host:
         self.verify_asked: list[tuple[str, str, str]] = []
         self.ready: list[S2SStream] = []
         self.closed: list[S2SStream] = []
+        self.authenticated: list[tuple[str, str, bool]] = []
 
     def is_local(self, domain: str) -> bool:
         return domain in ("mb.example", "conference.mb.example")
@@ -59,6 +60,12 @@ class Host:
 
     def outgoing_ready(self, stream) -> None:
         self.ready.append(stream)
+
+    def bidi_wanted(self) -> bool:
+        return True
+
+    def incoming_authenticated(self, stream, remote, local) -> None:
+        self.authenticated.append((remote, local, stream.bidi))
 
     def stream_closed(self, stream) -> None:
         self.closed.append(stream)
@@ -403,3 +410,42 @@ def test_dane_ee_ta_and_mismatch():
     other_ca, other_leaf = _ca_and_leaf("peer.example")
     assert not dane_authenticates(chain, [tlsa_record(other_leaf, 3, 1, 1), tlsa_record(other_ca, 2, 1, 1)],
                                   nobody, "peer.example")
+
+
+def test_bidi_both_directions():
+    # Incoming: the peer asks for bidi before authenticating; we are told, to send on it.
+    host = Host()
+    s, peer = incoming(host, authenticates=lambda d: d == "pro.example")
+    assert peer.elements()[0].find("bidi", "urn:xmpp:features:bidi") is not None
+    s.receive_data(b"<bidi xmlns='urn:xmpp:bidi'/>")
+    s.receive_data(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+    assert host.authenticated == [("pro.example", "mb.example", True)]
+    # Outgoing: we ask for it when offered, and take the peer's stanzas for the reverse pair only.
+    host = Host()
+    o, peer = outgoing(host, authenticates=lambda d: True)
+    o.receive_data(b"<stream:features><bidi xmlns='urn:xmpp:features:bidi'/><mechanisms "
+                   b"xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>"
+                   b"</stream:features>")
+    bidi, auth = peer.elements()
+    assert (bidi.tag, bidi.ns, auth.tag) == ("bidi", "urn:xmpp:bidi", "auth")
+    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+    o.receive_data(b"<stream:features/>")
+    assert o.stage == ST_READY
+    o.receive_data(b"<message from='p@pro.example' to='a@mb.example'><body>back</body></message>")
+    assert host.routed[0].findtext("body") == "back"
+    o.receive_data(b"<message from='p@evil.example' to='a@mb.example'/>")
+    assert stream_error(peer) == "invalid-from"
+
+
+def test_stanzas_on_an_outgoing_stream_without_bidi():
+    host = Host()
+    o, peer = outgoing(host, authenticates=lambda d: True)
+    o.receive_data(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                   b"<mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")
+    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+    o.receive_data(b"<stream:features/>")
+    peer.elements()
+    o.receive_data(b"<message from='p@pro.example' to='a@mb.example'/>")
+    assert stream_error(peer) == "unsupported-stanza-type"
