@@ -111,7 +111,7 @@ def lab() -> Iterator[Lab]:
                              bidi=("pro.example",))
         for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example"),
                            ("tor", ONION), ("dan", "ok.sec.example"), ("dan", "bad.sec.example"),
-                           ("nat", "nobidi.example")):
+                           ("nat", "nobidi.example"), ("pushapp", "pro.example")):
             subprocess.run(["prosodyctl", "--config", cfg, "register", user, host, PASSWORD],
                            check=True, capture_output=True, timeout=60)
         pro = net.spawn("pro", ["prosody", "--config", cfg, "-F"], "prosody.out")
@@ -146,6 +146,10 @@ require_valid_certificates = ["strict.example", "ok.sec.example"]
 timeout = "{TIMEOUT}s"
 tor_socks = "{socks.address}"
 
+[sm]
+resume_timeout = "1s"
+push_resume_timeout = "60s"
+
 [http]
 listen = ["{mb_ip}:5443"]
 
@@ -153,7 +157,7 @@ listen = ["{mb_ip}:5443"]
 listen = ["{mb_ip}:7777"]
 """)
         env = mbxmpp_env()
-        for user in ("alice@mb.example", "amy@mb2.example"):
+        for user in ("alice@mb.example", "amy@mb2.example", "pia@mb.example"):
             subprocess.run([sys.executable, "-m", "mbxmpp", "-c", mb_cfg, "user", "add",
                             user, "--password", PASSWORD],
                            check=True, capture_output=True, env=dict(os.environ, **env), timeout=60)
@@ -520,3 +524,48 @@ def test_tlsa_command_checks_what_dns_publishes(lab, domain, ok):
         assert f"{domain}: {target} MISMATCH" in out
         printed = lab.net.nsexec("mb", sys.executable, "-m", "mbxmpp", "-c", cfg, "tlsa").stdout
         assert printed.split()[4] in out  # the record to publish instead
+
+
+async def test_push_notification_to_an_app_server_on_another_domain(lab):
+    """XEP-0357: the app server is a client of Prosody (pushapp@pro.example/srv); a phone on
+    mbxmpp registers it, loses its connection, and a message for it makes mbxmpp publish the
+    notification across s2s."""
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    from tests.rawclient import RawClient
+
+    app = await login(lab.pro_ip, "pushapp@pro.example/srv")
+    pushes: asyncio.Queue = asyncio.Queue()
+
+    def on_publish(iq) -> None:
+        pushes.put_nowait(iq)
+        iq.reply().send()
+
+    app.register_handler(Callback("push", MatchXPath(
+        "{jabber:client}iq/{http://jabber.org/protocol/pubsub}pubsub"), on_publish))
+    r, w = await asyncio.open_connection(lab.mb_ip, 5222)
+    phone = RawClient(r, w)
+    alice = await login(lab.mb_ip, "alice@mb.example/pusher")
+    try:
+        await phone.auth("pia", PASSWORD, to="mb.example")
+        await phone.bind("phone")
+        await phone.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        assert (await phone.element()).tag == "enabled"
+        await phone.send("<iq type='set' id='push1'><enable xmlns='urn:xmpp:push:0' "
+                         "jid='pushapp@pro.example/srv' node='node-p'/></iq>")
+        while True:
+            el = await phone.element()
+            if el.tag == "iq" and el.get("id") == "push1":
+                assert el.get("type") == "result", el
+                break
+        phone.writer.transport.abort()   # the phone loses its network
+        await asyncio.sleep(1.5)         # past resume_timeout: the session hibernates for push
+        alice.send_message(mto="pia@mb.example", mbody="wake up", mtype="chat")
+        iq = await asyncio.wait_for(pushes.get(), 15)
+        assert iq["from"].full == "pia@mb.example" and iq["to"].full == "pushapp@pro.example/srv"
+        publish = iq.xml.find("{http://jabber.org/protocol/pubsub}pubsub/{http://jabber.org/protocol/pubsub}publish")
+        assert publish.get("node") == "node-p"
+    finally:
+        alice.disconnect()
+        app.disconnect()
