@@ -1,4 +1,4 @@
-"""Command line: serve (default), user add|passwd|del|list|import, check-config, xeps, tlsa.
+"""Command line: serve (default), user add|passwd|del|list|import, check-config, xeps.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 any other failure.
 """
@@ -30,9 +30,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and explain every error")
     sub.add_parser("xeps", help="list the XEPs this server implements")
-    tlsa = sub.add_parser("tlsa", help="the DANE TLSA records for our certificates (--check: "
-                                       "compare with what DNS publishes)")
-    tlsa.add_argument("--check", action="store_true")
     arch = sub.add_parser("archive", help="message archive (XEP-0313) maintenance")
     asub = arch.add_subparsers(dest="archive_command", required=True)
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
@@ -83,9 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(cfg)
         if cmd == "xeps":
             return _xeps(cfg)
-        if cmd == "tlsa":
-            from .s2s.tlsa import report
-            return _run(report(cfg, args.check, sys.stdout))
         if cmd == "user":
             return _run(_user(cfg, args))
         if cmd == "archive":
@@ -151,7 +145,11 @@ def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
     # Implemented by the core (streams, TLS, SASL) rather than by a feature module.
-    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: the direct TLS listener, ALPN xmpp-client"),
+    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: direct TLS listeners (c2s, s2s) "
+                                      "and _xmpps-server lookups"),
+            ("0178", "1.2", "s2s", "SASL EXTERNAL with certificates, both ways"),
+            ("0220", "1.1.1", "s2s", "Server Dialback, every role, with dialback errors"),
+            ("0288", "1.0.1", "s2s", "Bidirectional server-to-server streams"),
             ("0440", "0.4.2", "core", "SASL channel-binding type capability"),
             ("0203", "2.0", "core", "Delayed delivery stamps on offline and archived messages"),
             ("0334", "0.3.3", "core", "Message processing hints (no-store, store, no-copy) honoured")]

@@ -165,6 +165,11 @@ class Server:
         await self.start_modules()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
+        if self.config.s2s.enabled:
+            # (before the c2s listeners: a client that can connect can federate)
+            from .s2s.net import S2SService
+            self.s2s = S2SService(self)
+            await self.s2s.start()   # sets router.remote: stanzas to other domains federate
         c2s = self.config.c2s
         starttls_ctx = self.tls.context()
         direct_ctx = self.tls.context(alpn=["xmpp-client"])  # XEP-0368
@@ -180,10 +185,6 @@ class Server:
             self.listeners.append(srv)
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         await self.http.start(self.tls)
-        if self.config.s2s.enabled:
-            from .s2s.net import S2SService
-            self.s2s = S2SService(self)
-            await self.s2s.start()   # sets router.remote: stanzas to other domains federate
         self.started = True
 
     async def stop(self) -> None:

@@ -168,7 +168,6 @@ listen = ["{mb_ip}:7777"]
         lab.mb_ip, lab.pro_ip = mb_ip, pro_ip  # type: ignore[attr-defined]
         lab.blackhole = blackhole  # type: ignore[attr-defined]
         lab.socks = socks  # type: ignore[attr-defined]
-        lab.dane_certs = {"ok.sec.example": dane_ok_cert, "bad.sec.example": dane_bad_cert}  # type: ignore[attr-defined]
         lab.evil_cert = ca.issue("evil", ["evil.example"])  # type: ignore[attr-defined]
         yield lab
         blackhole.close()
@@ -500,30 +499,6 @@ async def test_dane_ee_authenticates_and_a_tlsa_mismatch_is_refused(lab):
     assert "the certificate of bad.sec.example does not match its DANE TLSA records" in log
     ulog = lab.net.log("unbound/unbound.log")
     assert "_5269._tcp.xmpp.ok.sec.example. TLSA" in ulog, ulog[-3000:]
-
-
-@pytest.mark.parametrize("domain, ok", [("ok.sec.example", True), ("bad.sec.example", False)])
-def test_tlsa_command_checks_what_dns_publishes(lab, domain, ok):
-    """The operator's view: `tlsa --check` compares the certificate the server would present
-    with the TLSA records DNS publishes (through the validating resolver)."""
-    cert, key = lab.dane_certs[domain]
-    d = os.path.join(lab.net.tmp, f"tlsa-{domain}")
-    os.makedirs(d, exist_ok=True)
-    cfg = os.path.join(d, "mbxmpp.toml")
-    with open(cfg, "w") as f:
-        f.write(f'[server]\ndomains = ["{domain}"]\ndata_dir = "{d}/data"\n'
-                f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
-    r = lab.net.nsexec("mb", sys.executable, "-m", "mbxmpp", "-c", cfg, "tlsa", "--check", check=False)
-    out = r.stdout
-    target = f"_5269._tcp.xmpp.{domain.split('.')[0]}.sec.example."
-    if ok:
-        assert r.returncode == 0, out + r.stderr
-        assert f"{domain}: {target} OK" in out
-    else:
-        assert r.returncode == 1, out + r.stderr
-        assert f"{domain}: {target} MISMATCH" in out
-        printed = lab.net.nsexec("mb", sys.executable, "-m", "mbxmpp", "-c", cfg, "tlsa").stdout
-        assert printed.split()[4] in out  # the record to publish instead
 
 
 async def test_push_notification_to_an_app_server_on_another_domain(lab):
