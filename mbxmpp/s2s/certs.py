@@ -136,6 +136,7 @@ def peer_chain(sslobj: object) -> list[bytes]:
             chain = inner.get_unverified_chain()
         except (ssl.SSLError, ValueError):
             chain = None
+    chain = [c for c in chain or () if c is not None]  # (a peer without a certificate: [None])
     if chain:
         out = []
         for c in chain:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
 MAX_QUEUE = 1000            # stanzas waiting for one remote domain while its stream connects
+MAX_UNAUTH_PER_IP = 32      # incoming streams one address may hold before authenticating
 MAX_CHECKS_PER_STREAM = 8   # dialback verifications one incoming stream may have us run at once
 MAX_OUTPUT = 16 * 1024 * 1024
 SWEEP_EVERY = 10.0
@@ -83,6 +84,8 @@ class S2SConnection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self.last_activity = time.monotonic()
         self.connected_at = time.time()
+        self.peer_ip = ""
+        self.counted = False   # in the service's count of unauthenticated incoming streams
         stream.write = self._write
         stream.on_close = self._close_transport
 
@@ -90,6 +93,7 @@ class S2SConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
         if not self.stream.peer:
             self.stream.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         sslobj = transport.get_extra_info("ssl_object")
@@ -100,6 +104,9 @@ class S2SConnection(asyncio.Protocol):
         if self.stream.outgoing:
             self.stream.start()
         else:
+            if not self.service.count_unauthenticated(self):
+                self.stream.fail(StreamError("policy-violation", "too many unauthenticated streams"))
+                return
             self._close_timer = self._loop.call_later(self.service.config.timeout * 2,
                                                       self._auth_expired)
 
@@ -135,6 +142,7 @@ class S2SConnection(asyncio.Protocol):
         self._lost = True
         if self._close_timer is not None:
             self._close_timer.cancel()
+        self.service.uncount(self)
         self.service.connections.discard(self)
         self.transport = None
         self._wbuf.clear()
@@ -263,36 +271,58 @@ class S2SService:
         self.checks: dict[tuple[str, str, str], S2SStream] = {}
         # incoming streams the peer made bidirectional (XEP-0288): (local, remote) -> stream
         self.bidi_in: dict[tuple[str, str], S2SStream] = {}
+        self.unauth_per_ip: dict[str, int] = {}
         self.listeners: list[asyncio.AbstractServer] = []
+        self.direct_listeners: list[asyncio.AbstractServer] = []
         self._client_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._sweeper: asyncio.Task | None = None
-        self._server_ctx: ssl.SSLContext | None = None
+        self._server_contexts: dict[bool, ssl.SSLContext] = {}   # direct TLS? -> context
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        tls = self.server.tls
-        assert tls is not None
         loop = asyncio.get_running_loop()
-        starttls_ctx = tls.context(prepare=self._request_peer_certificate)
-        direct_ctx = tls.context(alpn=["xmpp-server"], prepare=self._request_peer_certificate)
+        self._make_server_contexts()
         cfg = self.config
         for host, port in cfg.listen:
-            srv = await loop.create_server(lambda: self._incoming(starttls_ctx, False), host, port,
+            srv = await loop.create_server(lambda: self._incoming(False), host, port,
                                            backlog=256, reuse_address=True)
             self.listeners.append(srv)
             log.info("s2s (STARTTLS) listening on %s:%d", host, port)
-        for host, port in cfg.direct_tls:
-            srv = await loop.create_server(lambda: self._incoming(direct_ctx, True), host, port,
-                                           ssl=direct_ctx, backlog=256, reuse_address=True,
-                                           ssl_handshake_timeout=cfg.timeout)
-            self.listeners.append(srv)
-            log.info("s2s (direct TLS) listening on %s:%d", host, port)
+        await self._direct_listeners()
         self._sweeper = asyncio.ensure_future(self._sweep())
         self.server.router.remote = self
 
+    def _make_server_contexts(self) -> None:
+        tls = self.server.tls
+        assert tls is not None
+        self._server_contexts = {
+            False: tls.context(prepare=self._request_peer_certificate),
+            True: tls.context(alpn=["xmpp-server"], prepare=self._request_peer_certificate)}
+
+    async def _direct_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self._server_contexts[True]
+        for host, port in self.config.direct_tls:
+            srv = await loop.create_server(lambda: self._incoming(True), host, port,
+                                           ssl=ctx, backlog=256, reuse_address=True,
+                                           ssl_handshake_timeout=self.config.timeout)
+            self.direct_listeners.append(srv)
+            log.info("s2s (direct TLS) listening on %s:%d", host, port)
+
+    async def reload_tls(self) -> None:
+        """New certificates (after ``server.tls`` was rebuilt, e.g. on SIGHUP): new connections
+        get them, established streams keep theirs. The direct TLS listeners are re-created (their
+        context is bound at creation); closing a listener leaves its connections open."""
+        self._make_server_contexts()
+        self._client_contexts.clear()
+        old, self.direct_listeners = self.direct_listeners, []
+        for srv in old:
+            srv.close()
+        await self._direct_listeners()
+
     async def stop(self) -> None:
         self.server.router.remote = None
-        for srv in self.listeners:
+        for srv in self.listeners + self.direct_listeners:
             srv.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -309,10 +339,10 @@ class S2SService:
         if self.config.ca_file:
             ctx.load_verify_locations(self.config.ca_file)
 
-    def _incoming(self, ctx: ssl.SSLContext, direct: bool) -> S2SConnection:
+    def _incoming(self, direct: bool) -> S2SConnection:
         stream = S2SStream(self, _no_write, outgoing=False, secure=direct,
                            max_stanza_size=self.config.max_stanza_size)
-        return S2SConnection(self, stream, ctx, direct)
+        return S2SConnection(self, stream, self._server_contexts[direct], direct)
 
     def client_context(self, local: str, direct: bool) -> ssl.SSLContext:
         """Our client side toward peers: our certificate for ``local`` (for the peer's SASL
@@ -575,7 +605,28 @@ class S2SService:
     def bidi_wanted(self) -> bool:
         return True
 
+    def count_unauthenticated(self, conn: S2SConnection) -> bool:
+        """Count a new incoming connection; False when its address holds too many already."""
+        n = self.unauth_per_ip.get(conn.peer_ip, 0)
+        if n >= MAX_UNAUTH_PER_IP:
+            return False
+        self.unauth_per_ip[conn.peer_ip] = n + 1
+        conn.counted = True
+        return True
+
+    def uncount(self, conn: S2SConnection) -> None:
+        if conn.counted:
+            conn.counted = False
+            n = self.unauth_per_ip.get(conn.peer_ip, 1) - 1
+            if n <= 0:
+                self.unauth_per_ip.pop(conn.peer_ip, None)
+            else:
+                self.unauth_per_ip[conn.peer_ip] = n
+
     def incoming_authenticated(self, stream: S2SStream, remote: str, local: str) -> None:
+        conn = self._conn_of(stream)
+        if conn is not None:
+            self.uncount(conn)
         if stream.bidi:
             self.bidi_in[(local, remote)] = stream
 
@@ -583,8 +634,8 @@ class S2SService:
         if not stream.outgoing:
             for k in [k for k, s in self.checks.items() if s is stream]:
                 del self.checks[k]
-            for k in [k for k, s in self.bidi_in.items() if s is stream]:
-                del self.bidi_in[k]
+            for pair in [p for p, s in self.bidi_in.items() if s is stream]:
+                del self.bidi_in[pair]
             return
         key = (stream.local or "", stream.remote or "")
         entry = self.out.get(key)
@@ -600,6 +651,9 @@ class S2SService:
             del self.out[key]
         else:
             self._connect(entry)
+
+    def _conn_of(self, stream: S2SStream) -> S2SConnection | None:
+        return next((c for c in self.connections if c.stream is stream), None)
 
     # -- idle streams -----------------------------------------------------------------------------
     async def _sweep(self) -> None:
