@@ -68,11 +68,14 @@ def lab() -> Iterator[Lab]:
                  # pro.example: direct TLS first (XEP-0368), STARTTLS as the fallback
                  ("_xmpps-server._tcp.pro.example", "xmpp.pro.example", 5270, 0),
                  ("_xmpp-server._tcp.pro.example", "xmpp.pro.example", 5269, 10),
-                 ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0)],
+                 ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0),
+                 # the raw authoritative server of the piggybacking test
+                 ("_xmpp-server._tcp.raw1.example", "rawpeer.example", 15270, 0),
+                 ("_xmpp-server._tcp.raw2.example", "rawpeer.example", 15270, 0)],
             # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
             hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
                    "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip, "strict.example": pro_ip,
-                   "slow-host.example": net.gateway})
+                   "slow-host.example": net.gateway, "rawpeer.example": net.gateway})
         ca = net.ca
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
@@ -169,6 +172,7 @@ listen = ["{mb_ip}:7777"]
         lab.blackhole = blackhole  # type: ignore[attr-defined]
         lab.socks = socks  # type: ignore[attr-defined]
         lab.evil_cert = ca.issue("evil", ["evil.example"])  # type: ignore[attr-defined]
+        lab.raw_cert = ca.issue("raw", ["raw1.example", "raw2.example"])  # type: ignore[attr-defined]
         yield lab
         blackhole.close()
         socks.close()
@@ -395,7 +399,9 @@ class RawPeer:
     async def open(self, frm: str, to: str) -> Element:
         self.parser.reset()
         await self.send(S2S_HEADER.format(frm=frm, to=to))
-        assert isinstance(await self.next(), StreamHeader)
+        header = await self.next()
+        assert isinstance(header, StreamHeader)
+        self.stream_id = header.attrs.get("id")
         return await self.element()
 
     async def starttls(self, cert: tuple[str, str]) -> None:
@@ -544,3 +550,66 @@ async def test_push_notification_to_an_app_server_on_another_domain(lab):
     finally:
         alice.disconnect()
         app.disconnect()
+
+
+async def test_dialback_piggybacking_several_domains_on_one_incoming_stream(lab):
+    """A raw peer authenticates raw1.example and raw2.example by dialback on ONE stream
+    (XEP-0220 §2.5); mbxmpp asks the authoritative server (the same raw peer, found by SRV) over
+    its own outgoing streams; stanzas from both domains are accepted, from a third refused."""
+    keys: dict[tuple[str, str], str] = {}
+    verified: list[tuple[str, str]] = []
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(*lab.raw_cert)
+
+    async def authoritative(r, w) -> None:
+        p = RawPeer(r, w)
+        try:
+            h = await p.next()
+            domain = h.attrs["to"]
+            head = (f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                    f"xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+                    f"id='auth-{domain}' from='{domain}' to='mb.example' version='1.0'>")
+            await p.send(head + "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                         "<required/></starttls></stream:features>")
+            assert (await p.element()).tag == "starttls"
+            await p.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            await w.start_tls(sctx)
+            p.parser.reset()
+            await p.next()
+            await p.send(head + "<stream:features><dialback xmlns='urn:xmpp:features:dialback'>"
+                         "<errors/></dialback></stream:features>")
+            while True:
+                el = await p.element()
+                if el.tag == "verify":
+                    orig, recv, sid = el.get("to"), el.get("from"), el.get("id")
+                    ok = keys.get((orig, sid)) == el.text
+                    verified.append((orig, "valid" if ok else "invalid"))
+                    await p.send(f"<db:verify from='{orig}' to='{recv}' id='{sid}' "
+                                 f"type='{'valid' if ok else 'invalid'}'/>")
+                # (its own db:result for mb.example is never answered: not needed here)
+        except (AssertionError, OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+
+    auth_server = await asyncio.start_server(authoritative, lab.net.gateway, 15270)
+    alice = await login(lab.mb_ip, "alice@mb.example/piggy")
+    peer = await raw_peer(lab, "raw1.example")  # its certificate (evil.example) names neither domain
+    try:
+        await peer.open("raw1.example", "mb.example")
+        for domain in ("raw1.example", "raw2.example"):
+            keys[(domain, peer.stream_id)] = f"key-for-{domain}"
+            await peer.send(f"<db:result from='{domain}' to='mb.example'>key-for-{domain}</db:result>")
+            res = await peer.element()
+            assert (res.tag, res.get("type"), res.get("to")) == ("result", "valid", domain), res
+        for domain in ("raw1.example", "raw2.example"):
+            await peer.send(f"<message from='u@{domain}/x' to='alice@mb.example/piggy' type='chat'>"
+                            f"<body>from {domain}</body></message>")
+            m = await next_message(alice, lambda m, d=domain: m["body"] == f"from {d}")
+            assert m["from"].full == f"u@{domain}/x"
+        await peer.send("<message from='u@raw3.example/x' to='alice@mb.example/piggy'><body>no</body></message>")
+        err = await peer.element()
+        assert err.tag == "error" and err.first_child().tag == "invalid-from", err
+    finally:
+        alice.disconnect()
+        peer.writer.close()
+        auth_server.close()
+    assert sorted(verified) == [("raw1.example", "valid"), ("raw2.example", "valid")]
