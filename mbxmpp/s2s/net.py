@@ -22,6 +22,7 @@ from ..xml.element import Element
 from . import dns as s2sdns
 from .certs import TrustStore, dane_authenticates, peer_chain
 from .dialback import dialback_key, key_matches, load_secret
+from .peercert import request_any_peer_certificate
 from .socks import socks5_connect
 from .stream import ST_CLOSED, ST_READY, S2SStream
 
@@ -333,11 +334,9 @@ class S2SService:
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
 
     def _request_peer_certificate(self, ctx: ssl.SSLContext) -> None:
-        """Incoming contexts ask the peer for its certificate (SASL EXTERNAL, XEP-0178)."""
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-        if self.config.ca_file:
-            ctx.load_verify_locations(self.config.ca_file)
+        """Incoming contexts ask the peer for its certificate (SASL EXTERNAL, XEP-0178) and
+        accept any: whether it authenticates a domain is decided after the handshake."""
+        request_any_peer_certificate(ctx)
 
     def _incoming(self, direct: bool) -> S2SConnection:
         stream = S2SStream(self, _no_write, outgoing=False, secure=direct,

@@ -190,3 +190,30 @@ enabled = false
         old_conn.close()
     finally:
         await server.stop()
+
+
+async def test_a_peer_with_an_untrusted_certificate_gets_through_tls_to_dialback(daemon, tmp_path):
+    """A self-signed or private-CA certificate must not fail the TLS handshake: such peers
+    authenticate with dialback. SASL EXTERNAL is not offered to them."""
+    from tests.interop.netlab import CA
+    cert = CA(str(tmp_path)).issue("peer", ["peer.example"])
+    p = await Peer.connect(daemon.s2s)
+    try:
+        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+        await p.next()
+        await p.next()
+        await p.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await p.next()).tag == "proceed"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(*cert)
+        await p.writer.start_tls(ctx, server_hostname="localhost")
+        p.parser.reset()
+        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+        assert isinstance(await p.next(), StreamHeader)
+        features = await p.next()
+        assert features.find("dialback", "urn:xmpp:features:dialback") is not None
+        assert features.find("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl") is None
+    finally:
+        p.close()
