@@ -138,6 +138,8 @@ class S2SStream:
             elif event.__class__ is StreamHeader:
                 self._header(event)
             elif event is STREAM_END:
+                if self.close_reason is None:
+                    self.close_reason = "closed by the peer"
                 self.close()
         except StreamError as e:
             self.fail(e)
@@ -225,8 +227,7 @@ class S2SStream:
                 raise StreamError("not-authorized", "negotiate TLS and authenticate first")
             self._stanza_in(el)
         elif ns == NS_STREAMS and tag == "error":
-            log.info("s2s in %s: the peer sent a stream error: %s", self.peer,
-                     " ".join(c.tag for c in el.elements()))
+            log.info("s2s in %s: the peer sent a stream error: %s", self.peer, _condition(el))
             self.close()
         elif ns == NS_TLS and tag == "starttls":
             if self.secure or self.stage != ST_TLS:
@@ -414,7 +415,7 @@ class S2SStream:
         elif ns == NS_DIALBACK and tag == "verify":
             self.host.verify_answer(self, el)
         elif ns == NS_STREAMS and tag == "error":
-            self.close_reason = "stream error: " + " ".join(c.tag for c in el.elements())
+            self.close_reason = "stream error from the peer: " + _condition(el)
             log.info("s2s out %s: %s", self.remote, self.close_reason)
             self.close()
         elif tag in STANZAS and ns == NS_CLIENT:
@@ -554,6 +555,13 @@ class S2SStream:
             if self.close_reason is None:
                 self.close_reason = "connection lost"
             self.host.stream_closed(self)
+
+
+def _condition(error: Element) -> str:
+    """The condition of a <stream:error/> (its text, if any, after it)."""
+    cond = next((c.tag for c in error.elements() if c.tag != "text"), "undefined-condition")
+    text = error.findtext("text", "urn:ietf:params:xml:ns:xmpp-streams")
+    return f"{cond} ({text})" if text else cond
 
 
 def _domain(s: str | None) -> str | None:

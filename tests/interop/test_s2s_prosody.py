@@ -57,6 +57,8 @@ def lab() -> Iterator[Lab]:
         net.up()
         net.add_namespace("mb")
         net.add_namespace("pro")
+        net.add_namespace("two")
+        two_ip = net.ips["two"]
         mb_ip, pro_ip = net.ips["mb"], net.ips["pro"]
         # A peer that accepts TCP and never says a word (the kernel completes the handshake).
         blackhole = socket.socket()
@@ -69,13 +71,14 @@ def lab() -> Iterator[Lab]:
                  ("_xmpps-server._tcp.pro.example", "xmpp.pro.example", 5270, 0),
                  ("_xmpp-server._tcp.pro.example", "xmpp.pro.example", 5269, 10),
                  ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0),
+                 ("_xmpp-server._tcp.two.example", "xmpp.two.example", 5269, 0),
                  # the raw authoritative server of the piggybacking test
                  ("_xmpp-server._tcp.raw1.example", "rawpeer.example", 15270, 0),
                  ("_xmpp-server._tcp.raw2.example", "rawpeer.example", 15270, 0)],
             # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
             hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
                    "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip, "strict.example": pro_ip,
-                   "slow-host.example": net.gateway, "rawpeer.example": net.gateway})
+                   "slow-host.example": net.gateway, "rawpeer.example": net.gateway, "xmpp.two.example": two_ip})
         ca = net.ca
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
@@ -165,10 +168,41 @@ listen = ["{mb_ip}:7777"]
                             user, "--password", PASSWORD],
                            check=True, capture_output=True, env=dict(os.environ, **env), timeout=60)
         mb = net.spawn("mb", [sys.executable, "-m", "mbxmpp", "-c", mb_cfg], "mbxmpp.log", env)
+        # A second mbxmpp (two.example): mbxmpp federating with itself; it closes idle streams
+        # after 2 s.
+        two_cert = ca.issue("two", ["two.example"])
+        two_dir = os.path.join(net.tmp, "two")
+        os.makedirs(two_dir)
+        two_cfg = os.path.join(two_dir, "mbxmpp.toml")
+        with open(two_cfg, "w") as f:
+            f.write(f"""
+[server]
+domains = ["two.example"]
+data_dir = "{two_dir}/data"
+[tls]
+cert = "{two_cert[0]}"
+key = "{two_cert[1]}"
+[c2s]
+listen = ["{two_ip}:5222"]
+direct_tls = []
+[s2s]
+listen = ["{two_ip}:5269"]
+ca_file = "{ca.path}"
+idle_timeout = "2s"
+[http]
+listen = ["{two_ip}:5443"]
+[proxy65]
+enabled = false
+""")
+        subprocess.run([sys.executable, "-m", "mbxmpp", "-c", two_cfg, "user", "add", "tom@two.example",
+                        "--password", PASSWORD], check=True, capture_output=True,
+                       env=dict(os.environ, **env), timeout=60)
+        two = net.spawn("two", [sys.executable, "-m", "mbxmpp", "-c", two_cfg], "two.log", env)
+        wait_port(net, two_ip, 5222, two, "two.log")
         wait_port(net, mb_ip, 5222, mb, "mbxmpp.log")
         wait_port(net, pro_ip, 5222, pro, "prosody.out")
         lab = Lab(net)
-        lab.mb_ip, lab.pro_ip = mb_ip, pro_ip  # type: ignore[attr-defined]
+        lab.mb_ip, lab.pro_ip, lab.two_ip = mb_ip, pro_ip, two_ip  # type: ignore[attr-defined]
         lab.blackhole = blackhole  # type: ignore[attr-defined]
         lab.socks = socks  # type: ignore[attr-defined]
         lab.evil_cert = ca.issue("evil", ["evil.example"])  # type: ignore[attr-defined]
@@ -176,9 +210,10 @@ listen = ["{mb_ip}:7777"]
         yield lab
         blackhole.close()
         socks.close()
-        mb.terminate()
-        assert mb.wait(15) == 0, net.log("mbxmpp.log")[-5000:]
-        assert "Traceback" not in net.log("mbxmpp.log"), net.log("mbxmpp.log")
+        for proc, log_name in ((mb, "mbxmpp.log"), (two, "two.log")):
+            proc.terminate()
+            assert proc.wait(15) == 0, net.log(log_name)[-5000:]
+            assert "Traceback" not in net.log(log_name), net.log(log_name)
     finally:
         if os.environ.get("MBXMPP_LAB_LOGS"):
             print(net.log("mbxmpp.log")[-30000:], file=sys.stderr)
@@ -613,3 +648,31 @@ async def test_dialback_piggybacking_several_domains_on_one_incoming_stream(lab)
         peer.writer.close()
         auth_server.close()
     assert sorted(verified) == [("raw1.example", "valid"), ("raw2.example", "valid")]
+
+
+async def test_mbxmpp_with_mbxmpp_bidirectional_and_idle_streams_closed(lab):
+    """Two mbxmpp servers: SASL EXTERNAL and XEP-0288 on both ends (one stream carries both
+    directions); two.example closes the stream once idle ([s2s] idle_timeout = 2 s), and the
+    next message opens a new one."""
+    alice = await login(lab.mb_ip, "alice@mb.example/two")
+    tom = await login(lab.two_ip, "tom@two.example/t")
+    try:
+        alice.send_message(mto="tom@two.example/t", mbody="hi tom", mtype="chat")
+        await next_message(tom, lambda m: m["body"] == "hi tom")
+        tom.send_message(mto="alice@mb.example/two", mbody="hi alice", mtype="chat")
+        m = await next_message(alice, lambda m: m["body"] == "hi alice")
+        assert m["from"].full == "tom@two.example/t"
+        two_log = lab.net.log("two.log")
+        assert "mb.example authenticated by certificate (SASL EXTERNAL), bidirectional" in two_log
+        assert "s2s out two.example" not in two_log  # tom's message rode alice's stream back
+        deadline = time.monotonic() + 20
+        while "closing idle stream" not in lab.net.log("two.log"):
+            assert time.monotonic() < deadline, lab.net.log("two.log")[-3000:]
+            await asyncio.sleep(0.2)
+        alice.send_message(mto="tom@two.example/t", mbody="again", mtype="chat")
+        await next_message(tom, lambda m: m["body"] == "again")
+    finally:
+        alice.disconnect()
+        tom.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert log.count("s2s out mb.example -> two.example: ready (pkix, TLSv1.3, peer certificate: pkix, bidirectional)") == 2
