@@ -255,7 +255,9 @@ class Outgoing:
 
     @property
     def ready(self) -> bool:
-        return self.conn is not None and self.conn.stream.stage == ST_READY
+        conn = self.conn
+        return (conn is not None and conn.stream.stage == ST_READY
+                and (self.local, self.remote) in conn.stream.pairs)
 
 
 class S2SService:
@@ -385,7 +387,37 @@ class S2SService:
             self.server.router.bounce(stanza, StanzaError("resource-constraint", "too many queued"))
             return
         entry.queue.append(stanza)
+        if entry.conn is not None:
+            return  # connecting, or waiting for a piggybacked authentication
+        carrier = self._carrier(local, remote)
+        if carrier is not None:
+            entry.conn = carrier
+            carrier.stream.piggyback(local)
+            return
         self._connect(entry)
+
+    def _carrier(self, local: str, remote: str) -> S2SConnection | None:
+        """A ready stream to ``remote`` (for another of our domains) that ``local`` may
+        piggyback on."""
+        for entry in self.out.values():
+            conn = entry.conn
+            if entry.remote == remote and entry.local != local and entry.ready and conn is not None \
+                    and conn.stream.can_piggyback():
+                return conn
+        return None
+
+    def piggyback_done(self, stream: S2SStream, local: str, ok: bool) -> None:
+        entry = self.out.get((local, stream.remote or ""))
+        if entry is None or entry.conn is None or entry.conn.stream is not stream:
+            return
+        if ok:
+            log.info("s2s out %s -> %s: ready (dialback, piggybacked on the stream of %s)",
+                     local, entry.remote, stream.local)
+            self._flush_queue(entry)
+        else:
+            log.info("s2s out %s -> %s: piggybacking refused, a stream of its own", local, entry.remote)
+            entry.conn = None
+            self._connect(entry)
 
     def _connect(self, entry: Outgoing) -> None:
         if entry.task is None or entry.task.done():
@@ -636,20 +668,19 @@ class S2SService:
             for pair in [p for p, s in self.bidi_in.items() if s is stream]:
                 del self.bidi_in[pair]
             return
-        key = (stream.local or "", stream.remote or "")
-        entry = self.out.get(key)
-        if entry is None or entry.conn is None or entry.conn.stream is not stream:
-            return
-        if entry.attempt is not None and not entry.attempt.done():
-            entry.attempt.set_result(False)   # the connector tries the next candidate
-            return
-        # An established stream ended: the next stanza opens a new one.
-        log.info("s2s out %s -> %s closed: %s", entry.local, entry.remote, stream.close_reason)
-        entry.conn = None
-        if not entry.queue and not entry.verifies:
-            del self.out[key]
-        else:
-            self._connect(entry)
+        for key, entry in list(self.out.items()):  # its own pair, and those piggybacked on it
+            if entry.conn is None or entry.conn.stream is not stream:
+                continue
+            if entry.local == stream.local and entry.attempt is not None and not entry.attempt.done():
+                entry.attempt.set_result(False)   # the connector tries the next candidate
+                continue
+            # An established stream ended: the next stanza opens a new one.
+            log.info("s2s out %s -> %s closed: %s", entry.local, entry.remote, stream.close_reason)
+            entry.conn = None
+            if not entry.queue and not entry.verifies:
+                del self.out[key]
+            else:
+                self._connect(entry)
 
     def _conn_of(self, stream: S2SStream) -> S2SConnection | None:
         return next((c for c in self.connections if c.stream is stream), None)

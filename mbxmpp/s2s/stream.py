@@ -65,6 +65,7 @@ class S2SHost(Protocol):
     def route_incoming(self, stanza: Element, stream: S2SStream) -> None: ...
     def outgoing_ready(self, stream: S2SStream) -> None: ...
     def bidi_wanted(self) -> bool: ...
+    def piggyback_done(self, stream: S2SStream, local: str, ok: bool) -> None: ...
     def incoming_authenticated(self, stream: S2SStream, remote: str, local: str) -> None: ...
     def stream_closed(self, stream: S2SStream) -> None: ...
 
@@ -99,6 +100,8 @@ class S2SStream:
         self.pairs: set[tuple[str, str]] = set()
         self.verifies: list[bytes] = []   # <db:verify/> waiting for a secured outgoing stream
         self.dialback_offered = False
+        self.dialback_errors = False   # the peer handles dialback errors (XEP-0220 §2.4)
+        self.piggybacking: set[str] = set()   # our other domains waiting for their db:result
         # XEP-0288: stanzas flow both ways on this stream (asked by the initiating side)
         self.bidi = False
         self.close_reason: str | None = None   # why an outgoing stream failed ("timeout", ...)
@@ -428,7 +431,9 @@ class S2SStream:
     def _features_out(self, features: Element) -> None:
         if self.stage != ST_FEATURES:
             raise StreamError("not-well-formed", "unexpected stream features")
-        self.dialback_offered = features.find("dialback", NS_DIALBACK_FEATURE) is not None
+        db_feature = features.find("dialback", NS_DIALBACK_FEATURE)
+        self.dialback_offered = db_feature is not None
+        self.dialback_errors = db_feature is not None and db_feature.find("errors") is not None
         if not self.secure:
             if features.find("starttls", NS_TLS) is None:
                 self.close_reason = "the peer does not offer TLS"
@@ -474,8 +479,18 @@ class S2SStream:
                    + _escape_attr(self.remote or "").encode() + b"'>" + key.encode() + b"</db:result>")
 
     def _db_result_out(self, el: Element) -> None:
-        if el.get("from") != self.remote or el.get("to") != self.local:
-            return  # an answer for another pair (we piggyback none)
+        to = el.get("to") or ""
+        if el.get("from") != self.remote:
+            return
+        if to in self.piggybacking:
+            self.piggybacking.discard(to)
+            ok = el.get("type") == "valid"
+            if ok:
+                self.pairs.add((to, self.remote or ""))
+            self.host.piggyback_done(self, to, ok)
+            return
+        if to != self.local:
+            return
         t = el.get("type")
         if t == "valid":
             self.auth_method = "dialback"
@@ -493,6 +508,18 @@ class S2SStream:
                  self.auth_method, self.tls_version, self.peer_verified or "none",
                  ", bidirectional" if self.bidi else "")
         self.host.outgoing_ready(self)
+
+    def can_piggyback(self) -> bool:
+        """May another of our domains authenticate on this stream? Only by dialback, and only
+        with a peer that handles dialback errors (a refusal then fails that domain alone)."""
+        return self.stage == ST_READY and self.dialback_offered and self.dialback_errors
+
+    def piggyback(self, local: str) -> None:
+        """Authenticate our domain ``local`` to the peer on this stream (XEP-0220 §2.5)."""
+        self.piggybacking.add(local)
+        key = self.host.dialback_key(self.remote or "", local, self.stream_id)
+        self.write(b"<db:result from='" + _escape_attr(local).encode() + b"' to='"
+                   + _escape_attr(self.remote or "").encode() + b"'>" + key.encode() + b"</db:result>")
 
     def send_verify(self, originating: str, receiving: str, stream_id: str, key: str) -> None:
         """Ask the authoritative server (our peer here) whether ``key`` is its key."""

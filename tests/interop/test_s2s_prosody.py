@@ -676,3 +676,28 @@ async def test_mbxmpp_with_mbxmpp_bidirectional_and_idle_streams_closed(lab):
         tom.disconnect()
     log = lab.net.log("mbxmpp.log")
     assert log.count("s2s out mb.example -> two.example: ready (pkix, TLSv1.3, peer certificate: pkix, bidirectional)") == 2
+
+
+async def test_another_of_our_domains_piggybacks_on_an_established_stream(lab):
+    """mb2.example joins mb.example's stream to two.example by dialback (XEP-0220 §2.5; two.example
+    announces dialback errors), two.example asking mbxmpp (authoritative for mb2.example); the
+    answer comes back on the same, bidirectional, stream."""
+    alice = await login(lab.mb_ip, "alice@mb.example/pb")
+    amy = await login(lab.mb_ip, "amy@mb2.example/pb")
+    tom = await login(lab.two_ip, "tom@two.example/pb")
+    try:
+        alice.send_message(mto="tom@two.example/pb", mbody="carrier", mtype="chat")
+        await next_message(tom, lambda m: m["body"] == "carrier")
+        amy.send_message(mto="tom@two.example/pb", mbody="piggyback", mtype="chat")
+        m = await next_message(tom, lambda m: m["body"] == "piggyback")
+        assert m["from"].full == "amy@mb2.example/pb"
+        tom.send_message(mto="amy@mb2.example/pb", mbody="back to amy", mtype="chat")
+        await next_message(amy, lambda m: m["body"] == "back to amy")
+    finally:
+        alice.disconnect()
+        amy.disconnect()
+        tom.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb2.example -> two.example: ready (dialback, piggybacked on the stream of mb.example)" in log
+    assert "s2s out mb2.example -> two.example: connected" not in log  # no stream of its own
+    assert "mb2.example authenticated for two.example (dialback), bidirectional" in lab.net.log("two.log")

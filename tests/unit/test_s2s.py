@@ -33,6 +33,7 @@ class Host:
         self.ready: list[S2SStream] = []
         self.closed: list[S2SStream] = []
         self.authenticated: list[tuple[str, str, bool]] = []
+        self.piggybacked: list[tuple[str, bool]] = []
 
     def is_local(self, domain: str) -> bool:
         return domain in ("mb.example", "conference.mb.example")
@@ -63,6 +64,9 @@ class Host:
 
     def bidi_wanted(self) -> bool:
         return True
+
+    def piggyback_done(self, stream, local, ok) -> None:
+        self.piggybacked.append((local, ok))
 
     def incoming_authenticated(self, stream, remote, local) -> None:
         self.authenticated.append((remote, local, stream.bidi))
@@ -449,3 +453,28 @@ def test_stanzas_on_an_outgoing_stream_without_bidi():
     peer.elements()
     o.receive_data(b"<message from='p@pro.example' to='a@mb.example'/>")
     assert stream_error(peer) == "unsupported-stanza-type"
+
+
+def test_outgoing_piggybacking_needs_dialback_errors():
+    host = Host()
+    o, peer = outgoing(host, authenticates=lambda d: True)
+    o.receive_data(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                   b"<mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")
+    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+    o.receive_data(b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>"
+                   b"</stream:features>")
+    assert o.stage == ST_READY and o.can_piggyback()
+    peer.elements()
+    o.piggyback("conference.mb.example")
+    res = peer.elements()[0]
+    assert (res.tag, res.get("from"), res.get("to")) == ("result", "conference.mb.example", "pro.example")
+    assert res.text == dialback_key(SECRET, "pro.example", "conference.mb.example", "S3")
+    o.receive_data(b"<db:result from='pro.example' to='conference.mb.example' type='valid'/>")
+    assert host.piggybacked == [("conference.mb.example", True)]
+    assert ("conference.mb.example", "pro.example") in o.pairs and o.stage == ST_READY
+    # A peer without dialback errors: no piggybacking.
+    o2, _ = outgoing(Host(), authenticates=lambda d: True)
+    o2.receive_data(b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>")
+    o2.receive_data(b"<db:result from='pro.example' to='mb.example' type='valid'/>")
+    assert o2.stage == ST_READY and not o2.can_piggyback()
