@@ -362,19 +362,9 @@ class S2SStream:
         self.write(_db_bytes(reply))
 
     def _stanza_in(self, st: Element) -> None:
-        attrs = st.attrs
-        try:
-            frm = JID.parse(attrs["from"])
-        except KeyError:
-            raise StreamError("improper-addressing", "a stanza without 'from'") from None
-        except JIDError:
-            raise StreamError("invalid-from", "malformed 'from'") from None
-        try:
-            to = JID.parse(attrs["to"])
-        except KeyError:
-            raise StreamError("improper-addressing", "a stanza without 'to'") from None
-        except JIDError:
-            raise StreamError("improper-addressing", "malformed 'to'") from None
+        # RFC 6120 §8.1.1.1 / §8.1.2.1: both addresses are required between servers.
+        frm = _address(st, "from", "invalid-from")
+        to = _address(st, "to", "improper-addressing")
         if not self._accepts(frm.domain, to.domain):
             if not self.pairs:
                 raise StreamError("not-authorized", "authenticate first")  # RFC 6120 §6.4.8
@@ -582,6 +572,16 @@ class S2SStream:
             if self.close_reason is None:
                 self.close_reason = "connection lost"
             self.host.stream_closed(self)
+
+
+def _address(st: Element, attr: str, malformed: str) -> JID:
+    value = st.attrs.get(attr)
+    if value is None:
+        raise StreamError("improper-addressing", f"a stanza without '{attr}'")
+    try:
+        return JID.parse(value)
+    except JIDError:
+        raise StreamError(malformed, f"malformed '{attr}'") from None
 
 
 def _condition(error: Element) -> str:

@@ -10,14 +10,15 @@ from typing import Iterator
 
 import pytest
 
-from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
+from mbxmpp.xml import STREAM_END, StreamHeader
 from tests.daemon import Daemon
+from tests.interop.netlab import CA, S2S_HEADER, RawPeer
 
 pytestmark = pytest.mark.realclient
 
-HEADER = ("<?xml version='1.0'?><stream:stream xmlns='{ns}' "
-          "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
-          "from='peer.example' to='{to}' version='1.0'>")
+
+def header(ns: str = "jabber:server", to: str = "localhost") -> str:
+    return S2S_HEADER.format(ns=ns, frm="peer.example", to=to)
 
 
 @pytest.fixture(scope="module")
@@ -33,56 +34,23 @@ def daemon() -> Iterator[Daemon]:
     d.finish()
 
 
-class Peer:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.parser = PyXMLParser()
-        self.events: list = []
-
-    @classmethod
-    async def connect(cls, port: int) -> Peer:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def send(self, data: str) -> None:
-        self.writer.write(data.encode())
-        await self.writer.drain()
-
-    async def next(self, timeout: float = 10.0):
-        while not self.events:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-            if not data:
-                return STREAM_END
-            self.events.extend(self.parser.feed(data))
-        return self.events.pop(0)
-
-    async def stream_error(self) -> str:
-        while True:
-            ev = await self.next()
-            assert ev is not STREAM_END, "closed without a stream error"
-            if isinstance(ev, Element) and ev.tag == "error":
-                return ev.first_child().tag
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 @pytest.mark.parametrize("ns, to, condition", [
     ("jabber:client", "localhost", "invalid-namespace"),
     ("jabber:server", "elsewhere.example", "host-unknown"),
 ])
 async def test_bad_headers(daemon, ns, to, condition):
-    p = await Peer.connect(daemon.s2s)
+    p = await RawPeer.connect("127.0.0.1", daemon.s2s)
     try:
-        await p.send(HEADER.format(ns=ns, to=to))
+        await p.send(header(ns, to))
         assert await p.stream_error() == condition
     finally:
         p.close()
 
 
 async def test_stanzas_and_dialback_before_tls_are_refused(daemon):
-    p = await Peer.connect(daemon.s2s)
+    p = await RawPeer.connect("127.0.0.1", daemon.s2s)
     try:
-        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+        await p.send(header())
         assert isinstance(await p.next(), StreamHeader)
         features = await p.next()
         assert features.find("starttls", "urn:ietf:params:xml:ns:xmpp-tls").find(
@@ -91,9 +59,9 @@ async def test_stanzas_and_dialback_before_tls_are_refused(daemon):
         assert await p.stream_error() == "not-authorized"
     finally:
         p.close()
-    p = await Peer.connect(daemon.s2s)
+    p = await RawPeer.connect("127.0.0.1", daemon.s2s)
     try:
-        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+        await p.send(header())
         await p.send("<db:result from='peer.example' to='localhost'>key</db:result>")
         assert await p.stream_error() == "policy-violation"  # TLS first (RFC 6120 §5.3.1)
     finally:
@@ -101,9 +69,9 @@ async def test_stanzas_and_dialback_before_tls_are_refused(daemon):
 
 
 async def test_a_stream_that_never_authenticates_is_closed(daemon):
-    p = await Peer.connect(daemon.s2s)
+    p = await RawPeer.connect("127.0.0.1", daemon.s2s)
     try:
-        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+        await p.send(header())
         assert isinstance(await p.next(), StreamHeader)
         await p.next()  # features
         # [s2s] timeout is 1 s: closed after twice that, without a word from us.
@@ -114,12 +82,12 @@ async def test_a_stream_that_never_authenticates_is_closed(daemon):
 
 async def test_unauthenticated_streams_per_address_are_bounded(daemon):
     from mbxmpp.s2s.net import MAX_UNAUTH_PER_IP
-    peers = [await Peer.connect(daemon.s2s) for _ in range(MAX_UNAUTH_PER_IP)]
+    peers = [await RawPeer.connect("127.0.0.1", daemon.s2s) for _ in range(MAX_UNAUTH_PER_IP)]
     try:
         for p in peers:  # each gets its header: the server took it
-            await p.send(HEADER.format(ns="jabber:server", to="localhost"))
+            await p.send(header())
             assert isinstance(await p.next(), StreamHeader)
-        extra = await Peer.connect(daemon.s2s)
+        extra = await RawPeer.connect("127.0.0.1", daemon.s2s)
         assert await extra.stream_error() == "policy-violation"
         extra.close()
     finally:
@@ -131,7 +99,6 @@ async def test_certificates_reloaded_for_new_connections_only(tmp_path):
     """reload_tls: new connections get the new certificate, an established one stays."""
     from mbxmpp.config import load_config
     from mbxmpp.server import Server
-    from tests.interop.netlab import CA
 
     ca = CA(str(tmp_path / "ca"))
     first = ca.issue("first", ["localhost"])
@@ -167,13 +134,13 @@ enabled = false
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["xmpp-server"])
 
-        async def serial() -> tuple[int, Peer]:
+        async def serial() -> tuple[int, RawPeer]:
             # (port 0 in the test: a re-created listener has a new port)
             port = s2s.direct_listeners[0].sockets[0].getsockname()[1]
             r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
             der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
             from cryptography import x509
-            return x509.load_der_x509_certificate(der).serial_number, Peer(r, w)
+            return x509.load_der_x509_certificate(der).serial_number, RawPeer(r, w)
 
         old_serial, old_conn = await serial()
         second = ca.issue("second", ["localhost"])
@@ -184,7 +151,7 @@ enabled = false
         new_serial, new_conn = await serial()
         assert new_serial != old_serial
         # The established connection still works: its stream header is answered.
-        await old_conn.send(HEADER.format(ns="jabber:server", to="localhost"))
+        await old_conn.send(header())
         assert isinstance(await old_conn.next(), StreamHeader)
         new_conn.close()
         old_conn.close()
@@ -195,24 +162,12 @@ enabled = false
 async def test_a_peer_with_an_untrusted_certificate_gets_through_tls_to_dialback(daemon, tmp_path):
     """A self-signed or private-CA certificate must not fail the TLS handshake: such peers
     authenticate with dialback. SASL EXTERNAL is not offered to them."""
-    from tests.interop.netlab import CA
     cert = CA(str(tmp_path)).issue("peer", ["peer.example"])
-    p = await Peer.connect(daemon.s2s)
+    p = await RawPeer.connect("127.0.0.1", daemon.s2s)
     try:
-        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
-        await p.next()
-        await p.next()
-        await p.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        assert (await p.next()).tag == "proceed"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(*cert)
-        await p.writer.start_tls(ctx, server_hostname="localhost")
-        p.parser.reset()
-        await p.send(HEADER.format(ns="jabber:server", to="localhost"))
-        assert isinstance(await p.next(), StreamHeader)
-        features = await p.next()
+        await p.open("peer.example", "localhost")
+        await p.starttls(cert, "localhost")
+        features = await p.open("peer.example", "localhost")
         assert features.find("dialback", "urn:xmpp:features:dialback") is not None
         assert features.find("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl") is None
     finally:

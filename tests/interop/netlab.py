@@ -4,9 +4,11 @@ server's certificate. Built by the tests and torn down after; needs root and ``i
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -182,12 +186,16 @@ class NetLab:
             extra = (v6 or {}).get(name)
             args.append(f"--host-record={name},{ip}" + (f",{extra}" if extra else ""))
         self.spawn("dns", args, "dnsmasq.out")
+        self.wait_log("dns.log", "started", "dnsmasq.out")
+
+    def wait_log(self, name: str, text: str, output: str) -> None:
+        """Wait until the log ``name`` says ``text`` (a daemon's "I am serving")."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if "started" in self.log("dns.log"):
+            if text in self.log(name):
                 return
             time.sleep(0.05)
-        raise RuntimeError("dnsmasq did not start:\n" + self.log("dnsmasq.out") + self.log("dns.log"))
+        raise RuntimeError(f"no {text!r} in {name}:\n" + self.log(output) + self.log(name))
 
     # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:
@@ -413,9 +421,76 @@ def start_unbound(lab: NetLab, ip: str, upstream: str, secure_zone: str, zone: s
         f.write(UNBOUND_CONFIG.format(ip=ip, dir=d, anchor=anchor, secure_zone=secure_zone, zone=zone,
                                       upstream=upstream))
     lab.spawn("dns", ["unbound", "-d", "-c", cfg], "unbound.out")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if "start of service" in lab.log("unbound/unbound.log"):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("unbound did not start:\n" + lab.log("unbound.out") + lab.log("unbound/unbound.log"))
+    lab.wait_log("unbound/unbound.log", "start of service", "unbound.out")
+
+
+S2S_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='{ns}' "
+              "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+              "from='{frm}' to='{to}' version='1.0'>")
+
+
+class RawPeer:
+    """A server peer (or a bad one) that writes exactly what the test says and reads parsed
+    events."""
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = PyXMLParser(max_stanza_size=1 << 20)
+        self.events: list = []
+        self.stream_id: str | None = None
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> RawPeer:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def send(self, data: str) -> None:
+        self.writer.write(data.encode())
+        await self.writer.drain()
+
+    async def next(self, timeout: float = 10.0) -> Any:
+        """The next header, element or STREAM_END."""
+
+        while not self.events:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                return STREAM_END
+            self.events.extend(self.parser.feed(data))
+        return self.events.pop(0)
+
+    async def element(self) -> Any:
+        while True:
+            ev = await self.next()
+            if isinstance(ev, Element):
+                return ev
+            assert ev is not STREAM_END, "stream closed"
+
+    async def open(self, frm: str, to: str, ns: str = "jabber:server") -> Any:
+        """Send a stream header; return the features (the header's id in ``stream_id``)."""
+        self.parser.reset()
+        await self.send(S2S_HEADER.format(ns=ns, frm=frm, to=to))
+        header = await self.next()
+        assert isinstance(header, StreamHeader), header
+        self.stream_id = header.attrs.get("id")
+        return await self.element()
+
+    async def starttls(self, cert: tuple[str, str] | None, server_name: str) -> None:
+        """<starttls/>, then TLS presenting ``cert`` (None: no certificate)."""
+        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await self.element()).tag == "proceed"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if cert is not None:
+            ctx.load_cert_chain(*cert)
+        await self.writer.start_tls(ctx, server_hostname=server_name)
+
+    async def stream_error(self) -> str:
+        """Read until a stream error; its condition."""
+        while True:
+            ev = await self.next()
+            assert ev is not STREAM_END, "closed without a stream error"
+            if isinstance(ev, Element) and ev.tag == "error":
+                return ev.first_child().tag
+
+    def close(self) -> None:
+        self.writer.close()

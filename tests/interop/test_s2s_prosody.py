@@ -21,10 +21,11 @@ from typing import Iterator
 import pytest
 
 from mbxmpp.s2s.certs import tlsa_record
-from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
+from mbxmpp.xml import STREAM_END
 from tests.interop.netlab import (
     CA,
     NetLab,
+    RawPeer,
     Socks5Proxy,
     lab_unavailable,
     mbxmpp_env,
@@ -248,6 +249,21 @@ async def next_presence(c: Client, pred, timeout: float = 15.0):
             return p
 
 
+async def chat_both_ways(a_ip: str, a_jid: str, b_ip: str, b_jid: str) -> None:
+    """a and b log in to their servers and exchange one message each way (full JIDs checked)."""
+    a = await login(a_ip, a_jid)
+    b = await login(b_ip, b_jid)
+    try:
+        for src, dst in ((a, b), (b, a)):
+            body = f"{src.boundjid.full} to {dst.boundjid.full}"
+            src.send_message(mto=dst.boundjid.full, mbody=body, mtype="chat")
+            m = await next_message(dst, lambda m, body=body: m["body"] == body)
+            assert m["from"].full == src.boundjid.full
+    finally:
+        a.disconnect()
+        b.disconnect()
+
+
 def error_condition(stanza) -> str:
     return stanza["error"]["condition"]
 
@@ -290,17 +306,7 @@ async def test_subscription_and_messages_both_ways_with_sasl_external(lab):
 
 async def test_without_bidi_each_direction_has_its_own_stream(lab):
     """nobidi.example does not do XEP-0288: one stream each way, both with SASL EXTERNAL."""
-    alice = await login(lab.mb_ip, "alice@mb.example/nobidi")
-    nat = await login(lab.pro_ip, "nat@nobidi.example/n")
-    try:
-        alice.send_message(mto="nat@nobidi.example/n", mbody="one way", mtype="chat")
-        await next_message(nat, lambda m: m["body"] == "one way")
-        nat.send_message(mto="alice@mb.example/nobidi", mbody="other way", mtype="chat")
-        m = await next_message(alice, lambda m: m["body"] == "other way")
-        assert m["from"].full == "nat@nobidi.example/n"
-    finally:
-        alice.disconnect()
-        nat.disconnect()
+    await chat_both_ways(lab.mb_ip, "alice@mb.example/nobidi", lab.pro_ip, "nat@nobidi.example/n")
     log = lab.net.log("mbxmpp.log")
     assert "s2s out mb.example -> nobidi.example: ready (pkix, TLSv1.3, peer certificate: pkix)\n" in log
     assert "nobidi.example authenticated by certificate (SASL EXTERNAL)\n" in log
@@ -311,18 +317,7 @@ async def test_dialback_when_our_certificate_does_not_verify(lab):
     EXTERNAL, mbxmpp uses dialback and Prosody connects to mb2.example to ask mbxmpp (the
     authoritative server) whether the key is good; Prosody's answer comes back on the
     bidirectional stream."""
-    amy = await login(lab.mb_ip, "amy@mb2.example/db")
-    pat = await login(lab.pro_ip, "pat@pro.example/db2")
-    try:
-        amy.send_message(mto="pat@pro.example/db2", mbody="dialback from mb2", mtype="chat")
-        m = await next_message(pat, lambda m: m["body"] == "dialback from mb2")
-        assert m["from"].full == "amy@mb2.example/db"
-        pat.send_message(mto="amy@mb2.example/db", mbody="back to mb2", mtype="chat")
-        m = await next_message(amy, lambda m: m["body"] == "back to mb2")
-        assert m["from"].full == "pat@pro.example/db2"
-    finally:
-        amy.disconnect()
-        pat.disconnect()
+    await chat_both_ways(lab.mb_ip, "amy@mb2.example/db", lab.pro_ip, "pat@pro.example/db2")
     log = lab.net.log("mbxmpp.log")
     assert "s2s out mb2.example -> pro.example: ready (dialback" in log, log[-5000:]
     # Prosody asked mbxmpp, the authoritative server for mb2.example, and got "valid".
@@ -336,17 +331,7 @@ async def test_dialback_when_our_certificate_does_not_verify(lab):
 
 
 async def test_incoming_dialback_when_the_certificate_names_another_domain(lab):
-    alice = await login(lab.mb_ip, "alice@mb.example/db")
-    bea = await login(lab.pro_ip, "bea@bad.example/db")
-    try:
-        alice.send_message(mto="bea@bad.example/db", mbody="dialback out", mtype="chat")
-        await next_message(bea, lambda m: m["body"] == "dialback out")
-        bea.send_message(mto="alice@mb.example/db", mbody="dialback in", mtype="chat")
-        m = await next_message(alice, lambda m: m["body"] == "dialback in")
-        assert m["from"].full == "bea@bad.example/db"
-    finally:
-        alice.disconnect()
-        bea.disconnect()
+    await chat_both_ways(lab.mb_ip, "alice@mb.example/db", lab.pro_ip, "bea@bad.example/db")
     log = lab.net.log("mbxmpp.log")
     # Our certificate verifies at Prosody (SASL EXTERNAL); bad.example's names another domain,
     # so mbxmpp verified it by dialback, asking bad.example's authoritative server.
@@ -399,62 +384,12 @@ async def test_domain_without_dns_bounced_with_remote_server_not_found(lab):
 
 # -- a raw peer ----------------------------------------------------------------------------------
 
-S2S_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-              "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
-              "from='{frm}' to='{to}' version='1.0'>")
-
-
-class RawPeer:
-    """A server peer that writes exactly what the test says."""
-
-    def __init__(self, reader, writer) -> None:
-        self.reader, self.writer = reader, writer
-        self.parser = PyXMLParser(max_stanza_size=1 << 20)
-        self.events: list = []
-
-    async def send(self, data: str) -> None:
-        self.writer.write(data.encode())
-        await self.writer.drain()
-
-    async def next(self, timeout: float = 10.0):
-        while not self.events:
-            data = await asyncio.wait_for(self.reader.read(65536), timeout)
-            if not data:
-                return STREAM_END
-            self.events.extend(self.parser.feed(data))
-        return self.events.pop(0)
-
-    async def element(self) -> Element:
-        while True:
-            ev = await self.next()
-            if isinstance(ev, Element):
-                return ev
-            assert ev is not STREAM_END, "stream closed"
-
-    async def open(self, frm: str, to: str) -> Element:
-        self.parser.reset()
-        await self.send(S2S_HEADER.format(frm=frm, to=to))
-        header = await self.next()
-        assert isinstance(header, StreamHeader)
-        self.stream_id = header.attrs.get("id")
-        return await self.element()
-
-    async def starttls(self, cert: tuple[str, str]) -> None:
-        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        assert (await self.element()).tag == "proceed"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(*cert)
-        await self.writer.start_tls(ctx, server_hostname="mb.example")
-
-
 async def raw_peer(lab, domain: str) -> RawPeer:
     r, w = await asyncio.open_connection(lab.mb_ip, 5269)
     peer = RawPeer(r, w)
     features = await peer.open(domain, "mb.example")
     assert features.find("starttls", "urn:ietf:params:xml:ns:xmpp-tls") is not None
-    await peer.starttls(lab.evil_cert)
+    await peer.starttls(lab.evil_cert, "mb.example")
     return peer
 
 

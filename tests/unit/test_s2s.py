@@ -258,6 +258,14 @@ def outgoing(host: Host, authenticates=lambda d: True):
     return s, peer
 
 
+def sasl_external(o: S2SStream) -> None:
+    """The peer offers SASL EXTERNAL and accepts it; the restarted stream's header arrives."""
+    o.receive_data(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                   b"<mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")
+    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+
+
 def test_outgoing_sasl_external_then_ready():
     host = Host()
     s, peer = outgoing(host)
@@ -445,10 +453,7 @@ def test_bidi_both_directions():
 def test_stanzas_on_an_outgoing_stream_without_bidi():
     host = Host()
     o, peer = outgoing(host, authenticates=lambda d: True)
-    o.receive_data(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-                   b"<mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")
-    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+    sasl_external(o)
     o.receive_data(b"<stream:features/>")
     peer.elements()
     o.receive_data(b"<message from='p@pro.example' to='a@mb.example'/>")
@@ -458,10 +463,7 @@ def test_stanzas_on_an_outgoing_stream_without_bidi():
 def test_outgoing_piggybacking_needs_dialback_errors():
     host = Host()
     o, peer = outgoing(host, authenticates=lambda d: True)
-    o.receive_data(b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-                   b"<mechanism>EXTERNAL</mechanism></mechanisms></stream:features>")
-    o.receive_data(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
-    o.receive_data(HEADER.format(frm="pro.example", to="mb.example", extra=" id='S3'").encode())
+    sasl_external(o)
     o.receive_data(b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>"
                    b"</stream:features>")
     assert o.stage == ST_READY and o.can_piggyback()
