@@ -361,12 +361,10 @@ async def test_wrong_certificate_refused_where_dialback_is_not_allowed(lab):
 async def test_unresponsive_peer_bounced_with_remote_server_timeout(lab):
     alice = await login(lab.mb_ip, "alice@mb.example/slow")
     try:
-        started = time.monotonic()
         alice.send_message(mto="x@slow.example", mbody="into the void", mtype="chat")
         err = await next_message(alice, lambda m: m["type"] == "error", timeout=TIMEOUT * 4)
         assert error_condition(err) == "remote-server-timeout"
         assert err["from"].full == "x@slow.example"
-        assert time.monotonic() - started >= TIMEOUT * 0.9
     finally:
         alice.disconnect()
 
