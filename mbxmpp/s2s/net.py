@@ -5,6 +5,7 @@ SNI, one stream per pair of domains, stanzas queued while it connects) and the r
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import socket
@@ -696,17 +697,34 @@ class S2SService:
                     conn.stream.close()
 
     def describe(self) -> list[dict[str, Any]]:
-        """The streams, for the operator: peer, direction, authentication, TLS version."""
+        """The streams, for the operator (JSON-ready): peer, direction, how each side was
+        authenticated, TLS version, the domain pairs and the traffic."""
         out = []
         for conn in self.connections:
             s = conn.stream
-            out.append({"direction": "out" if s.outgoing else "in", "local": s.local,
-                        "remote": s.remote, "peer": s.peer, "auth": s.auth_method or "none",
-                        "peer_verified": s.peer_verified,
-                        "tls": s.tls_version, "pairs": sorted(s.pairs),
-                        "since": conn.connected_at, "stanzas_in": s.stanzas_in,
-                        "stanzas_out": s.stanzas_out})
-        return out
+            out.append({"direction": "out" if s.outgoing else "in", "local": s.local or "",
+                        "remote": s.remote or "", "peer": s.peer,
+                        # how the initiating side authenticated: pkix (SASL EXTERNAL) or dialback
+                        "auth": s.auth_method or "none",
+                        # outgoing: how we checked the peer's certificate (dane, pkix, none)
+                        "peer_verified": s.peer_verified or "-", "tls": s.tls_version or "-",
+                        "bidi": s.bidi, "pairs": sorted(f"{a} -> {b}" for a, b in s.pairs),
+                        "since": datetime.datetime.fromtimestamp(conn.connected_at, datetime.timezone.utc)
+                        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "stanzas_in": s.stanzas_in, "stanzas_out": s.stanzas_out})
+        return sorted(out, key=lambda r: (r["remote"], r["direction"], r["local"]))
+
+
+def format_streams(rows: list[dict[str, Any]]) -> list[str]:
+    """The operator's table of ``S2SService.describe()`` rows (for an ``s2s`` CLI command)."""
+    lines = [f"{'REMOTE':<30} {'DIR':<3} {'LOCAL':<25} {'AUTH':<8} {'PEER CERT':<9} {'TLS':<7} "
+             f"{'BIDI':<4} {'SINCE':<20} IN/OUT"]
+    for r in rows:
+        lines.append(f"{r['remote']:<30} {r['direction']:<3} {r['local']:<25} {r['auth']:<8} "
+                     f"{r['peer_verified']:<9} {r['tls']:<7} {'yes' if r['bidi'] else 'no':<4} "
+                     f"{r['since']:<20} {r['stanzas_in']}/{r['stanzas_out']}")
+    lines.append(f"{len(rows)} stream{'s' if len(rows) != 1 else ''}")
+    return lines
 
 
 def _no_write(data: bytes) -> None:  # replaced by the connection before anything is written

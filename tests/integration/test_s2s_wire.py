@@ -153,6 +153,13 @@ enabled = false
         # The established connection still works: its stream header is answered.
         await old_conn.send(header())
         assert isinstance(await old_conn.next(), StreamHeader)
+        # The operator's view lists both incoming streams (not authenticated yet).
+        from mbxmpp.s2s.net import format_streams
+        rows = s2s.describe()
+        assert [(r["direction"], r["remote"], r["auth"], r["tls"]) for r in rows] == [
+            ("in", "", "none", "TLSv1.3"), ("in", "peer.example", "none", "TLSv1.3")]
+        table = format_streams(rows)
+        assert table[0].startswith("REMOTE") and table[-1] == "2 streams"
         new_conn.close()
         old_conn.close()
     finally:
