@@ -11,6 +11,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # the federation lab's DNS server (tests/interop/test_s2s_prosody.py); -base: no system service
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
   command -v unbound >/dev/null || need+=(unbound)   # the validating resolver of the DANE cases
+  command -v ejabberdctl >/dev/null || need+=(ejabberd)   # the second federation peer
   command -v ip >/dev/null || need+=(iproute2)
   if [ ${#need[@]} -gt 0 ]; then
     # Debian starts a package's service on install; the tests run their own instances.

@@ -1,4 +1,4 @@
-"""Federation with a real Prosody over a real (test) network and real DNS.
+"""Federation with real Prosody and ejabberd over a real (test) network and real DNS.
 
 The lab: network namespaces on a bridge, one for dnsmasq (SRV and A records under ``example.``),
 one for mbxmpp (mb.example), one for Prosody (pro.example with a valid certificate; bad.example and
@@ -59,6 +59,7 @@ def lab() -> Iterator[Lab]:
         net.add_namespace("mb")
         net.add_namespace("pro")
         net.add_namespace("two")
+        net.add_namespace("ej")
         two_ip = net.ips["two"]
         mb_ip, pro_ip = net.ips["mb"], net.ips["pro"]
         # A peer that accepts TCP and never says a word (the kernel completes the handshake).
@@ -73,13 +74,15 @@ def lab() -> Iterator[Lab]:
                  ("_xmpp-server._tcp.pro.example", "xmpp.pro.example", 5269, 10),
                  ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0),
                  ("_xmpp-server._tcp.two.example", "xmpp.two.example", 5269, 0),
+                 ("_xmpp-server._tcp.ej.example", "xmpp.ej.example", 5269, 0),
                  # the raw authoritative server of the piggybacking test
                  ("_xmpp-server._tcp.raw1.example", "rawpeer.example", 15270, 0),
                  ("_xmpp-server._tcp.raw2.example", "rawpeer.example", 15270, 0)],
             # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
             hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
                    "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip, "strict.example": pro_ip,
-                   "slow-host.example": net.gateway, "rawpeer.example": net.gateway, "xmpp.two.example": two_ip})
+                   "slow-host.example": net.gateway, "rawpeer.example": net.gateway, "xmpp.two.example": two_ip,
+                   "xmpp.ej.example": net.ips["ej"]})
         ca = net.ca
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
@@ -262,6 +265,14 @@ async def chat_both_ways(a_ip: str, a_jid: str, b_ip: str, b_jid: str) -> None:
     finally:
         a.disconnect()
         b.disconnect()
+
+
+async def log_says(lab, name: str, text: str, timeout: float = 20.0) -> None:
+    """Wait until the log ``name`` of the lab contains ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in lab.net.log(name):
+        assert time.monotonic() < deadline, f"{text!r} not in {name}:\n" + lab.net.log(name)[-3000:]
+        await asyncio.sleep(0.2)
 
 
 def error_condition(stanza) -> str:
@@ -598,10 +609,7 @@ async def test_mbxmpp_with_mbxmpp_bidirectional_and_idle_streams_closed(lab):
         two_log = lab.net.log("two.log")
         assert "mb.example authenticated by certificate (SASL EXTERNAL), bidirectional" in two_log
         assert "s2s out two.example" not in two_log  # tom's message rode alice's stream back
-        deadline = time.monotonic() + 20
-        while "closing idle stream" not in lab.net.log("two.log"):
-            assert time.monotonic() < deadline, lab.net.log("two.log")[-3000:]
-            await asyncio.sleep(0.2)
+        await log_says(lab, "two.log", "closing idle stream")
         alice.send_message(mto="tom@two.example/t", mbody="again", mtype="chat")
         await next_message(tom, lambda m: m["body"] == "again")
     finally:
@@ -634,3 +642,95 @@ async def test_another_of_our_domains_piggybacks_on_an_established_stream(lab):
     assert "s2s out mb2.example -> two.example: ready (dialback, piggybacked on the stream of mb.example)" in log
     assert "s2s out mb2.example -> two.example: connected" not in log  # no stream of its own
     assert "mb2.example authenticated for two.example (dialback), bidirectional" in lab.net.log("two.log")
+
+
+# -- ejabberd ------------------------------------------------------------------------------------
+
+EJABBERD_CONFIG = """
+hosts:
+  - "ej.example"
+loglevel: info
+log_rotate_count: 0
+certfiles:
+  - "{pem}"
+ca_file: "{ca}"
+s2s_use_starttls: required
+s2s_dns_timeout: 5
+listen:
+  -
+    port: 5222
+    ip: "{ip}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: 5269
+    ip: "{ip}"
+    module: ejabberd_s2s_in
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+  s2s:
+    allow: all
+modules:
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_roster: {{}}
+  mod_s2s_dialback: {{}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ejabberd(lab) -> Iterator[str]:
+    """ejabberd (Debian's) serving ej.example in its own namespace; yields its IP."""
+    import shutil
+    if shutil.which("ejabberdctl") is None:
+        pytest.skip("ejabberd is not installed (apt-get install ejabberd)")
+    net = lab.net
+    ip = net.ips["ej"]
+    d = os.path.join(net.tmp, "ejabberd")
+    for sub in ("db", "logs"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    cert, key = net.ca.issue("ej", ["ej.example"])
+    pem = os.path.join(d, "ej.pem")
+    with open(pem, "w") as f, open(key) as k, open(cert) as c:
+        f.write(k.read() + c.read())
+    cfg = os.path.join(d, "ejabberd.yml")
+    with open(cfg, "w") as f:
+        f.write(EJABBERD_CONFIG.format(pem=pem, ca=net.ca.path, ip=ip))
+    ctl_cfg = os.path.join(d, "ejabberdctl.cfg")
+    with open(ctl_cfg, "w") as f:
+        f.write(f"EXEC_CMD=as_current_user\nERLANG_NODE=ejs2s{os.getpid()}@localhost\n"
+                f"EJABBERD_PID_PATH={d}/ejabberd.pid\nEJABBERD_BYPASS_WARNINGS=true\n")
+    ctl = ["ejabberdctl", "--config", cfg, "--ctl-config", ctl_cfg, "--logs", f"{d}/logs",
+           "--spool", f"{d}/db"]
+    proc = net.spawn("ej", [*ctl, "foreground"], "ejabberd.out")
+    wait_port(net, ip, 5222, proc, "ejabberd.out", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        r = net.nsexec("ej", *ctl, "register", "eve", "ej.example", PASSWORD, check=False)
+        if r.returncode == 0 or "already registered" in r.stdout + r.stderr:
+            break
+        assert time.monotonic() < deadline, r.stdout + r.stderr + net.log("ejabberd.out")[-3000:]
+        time.sleep(1)
+    yield ip
+    net.nsexec("ej", *ctl, "stop", check=False)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def test_ejabberd_messages_both_ways(lab, ejabberd):
+    await chat_both_ways(lab.mb_ip, "alice@mb.example/ej", ejabberd, "eve@ej.example/e")
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb.example -> ej.example: ready (pkix, TLSv1.3, peer certificate: pkix" in log
+    assert "ej.example authenticated by certificate (SASL EXTERNAL)" in log
+    # (ejabberd writes its log asynchronously)
+    await log_says(lab, "ejabberd/logs/ejabberd.log",
+                   "Accepted inbound s2s EXTERNAL authentication mb.example -> ej.example")
