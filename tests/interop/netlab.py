@@ -69,11 +69,14 @@ class CA:
         with open(self.path, "wb") as f:
             f.write(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, label: str, names: list[str], srv_ids: list[str] = ()) -> tuple[str, str]:
-        """A certificate for DNS names ``names`` (and SRV-IDs ``_xmpp-server.<d>``); returns
-        the (cert, key) paths."""
+    def issue(self, label: str, names: list[str], srv_ids: list[str] = (),
+              expired: bool = False) -> tuple[str, str]:
+        """A certificate for DNS names ``names`` (and SRV-IDs ``_xmpp-server.<d>``), valid for
+        a day (``expired``: ended yesterday); returns the (cert, key) paths."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
+        if expired:
+            now -= datetime.timedelta(days=2)
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
         for d in srv_ids:
             value = f"_xmpp-server.{d}".encode()

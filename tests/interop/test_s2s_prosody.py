@@ -80,13 +80,15 @@ def lab() -> Iterator[Lab]:
                  ("_xmpp-server._tcp.raw2.example", "rawpeer.example", 15270, 0)],
             # bad.example and strict.example have no SRV: the A record on 5269 (RFC 6120 §3.2.2)
             hosts={"xmpp.mb.example": mb_ip, "mb.example": mb_ip, "mb2.example": mb_ip, "xmpp.pro.example": pro_ip,
-                   "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip, "strict.example": pro_ip,
+                   "pro.example": pro_ip, "bad.example": pro_ip, "nobidi.example": pro_ip,
+                   "expired.example": pro_ip, "strict.example": pro_ip,
                    "slow-host.example": net.gateway, "rawpeer.example": net.gateway, "xmpp.two.example": two_ip,
                    "xmpp.ej.example": net.ips["ej"]})
         ca = net.ca
         mb_cert = ca.issue("mb", ["mb.example"], srv_ids=["mb.example"])
         pro_cert = ca.issue("pro", ["pro.example"])
         nobidi_cert = ca.issue("nobidi", ["nobidi.example"])
+        expired_cert = ca.issue("expired", ["expired.example"], expired=True)
         wrong_cert = ca.issue("other", ["other.example"])
         onion_cert = ca.issue("onion", [ONION])
         # DANE: sec.example is signed; ok.sec.example's certificate is from a CA nobody trusts
@@ -117,7 +119,8 @@ def lab() -> Iterator[Lab]:
                                                             ONION: onion_cert,
                                                             "ok.sec.example": dane_ok_cert,
                                                             "bad.sec.example": dane_bad_cert,
-                                                            "nobidi.example": nobidi_cert},
+                                                            "nobidi.example": nobidi_cert,
+                                                            "expired.example": expired_cert},
                              bidi=("pro.example",))
         for user, host in (("pat", "pro.example"), ("bea", "bad.example"), ("sam", "strict.example"),
                            ("tor", ONION), ("dan", "ok.sec.example"), ("dan", "bad.sec.example"),
@@ -152,7 +155,7 @@ listen = ["{mb_ip}:5269"]
 direct_tls = ["{mb_ip}:5270"]
 ca_file = "{ca.path}"
 dialback = true
-require_valid_certificates = ["strict.example", "ok.sec.example"]
+require_valid_certificates = ["strict.example", "ok.sec.example", "expired.example"]
 timeout = "{TIMEOUT}s"
 tor_socks = "{socks.address}"
 
@@ -367,6 +370,21 @@ async def test_wrong_certificate_refused_where_dialback_is_not_allowed(lab):
         sam.disconnect()
     assert "a valid certificate is required for strict.example" in lab.net.log("prosody/prosody.log") \
         or "strict.example does not verify" in lab.net.log("mbxmpp.log")
+
+
+async def test_expired_certificate_refused_where_dialback_is_not_allowed(lab):
+    """expired.example's certificate names it and chains to the trusted CA, but expired."""
+    alice = await login(lab.mb_ip, "alice@mb.example/expired")
+    try:
+        alice.send_message(mto="x@expired.example", mbody="too late", mtype="chat")
+        err = await next_message(alice, lambda m: m["type"] == "error")
+        assert error_condition(err) == "remote-server-not-found"
+    finally:
+        alice.disconnect()
+    log = lab.net.log("mbxmpp.log")
+    assert "s2s out mb.example -> expired.example failed: " in log
+    assert "the certificate of expired.example does not verify" in log
+    assert "chain not valid for expired.example: validation failed: cert is not valid at validation time" in log
 
 
 async def test_unresponsive_peer_bounced_with_remote_server_timeout(lab):
