@@ -1,6 +1,8 @@
-"""The asyncio side of federation: the s2s listeners, the outgoing connector (DNS, TCP, TLS with
-SNI, one stream per pair of domains, stanzas queued while it connects) and the router's
-``remote``."""
+"""The asyncio side of federation: the s2s listeners, the outgoing connector (DNS with DANE,
+Happy Eyeballs or Tor, TLS with SNI, stanzas queued while it connects, bounced when it fails) and
+the router's ``remote``. A pair of domains (ours, theirs) is served by our stream for it, by
+another of our streams to that peer it piggybacks on (dialback), or by the peer's own stream when
+the peer made it bidirectional (XEP-0288)."""
 
 from __future__ import annotations
 
@@ -394,8 +396,19 @@ class S2SService:
         if carrier is not None:
             entry.conn = carrier
             carrier.stream.piggyback(local)
+            asyncio.get_running_loop().call_later(self.config.timeout, self._piggyback_expired,
+                                                  entry, carrier)
             return
         self._connect(entry)
+
+    def _piggyback_expired(self, entry: Outgoing, carrier: S2SConnection) -> None:
+        """No answer to a piggybacked <db:result/> in time: a stream of its own."""
+        if entry.conn is carrier and not entry.ready and self.out.get((entry.local, entry.remote)) is entry:
+            carrier.stream.piggybacking.discard(entry.local)
+            log.info("s2s out %s -> %s: no answer to piggybacking, a stream of its own",
+                     entry.local, entry.remote)
+            entry.conn = None
+            self._connect(entry)
 
     def _carrier(self, local: str, remote: str) -> S2SConnection | None:
         """A ready stream to ``remote`` (for another of our domains) that ``local`` may

@@ -480,3 +480,13 @@ def test_outgoing_piggybacking_needs_dialback_errors():
     o2.receive_data(b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>")
     o2.receive_data(b"<db:result from='pro.example' to='mb.example' type='valid'/>")
     assert o2.stage == ST_READY and not o2.can_piggyback()
+
+
+def test_check_config_reads_the_ca_file(tmp_path):
+    from mbxmpp.config import _build, check_config
+    base = {"server": {"domains": ["a.example"], "data_dir": str(tmp_path / "data")}}
+    missing = _build({**base, "s2s": {"ca_file": str(tmp_path / "nope.pem")}}, None)
+    assert any(e.startswith("s2s.ca_file: cannot read") for e in check_config(missing))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    junk = _build({**base, "s2s": {"ca_file": str(tmp_path / "junk.pem")}}, None)
+    assert any("holds no PEM certificate" in e for e in check_config(junk))
