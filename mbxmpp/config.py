@@ -113,6 +113,7 @@ class S2SConfig:
     require_valid_certificates: tuple[str, ...] = ()  # peers never accepted by dialback alone
     idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
     tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
+    tor_all: bool = False                      # every s2s connection through tor_socks (SRV still in DNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,7 +588,14 @@ def _load_s2s(t: _Table) -> S2SConfig:
         require_valid_certificates=tuple(
             x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
         idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
-        tor_socks=_socks_address(t, "tor_socks"))
+        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all))
+
+
+def _tor_all(t: _Table, default: bool) -> bool:
+    value = t.get_bool("tor_all", default)
+    if value and not t.get_str("tor_socks", "", allow_empty=True):
+        t.error("tor_all", "needs tor_socks (Tor's SocksPort)")
+    return value
 
 
 def _socks_address(t: _Table, key: str) -> tuple[str, int] | None:

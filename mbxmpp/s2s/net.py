@@ -453,7 +453,15 @@ class S2SService:
             targets, condition, reason = [], "remote-server-timeout", "DNS did not answer"
         except dns.exception.DNSException as e:
             targets, reason = [], f"DNS: {e}"
+        proxy = self.config.tor_socks if self.config.tor_all else None
         for target in targets:
+            if proxy is not None:  # all s2s through Tor: the proxy resolves the target's name
+                ok, why, timed_out = await self._attempt(entry, target, [target.host], proxy)
+                if ok:
+                    return
+                reason = why
+                condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
+                continue
             try:
                 addrs = await asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
             except (TimeoutError, dns.exception.DNSException) as e:
@@ -490,19 +498,17 @@ class S2SService:
         loop = asyncio.get_running_loop()
         addr = f"{target.host}:{target.port}"
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
-                           secure=target.direct_tls, peer=addr,
+                           secure=target.direct_tls, peer=addr + (" through Tor" if socks else ""),
                            max_stanza_size=self.config.max_stanza_size)
+        if not target.host.endswith(".onion"):  # (onion names are never looked up in DNS)
+            why = await self._dane(stream, target)
+            if why:
+                return False, f"{addr}: {why}", False
         for originating, receiving, sid, key in entry.verifies:
             stream.send_verify(originating, receiving, sid, key)
         ctx = self.client_context(entry.local, target.direct_tls)
         conn = S2SConnection(self, stream, ctx, target.direct_tls)
         entry.conn = conn
-        if socks is not None:
-            stream.peer = addr + " through Tor"
-        else:
-            why = await self._dane(stream, target)
-            if why:
-                return False, f"{addr}: {why}", False
         entry.attempt = loop.create_future()
         try:
             await asyncio.wait_for(self._open(loop, conn, target, addrs, ctx, entry.attempt, socks),

@@ -109,7 +109,9 @@ def lab() -> Iterator[Lab]:
         resolver_ip = f"{net.prefix}.3"
         start_unbound(net, resolver_ip, net.dns_ip, "sec.example.", zone, anchor)
         net.use_resolver("mb", resolver_ip)  # mbxmpp asks the validating resolver
-        socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269)})
+        socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269),
+                                          # two.example sends everything through "Tor"
+                                          "xmpp.mb.example": (mb_ip, 5269), "mb2.example": (mb_ip, 5269)})
         # mb2.example's certificate comes from a CA Prosody does not trust: it must dialback.
         rogue_cert = CA(os.path.join(net.tmp, "rogue")).issue("mb2", ["mb2.example"])
         prosody_dir = os.path.join(net.tmp, "prosody")
@@ -196,6 +198,8 @@ direct_tls = []
 listen = ["{two_ip}:5269"]
 ca_file = "{ca.path}"
 idle_timeout = "2s"
+tor_socks = "{socks.address}"
+tor_all = true
 [http]
 listen = ["{two_ip}:5443"]
 [proxy65]
@@ -659,7 +663,12 @@ async def test_another_of_our_domains_piggybacks_on_an_established_stream(lab):
     log = lab.net.log("mbxmpp.log")
     assert "s2s out mb2.example -> two.example: ready (dialback, piggybacked on the stream of mb.example)" in log
     assert "s2s out mb2.example -> two.example: connected" not in log  # no stream of its own
-    assert "mb2.example authenticated for two.example (dialback), bidirectional" in lab.net.log("two.log")
+    two_log = lab.net.log("two.log")
+    assert "mb2.example authenticated for two.example (dialback), bidirectional" in two_log
+    # two.example ([s2s] tor_all) asked mb2.example's authoritative server through the proxy,
+    # which resolved the name (SRV and A lookups still went to DNS).
+    assert "s2s out two.example -> mb2.example: connected to mb2.example:5269 through Tor" in two_log
+    assert ("mb2.example", 5269) in lab.socks.requests
 
 
 # -- ejabberd ------------------------------------------------------------------------------------
