@@ -711,9 +711,12 @@ class S2SService:
             await asyncio.sleep(min(SWEEP_EVERY, self.config.idle_timeout))
             now = time.monotonic()
             for conn in list(self.connections):
-                if now - conn.last_activity > self.config.idle_timeout and not conn.stream.tls_requested:
-                    log.info("s2s %s: closing idle stream", conn.stream.peer)
-                    conn.stream.close()
+                stream = conn.stream
+                if now - conn.last_activity > self.config.idle_timeout and not stream.tls_requested \
+                        and stream.stage != ST_CLOSED:
+                    log.info("s2s %s: closing idle stream", stream.peer)
+                    stream.close_reason = "idle"
+                    stream.close()
 
     def describe(self) -> list[dict[str, Any]]:
         """The streams, for the operator (JSON-ready): peer, direction, how each side was
