@@ -442,8 +442,13 @@ class S2SService:
         timeout = self.config.timeout
         condition, reason = "remote-server-not-found", ""
         entry.started = time.monotonic()
-        if remote.endswith(".onion"):
+        if _onion(remote):
             await self._establish_onion(entry)
+            return
+        if _onion(entry.local) and self.config.tor_socks is None:
+            # An onion host of ours never connects from our clearnet address.
+            self._fail_entry(entry, "remote-server-not-found",
+                             "an onion host federates only through Tor ([s2s] tor_socks)")
             return
         try:
             targets = await asyncio.wait_for(s2sdns.resolve_targets(remote, timeout), timeout)
@@ -453,7 +458,7 @@ class S2SService:
             targets, condition, reason = [], "remote-server-timeout", "DNS did not answer"
         except dns.exception.DNSException as e:
             targets, reason = [], f"DNS: {e}"
-        proxy = self.config.tor_socks if self.config.tor_all else None
+        proxy = self.config.tor_socks if self.config.tor_all or _onion(entry.local) else None
         for target in targets:
             if proxy is not None:  # all s2s through Tor: the proxy resolves the target's name
                 ok, why, timed_out = await self._attempt(entry, target, [target.host], proxy)
@@ -500,7 +505,7 @@ class S2SService:
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
                            secure=target.direct_tls, peer=addr + (" through Tor" if socks else ""),
                            max_stanza_size=self.config.max_stanza_size)
-        if not target.host.endswith(".onion"):  # (onion names are never looked up in DNS)
+        if not _onion(target.host):  # (onion names are never looked up in DNS)
             why = await self._dane(stream, target)
             if why:
                 return False, f"{addr}: {why}", False
@@ -747,6 +752,10 @@ def format_streams(rows: list[dict[str, Any]]) -> list[str]:
                      f"{r['since']:<20} {r['stanzas_in']}/{r['stanzas_out']}")
     lines.append(f"{len(rows)} stream{'s' if len(rows) != 1 else ''}")
     return lines
+
+
+def _onion(domain: str) -> bool:
+    return domain.endswith(".onion")
 
 
 def _no_write(data: bytes) -> None:  # replaced by the connection before anything is written

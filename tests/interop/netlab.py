@@ -289,7 +289,8 @@ def mbxmpp_env() -> dict[str, str]:
 
 class Socks5Proxy:
     """A SOCKS5 proxy standing in for Tor's SocksPort: CONNECT by name only, names looked up in
-    ``routes`` (never in DNS); records what it was asked for."""
+    ``routes`` (name -> (ip, port), port 0: the requested one; never DNS); records what it was
+    asked for."""
 
     def __init__(self, ip: str, routes: dict[str, tuple[str, int]]) -> None:
         import socket
@@ -327,7 +328,7 @@ class Socks5Proxy:
                 client.sendall(b"\x05\x04\x00\x01" + bytes(6))  # host unreachable
                 client.close()
                 return
-            upstream = socket.create_connection((target[0], port), timeout=5)
+            upstream = socket.create_connection((target[0], target[1] or port), timeout=5)
             upstream.settimeout(None)
             client.sendall(b"\x05\x00\x00\x01" + bytes(6))
         except OSError:

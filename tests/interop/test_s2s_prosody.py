@@ -40,6 +40,7 @@ pytestmark = pytest.mark.interop
 
 PASSWORD = "s2s secret"
 ONION = "prosodyhiddenservicexxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion"  # a Prosody host behind "Tor"
+OUR_ONION = "mbxmpphiddenservicexxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.onion"  # an mbxmpp host
 TIMEOUT = 3.0  # [s2s] timeout of the mbxmpp under test
 
 
@@ -109,7 +110,8 @@ def lab() -> Iterator[Lab]:
         resolver_ip = f"{net.prefix}.3"
         start_unbound(net, resolver_ip, net.dns_ip, "sec.example.", zone, anchor)
         net.use_resolver("mb", resolver_ip)  # mbxmpp asks the validating resolver
-        socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269),
+        our_onion_cert = ca.issue("ouronion", [OUR_ONION])
+        socks = Socks5Proxy(net.gateway, {ONION: (pro_ip, 5269), "xmpp.pro.example": (pro_ip, 0),
                                           # two.example sends everything through "Tor"
                                           "xmpp.mb.example": (mb_ip, 5269), "mb2.example": (mb_ip, 5269)})
         # mb2.example's certificate comes from a CA Prosody does not trust: it must dialback.
@@ -136,7 +138,7 @@ def lab() -> Iterator[Lab]:
         with open(mb_cfg, "w") as f:
             f.write(f"""
 [server]
-domains = ["mb.example", "mb2.example"]
+domains = ["mb.example", "mb2.example", "{OUR_ONION}"]
 data_dir = "{mb_dir}/data"
 log_level = "debug"
 
@@ -147,6 +149,10 @@ key = "{mb_cert[1]}"
 [tls.domains."mb2.example"]
 cert = "{rogue_cert[0]}"
 key = "{rogue_cert[1]}"
+
+[tls.domains."{OUR_ONION}"]
+cert = "{our_onion_cert[0]}"
+key = "{our_onion_cert[1]}"
 
 [c2s]
 listen = ["{mb_ip}:5222"]
@@ -172,7 +178,7 @@ listen = ["{mb_ip}:5443"]
 listen = ["{mb_ip}:7777"]
 """)
         env = mbxmpp_env()
-        for user in ("alice@mb.example", "amy@mb2.example", "pia@mb.example"):
+        for user in ("alice@mb.example", "amy@mb2.example", "pia@mb.example", f"olga@{OUR_ONION}"):
             subprocess.run([sys.executable, "-m", "mbxmpp", "-c", mb_cfg, "user", "add",
                             user, "--password", PASSWORD],
                            check=True, capture_output=True, env=dict(os.environ, **env), timeout=60)
@@ -756,3 +762,13 @@ async def test_ejabberd_messages_both_ways(lab, ejabberd):
     # (ejabberd writes its log asynchronously)
     await log_says(lab, "ejabberd/logs/ejabberd.log",
                    "Accepted inbound s2s EXTERNAL authentication mb.example -> ej.example")
+
+
+async def test_our_onion_host_federates_only_through_tor(lab):
+    """An .onion domain of ours reaches even a clearnet peer through the SOCKS proxy (never from
+    the server's own address); Prosody answers on the same (bidirectional) stream: the onion
+    name is in no DNS, Prosody could not connect to it."""
+    await chat_both_ways(lab.mb_ip, f"olga@{OUR_ONION}/o", lab.pro_ip, "pat@pro.example/o")
+    assert ("xmpp.pro.example", 5270) in lab.socks.requests
+    log = lab.net.log("mbxmpp.log")
+    assert f"s2s out {OUR_ONION} -> pro.example: connected to xmpp.pro.example:5270 through Tor" in log
