@@ -30,6 +30,7 @@ from .socks import socks5_connect
 from .stream import ST_CLOSED, ST_READY, S2SStream
 
 if TYPE_CHECKING:
+    from ..config import S2SConfig
     from ..server import Server
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,6 @@ class S2SService:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.config = server.config.s2s
         self.trust = TrustStore(self.config.ca_file)
         self.secret = load_secret(server.data_dir)
         self.out: dict[tuple[str, str], Outgoing] = {}
@@ -283,6 +283,10 @@ class S2SService:
         self._client_contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._sweeper: asyncio.Task | None = None
         self._server_contexts: dict[bool, ssl.SSLContext] = {}   # direct TLS? -> context
+
+    @property
+    def config(self) -> S2SConfig:
+        return self.server.config.s2s  # (read each time: a reloaded configuration applies)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -321,6 +325,7 @@ class S2SService:
         context is bound at creation); closing a listener leaves its connections open."""
         self._make_server_contexts()
         self._client_contexts.clear()
+        self.trust = TrustStore(self.config.ca_file)  # ([s2s] ca_file may have changed too)
         old, self.direct_listeners = self.direct_listeners, []
         for srv in old:
             srv.close()
