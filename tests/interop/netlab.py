@@ -211,6 +211,14 @@ class NetLab:
                     p.kill()
                     p.wait()
         for ns in self.namespaces.values():
+            # Whatever a peer left running in its namespace (a daemon's daemon) would keep the
+            # namespace, and its end of the bridge, alive.
+            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 15)
+                except (ProcessLookupError, ValueError):
+                    pass
             run("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         run("ip", "link", "del", self.bridge, check=False)

@@ -733,7 +733,9 @@ def ejabberd(lab) -> Iterator[str]:
         f.write(EJABBERD_CONFIG.format(pem=pem, ca=net.ca.path, ip=ip))
     ctl_cfg = os.path.join(d, "ejabberdctl.cfg")
     with open(ctl_cfg, "w") as f:
+        # a fixed distribution port: no epmd daemon (it would outlive the test)
         f.write(f"EXEC_CMD=as_current_user\nERLANG_NODE=ejs2s{os.getpid()}@localhost\n"
+                f"ERL_DIST_PORT=4370\n"
                 f"EJABBERD_PID_PATH={d}/ejabberd.pid\nEJABBERD_BYPASS_WARNINGS=true\n")
     ctl = ["ejabberdctl", "--config", cfg, "--ctl-config", ctl_cfg, "--logs", f"{d}/logs",
            "--spool", f"{d}/db"]
