@@ -85,6 +85,9 @@ def _control_parsers(sub: Any, us: Any) -> None:
     rs = reports.add_subparsers(dest="reports_command", required=True)
     rl = rs.add_parser("list", help="newest first: when, reported JID, reporter, reason, text")
     rl.add_argument("--jid", help="only the reports about this JID")
+    s2s = sub.add_parser("s2s", help="the running daemon's server-to-server streams")
+    s2s.add_subparsers(dest="s2s_command", required=True).add_parser(
+        "list", help="peer, direction, authentication (PKIX, DANE, dialback), TLS version")
     sub.add_parser("reload", help="make the running daemon re-read its configuration "
                                   "(log level, [accounts])")
 
@@ -146,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sessions(cfg, args)
         if cmd == "reload":
             return _reload(cfg)
+        if cmd == "s2s":
+            return _s2s_list(cfg)
         if cmd == "archive":
             return _archive_sizes(cfg, args)
         if cmd == "reports":
@@ -268,7 +273,11 @@ def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
     # Implemented by the core (streams, TLS, SASL) rather than by a feature module.
-    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: the direct TLS listener, ALPN xmpp-client"),
+    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: direct TLS listeners (c2s, s2s) "
+                                      "and _xmpps-server lookups"),
+            ("0178", "1.2", "s2s", "SASL EXTERNAL with certificates, both ways"),
+            ("0220", "1.1.1", "s2s", "Server Dialback, every role, with dialback errors"),
+            ("0288", "1.0.1", "s2s", "Bidirectional server-to-server streams"),
             ("0440", "0.4.2", "core", "SASL channel-binding type capability"),
             ("0203", "2.0", "core", "Delayed delivery stamps on offline and archived messages"),
             ("0334", "0.3.3", "core", "Message processing hints (no-store, store, no-copy) honoured")]
@@ -545,6 +554,22 @@ def _sessions(cfg: Config, args: argparse.Namespace) -> int:
         sm = "hibernated" if r["hibernated"] else ("yes" if r["sm"] else "no")
         print(f"{r['jid']:<40} {r['transport']:<10} {r['ip'] or '-':<39} {r['since']:<20} {sm}")
     print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}")
+    return EXIT_OK
+
+
+def _s2s_list(cfg: Config) -> int:
+    from .control import ControlError
+    from .s2s.net import format_streams
+    try:
+        with _require_daemon(cfg) as client:
+            r = client.request("s2s.list")
+    except (ControlError, _NoDaemon) as e:
+        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if not r["enabled"]:
+        print("federation is off ([s2s] enabled = false)")
+        return EXIT_OK
+    print("\n".join(format_streams(r["streams"])))
     return EXIT_OK
 
 

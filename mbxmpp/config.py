@@ -116,6 +116,11 @@ class S2SConfig:
     dialback: bool = True
     require_dane: bool = False
     timeout: float = 30.0
+    ca_file: str | None = None                 # CAs trusted for peers besides the system store
+    require_valid_certificates: tuple[str, ...] = ()  # peers never accepted by dialback alone
+    idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
+    tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
+    tor_all: bool = False                      # every s2s connection through tor_socks (SRV still in DNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,7 +694,32 @@ def _load_s2s(t: _Table) -> S2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         enabled=t.get_bool("enabled", d.enabled), dialback=t.get_bool("dialback", d.dialback),
-        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout))
+        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout),
+        ca_file=t.get_str("ca_file", d.ca_file) or None,
+        require_valid_certificates=tuple(
+            x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
+        idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
+        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all))
+
+
+def _tor_all(t: _Table, default: bool) -> bool:
+    value = t.get_bool("tor_all", default)
+    if value and not t.get_str("tor_socks", "", allow_empty=True):
+        t.error("tor_all", "needs tor_socks (Tor's SocksPort)")
+    return value
+
+
+def _socks_address(t: _Table, key: str) -> tuple[str, int] | None:
+    value = t.get_str(key, "", allow_empty=True)
+    if not value:
+        return None
+    from .s2s.socks import parse_proxy
+    try:
+        return parse_proxy(value)
+    except ValueError:
+        t.error(key, f'expected "host:port" such as "127.0.0.1:9050" (Tor\'s SocksPort), or "" for none, '
+                     f"got {_show(value)}")
+        return None
 
 
 def _load_http(t: _Table) -> HTTPConfig:
@@ -1113,10 +1143,26 @@ def _check_modules(cfg: Config, errors: list[str]) -> None:
                 errors.append(f"{key}: unknown module {m!r} (known: {', '.join(sorted(registry))})")
 
 
+def _check_s2s_ca(cfg: Config, errors: list[str]) -> None:
+    path = cfg.s2s.ca_file
+    if not cfg.s2s.enabled or path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+        from cryptography import x509
+        x509.load_pem_x509_certificates(pem)
+    except OSError as e:
+        errors.append(f"s2s.ca_file: cannot read {path!r}: {e.strerror or e}")
+    except ValueError:
+        errors.append(f"s2s.ca_file: {path!r} holds no PEM certificate")
+
+
 def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
+    _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
     if cfg.upload.enabled and cfg.upload.storage_dir is not None:

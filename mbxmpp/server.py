@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .auth.service import ExternalAccounts, open_backend
 from .config import DEFAULT_MODULES, Config
@@ -32,6 +32,9 @@ from .storage import open_storage
 from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
 from .xml.element import Element
+
+if TYPE_CHECKING:
+    from .s2s.net import S2SService
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class Server:
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None
+        self.s2s: S2SService | None = None
         self.started = False
         self._stopping: asyncio.Future | None = None
 
@@ -184,6 +188,11 @@ class Server:
             self.external.start()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
+        if self.config.s2s.enabled:
+            # (before the c2s listeners: a client that can connect can federate)
+            from .s2s.net import S2SService
+            self.s2s = S2SService(self)
+            await self.s2s.start()   # sets router.remote: stanzas to other domains federate
         c2s = self.config.c2s
         starttls_ctx = self.tls.context()
         direct_ctx = self.tls.context(alpn=["xmpp-client"])  # XEP-0368
@@ -211,6 +220,8 @@ class Server:
             await self.control.stop()
         for srv in self.listeners:
             srv.close()
+        if self.s2s is not None:
+            await self.s2s.stop()
         for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
         await self.http.stop()
@@ -417,6 +428,14 @@ class Server:
         restart += [f.name for f in fields(old) if f.name not in ("server", "accounts", "source")
                     and getattr(old, f.name) != getattr(new, f.name)]
         ended = self.end_unentitled_sessions() if "accounts" in applied else 0
+        if self.tls is not None:
+            try:
+                self.tls.reload()
+                applied.append("certificates")
+            except (OSError, ValueError) as e:  # (ssl.SSLError is an OSError)
+                log.error("certificates not reloaded, the old ones stay: %s", e)
+            if self.s2s is not None:
+                asyncio.ensure_future(self.s2s.reload_tls())
         log.info("configuration reloaded from %s: applied %s; needing a restart: %s",
                  old.source or "embedded defaults", ", ".join(applied) or "nothing changed",
                  ", ".join(restart) or "nothing")

@@ -14,6 +14,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # a real DNS server for check and s2s tests
   command -v dovecot >/dev/null || need+=(dovecot-core)  # authentication against the mail system
   command -v slapd >/dev/null || need+=(slapd ldap-utils)  # ... and against LDAP
+  command -v unbound >/dev/null || need+=(unbound)   # the validating resolver of the DANE cases
+  command -v ip >/dev/null || need+=(iproute2)        # network namespaces of the federation lab
   if [ ${#need[@]} -gt 0 ]; then
     # Debian starts a package's service on install; the tests run their own instances.
     made_policy=0
