@@ -22,6 +22,7 @@ from .modules import REGISTRY
 from .net.connection import C2SConnection, DeferredWrites
 from .net.tls import TLSContexts, ensure_self_signed
 from .storage import open_storage
+from .stream.sasl import load_fake_secret
 from .util.tuning import tune_for_serving
 from .xml.element import Element
 
@@ -46,6 +47,7 @@ class Server:
         self.data_dir = os.path.abspath(config.server.data_dir)
         self.storage = open_storage(storage_kind, self.data_dir if storage_kind == "lmdb" else None)
         self.accounts = Accounts(self.storage)
+        self.sasl_fake_secret: bytes | None = None  # from data_dir at start (stable fake salts)
         self.hooks = HookBus()
         self.sessions = SessionManager(self.hooks)
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
@@ -106,6 +108,7 @@ class Server:
 
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
+        self.sasl_fake_secret = load_fake_secret(self.data_dir)
         self.load_modules()
         for mod in self.modules.values():
             await mod.start()
