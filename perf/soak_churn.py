@@ -38,6 +38,12 @@ from .xmppclient import ClientOptions, XMPPClient, XMPPError
 ACCOUNTS = 500
 MESSAGES = 5
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 66)]
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_CSI = "urn:xmpp:csi:0"
+CAPS_NODE = "https://soak.example/client"
+# A few client versions (the server asks one client of each for its features, then caches them).
+CAPS_VERS = [f"soak{i}AAAAAAAAAAAAAAAAAAAAAA=" for i in range(8)]
 
 
 def _free_port() -> int:
@@ -137,9 +143,12 @@ listen = ["127.0.0.1:{_free_port()}"]
 class Churn:
     """``concurrency`` clients in a loop: each iteration is one whole session."""
 
-    def __init__(self, port: int, users: list[str], concurrency: int, seed: int = 1) -> None:
+    def __init__(self, port: int, users: list[str], concurrency: int, seed: int = 1,
+                 mobile: bool = True) -> None:
+        # mobile: as Conversations or Monal do, Stream Management, carbons, CSI and a caps hash
         self.opts = ClientOptions(port=port, mech="SCRAM-SHA-1", src_ips=SOURCE_ADDRESSES,
-                                  timeout=30.0)
+                                  timeout=30.0, sm=mobile, presence=not mobile)
+        self.mobile = mobile
         self.users = users
         self.concurrency = concurrency
         self.rnd = random.Random(seed)
@@ -152,11 +161,21 @@ class Churn:
         c = XMPPClient(user, PASSWORD, f"soak{n}", self.opts)
         try:
             await c.login()
+            if self.mobile:
+                await c.iq(f"<enable xmlns='{NS_CARBONS}'/>", "set")
+                c.write(f"<presence><c xmlns='{NS_CAPS}' hash='sha-1' node='{CAPS_NODE}' "
+                        f"ver='{self.rnd.choice(CAPS_VERS)}'/></presence>"
+                        f"<inactive xmlns='{NS_CSI}'/><active xmlns='{NS_CSI}'/>".encode())
             c.wbuf.extend(
                 f"<message type='chat' to='{self.rnd.choice(self.users)}@localhost' "
                 f"id='s{n}-{k}'><body>soak message {k} of session {n}</body></message>".encode()
                 for k in range(MESSAGES))
             c.flush()
+            if self.mobile:
+                # As a mobile client does before it closes: acknowledge what it got (what the
+                # server sent before the pong), or the server stores it offline again.
+                await c.iq("<ping xmlns='urn:xmpp:ping'/>")
+                c.write(c._ack_bytes())
             c.close(graceful=True)
             await c.wait_closed(10.0)
         except (XMPPError, OSError, asyncio.TimeoutError) as e:
