@@ -1,6 +1,6 @@
 """Soak: memory per ended session must return to zero (issue 11, item 5).
 
-    python -m perf.soak_churn                      # 10,000 warm-up + 30,000 measured sessions
+    python -m perf.soak_churn                      # 20,000 warm-up + 20,000 measured sessions
     python -m perf.soak_churn --warmup 2000 --sessions 6000 --max-bytes-per-session 400
 
 Starts mbxmpp with its shipped default modules on loopback, provisions 500 accounts, then drives
@@ -96,7 +96,7 @@ listen = ["127.0.0.1:{_free_port()}"]
 
     def provision(self, users: list[str]) -> None:
         stored, server = scram_sha1()
-        b = lambda x: base64.b64encode(x).decode()  # noqa: E731
+        b = lambda x: base64.b64encode(x).decode()
         path = self.dir / "accounts.txt"
         path.write_text("".join(f"{u}@localhost scram SCRAM-SHA-1 {b(SALT)} {ITERATIONS} "
                                 f"{b(stored)} {b(server)}\n" for u in users))
@@ -178,7 +178,7 @@ class Churn:
                 c.write(c._ack_bytes())
             c.close(graceful=True)
             await c.wait_closed(10.0)
-        except (XMPPError, OSError, asyncio.TimeoutError) as e:
+        except (XMPPError, OSError, TimeoutError) as e:
             self.errors.append(f"session {n} ({user}): {type(e).__name__}: {e}")
             c.close(graceful=False)
 
@@ -232,8 +232,8 @@ async def soak(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m perf.soak_churn", description=__doc__.split("\n")[0])
-    p.add_argument("--warmup", type=int, default=10_000, help="sessions before the first reading")
-    p.add_argument("--sessions", type=int, default=30_000, help="sessions measured after it")
+    p.add_argument("--warmup", type=int, default=20_000, help="sessions before the first reading")
+    p.add_argument("--sessions", type=int, default=20_000, help="sessions measured after it")
     p.add_argument("--concurrency", type=int, default=20, help="sessions at a time")
     p.add_argument("--checkpoints", type=int, default=6, help="RSS readings after the warm-up")
     p.add_argument("--max-bytes-per-session", type=float, default=300.0,

@@ -87,7 +87,7 @@ async def _salt_and_iterations(daemon: Daemon, mech: str, user: str) -> tuple[st
 
 def _scram_line(jid: str, mech: str, password: str) -> str:
     cred = derive(mech, password, os.urandom(16), 4096)
-    b = lambda x: base64.b64encode(x).decode()  # noqa: E731
+    b = lambda x: base64.b64encode(x).decode()
     return f"{jid} scram {mech} {b(cred.salt)} {cred.iterations} {b(cred.stored_key)} {b(cred.server_key)}"
 
 
