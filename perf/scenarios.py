@@ -58,9 +58,11 @@ FULL: dict[str, dict[str, Any]] = {
                       "preload_users": 1000, "preload_messages": 1_000_000},
     # one room per size in `rooms` (occupants), `senders` of them sending; saturation with
     # `window` messages in flight per sender (a message is in flight until its last occupant
-    # got it), then open loop at `fractions` of it
+    # got it), then open loop at `fractions` of it and at `fixed_deliveries` per second (the
+    # room's size divides them into messages/s)
     "muc_fanout": {"rooms": [50, 500], "senders": 5, "window": 8, "warmup_s": 2.0,
-                   "duration_s": 8.0, "fractions": [0.5], "lat_duration_s": 8.0},
+                   "duration_s": 8.0, "fractions": [0.5], "fixed_deliveries": [5000],
+                   "lat_duration_s": 8.0},
 }
 
 SMOKE: dict[str, dict[str, Any]] = {
@@ -80,7 +82,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "mam_archiving": {"pairs": 10, "window": 4, "rounds": 1, "warmup_s": 0.3, "duration_s": 0.8,
                       "preload_users": 20, "preload_messages": 5000},
     "muc_fanout": {"rooms": [10], "senders": 2, "window": 2, "warmup_s": 0.3, "duration_s": 0.8,
-                   "fractions": [0.5], "lat_duration_s": 0.8},
+                   "fractions": [0.5], "fixed_deliveries": [], "lat_duration_s": 0.8},
 }
 
 ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
@@ -551,6 +553,11 @@ def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
     ctx.log(f"{tag}: own {srv.name} instance up on 127.0.0.1:{inst.c2s_port} "
             f"({', '.join(f'{k}={v}' for k, v in attrs.items() if not callable(v))}) in "
             f"{time.monotonic() - t0:.1f}s, pid {inst.main_pid()}")
+    if srv.profiler is not None and srv.profile_out is not None:
+        # run.py --profile: the instance where this scenario's work happens gets a flame graph
+        err = inst.start_profiler(srv.profile_out.with_name(f"flame_{tag}.svg"))
+        if err:
+            ctx.log(f"{tag}: profiling unavailable: {err}")
     try:
         yield inst
     finally:
@@ -940,8 +947,9 @@ def muc_fanout(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     Saturation: closed loop, ``window`` messages in flight per sender, a message in flight until
     the last occupant got it; deliveries are counted at every occupant (the senders get their
     own messages back, as XEP-0045 §7.4 has it) and divided by the server's CPU seconds over the
-    window (``/proc/PID/stat``). Then open loop at ``fractions`` of the saturation's message rate:
-    latency from a message's scheduled send to its arrival at the last occupant. All occupants
+    window (``/proc/PID/stat``). Then open loop at ``fractions`` of the saturation's message rate
+    and at ``fixed_deliveries`` per second (the same load on every server): latency from a
+    message's scheduled send to its arrival at the last occupant. All occupants
     live in the generator's first worker (that is where "last" is known)."""
     p = ctx.params["muc_fanout"]
     rec = _record("muc_fanout", srv)
@@ -1006,17 +1014,19 @@ def _muc_room(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict, size: int,
             # when the generator was the bottleneck (a server below its capacity batches less,
             # so the figure is then pessimistic)
             rec["metrics"][f"deliveries_per_cpu_s_{size}"] = round(deliveries / cpu_s, 1)
-        for f in p["fractions"]:
-            if msgs <= 0:
-                break
-            tag = f"{int(f * 100)}pct_{size}"
-            rr, scpu = run("open", f * msgs, p["lat_duration_s"], f"at_{tag}")
+        levels = [(f"{int(f * 100)}pct_{size}", f * msgs) for f in p["fractions"] if msgs > 0]
+        # the same offered deliveries/s on every server (saturations differ: 50% of each
+        # server's own is a different load, and the generator's share of the latency grows
+        # with it)
+        levels += [(f"{d}dps_{size}", d / size) for d in p["fixed_deliveries"]]
+        for tag, rate in levels:
+            rr, scpu = run("open", rate, p["lat_duration_s"], f"at_{tag}")
             h = merge_hists([rr])
             lat = h.summary_ms()
             rec["hists"][f"latency_last_at_{tag}"] = h.to_dict()
             cpu_s = scpu * p["lat_duration_s"]
             det[f"at_{tag}"] = {
-                "offered_msgs_per_s": round(f * msgs, 1), "sent": rr["sent_window"],
+                "offered_msgs_per_s": round(rate, 1), "sent": rr["sent_window"],
                 "complete": rr["sent_window"] - rr["incomplete_window"],
                 "server_cpu": round(scpu, 3),
                 "deliveries_per_cpu_s": round(rr["deliveries_window"] / cpu_s, 1) if cpu_s > 0

@@ -166,6 +166,7 @@ class ServerUnderTest:
         self.tls_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.profiler: subprocess.Popen | None = None
+        self.profile_out: Path | None = None    # --profile: the flame graph being recorded
         self.log_path = self.dir / "server.out"
         self.users: list[str] = []
         self.archive = False    # run.py --archive: every server archives 1:1 messages (MAM)
@@ -307,6 +308,7 @@ class ServerUnderTest:
         py_spy = shutil.which("py-spy")
         if py_spy is None:
             return "py-spy is not installed (pip install py-spy)"
+        self.profile_out = out_svg
         self.profiler = subprocess.Popen(
             [py_spy, "record", "-o", str(out_svg), "--pid", str(self.main_pid()), "-r", "200",
              "--nonblocking"], stdout=open(self.dir / "py-spy.out", "wb"), stderr=subprocess.STDOUT)
