@@ -989,6 +989,10 @@ def _muc_room(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict, size: int,
             share = cpu.kernel_share()
             if share is not None:
                 det[f"{label}_kernel_cpu_share"] = round(share, 3)
+            if cpu.instructions is not None and r["deliveries_window"]:
+                # run.py --instructions: what the server executed per delivery (under valgrind)
+                det[f"{label}_instructions_per_delivery"] = round(
+                    cpu.instructions / r["deliveries_window"])
             if r["errors"] or r["unknown"]:
                 rec["details"].setdefault("warnings", []).append(
                     f"{label}: {r['errors']} error stanza(s) {r['error_samples']}, "
