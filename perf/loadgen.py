@@ -181,6 +181,42 @@ class _Window:
         return {"cpu_s": self.cpu1 - self.cpu0, "wall_s": (self.w1 - self.w0) / 1e9}
 
 
+class _Credits:
+    """Closed-loop sending: each client has ``credit`` messages it may send; ``give(c)`` returns
+    one (its message arrived) and the sends are batched per loop iteration: ``emit(c, n, now)``
+    sends ``n`` for client ``c``. Nothing is sent from ``t_end`` on."""
+
+    def __init__(self, t_end: int, emit: Any) -> None:
+        self.t_end = t_end
+        self.emit = emit
+        self.dirty: set[XMPPClient] = set()
+        self.scheduled = False
+        self.loop = asyncio.get_running_loop()
+
+    def start(self, clients: list[XMPPClient], window: int) -> None:
+        for c in clients:
+            c.credit = window
+            self.dirty.add(c)
+        self.flush()
+
+    def give(self, c: XMPPClient) -> None:
+        c.credit += 1
+        self.dirty.add(c)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        now = _now()
+        if now < self.t_end:
+            for c in self.dirty:
+                n = c.credit
+                c.credit = 0
+                self.emit(c, n, now)
+        self.dirty.clear()
+
+
 # ====================================================================== worker
 
 def _opts(d: dict) -> ClientOptions:
@@ -324,7 +360,6 @@ class Worker:
         With Stream Management enabled on the clients, each counts what it sends (``sm_sent``)
         and appends its own ``<r/>`` when due; after the drain every client requests a last ack
         and checks that the server acknowledged exactly what it sent."""
-        loop = asyncio.get_running_loop()
         clients = [c for c in self.groups[group] if not c.closed]
         clients = clients[:len(clients) // 2 * 2]
         if not clients:
@@ -335,31 +370,22 @@ class Worker:
         st = {"sent": 0, "sent_window": 0, "recv": 0, "recv_window_sched": 0,
               "recv_window_arrival": 0}
         closed_loop = mode == "closed"
-        dirty: set[XMPPClient] = set()
-        flush_scheduled = [False]
         body = BODY
         partner: dict[XMPPClient, XMPPClient] = {}
         for i in range(0, len(clients), 2):
             a, b = clients[i], clients[i + 1]
             partner[a], partner[b] = b, a
 
-        def flush() -> None:
-            flush_scheduled[0] = False
-            now = _now()
-            if now >= t_end:
-                dirty.clear()
-                return
-            for c in dirty:
-                n = c.credit
-                c.credit = 0
-                to = partner[c].bare
-                st["sent"] += n
-                if now >= w0:
-                    st["sent_window"] += n
-                data = ("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
-                                "</body></message>" for _ in range(n))).encode()
-                c.write(data + c.sm_sent(n) if sm else data)
-            dirty.clear()
+        def emit(c: XMPPClient, n: int, now: int) -> None:
+            to = partner[c].bare
+            st["sent"] += n
+            if now >= w0:
+                st["sent_window"] += n
+            data = ("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
+                            "</body></message>" for _ in range(n))).encode()
+            c.write(data + c.sm_sent(n) if sm else data)
+
+        credits = _Credits(t_end, emit)
 
         def make_handler(c: XMPPClient) -> Any:
             p = partner[c]
@@ -378,11 +404,7 @@ class Worker:
                 if w0 <= now < t_end:
                     st["recv_window_arrival"] += 1
                 if closed_loop and now < t_end:
-                    p.credit += 1
-                    dirty.add(p)
-                    if not flush_scheduled[0]:
-                        flush_scheduled[0] = True
-                        loop.call_soon(flush)
+                    credits.give(p)
             return on_timed
 
         for c in clients:
@@ -391,10 +413,7 @@ class Worker:
         win = _Window(w0, t_end)
         await _sleep_until(t_start)
         if closed_loop:
-            for c in clients:
-                c.credit = window
-                dirty.add(c)
-            flush()
+            credits.start(clients, window)
         else:
             interval = 1e9 / rate
             n = 0
@@ -604,7 +623,6 @@ class Worker:
         goes to ``hist`` (``hist_all``: every delivery). Closed loop: ``window`` messages in
         flight per sender, a sender's credit returns when one of its messages is complete. Open
         loop: ``rate`` messages/s, scheduled in advance, round robin over the senders."""
-        loop = asyncio.get_running_loop()
         clients = [c for c in self.groups[group] if not c.closed]
         n_occ = len(clients)
         snd = clients[:max(1, senders)]
@@ -615,8 +633,6 @@ class Worker:
         closed_loop = mode == "closed"
         prefix = room + "/"
         body = BODY
-        dirty: set[XMPPClient] = set()
-        flush_scheduled = [False]
         seq = [0]
         other0 = dict(self.muc_other, error_samples=[])
 
@@ -630,19 +646,12 @@ class Worker:
             c.wbuf.append(f"<message to='{room}' type='groupchat' id='{mid}'><body>{body}"
                           "</body></message>".encode())
 
-        def flush() -> None:
-            flush_scheduled[0] = False
-            now = _now()
-            if now >= t_end:
-                dirty.clear()
-                return
-            for c in dirty:
-                n = c.credit
-                c.credit = 0
-                for _ in range(n):
-                    send(c, now)
-                c.flush()
-            dirty.clear()
+        def emit(c: XMPPClient, n: int, now: int) -> None:
+            for _ in range(n):
+                send(c, now)
+            c.flush()
+
+        credits = _Credits(t_end, emit)
 
         def on_timed(kind: str, mid: str, now: int, frm: str) -> None:
             if kind != "message" or not frm.startswith(prefix):
@@ -668,12 +677,7 @@ class Worker:
             if in_window:
                 hist.record((now - sched) // 1000)
             if closed_loop and now < t_end:
-                c = p[1]
-                c.credit += 1
-                dirty.add(c)
-                if not flush_scheduled[0]:
-                    flush_scheduled[0] = True
-                    loop.call_soon(flush)
+                credits.give(p[1])
 
         for c in clients:
             c.credit = 0
@@ -681,10 +685,7 @@ class Worker:
         win = _Window(w0, t_end)
         await _sleep_until(t_start)
         if closed_loop:
-            for c in snd:
-                c.credit = window
-                dirty.add(c)
-            flush()
+            credits.start(snd, window)
         else:
             interval = 1e9 / rate
             k = 0
