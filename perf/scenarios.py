@@ -989,6 +989,10 @@ def _muc_room(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict, size: int,
             share = cpu.kernel_share()
             if share is not None:
                 det[f"{label}_kernel_cpu_share"] = round(share, 3)
+            got = r["deliveries_window"]
+            if got:  # system calls per delivery: how well the server batches its socket I/O
+                det[f"{label}_syscalls_per_delivery"] = {
+                    k: round(v / got, 3) for k, v in cpu.syscalls().items()}
             if cpu.instructions is not None and r["deliveries_window"]:
                 # run.py --instructions: what the server executed per delivery (under valgrind)
                 det[f"{label}_instructions_per_delivery"] = round(
