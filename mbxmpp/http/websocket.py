@@ -72,7 +72,7 @@ class WebSocketConnection(StreamConnection):
         self._attach(stream)
 
     def _write_message(self, data: bytes) -> None:
-        self._write(text_frame(data))
+        self._write(text_frame(standalone(data)))
 
     def _write_message_soon(self, data: bytes, within: float) -> None:
         self._write_soon(text_frame(standalone(data)), within)
@@ -82,13 +82,14 @@ class WebSocketConnection(StreamConnection):
         t = self.transport
         self._started(t.get_extra_info("peername") if t is not None else None,
                       t.get_extra_info("ssl_object") if t is not None else None)
-        ws = self.ws
+        receive = self.ws.receive
         stream = self.stream
+        text = WSMsgType.TEXT
         try:
             while True:
-                msg = await ws.receive()
+                msg = await receive()
                 kind = msg.type
-                if kind is WSMsgType.TEXT:
+                if kind is text:
                     if self._closing:
                         continue  # what the peer sends after our <close/> is discarded
                     data = msg.data
