@@ -113,7 +113,7 @@ class WebSocketConnection(StreamConnection):
             if self._close_task is not None:
                 try:
                     await self._close_task
-                except (OSError, asyncio.TimeoutError) as e:  # the peer went away meanwhile
+                except (TimeoutError, OSError) as e:  # the peer went away meanwhile
                     log.debug("websocket %s: close: %s", stream.peer, e)
             self._connection_lost()
 
