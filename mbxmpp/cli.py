@@ -1,5 +1,5 @@
 """Command line: serve (default), user add|passwd|del|disable|enable|list|import, sessions
-list|kick, reload, check-config, xeps.
+list|kick, reload, check-config, xeps, export, import, import-prosody.
 
 Account changes and the session commands go through a running daemon's control socket
 (mbxmpp/control.py); with no daemon running, account changes are written to storage directly.
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     wsub = web.add_subparsers(dest="webchat_command", required=True)
     fetch = wsub.add_parser("fetch", help="fetch the pinned Converse.js release (npm) and unpack it")
     fetch.add_argument("--tarball", help="use this converse.js .tgz instead of fetching it with npm")
+    _migrate_parsers(sub)
     user = sub.add_parser("user", help="manage accounts")
     us = user.add_subparsers(dest="user_command", required=True)
     add = us.add_parser("add", help="create an account (prompts for the password)")
@@ -80,8 +81,29 @@ def _control_parsers(sub: Any, us: Any) -> None:
     ss.add_parser("list", help="JID, transport, IP, since, stream management")
     kick = ss.add_parser("kick", help="end sessions: a bare JID all of them, a full JID one")
     kick.add_argument("jid")
+    reports = sub.add_parser("reports", help="spam and abuse reports users sent (XEP-0377)")
+    rs = reports.add_subparsers(dest="reports_command", required=True)
+    rl = rs.add_parser("list", help="newest first: when, reported JID, reporter, reason, text")
+    rl.add_argument("--jid", help="only the reports about this JID")
+    s2s = sub.add_parser("s2s", help="the running daemon's server-to-server streams")
+    s2s.add_subparsers(dest="s2s_command", required=True).add_parser(
+        "list", help="peer, direction, authentication (PKIX, DANE, dialback), TLS version")
     sub.add_parser("reload", help="make the running daemon re-read its configuration "
                                   "(log level, [accounts])")
+
+
+def _migrate_parsers(sub: Any) -> None:
+    ex = sub.add_parser("export", help="write accounts and their data as XEP-0227 (PIEFXIS)")
+    ex.add_argument("file", help="file name, or - for standard output")
+    ex.add_argument("domains", nargs="*", help="only these domains (default: all)")
+    im = sub.add_parser("import", help="read a XEP-0227 file (ours, Prosody's, ejabberd's "
+                                       "export_piefxis) or a folder of them")
+    im.add_argument("file", help="file or folder name, or - for standard input")
+    im.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
+    ip = sub.add_parser("import-prosody", help="read a Prosody data directory (internal storage)")
+    ip.add_argument("dir", help="Prosody's data_path, e.g. /var/lib/prosody")
+    ip.add_argument("hosts", nargs="*", help="only these hosts (default: all)")
+    ip.add_argument("--dry-run", action="store_true", help="check the files, write nothing")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -127,8 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sessions(cfg, args)
         if cmd == "reload":
             return _reload(cfg)
+        if cmd == "s2s":
+            return _s2s_list(cfg)
         if cmd == "archive":
             return _archive_sizes(cfg, args)
+        if cmd == "reports":
+            return _reports_list(cfg, args)
+        if cmd == "export":
+            return _export(cfg, args.file, args.domains)
+        if cmd in ("import", "import-prosody"):
+            return _import_data(cfg, args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_USAGE
@@ -182,6 +212,7 @@ def _check(cfg: Config) -> int:
             print(f"  - {e}", file=sys.stderr)
         return EXIT_USAGE
     _print_storage_bounds(cfg)
+    _print_limits(cfg)
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -233,11 +264,20 @@ def _print_storage_bounds(cfg: Config) -> None:
         print(line)
 
 
+def _print_limits(cfg: Config) -> None:
+    rates = cfg.limits.rates
+    print("rate limits: " + "; ".join(f"{k} {r.describe()}" for k, r in rates.items()))
+
+
 def _xeps(cfg: Config) -> int:
     from .core.modules import load_class
     from .modules import REGISTRY
     # Implemented by the core (streams, TLS, SASL) rather than by a feature module.
-    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: the direct TLS listener, ALPN xmpp-client"),
+    rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: direct TLS listeners (c2s, s2s) "
+                                      "and _xmpps-server lookups"),
+            ("0178", "1.2", "s2s", "SASL EXTERNAL with certificates, both ways"),
+            ("0220", "1.1.1", "s2s", "Server Dialback, every role, with dialback errors"),
+            ("0288", "1.0.1", "s2s", "Bidirectional server-to-server streams"),
             ("0440", "0.4.2", "core", "SASL channel-binding type capability"),
             ("0203", "2.0", "core", "Delayed delivery stamps on offline and archived messages"),
             ("0334", "0.3.3", "core", "Message processing hints (no-store, store, no-copy) honoured")]
@@ -261,6 +301,101 @@ def _archive_sizes(cfg: Config, args: argparse.Namespace) -> int:
     _print_storage_bounds(cfg)  # first: the table's total stays the last line (scripts read it)
     print(report)
     return EXIT_OK
+
+
+def _reports_list(cfg: Config, args: argparse.Namespace) -> int:
+    from .jid import JID, JIDError
+    from .modules.abuse_reports import Reports, format_reports
+    from .storage import open_storage
+    jid = None
+    if args.jid:
+        try:
+            jid = JID.parse(args.jid).full
+        except JIDError as e:
+            raise UsageError(f"invalid JID {args.jid!r}: {e}") from None
+    storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
+    try:
+        print(format_reports(list(Reports(storage).all(jid))))
+    finally:
+        storage.close_sync()
+    return EXIT_OK
+
+
+def _export(cfg: Config, path: str, domains: list[str]) -> int:
+    from .migrate.account import Stores
+    from .migrate.xep0227 import export
+    from .storage import open_storage
+    unknown = [d for d in domains if d not in cfg.server.domains]
+    if unknown:
+        raise UsageError(f"not one of this server's domains: {', '.join(unknown)}")
+    storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
+    tty = sys.stderr.isatty()
+    try:
+        if path == "-":
+            n = export(Stores(storage), sys.stdout.buffer, domains or list(cfg.server.domains))
+            sys.stdout.buffer.flush()
+        else:
+            # The file holds credentials (XEP-0227 §7): readable by its owner only.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+                n = export(Stores(storage), out, domains or list(cfg.server.domains),
+                           (lambda i: print(f"\rexported {i}", end="", file=sys.stderr))
+                           if tty else None)
+    except OSError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        storage.close_sync()
+    if tty and path != "-":
+        print(file=sys.stderr)
+    print(f"exported {n} accounts", file=sys.stderr if path == "-" else sys.stdout)
+    return EXIT_OK
+
+
+def _import_data(cfg: Config, args: argparse.Namespace) -> int:
+    """`import FILE` (XEP-0227) and `import-prosody DIR`: one write transaction per batch of
+    whole accounts; rejected accounts are reported and nothing of them is written."""
+    from .migrate import Summary, import_accounts
+    from .migrate.prosody import LuaError, read_dir
+    from .migrate.xep0227 import FileError, read_file
+    from .storage import open_storage
+    tty = sys.stderr.isatty()
+
+    def note(text: str) -> None:
+        print(("\r" if tty else "") + f"note: {text}", file=sys.stderr)
+
+    def progress(s: Summary) -> None:
+        if tty:
+            print(f"\rimported {s.accounts} accounts, {s.messages} messages", end="",
+                  file=sys.stderr)
+
+    domains = set(cfg.server.domains)
+    if args.command == "import":
+        source = read_file(args.file, domains, note)
+    else:
+        source = read_dir(args.dir, domains, args.hosts or None)
+    from .control import probe, socket_path
+    if not args.dry_run and probe(socket_path(cfg.server.data_dir)):
+        print("warning: a daemon serves this data directory; it may not see the imported data "
+              "of accounts it has in its caches until it restarts", file=sys.stderr)
+    storage = open_storage("lmdb", os.path.abspath(cfg.server.data_dir))
+    try:
+        summary = import_accounts(storage, source, dry_run=args.dry_run, progress=progress,
+                                  rejected=lambda r: print(("\r" if tty else "") + f"error: {r}",
+                                                           file=sys.stderr),
+                                  workers=os.cpu_count() or 1,
+                                  stop_on=(FileError, LuaError, OSError))
+    finally:
+        storage.close_sync()
+    if tty:
+        print(file=sys.stderr)
+    if summary.error is not None:
+        print(f"error: {summary.error}\nthe import stopped there: the accounts read completely "
+              "before it were imported, none after", file=sys.stderr)
+    verb = "checked" if args.dry_run else "imported"
+    print(f"{verb} {summary.accounts} accounts, {summary.messages} archived and offline messages"
+          + (f"; {len(summary.rejected)} accounts rejected" if summary.rejected else ""))
+    return EXIT_FAIL if summary.rejected or summary.error else EXIT_OK
 
 
 def _bare(cfg: Config, s: str) -> str:
@@ -419,6 +554,22 @@ def _sessions(cfg: Config, args: argparse.Namespace) -> int:
         sm = "hibernated" if r["hibernated"] else ("yes" if r["sm"] else "no")
         print(f"{r['jid']:<40} {r['transport']:<10} {r['ip'] or '-':<39} {r['since']:<20} {sm}")
     print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}")
+    return EXIT_OK
+
+
+def _s2s_list(cfg: Config) -> int:
+    from .control import ControlError
+    from .s2s.net import format_streams
+    try:
+        with _require_daemon(cfg) as client:
+            r = client.request("s2s.list")
+    except (ControlError, _NoDaemon) as e:
+        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if not r["enabled"]:
+        print("federation is off ([s2s] enabled = false)")
+        return EXIT_OK
+    print("\n".join(format_streams(r["streams"])))
     return EXIT_OK
 
 

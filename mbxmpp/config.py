@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mbxmpp.util.units import format_duration, format_size, parse_duration, parse_size
+from mbxmpp.util.ratelimit import Rate
 
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
@@ -37,7 +38,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "webchat", "metrics",
+    "muc", "upload", "proxy65", "webchat", "metrics",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
@@ -115,6 +116,11 @@ class S2SConfig:
     dialback: bool = True
     require_dane: bool = False
     timeout: float = 30.0
+    ca_file: str | None = None                 # CAs trusted for peers besides the system store
+    require_valid_certificates: tuple[str, ...] = ()  # peers never accepted by dialback alone
+    idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
+    tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
+    tor_all: bool = False                      # every s2s connection through tor_socks (SRV still in DNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +149,18 @@ class SMConfig:
 class MAMConfig:
     retention: float = 7 * 86400.0
     sweep_interval: float = 60.0
-    # What may be archived per account and quota window (0: unbounded). A busy user receives a
-    # few thousand messages a day, of 1-5 KB (text, OMEMO); files go by upload, not inline.
+    # What may be archived per account and quota window (0: unbounded). Bytes do the protecting:
+    # the counts are far above what a load test sends between one pair in minutes (a busy user
+    # receives a few thousand messages a day of 1-5 KB; files go by upload, not inline).
     quota_window: float = 86400.0
-    max_messages_from_others: int = 20_000     # all other senders together, into one account
-    max_bytes_from_others: int = 64 * 1024 * 1024
-    max_messages_per_sender: int = 5_000       # one sender into one account
-    max_bytes_per_sender: int = 16 * 1024 * 1024
-    max_messages_own: int = 20_000             # an account's own sent messages, in its archive
-    max_bytes_own: int = 64 * 1024 * 1024
+    max_messages_from_others: int = 8_000_000  # all other senders together, into one account
+    max_bytes_from_others: int = 1 << 30
+    max_messages_per_sender: int = 2_000_000   # one sender into one account
+    max_bytes_per_sender: int = 256 << 20
+    max_messages_own: int = 8_000_000          # an account's own sent messages, in its archive
+    max_bytes_own: int = 1 << 30
+    # One sender into all other accounts together: one account cannot fill thousands of others.
+    max_bytes_to_others: int = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,14 @@ class MUCConfig:
     domain: str = "conference.{domain}"
     archive_by_default: bool = False
     enabled: bool = True
+    max_rooms_per_user: int = 100             # rooms a user may own (creation refused beyond)
+    max_rooms_joined_per_user: int = 200      # rooms a user may be in at once
+    max_occupants: int = 1000                 # per room; caps muc#roomconfig_maxusers
+    message_rate: int = 5                     # messages (and presence updates) per second per occupant
+    message_burst: int = 25                   # ... allowed at once before the rate applies
+    max_history: int = 100                    # messages a room remembers for history on join
+    max_nick_length: int = 64                 # characters
+    max_message_size: int = 64 * 1024         # bytes of a message or presence to a room or an occupant
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +185,8 @@ class UploadConfig:
     expire_after: float = 3600.0
     enabled: bool = True
     storage_dir: str | None = None             # load_config fills in <data_dir>/upload
+    quota_per_user: int = 100 * 1024 * 1024    # bytes stored (and reserved by open slots) per user
+    slots_per_hour: int = 100                  # slot requests per user per hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +195,10 @@ class Proxy65Config:
     listen: tuple[Listen, ...] = (("127.0.0.1", 5000),)
     public_host: str | None = None             # None: the listen host
     enabled: bool = True
+    activation_timeout: float = 60.0           # a connection not activated by then is closed
+    idle_timeout: float = 300.0                # an activated stream without traffic is closed
+    max_streams_per_user: int = 10             # concurrent activated streams per requester
+    max_bytes_per_user: int = 10 * 1024 ** 3   # bytes relayed per requester per hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +228,31 @@ class PushConfig:
     publish_timeout: float = 30.0              # wait for the app server's reply
     wake_before: float = 60.0                  # wake-up push before hibernation ends (<= 10% of it)
     max_registrations: int = 20                # per account
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Token buckets (mbxmpp/util/ratelimit.py) that a normal user never hits: in the file each
+    is a rate ("N/s", "N/min", "N/h", "N/day"; "0": no limit) and ``<name>_burst``."""
+    # every SASL attempt from one IP address: a carrier NAT's reconnect storm is thousands at once
+    logins_per_address: Rate = Rate(100.0, 10_000)
+    failed_logins_per_address: Rate = Rate(10.0, 1_000)
+    # every SASL attempt for one account (all its devices reconnecting at once fit the burst)
+    logins_per_account: Rate = Rate(2.0, 600)
+    # failures per account AND address: guessing is slowed; an attacker elsewhere locks nobody out
+    failed_logins_per_account: Rate = Rate(10 / 60, 30)
+    # stanzas one session sends; over it, reading from its connection waits (no error)
+    stanzas_per_session: Rate = Rate(5000.0, 50_000)
+    # presence subscription requests an account sends (RFC 6121 §3.1.3 allows refusing)
+    subscriptions_per_account: Rate = Rate(100 / 3600, 1_000)
+    # new group chat rooms an account creates (muc: <policy-violation/>; [muc] caps the count)
+    muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
+    # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
+    reports_per_account: Rate = Rate(100 / 86400, 100)
+
+    @property
+    def rates(self) -> dict[str, Rate]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +312,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -645,7 +694,32 @@ def _load_s2s(t: _Table) -> S2SConfig:
         listen=t.get_listen("listen", d.listen), direct_tls=t.get_listen("direct_tls", d.direct_tls),
         max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
         enabled=t.get_bool("enabled", d.enabled), dialback=t.get_bool("dialback", d.dialback),
-        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout))
+        require_dane=t.get_bool("require_dane", d.require_dane), timeout=t.get_duration("timeout", d.timeout),
+        ca_file=t.get_str("ca_file", d.ca_file) or None,
+        require_valid_certificates=tuple(
+            x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
+        idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
+        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all))
+
+
+def _tor_all(t: _Table, default: bool) -> bool:
+    value = t.get_bool("tor_all", default)
+    if value and not t.get_str("tor_socks", "", allow_empty=True):
+        t.error("tor_all", "needs tor_socks (Tor's SocksPort)")
+    return value
+
+
+def _socks_address(t: _Table, key: str) -> tuple[str, int] | None:
+    value = t.get_str(key, "", allow_empty=True)
+    if not value:
+        return None
+    from .s2s.socks import parse_proxy
+    try:
+        return parse_proxy(value)
+    except ValueError:
+        t.error(key, f'expected "host:port" such as "127.0.0.1:9050" (Tor\'s SocksPort), or "" for none, '
+                     f"got {_show(value)}")
+        return None
 
 
 def _load_http(t: _Table) -> HTTPConfig:
@@ -700,7 +774,9 @@ def _load_mam(t: _Table) -> MAMConfig:
                      max_bytes_per_sender=t.get_size("max_bytes_per_sender",
                                                      d.max_bytes_per_sender, 0),
                      max_messages_own=t.get_int("max_messages_own", d.max_messages_own, 0),
-                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0))
+                     max_bytes_own=t.get_size("max_bytes_own", d.max_bytes_own, 0),
+                     max_bytes_to_others=t.get_size("max_bytes_to_others",
+                                                    d.max_bytes_to_others, 0))
 
 
 def _component_template(t: _Table, default: str) -> str:
@@ -720,15 +796,30 @@ def _load_muc(t: _Table) -> MUCConfig:
     d = MUCConfig()
     return MUCConfig(domain=_component_template(t, d.domain),
                      archive_by_default=t.get_bool("archive_by_default", d.archive_by_default),
-                     enabled=t.get_bool("enabled", d.enabled))
+                     enabled=t.get_bool("enabled", d.enabled),
+                     max_rooms_per_user=t.get_int("max_rooms_per_user", d.max_rooms_per_user, 0),
+                     max_rooms_joined_per_user=t.get_int("max_rooms_joined_per_user",
+                                                         d.max_rooms_joined_per_user, 1),
+                     max_occupants=t.get_int("max_occupants", d.max_occupants, 1),
+                     message_rate=t.get_int("message_rate", d.message_rate, 0),
+                     message_burst=t.get_int("message_burst", d.message_burst, 1),
+                     max_history=t.get_int("max_history", d.max_history, 0),
+                     max_nick_length=t.get_int("max_nick_length", d.max_nick_length, 1),
+                     max_message_size=t.get_size("max_message_size", d.max_message_size, 1024))
 
 
 def _load_upload(t: _Table) -> UploadConfig:
     d = UploadConfig()
-    return UploadConfig(domain=_component_template(t, d.domain),
-                        max_file_size=t.get_size("max_file_size", d.max_file_size),
-                        expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
-                        enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None))
+    cfg = UploadConfig(domain=_component_template(t, d.domain),
+                       max_file_size=t.get_size("max_file_size", d.max_file_size),
+                       expire_after=t.get_duration("expire_after", d.expire_after, minimum=1),
+                       enabled=t.get_bool("enabled", d.enabled), storage_dir=t.get_str("storage_dir", None),
+                       quota_per_user=t.get_size("quota_per_user", d.quota_per_user),
+                       slots_per_hour=t.get_int("slots_per_hour", d.slots_per_hour, 1))
+    if cfg.quota_per_user < cfg.max_file_size:
+        t.error("quota_per_user", f"must be at least max_file_size ({format_size(cfg.max_file_size)}), "
+                                  f"or files of that size could never be uploaded")
+    return cfg
 
 
 def _load_proxy65(t: _Table) -> Proxy65Config:
@@ -744,7 +835,11 @@ def _load_proxy65(t: _Table) -> Proxy65Config:
                 t.error("public_host", f"expected a host name or IP address: {e}")
                 host = None
     return Proxy65Config(domain=_component_template(t, d.domain), listen=t.get_listen("listen", d.listen),
-                         public_host=host, enabled=t.get_bool("enabled", d.enabled))
+                         public_host=host, enabled=t.get_bool("enabled", d.enabled),
+                         activation_timeout=t.get_duration("activation_timeout", d.activation_timeout),
+                         idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
+                         max_streams_per_user=t.get_int("max_streams_per_user", d.max_streams_per_user, 1),
+                         max_bytes_per_user=t.get_size("max_bytes_per_user", d.max_bytes_per_user))
 
 
 def _load_metrics(t: _Table) -> MetricsConfig:
@@ -831,11 +926,25 @@ def _load_accounts(t: _Table) -> AccountsConfig:
                           refusal_text=t.get_str("refusal_text", d.refusal_text))
 
 
+def _load_limits(t: _Table) -> LimitsConfig:
+    rates = {}
+    for name, d in LimitsConfig().rates.items():
+        burst = t.get_int(name + "_burst", int(d.burst), 1)
+        text = "0" if t.data.get(name) == 0 else t.get_str(name, None)  # 0: no limit
+        t.used.add(name)
+        try:
+            rates[name] = Rate(d.per_second, burst) if text is None else Rate.parse(str(text), burst)
+        except ValueError as e:
+            t.error(name, str(e))
+            rates[name] = d
+    return LimitsConfig(**rates)
+
+
 _SECTIONS = {
     "server": _load_server, "tls": _load_tls, "c2s": _load_c2s, "s2s": _load_s2s, "http": _load_http,
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
-    "accounts": _load_accounts, "auth": _load_auth,
+    "accounts": _load_accounts, "auth": _load_auth, "limits": _load_limits,
 }
 
 
@@ -1034,10 +1143,26 @@ def _check_modules(cfg: Config, errors: list[str]) -> None:
                 errors.append(f"{key}: unknown module {m!r} (known: {', '.join(sorted(registry))})")
 
 
+def _check_s2s_ca(cfg: Config, errors: list[str]) -> None:
+    path = cfg.s2s.ca_file
+    if not cfg.s2s.enabled or path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+        from cryptography import x509
+        x509.load_pem_x509_certificates(pem)
+    except OSError as e:
+        errors.append(f"s2s.ca_file: cannot read {path!r}: {e.strerror or e}")
+    except ValueError:
+        errors.append(f"s2s.ca_file: {path!r} holds no PEM certificate")
+
+
 def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
+    _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
     if cfg.upload.enabled and cfg.upload.storage_dir is not None:

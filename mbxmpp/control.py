@@ -116,6 +116,7 @@ class ControlServer:
             "sessions.list": self._sessions_list,
             "sessions.kick": self._sessions_kick,
             "reload": self._reload,
+            "s2s.list": self._s2s_list,
         }
 
     async def start(self) -> None:
@@ -292,6 +293,10 @@ class ControlServer:
         if not ended:
             raise ControlError(f"no session of {j.full}")
         return {"ended": ended}
+
+    async def _s2s_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        s2s = self.server.s2s
+        return {"enabled": s2s is not None, "streams": s2s.describe() if s2s is not None else []}
 
     async def _reload(self, req: dict[str, Any]) -> dict[str, Any]:
         from .config import ConfigError

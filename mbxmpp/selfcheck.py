@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+
+from .s2s.certs import tlsa_data
+from .s2s.certs import tlsa_matches as cert_matches
 
 if TYPE_CHECKING:
     from .config import Config
@@ -95,26 +96,15 @@ def name_matches(pattern: str, name: str) -> bool:
 def tlsa_records(cert: x509.Certificate) -> list[tuple[int, int, int, str]]:
     """DANE-EE records for a certificate: 3 1 1 (SHA-256 of the public key), 3 0 1 (of the whole
     certificate)."""
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return [(3, 1, 1, hashlib.sha256(spki).hexdigest()), (3, 0, 1, hashlib.sha256(der).hexdigest())]
+    return [(3, sel, 1, (tlsa_data(cert, sel, 1) or b"").hex()) for sel in (1, 0)]
 
 
 def tlsa_matches(record: tuple[int, int, int, str], chain: list[x509.Certificate]) -> bool:
+    """Does a published record match the certificate (EE usages) or its chain (TA usages)?"""
     usage, selector, mtype, data = record
-    candidates = chain[:1] if usage in (1, 3) else chain[1:]  # EE usages: the leaf; TA: the rest
-    for cert in candidates:
-        if selector == 1:
-            blob = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-        else:
-            blob = cert.public_bytes(serialization.Encoding.DER)
-        digest = {0: lambda b: b.hex(), 1: lambda b: hashlib.sha256(b).hexdigest(),
-                  2: lambda b: hashlib.sha512(b).hexdigest()}.get(mtype)
-        if digest is not None and digest(blob) == data.lower():
-            return True
-    return False
+    candidates = chain[:1] if usage in (1, 3) else chain[1:]
+    want = (usage, selector, mtype, bytes.fromhex(data))
+    return any(cert_matches(cert, want) for cert in candidates)
 
 
 def check_certificate(report: Report, name: str, chain: list[x509.Certificate]) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .auth.service import ExternalAccounts, open_backend
 from .config import DEFAULT_MODULES, Config
@@ -20,6 +20,7 @@ from .core.hosts import ComponentHost, ComponentModule
 from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
 from .core.router import Router
 from .core.sessions import Session, SessionManager
+from .core.limits import ServerLimits
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
@@ -31,6 +32,9 @@ from .storage import open_storage
 from .stream.c2s import ST_CLOSED, C2SStream
 from .util.tuning import tune_for_serving
 from .xml.element import Element
+
+if TYPE_CHECKING:
+    from .s2s.net import S2SService
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class Server:
         self.router = Router(self.hosts, self.hooks, self.sessions, self.accounts.exists)
         # Accounts in the mail system ([auth] backend = "dovecot" / "ldap"); None: internal.
         self.external: ExternalAccounts | None = None
+        self._login_tasks: set[asyncio.Future[Any]] = set()
         backend = open_backend(config.auth)
         if backend is not None:
             cache_ttl = getattr(config.auth, config.auth.backend).cache_ttl
@@ -68,9 +73,11 @@ class Server:
         self.connections: set[C2SConnection] = set()
         self.deferred_writes = DeferredWrites()  # small writes waiting for company, one timer
         self.preauth = PreauthAdmission.from_config(config.c2s)  # not-yet-authenticated connections
+        self.limits = ServerLimits(config.limits)  # [limits]: token buckets (core/limits.py)
         self.listeners: list[asyncio.AbstractServer] = []
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None
+        self.s2s: S2SService | None = None
         self.started = False
         self._stopping: asyncio.Future | None = None
 
@@ -181,6 +188,11 @@ class Server:
             self.external.start()
         self.tls = self.tls_contexts()
         loop = asyncio.get_running_loop()
+        if self.config.s2s.enabled:
+            # (before the c2s listeners: a client that can connect can federate)
+            from .s2s.net import S2SService
+            self.s2s = S2SService(self)
+            await self.s2s.start()   # sets router.remote: stanzas to other domains federate
         c2s = self.config.c2s
         starttls_ctx = self.tls.context()
         direct_ctx = self.tls.context(alpn=["xmpp-client"])  # XEP-0368
@@ -208,6 +220,8 @@ class Server:
             await self.control.stop()
         for srv in self.listeners:
             srv.close()
+        if self.s2s is not None:
+            await self.s2s.stop()
         for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
         await self.http.stop()
@@ -254,6 +268,21 @@ class Server:
         if self.external is not None:
             return self.external.login(f"{username}@{host}", password, peer_ip)
         return self.accounts.check_password(f"{username}@{host}", password)
+
+    def await_login(self, verdict: Any, done: Callable[[Any], None]) -> None:
+        """Wait for an external backend's verdict on a login, then ``done(verdict)`` (a stream
+        is sans-IO: the waiting happens here)."""
+        def finished(task: asyncio.Future[Any]) -> None:
+            self._login_tasks.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("login check failed: %r", exc)
+            done(None if exc is not None else task.result())
+        task = asyncio.ensure_future(verdict)
+        self._login_tasks.add(task)
+        task.add_done_callback(finished)
 
     @property
     def offers_scram(self) -> bool:
@@ -399,6 +428,14 @@ class Server:
         restart += [f.name for f in fields(old) if f.name not in ("server", "accounts", "source")
                     and getattr(old, f.name) != getattr(new, f.name)]
         ended = self.end_unentitled_sessions() if "accounts" in applied else 0
+        if self.tls is not None:
+            try:
+                self.tls.reload()
+                applied.append("certificates")
+            except (OSError, ValueError) as e:  # (ssl.SSLError is an OSError)
+                log.error("certificates not reloaded, the old ones stay: %s", e)
+            if self.s2s is not None:
+                asyncio.ensure_future(self.s2s.reload_tls())
         log.info("configuration reloaded from %s: applied %s; needing a restart: %s",
                  old.source or "embedded defaults", ", ".join(applied) or "nothing changed",
                  ", ".join(restart) or "nothing")

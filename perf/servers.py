@@ -414,14 +414,6 @@ listen = ["127.0.0.1:{free_port()}"]
 
 [proxy65]
 listen = ["127.0.0.1:{free_port()}"]
-
-[mam]
-# Raised: the mam_query fill sends 10,000 messages from one peer to one owner and the saturation
-# runs thousands per pair within seconds, far past a user's day (the default per-sender quota is
-# 5,000 a day); the peers have no such quota. The byte quotas stay at their defaults.
-max_messages_per_sender = 0
-max_messages_from_others = 0
-max_messages_own = 0
 """)
         r = subprocess.run(self._cli("check-config"), capture_output=True, text=True,
                            env=self.env(), cwd=self.dir, timeout=60)

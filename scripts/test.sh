@@ -8,11 +8,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
   [ -f /usr/include/expat.h ] || need+=(libexpat1-dev)
   command -v prosody >/dev/null || need+=(prosody)
+  command -v ejabberdctl >/dev/null || need+=(ejabberd)  # migration tests: its export_piefxis
   command -v npm >/dev/null || need+=(npm)            # the web chat's Converse.js release
-  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromium >/dev/null || need+=(chromium)  # the web chat's browser test (Playwright drives it)
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # a real DNS server for check and s2s tests
   command -v dovecot >/dev/null || need+=(dovecot-core)  # authentication against the mail system
-  command -v slapd >/dev/null || need+=(slapd ldap-utils)  # ... and against LDAP  # the web chat's browser test (Playwright drives it)
+  command -v slapd >/dev/null || need+=(slapd ldap-utils)  # ... and against LDAP
+  command -v unbound >/dev/null || need+=(unbound)   # the validating resolver of the DANE cases
+  command -v ip >/dev/null || need+=(iproute2)        # network namespaces of the federation lab
   if [ ${#need[@]} -gt 0 ]; then
     # Debian starts a package's service on install; the tests run their own instances.
     made_policy=0

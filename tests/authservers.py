@@ -31,7 +31,34 @@ def _wait_for(check, what: str, timeout: float = 10.0) -> None:  # type: ignore[
     raise RuntimeError(f"{what} did not start")
 
 
-class Dovecot:
+class _Service:
+    """A server process in its own process group (its workers too), and its temp dir."""
+
+    proc: subprocess.Popen
+    dir: str
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+
+    def pause(self) -> None:
+        """The service hangs: its sockets accept but nothing answers."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Dovecot(_Service):
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="mbxmpp-dovecot-")
         os.chmod(self.dir, 0o755)  # the auth worker runs as the dovecot user
@@ -70,8 +97,7 @@ service anvil {{
 """)
         self.client_socket = os.path.join(self.dir, "run", "auth-client")
         self.userdb_socket = os.path.join(self.dir, "run", "auth-userdb")
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self._spawn([DOVECOT, "-F", "-c", conf])
         _wait_for(lambda: os.path.exists(self.client_socket) and os.path.exists(self.userdb_socket),
                   "dovecot")
 
@@ -84,24 +110,8 @@ service anvil {{
         stamp = time.time() + self._writes
         os.utime(self.users_file, (stamp, stamp))
 
-    def pause(self) -> None:
-        """The mail system hangs: its sockets accept but nothing answers."""
-        os.killpg(self.proc.pid, signal.SIGSTOP)
 
-    def resume(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class Slapd:
+class Slapd(_Service):
     SUFFIX = "dc=mb,dc=example"
     ADMIN = "cn=admin,dc=mb,dc=example"
     ADMIN_PW = "adminpw"
@@ -127,8 +137,7 @@ directory {self.dir}/db
 access to attrs=userPassword by self read by anonymous auth by * none
 access to * by * read
 """)
-        self.proc = subprocess.Popen([SLAPD, "-f", conf, "-h", self.uri + "/", "-d", "0"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._spawn([SLAPD, "-f", conf, "-h", self.uri + "/", "-d", "0"])
 
         def up() -> bool:
             try:
@@ -148,25 +157,3 @@ access to * by * read
     def ldapadd(self, ldif: str) -> None:
         subprocess.run([LDAPADD, "-x", "-H", self.uri, "-D", self.ADMIN, "-w", self.ADMIN_PW],
                        input=ldif, text=True, check=True, capture_output=True)
-
-    def set_plan(self, jid: str, plan: str) -> None:
-        uid = jid.split("@")[0]
-        subprocess.run(["ldapmodify", "-x", "-H", self.uri, "-D", self.ADMIN, "-w", self.ADMIN_PW],
-                       input=f"dn: uid={uid},ou=people,{self.SUFFIX}\nchangetype: modify\n"
-                             f"replace: employeeType\nemployeeType: {plan}\n",
-                       text=True, check=True, capture_output=True)
-
-    def pause(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)

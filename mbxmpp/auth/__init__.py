@@ -8,6 +8,7 @@ it cannot tell (RFC 6120 §6.5.12: <temporary-auth-failure/>).
 
 from __future__ import annotations
 
+import abc
 import enum
 import time
 from dataclasses import dataclass
@@ -76,3 +77,24 @@ class TTLCache:
 
     def forget(self, key: str) -> None:
         self._data.pop(key, None)
+
+
+class CachedLookups(abc.ABC):
+    """What the external backends share: a lookup answered from the brief cache unless
+    ``fresh``, asked of the backend (``_ask``) otherwise and remembered (an outage is not)."""
+
+    cache: TTLCache
+
+    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
+        if not plausible(jid):
+            return Lookup(False)
+        hit = None if fresh else self.cache.get(jid)
+        if hit is not None:
+            return hit
+        found = await self._ask(jid)
+        self.cache.put(jid, found)
+        return found
+
+    @abc.abstractmethod
+    async def _ask(self, jid: str) -> Lookup:
+        """The backend's own answer for ``jid`` (Lookup(None) when it did not answer)."""

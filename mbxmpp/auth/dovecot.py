@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 
-from . import Lookup, Outcome, TTLCache, Verdict, plausible
+from . import CachedLookups, Lookup, Outcome, TTLCache, Verdict, plausible
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class _Channel:
             self._reader_task.cancel()
 
 
-class DovecotBackend:
+class DovecotBackend(CachedLookups):
     name = "dovecot"
     offers_scram = False  # Dovecot checks passwords; it hands out no SCRAM secrets
 
@@ -126,10 +126,11 @@ class DovecotBackend:
         if not plausible(jid):
             return Verdict(Outcome.WRONG, reason="malformed username")
         resp = base64.b64encode(b"\0" + jid.encode() + b"\0" + password.encode()).decode()
-        # Dovecot delays answers after failures per client address (its brute-force penalty):
-        # give it the client's address, or without one no penalty at all, so that one client's
-        # failures never slow down everyone else's logins.
-        who = f"rip={_escape(remote_ip)}" if remote_ip else "no-penalty"
+        # Dovecot delays its answers after failures from one address (its brute-force
+        # penalty): thousands of users behind one carrier address would all wait for one
+        # guesser. The server's own [limits] count failures per account and address instead;
+        # the address still goes to Dovecot's log.
+        who = (f"rip={_escape(remote_ip)}\t" if remote_ip else "") + "no-penalty"
         try:
             parts = await self._auth.request(
                 f"AUTH\t{{id}}\tPLAIN\tservice={_escape(self.service)}\tsecured\t{who}\tresp={resp}",
@@ -146,12 +147,7 @@ class DovecotBackend:
             return Verdict(Outcome.UNAVAILABLE, reason=fields.get("reason", "temporary failure"))
         return Verdict(Outcome.WRONG, reason=fields.get("reason", ""))
 
-    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
-        if not plausible(jid):
-            return Lookup(False)
-        hit = None if fresh else self.cache.get(jid)
-        if hit is not None:
-            return hit
+    async def _ask(self, jid: str) -> Lookup:
         if self._userdb is None:
             return Lookup(None)
         try:
@@ -161,14 +157,8 @@ class DovecotBackend:
             log.warning("dovecot userdb socket %s: %s", self._userdb.address, type(e).__name__)
             return Lookup(None)
         if parts[0] == "USER":
-            fields = _fields(parts[3:])
-            found = Lookup(True, fields.get(self.plan_field) or None)
-        elif parts[0] == "NOTFOUND":
-            found = Lookup(False)
-        else:
-            return Lookup(None)
-        self.cache.put(jid, found)
-        return found
+            return Lookup(True, _fields(parts[3:]).get(self.plan_field) or None)
+        return Lookup(False) if parts[0] == "NOTFOUND" else Lookup(None)
 
     async def close(self) -> None:
         await self._auth.close()

@@ -18,12 +18,12 @@ import ldap3
 from ldap3.core import exceptions as lexc
 from ldap3.utils.conv import escape_filter_chars
 
-from . import Lookup, Outcome, TTLCache, Verdict, plausible
+from . import CachedLookups, Lookup, Outcome, TTLCache, Verdict, plausible
 
 log = logging.getLogger(__name__)
 
 
-class LDAPBackend:
+class LDAPBackend(CachedLookups):
     name = "ldap"
     offers_scram = False
 
@@ -103,15 +103,8 @@ class LDAPBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, partial(self._authenticate, jid, password))
 
-    async def lookup(self, jid: str, fresh: bool = False) -> Lookup:
-        if not plausible(jid):
-            return Lookup(False)
-        hit = None if fresh else self.cache.get(jid)
-        if hit is not None:
-            return hit
-        found = await asyncio.get_running_loop().run_in_executor(None, partial(self._lookup, jid))
-        self.cache.put(jid, found)
-        return found
+    async def _ask(self, jid: str) -> Lookup:
+        return await asyncio.get_running_loop().run_in_executor(None, partial(self._lookup, jid))
 
     async def close(self) -> None:
         pass

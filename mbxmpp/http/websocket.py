@@ -102,6 +102,7 @@ class WebSocketConnection(StreamConnection):
                         stream.receive_data(data)
                     else:
                         self._receive_preauth(ticket, data)
+                    self._charge_reads()
                 elif kind is WSMsgType.BINARY:
                     if not self._closing:
                         self.close_code = WSCloseCode.UNSUPPORTED_DATA

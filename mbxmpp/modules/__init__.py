@@ -19,6 +19,9 @@ REGISTRY: dict[str, str] = {
     "private": "mbxmpp.modules.private:Private",
     "bookmarks": "mbxmpp.modules.bookmarks:Bookmarks",
     "push": "mbxmpp.modules.push:Push",
+    "upload": "mbxmpp.modules.upload:Upload",
+    "proxy65": "mbxmpp.modules.proxy65:Proxy65",
     "webchat": "mbxmpp.modules.webchat:WebChat",
     "metrics": "mbxmpp.modules.metrics:Metrics",
+    "muc": "mbxmpp.modules.muc:MUC",
 }

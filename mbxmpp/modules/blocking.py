@@ -20,6 +20,7 @@ Effects, both directions (§3.3):
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..core import events as ev
@@ -31,12 +32,15 @@ from ..util.lru import LRU
 from ..xml.build import error_reply
 from ..xml.element import Element
 from ..xml.ns import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT
+from .abuse_reports import NS_REPORTING, Reports, parse_report
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
     from ..core.router import RouteEvent
     from ..core.sessions import Session
     from ..server import Server
+
+log = logging.getLogger(__name__)
 
 _EMPTY: frozenset[str] = frozenset()
 FROM_SUBS = ("from", "both")  # the contact receives the user's presence (RFC 6121)
@@ -50,8 +54,8 @@ def matches(item: str, jid: JID) -> bool:
 class Blocking(Module):
     name = "blocking"
     description = "Blocking Command: refuse all communication with chosen JIDs"
-    xeps = {"0191": "1.3"}
-    features = [NS_BLOCKING]
+    xeps = {"0191": "1.3", "0377": "0.3"}
+    features = [NS_BLOCKING, NS_REPORTING]
     max_items = 10000        # per account
     cache_size = 10000       # owners whose blocklist is kept in memory
 
@@ -59,6 +63,7 @@ class Blocking(Module):
         super().__init__(server)
         self.store = server.storage.map("blocklist")
         self._cache: LRU[str, frozenset[str]] = LRU(self.cache_size)
+        self.reports = Reports(server.storage)  # XEP-0377, for the operator
 
     # -- public API (presence, MUC, admin tools) ----------------------------------------------
     def blocklist(self, owner: str) -> frozenset[str]:
@@ -96,6 +101,7 @@ class Blocking(Module):
         jids = self._parse_items(iq.first_child())  # type: ignore[arg-type]
         if not jids:
             raise StanzaError("bad-request", "<block/> needs at least one <item/>")
+        reports = self._reports(iq.first_child())  # type: ignore[arg-type]
         current = self.blocklist(owner)
         new = [j for j in jids if j not in current]
         if len(current) + len(new) > self.max_items:
@@ -109,6 +115,8 @@ class Blocking(Module):
             # §3.3: the newly blocked stop seeing us, before the block hides it from them.
             self._presence_to(owner, new, unavailable=True)
             self._cache.put(owner, current.union(new))
+        for jid, report in reports:
+            self._record(owner, jid, report)
         return self._commit(owner, fut, "block", jids)
 
     @iq_handler("set", NS_BLOCKING, "unblock", scope=SELF)
@@ -128,6 +136,25 @@ class Blocking(Module):
         # §3.4: the unblocked see our current presence again, if they may.
         self._presence_to(owner, list(removed), unavailable=False)
         return self._commit(owner, fut, "unblock", jids)
+
+    # -- XEP-0377 reports ------------------------------------------------------------------------
+    def _reports(self, payload: Element) -> list[tuple[str, dict[str, Any]]]:
+        """(reported JID, report) of the items that carry one; validated before anything is
+        blocked (XEP-0377: block or fail as without the report)."""
+        out = []
+        for c in payload.elements():
+            if c.tag == "item" and c.ns == NS_BLOCKING:
+                report = parse_report(c)
+                if report is not None:
+                    out.append((JID.parse(c.attrs["jid"]).full, report))  # parsed before
+        return out
+
+    def _record(self, owner: str, jid: str, report: dict[str, Any]) -> None:
+        if self.server.limits.take("reports_per_account", owner):
+            log.info("report of %s by %s not recorded: over reports_per_account", jid, owner)
+            return
+        self.reports.record(owner, jid, report)
+        log.info("abuse report: %s reported %s (%s)", owner, jid, report["reason"])
 
     def _parse_items(self, payload: Element) -> list[str]:
         """The prepared JIDs of the <item/> children, without duplicates, in order."""

@@ -12,6 +12,8 @@ store ("Pending In").
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
@@ -244,6 +246,13 @@ class Presence(Module):
         out = readdress(st, owner, contact)
         item = self.roster.get_item(owner, contact)
         if t == "subscribe":
+            wait = self.server.limits.take("subscriptions_per_account", owner)
+            if wait:
+                # [limits] subscriptions_per_account; RFC 6121 §3.1.3 lets the server refuse.
+                self.server.router.bounce(st, StanzaError(
+                    "policy-violation", "too many subscription requests; try again in "
+                    f"{max(1, math.ceil(wait))} s", type="wait"))
+                return
             self._out_subscribe(owner, contact, item)
             self.server.route(out)
         elif t == "unsubscribe":

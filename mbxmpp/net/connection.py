@@ -60,6 +60,7 @@ class C2SConnection(StreamConnection, asyncio.Protocol):
             stream.receive_data(data)
         else:
             self._receive_preauth(ticket, data)
+        self._charge_reads()
         if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
             self._flush()
             self.transport.pause_reading()

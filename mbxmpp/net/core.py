@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StreamError
 from ..stream.sasl import cb_data_from_ssl
+from ..util.ratelimit import ReadThrottle
 
 if TYPE_CHECKING:
     from ..core.admission import PreauthAdmission, Ticket
@@ -90,6 +91,7 @@ class StreamConnection:
         "_close_timer",
         "_closing",
         "_last_out",
+        "_throttle",
         "_later",
         "_loop",
         "_lost",
@@ -120,6 +122,9 @@ class StreamConnection:
         self.max_output = max(MIN_MAX_OUTPUT, 32 * max_stanza_size)
         self._auth_after = auth_timeout    # until bound (c2s) or authenticated
         self._admission = admission        # who may hold a pre-auth slot
+        # [limits] stanzas_per_session: reading pauses while a session is over its rate
+        rate = server.config.limits.rates["stanzas_per_session"]
+        self._throttle = ReadThrottle(rate, self._loop.time()) if rate.per_second else None
 
     def _attach(self, stream: Any) -> None:
         self.stream = stream
@@ -157,10 +162,17 @@ class StreamConnection:
         if (stream.stage, stream.auth_failures) != before:
             ticket.progress()  # a header, a SASL step: not stalled
 
+    def _charge_reads(self) -> None:
+        """After each read: what the stream counted comes off the session's stanza budget."""
+        if self._throttle is not None and self.stream.stanzas_in:
+            self._throttle.charge(self.stream.stanzas_in, self.transport, self._loop)
+
     def _connection_lost(self) -> None:
         if self._lost:
             return
         self._lost = True
+        if self._throttle is not None:
+            self._throttle.cancel()
         self._uncount()
         if self._auth_timer is not None:
             self._auth_timer.cancel()

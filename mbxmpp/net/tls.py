@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from typing import Iterable
+from typing import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,31 @@ class TLSContexts:
         self.per_host_files = per_host
         self.min_version = min_version
         self.ciphers = ciphers
+        # every context handed out, with the files it presents (reload() refreshes them in place)
+        self._made: list[tuple[ssl.SSLContext, str | None]] = []
 
-    def context(self, alpn: Iterable[str] = ()) -> ssl.SSLContext:
+    def files_for(self, host: str) -> tuple[str, str]:
+        """The (cert, key) presented for ``host``: its own, its parent domain's, or the default."""
+        host = host.lower().rstrip(".")
+        files = self.per_host_files.get(host)
+        if files is None and "." in host:
+            files = self.per_host_files.get(host.split(".", 1)[1])
+        return files or self.default_files
+
+    def context(self, alpn: Iterable[str] = (),
+                prepare: Callable[[ssl.SSLContext], None] | None = None) -> ssl.SSLContext:
+        """The server context; ``prepare`` adjusts it and every per-host one (e.g. s2s asks
+        peers for their certificates)."""
         alpn = list(alpn)
         base = server_context(*self.default_files, min_version=self.min_version,
                               ciphers=self.ciphers, alpn=alpn)
         hosts = {h: server_context(c, k, min_version=self.min_version, ciphers=self.ciphers, alpn=alpn)
                  for h, (c, k) in self.per_host_files.items()}
+        if prepare is not None:
+            for ctx in (base, *hosts.values()):
+                prepare(ctx)
+        self._made.append((base, None))
+        self._made.extend((ctx, h) for h, ctx in hosts.items())
         if hosts:
             def sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
                 if name:
@@ -61,6 +79,19 @@ class TLSContexts:
                         sslobj.context = ctx
             base.sni_callback = sni
         return base
+
+
+    def reload(self) -> int:
+        """Load the certificate files again into every context already handed out: listeners
+        keep their sockets and established connections their TLS; new handshakes get the new
+        certificates (a renewed Let's Encrypt chain after SIGHUP). Returns how many."""
+        from ..stream.sasl import cert_der_from_pem
+        for ctx, host in self._made:
+            cert, key = self.default_files if host is None else self.per_host_files[host]
+            ctx.load_cert_chain(cert, key)
+            with open(cert, "rb") as f:
+                ctx.mb_cert_der = cert_der_from_pem(f.read())  # type: ignore[attr-defined]
+        return len(self._made)
 
 
 def ensure_self_signed(data_dir: str, names: list[str]) -> tuple[str, str]:

@@ -66,7 +66,9 @@ class C2SHost(Protocol):
     hosts: set[str]
 
     def get_credential(self, username: str, host: str, mech: str) -> Any: ...
-    def check_password(self, username: str, host: str, password: str) -> bool: ...
+    def check_password(self, username: str, host: str, password: str,
+                       peer_ip: str | None = None) -> Any: ...  # bool, or an awaitable verdict
+    def await_login(self, verdict: Any, done: Callable[[Any], None]) -> None: ...
     def login_refusal(self, username: str, host: str) -> str | None: ...
     def authenticated(self, stream: C2SStream) -> None: ...
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session: ...
@@ -89,7 +91,8 @@ class C2SStream:
     __slots__ = ("allow_plain", "auth_failures", "cb_data", "clean_close", "header_sent",
                  "host", "lang", "max_auth_attempts", "on_authenticated", "on_close",
                  "parser", "peer", "require_encryption", "sasl", "secure", "server",
-                 "session", "sm", "sm_request", "stage", "stream_id", "stream_lang", "tls_requested",
+                 "session", "sm", "sm_request", "stage", "stanzas_in", "stream_id", "stream_lang",
+                 "tls_requested", "auth_held",
                  "username", "write", "write_soon")
 
     def __init__(self, server: C2SHost, write: Callable[[bytes], None], *, secure: bool,
@@ -117,7 +120,10 @@ class C2SStream:
         self.auth_failures = 0
         self.username: str | None = None
         self.session: Session | None = None
+        self.stanzas_in = 0  # for the connection's [limits] stanzas_per_session
         self.tls_requested = False
+        # input that arrived while an external account backend decides a login (None: none)
+        self.auth_held: list[bytes] | None = None
         self.clean_close = False
         self.on_close: Callable[[], None] | None = None   # the connection closes the transport
         self.on_authenticated: Callable[[], None] | None = None
@@ -128,6 +134,9 @@ class C2SStream:
     # -- input ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self.stage == ST_CLOSED or self.tls_requested:
+            return
+        if self.auth_held is not None:  # held until the login is decided, then replayed
+            self.auth_held.append(data)
             return
         try:
             events = self.parser.feed(data)
@@ -247,7 +256,11 @@ class C2SStream:
         if self.secure or not self.require_encryption:
             if self.username is None:
                 cb_types = channel_binding_element_types(self.cb_data) if self.secure else []
-                mechs = mechanisms(self.secure, cb_types)
+                if getattr(self.server, "offers_scram", True):
+                    mechs = mechanisms(self.secure, cb_types)
+                else:  # an external account backend checks passwords: PLAIN over TLS only
+                    cb_types = []
+                    mechs = ["PLAIN"] if self.secure else []
                 if not self.allow_plain:
                     mechs = [m for m in mechs if m != "PLAIN"]
                 m = f.add("mechanisms", NS_SASL)
@@ -337,8 +350,11 @@ class C2SStream:
             except ValueError:
                 self._sasl_failure("incorrect-encoding")
                 return
-            if mech == "PLAIN" and not self.allow_plain:
+            if (mech == "PLAIN" and not self.allow_plain) or (
+                    mech != "PLAIN" and not getattr(self.server, "offers_scram", True)):
                 self._sasl_failure("invalid-mechanism")
+                return
+            if self._login_limited(None, False):
                 return
             try:
                 self.sasl = SaslServer(
@@ -347,7 +363,7 @@ class C2SStream:
                     plus_advertised=bool(self.cb_data) and self.secure)
                 self._sasl_step(self.sasl.start(initial))
             except SaslFailure as f:
-                self._sasl_failure(f.condition, f.text)
+                self._sasl_refused(f)
         elif tag == "response":
             if self.sasl is None or self.stage != ST_SASL_STEP:
                 self._sasl_failure("malformed-request", "no exchange in progress")
@@ -358,7 +374,7 @@ class C2SStream:
             except ValueError:
                 self._sasl_failure("incorrect-encoding")
             except SaslFailure as f:
-                self._sasl_failure(f.condition, f.text)
+                self._sasl_refused(f)
         elif tag == "abort":
             self.sasl = None
             self._sasl_failure("aborted")
@@ -380,11 +396,18 @@ class C2SStream:
     def _get_credential(self, username: str, mech: str) -> Any:
         return self.server.get_credential(username, self.host or "", mech)
 
-    def _check_password(self, username: str, password: str) -> bool:
-        return self.server.check_password(username, self.host or "", password)
+    def _check_password(self, username: str, password: str) -> Any:
+        return self.server.check_password(username, self.host or "", password,
+                                          self.peer.rsplit(":", 1)[0])
 
-    def _sasl_step(self, result: tuple[str, bytes | None]) -> None:
+    def _sasl_step(self, result: tuple[str, Any]) -> None:
         kind, data = result
+        if kind == "pending":
+            # An external backend decides (an awaitable Verdict): hold all input until then.
+            self.auth_held = []
+            self._enter(ST_SASL_STEP)
+            self.server.await_login(data, self._login_decided)
+            return
         if kind == "challenge":
             self._enter(ST_SASL_STEP)
             self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
@@ -392,6 +415,8 @@ class C2SStream:
             return
         assert self.sasl is not None
         username = self.sasl.username
+        if self._login_limited(username or "", True):
+            return
         refusal = self.server.login_refusal(username or "", self.host or "")
         if refusal is not None:
             self.sasl = None
@@ -409,6 +434,47 @@ class C2SStream:
         self.server.authenticated(self)
         if self.stage != ST_CLOSED:  # a hook may have ended the stream (account gone)
             self.restart()
+
+    def _login_decided(self, verdict: Any) -> None:
+        """The external backend's answer: success, not-authorized, or (no answer from it)
+        <temporary-auth-failure/> (RFC 6120 §6.5.12), never a wrong password."""
+        held, self.auth_held = self.auth_held, None
+        if self.stage == ST_CLOSED or self.sasl is None:
+            return
+        outcome = getattr(verdict, "outcome", None)
+        try:
+            if outcome is not None and outcome.value == "ok":
+                self._sasl_step(self.sasl.plain_succeeded())
+            elif outcome is not None and outcome.value == "unavailable":
+                self._sasl_failure("temporary-auth-failure", "the account service did not answer; try again")
+            else:
+                self._sasl_refused(SaslFailure("not-authorized"))
+        except SaslFailure as f:
+            self._sasl_refused(f)
+        for data in held or ():
+            self.receive_data(data)
+
+    def _sasl_refused(self, f: SaslFailure) -> None:
+        claimed = self.sasl.claimed if self.sasl is not None else None
+        if f.condition == "not-authorized" and claimed is not None and \
+                self._login_limited(claimed, False):
+            return
+        self._sasl_failure(f.condition, f.text)
+
+    def _login_limited(self, username: str | None, ok: bool) -> bool:
+        """The [limits] on logins (core/limits.py): before an exchange (``username`` None) and
+        when SASL has decided, whose verdict a refusal replaces: a guess over the limit learns
+        nothing. RFC 6120 §6.5.10 <temporary-auth-failure/>: the client may try again later."""
+        limits = getattr(self.server, "limits", None)
+        if limits is None:
+            return False
+        ip = self.peer.rsplit(":", 1)[0]
+        why = (limits.login_attempt(ip) if username is None
+               else limits.login_outcome(ip, f"{username}@{self.host}", ok))
+        if why is None:
+            return False
+        self._sasl_failure("temporary-auth-failure", why)
+        return True
 
     def _sasl_failure(self, condition: str, text: str | None = None) -> None:
         self.sasl = None
@@ -461,6 +527,7 @@ class C2SStream:
 
     # -- stanzas ----------------------------------------------------------------------------
     def _stanza(self, st: Element) -> None:
+        self.stanzas_in += 1
         session = self.session
         assert session is not None
         attrs = st.attrs

@@ -107,10 +107,10 @@ class SaslServer:
     of unknown users and should be stable across restarts.
     """
 
-    __slots__ = ("mechanism", "username", "authzid", "cb_type", "_domain", "_get_credential",
+    __slots__ = ("mechanism", "username", "claimed", "authzid", "cb_type", "_domain", "_get_credential",
                  "_check_password", "_cb_data", "_plus", "_plus_advertised", "_hash", "_state",
                  "_server_nonce", "_fake_secret", "_user", "_authzid_raw", "_gs2_header",
-                 "_first_bare", "_server_first", "_nonce", "_cred", "_fake")
+                 "_first_bare", "_server_first", "_nonce", "_cred", "_fake", "_pending_user")
 
     def __init__(self, mechanism: str, domain: str, get_credential: GetCredential,
                  check_password: CheckPassword, cb_data: dict[str, bytes], tls: bool,
@@ -118,6 +118,7 @@ class SaslServer:
                  fake_secret: bytes | None = None) -> None:
         self.mechanism = mechanism
         self.username: str | None = None
+        self.claimed: str | None = None  # the username tried, known before the verdict
         self.authzid: str | None = None
         self.cb_type: str | None = None
         self._domain = nameprep(domain)
@@ -134,6 +135,7 @@ class SaslServer:
         self._gs2_header = self._first_bare = self._server_first = self._nonce = ""
         self._cred: ScramCredential | None = None
         self._fake = False
+        self._pending_user: str | None = None  # PLAIN awaiting an external backend's verdict
         base = mechanism[:-5] if self._plus else mechanism
         if mechanism == "PLAIN":
             if not tls:
@@ -179,7 +181,8 @@ class SaslServer:
 
     def _prep_username(self, raw: str) -> str:
         try:
-            return nodeprep(raw)
+            self.claimed = nodeprep(raw)
+            return self.claimed
         except JIDError:
             raise SaslFailure("not-authorized") from None
 
@@ -204,8 +207,24 @@ class SaslServer:
         if authz:
             self._authzid_raw = authz
         username = self._prep_username(authcid)
-        if not self._check_password(username, password):
+        ok = self._check_password(username, password)
+        if ok is not True and ok is not False:
+            # An awaitable verdict (an external account backend): the caller waits for it,
+            # then calls plain_succeeded() (or refuses).
+            self._pending_user = username
+            return ("pending", ok)
+        if not ok:
             raise SaslFailure("not-authorized")
+        self._check_authzid(username)
+        self.username = username
+        return ("success", None)
+
+    def plain_succeeded(self) -> tuple[str, bytes | None]:
+        """The external backend accepted the PLAIN password given to ``_plain``."""
+        username = self._pending_user
+        if username is None:
+            raise SaslFailure("not-authorized")
+        self._pending_user = None
         self._check_authzid(username)
         self.username = username
         return ("success", None)

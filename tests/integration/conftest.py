@@ -19,3 +19,21 @@ def daemon() -> Iterator[Daemon]:
     d.start()
     yield d
     d.finish()
+
+
+@pytest.fixture(scope="module")
+def dovecot():
+    """A real Dovecot (authentication only) with the test accounts (tests/authservers.py)."""
+    from tests.authservers import Dovecot
+    d = Dovecot()
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def slapd():
+    """A real OpenLDAP slapd with the test accounts (tests/authservers.py)."""
+    from tests.authservers import Slapd
+    s = Slapd()
+    yield s
+    s.stop()

@@ -431,7 +431,7 @@ async def test_reload_applies_log_level_and_plans(tmp_path):
         with open(d.config_path, "w") as f:
             f.write(text)
         r = await cli(d, "reload")
-        assert f"reloaded {d.config_path}: applied accounts, server.log_level" in r.stdout
+        assert f"reloaded {d.config_path}: applied accounts, server.log_level, certificates" in r.stdout
         assert "ended 1 session(s)" in r.stdout
         assert "changed but applied only by a restart: c2s" in r.stdout
         assert await kim.stream_error() == "not-authorized"
@@ -458,5 +458,41 @@ async def test_reload_applies_log_level_and_plans(tmp_path):
         assert (await until_listed(d, lambda rows: len(rows) == 1))[0][0] == "lou@localhost/r"
         await kim.close()
         await lou.close()
+    finally:
+        d.finish()
+
+
+async def test_sighup_reloads_certificates_without_dropping_connections(tmp_path):
+    """A renewed certificate (certbot's new fullchain.pem) is presented to new connections after
+    SIGHUP; a client logged in before keeps its connection."""
+    import ssl as _ssl
+
+    from mbxmpp.net.tls import ensure_self_signed
+    d = Daemon()
+    try:
+        d.add_user("kim@localhost", PW)
+        d.start()
+        kim = await login(d, "kim")
+
+        def presented() -> bytes:
+            return _ssl.get_server_certificate(("127.0.0.1", d.tls)).encode()
+        before = presented()
+        fresh_dir = tmp_path / "renewed"
+        cert, key = ensure_self_signed(str(fresh_dir), ["localhost"])
+        data = os.path.join(d.dir, "data")
+        os.replace(cert, os.path.join(data, "selfsigned.crt"))
+        os.replace(key, os.path.join(data, "selfsigned.key"))
+        d.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if presented() != before:
+                break
+            await asyncio.sleep(0.05)
+        after = presented()
+        assert after != before
+        with open(os.path.join(data, "selfsigned.crt")) as f:
+            assert _ssl.PEM_cert_to_DER_cert(after.decode()) == _ssl.PEM_cert_to_DER_cert(f.read())
+        await kim.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert (await until(kim, lambda el: el.get("id") == "p")).get("type") == "result"
+        await kim.close()
     finally:
         d.finish()

@@ -15,20 +15,6 @@ from tests.rawclient import RawClient
 REFUSAL = "Chat is not part of your plan."
 
 
-@pytest.fixture(scope="module")
-def dovecot():
-    d = Dovecot()
-    yield d
-    d.stop()
-
-
-@pytest.fixture(scope="module")
-def slapd():
-    s = Slapd()
-    yield s
-    s.stop()
-
-
 def _daemon(auth: str) -> Daemon:
     d = Daemon(domains=("mb.example",),
                extra=f'[accounts]\nchat_plans = ["paid"]\nrefusal_text = "{REFUSAL}"\n{auth}')
@@ -76,7 +62,7 @@ def _condition(el) -> str:  # type: ignore[no-untyped-def]
 async def test_mail_password_logs_in_and_only_plain_is_offered(backend):
     _, d, _ = backend
     c, (features, res) = await _sasl(d, "alice", "mail pass")
-    mechs = [m.text for m in features.find("mechanisms").children]
+    mechs = [m.text for c in features.children if c.tag == "mechanisms" for m in c.children]
     assert mechs == ["PLAIN"], mechs  # no SCRAM without the backend's secrets
     assert res.tag == "success", res
     await c.open("mb.example")

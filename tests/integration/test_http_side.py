@@ -4,12 +4,12 @@ by SNI, and the HTTP errors for oversized request lines and headers."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import aiohttp
 import pytest
 
 from tests.daemon import Daemon
+from tests.rawclient import client_ssl
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,9 @@ def daemon():
     d.finish()
 
 
-def _client_ctx() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
 
 async def _raw(port: int, request: bytes, server_hostname: str = "localhost") -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_client_ctx(),
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ssl(),
                                                    server_hostname=server_hostname)
     writer.write(request)
     await writer.drain()
@@ -38,13 +32,13 @@ async def _raw(port: int, request: bytes, server_hostname: str = "localhost") ->
 
 
 async def test_https_served_with_tls_1_2_or_later(daemon):
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http, ssl=_client_ctx(),
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.http, ssl=client_ssl(),
                                                    server_hostname="example.test")
     sslobj = writer.get_extra_info("ssl_object")
     assert sslobj.version() in ("TLSv1.2", "TLSv1.3")
     writer.close()
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"https://127.0.0.1:{daemon.http}/no-such-path", ssl=_client_ctx()) as r:
+        async with s.get(f"https://127.0.0.1:{daemon.http}/no-such-path", ssl=client_ssl()) as r:
             assert r.status == 404
             assert r.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -63,5 +57,5 @@ async def test_garbage_is_400_and_the_server_goes_on(daemon):
     data = await _raw(daemon.http, b"\x00\x01 nonsense\r\n\r\n")
     assert b" 400 " in data.split(b"\r\n", 1)[0], data[:100]
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"https://127.0.0.1:{daemon.http}/", ssl=_client_ctx()) as r:
+        async with s.get(f"https://127.0.0.1:{daemon.http}/", ssl=client_ssl()) as r:
             assert r.status == 404

@@ -3,23 +3,16 @@ refused to addresses not allowed unless they carry the token."""
 
 from __future__ import annotations
 
-import ssl
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, client_ssl
 
 TOKEN = "s3cret-token"
 
-
-def _ctx() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +35,7 @@ def closed_daemon():
 
 async def _get(port: int, path: str, headers: dict | None = None) -> tuple[int, str]:
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"https://127.0.0.1:{port}{path}", ssl=_ctx(), headers=headers or {}) as r:
+        async with s.get(f"https://127.0.0.1:{port}{path}", ssl=client_ssl(), headers=headers or {}) as r:
             return r.status, await r.text()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import ssl
 import tarfile
 
 import aiohttp
@@ -13,14 +12,9 @@ import pytest
 
 from mbxmpp.modules.webchat import assets
 from tests.daemon import Daemon
+from tests.rawclient import client_ssl
 from tests.webchat_assets import converse_tarball
 
-
-def _ctx() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def bare_daemon():
 
 async def _get(port: int, path: str, host: str = "localhost") -> tuple[int, dict, bytes]:
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"https://127.0.0.1:{port}{path}", ssl=_ctx(), headers={"Host": host},
+        async with s.get(f"https://127.0.0.1:{port}{path}", ssl=client_ssl(), headers={"Host": host},
                          allow_redirects=False) as r:
             return r.status, dict(r.headers), await r.read()
 

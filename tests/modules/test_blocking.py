@@ -99,7 +99,8 @@ async def test_empty_blocklist_and_metadata():
         a = await login(h, A, "a1")
         assert await get_list(h, a) == []
         assert a.session.mod.get(Blocking) is True
-        assert Blocking.features == [NS_BLOCKING] and Blocking.xeps == {"0191": "1.3"}
+        assert Blocking.features == [NS_BLOCKING, "urn:xmpp:reporting:1"]
+        assert Blocking.xeps == {"0191": "1.3", "0377": "0.3"}
 
 
 async def test_block_result_pushes_and_list():
@@ -489,3 +490,21 @@ async def test_block_one_resource_of_a_contact():
         await a.expect(lambda s: s.get("id") == "ok")
         h.send(b1, f"<message to='{A}' type='chat' id='no'><body>x</body></message>")
         assert error_condition(await b1.expect(lambda s: s.get("id") == "no")) == "service-unavailable"
+
+
+async def test_reports_are_rate_limited_per_account_but_the_block_happens():
+    from mbxmpp.config import LimitsConfig
+    from mbxmpp.util.ratelimit import Rate
+    limits = LimitsConfig(reports_per_account=Rate(1 / 86400, 2))
+    async with ServerHarness(modules=MODULES, limits=limits) as h:
+        a = await login(h, A, "a1")
+        for i in range(3):
+            h.send(a, f"<iq type='set' id='r{i}'><block {BL}><item jid='s{i}@spam.example'>"
+                      "<report xmlns='urn:xmpp:reporting:1' reason='urn:xmpp:reporting:abuse'>"
+                      f"<text>{'x' * 5000}</text></report></item></block></iq>")
+            assert (await a.expect(reply_to(f"r{i}"))).get("type") == "result"
+        assert await get_list(h, a) == [f"s{i}@spam.example" for i in range(3)]
+        await h.server.storage.flush()
+        rows = list(h.server.module("blocking").reports.all())  # type: ignore[union-attr]
+        assert sorted(r[1] for r in rows) == ["s0@spam.example", "s1@spam.example"]
+        assert {r[2] for r in rows} == {A} and all(len(r[3]["text"]) == 2000 for r in rows)

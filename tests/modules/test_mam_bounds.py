@@ -224,6 +224,38 @@ async def test_quota_from_all_others_and_in_bytes():
         assert [s for s in await b.settle() if s.get("type") == "error"] == []
 
 
+async def test_one_senders_total_into_all_others_is_bounded_and_rebuilt():
+    # 1000 bytes a day into all other accounts together: two ~400-byte messages, to two people.
+    cfg = MAMConfig(max_bytes_to_others=1000)
+    async with ServerHarness(modules=MODULES, storage="lmdb", mam=cfg) as h:
+        a = await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        c = await h.login(C, "r1", presence=True)
+        await h.create_user(D)  # offline: her messages to D wait in offline storage
+        h.send(a, chat(B, "to-b", "x" * 300))
+        h.send(a, chat(C, "to-c", "x" * 300))
+        h.send(a, chat(D, "to-d", "x" * 300))  # a third recipient: over her total
+        err = await a.expect(by_id("to-d"))
+        assert error_condition(err) == "resource-constraint"
+        assert err.find("error").get("type") == "wait"
+        assert text_of(err).startswith("the archives of others take no more messages from you until ")
+        assert [s.get("id") for s in await b.settle() if s.tag == "message"] == ["to-b"]
+        assert [s.get("id") for s in await c.settle() if s.tag == "message"] == ["to-c"]
+        h.send(b, chat(C, "b-still", "x" * 300))  # others' budgets are their own
+        assert [s for s in await b.settle() if s.get("type") == "error"] == []
+        h.send(a, chat(A, "self", "x" * 300))  # her own archive is not 'others'
+        assert [s for s in await a.settle() if s.get("type") == "error"] == []
+        await h.server.storage.flush()
+        mam = h.server.module("mam")
+        # Rebuilt from her archive's copies of what she sent (after a restart or an eviction).
+        used = mam.sent.get(A).total[:]  # type: ignore[union-attr]
+        mam.sent = Ledger(mam._seed_sent, mam.sent.window)  # type: ignore[union-attr]
+        rebuilt = mam.sent.get(A).total  # type: ignore[union-attr]
+        assert rebuilt[1] == used[1] == 2 and abs(rebuilt[0] - used[0]) < 200  # her copies lack the stanza-id
+        h.send(a, chat(B, "again", "x" * 300))
+        assert error_condition(await a.expect(by_id("again"))) == "resource-constraint"
+
+
 async def test_own_quota_counts_what_the_user_sent():
     async with ServerHarness(modules=MODULES, mam=MAMConfig(max_messages_own=2)) as h:
         a = await h.login(A, "r1", presence=True)

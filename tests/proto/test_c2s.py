@@ -36,7 +36,7 @@ class FakeServer:
     def get_credential(self, username, host, mech):
         return CREDS[mech] if username == "juliet" else None
 
-    def check_password(self, username, host, password):
+    def check_password(self, username, host, password, peer_ip=None):
         return username == "juliet" and password == "pencil"
 
     def login_refusal(self, username, host):

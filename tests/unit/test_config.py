@@ -166,9 +166,10 @@ def test_mam_sweep_interval_below_minimum(tmp_path):
 def test_storage_quotas(tmp_path):
     d = load_config(None)
     assert d.mam.quota_window == 86400.0
-    assert (d.mam.max_messages_per_sender, d.mam.max_bytes_per_sender) == (5000, 16 * 1024 * 1024)
-    assert (d.mam.max_messages_from_others, d.mam.max_bytes_from_others) == (20000, 64 * 1024 * 1024)
-    assert (d.mam.max_messages_own, d.mam.max_bytes_own) == (20000, 64 * 1024 * 1024)
+    assert (d.mam.max_messages_per_sender, d.mam.max_bytes_per_sender) == (2_000_000, 256 << 20)
+    assert (d.mam.max_messages_from_others, d.mam.max_bytes_from_others) == (8_000_000, 1 << 30)
+    assert (d.mam.max_messages_own, d.mam.max_bytes_own) == (8_000_000, 1 << 30)
+    assert d.mam.max_bytes_to_others == 1 << 30
     assert (d.offline.max_bytes, d.offline.max_messages_per_sender,
             d.offline.max_bytes_per_sender) == (10 * 1024 * 1024, 500, 5 * 1024 * 1024)
     cfg = load_text(tmp_path, MINIMAL + """
@@ -177,6 +178,7 @@ def test_storage_quotas(tmp_path):
         max_messages_per_sender = 0
         max_bytes_from_others = "1GiB"
         max_bytes_own = 1000
+        max_bytes_to_others = "2MiB"
         [offline]
         max_bytes = "1MB"
         max_messages_per_sender = 7
@@ -184,6 +186,7 @@ def test_storage_quotas(tmp_path):
     """)
     assert cfg.mam.quota_window == 43200.0 and cfg.mam.max_messages_per_sender == 0
     assert cfg.mam.max_bytes_from_others == 1 << 30 and cfg.mam.max_bytes_own == 1000
+    assert cfg.mam.max_bytes_to_others == 2 << 20
     assert cfg.offline.max_bytes == 1_000_000 and cfg.offline.max_messages_per_sender == 7
     assert cfg.offline.max_bytes_per_sender == 0
     bad = tmp_path / "bad"

@@ -27,7 +27,7 @@ from ...xml.ns import NS_CLIENT, NS_HINTS, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
 from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
 from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
                     result_messages, run_query, stamp, stored_bytes)
-from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds
+from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds, sent_bound
 from .retention import Sweeper, oldest_kept
 
 if TYPE_CHECKING:
@@ -142,6 +142,9 @@ class MAM(Module):
         self.sweeper = Sweeper(self.archive, cfg.retention, cfg.sweep_interval)
         self.own_bound, self.sender_bound, self.others_bound = archive_bounds(cfg)
         self.ledger = Ledger(self._seed, cfg.quota_window)
+        # What each sender put into other accounts' archives (only its total is used).
+        self.sent_bound = sent_bound(cfg)
+        self.sent = Ledger(self._seed_sent, cfg.quota_window)
         self._last_sent: tuple[Element, str, int] | None = None  # (stanza, archive id, size)
         # The recipient's copy of the message being routed: (route event, owner, id, sender,
         # size), to be withdrawn if this routing bounces it after all (offline storage full).
@@ -218,12 +221,34 @@ class MAM(Module):
             t.add(owner if frm == owner else (it.with_ or "").split("/", 1)[0], len(raw))
         return t
 
+    def _seed_sent(self, sender: str, since: float | None) -> Tally:
+        """What ``sender`` put into others' archives, rebuilt from its own archive's copies of
+        what it sent (a remote sender, or one that archives nothing of its own, starts at 0)."""
+        t = Tally()
+        for it in self.archive.query(sender, start=since):
+            raw = stored_bytes(it.value)
+            if raw is None or (it.with_ or "").split("/", 1)[0] == sender:
+                continue
+            m = _FROM.search(raw, 0, raw.find(b">"))
+            if m is not None and m.group(2).decode("utf-8", "replace") == sender:
+                t.total[0] += len(raw)
+                t.total[1] += 1
+        return t
+
     def charge(self, owner: str, sender: str, size: int) -> str | None:
         """Count one more item of ``size`` bytes from ``sender`` into ``owner``'s archive in this
         quota window; if a bound refuses it, count nothing and return why."""
+        sent = None
+        if sender != owner and self.sent_bound.bytes:
+            sent = self.sent.get(sender).total
+            if sent[0] + size > self.sent_bound.bytes:
+                return "the archives of others take no more messages from you" + self._until()
         refused = self.ledger.get(owner).charge(owner, sender, size, self.own_bound,
                                                 self.sender_bound, self.others_bound)
         if not refused:
+            if sent is not None:
+                sent[0] += size
+                sent[1] += 1
             return None
         if refused == OWN:
             return "your message archive's quota is used up" + self._until()
@@ -237,6 +262,10 @@ class MAM(Module):
     def _unarchive(self, owner: str, id_: str, sender: str, size: int) -> None:
         self.archive.delete(owner, ids=[id_])  # same commit as the append: never visible
         self.ledger.get(owner).add(sender, -size, -1)
+        if sender != owner and self.sent_bound.bytes:
+            sent = self.sent.get(sender).total
+            sent[0] -= size
+            sent[1] -= 1
 
     def withdraw(self, e: RouteEvent) -> None:
         """The message being routed (``e``) was bounced after all: remove the recipient's copy

@@ -7,6 +7,9 @@ stored for one owner (bytes and items, per sender); a :class:`Bound` says how mu
 evicted or missing one from storage (``seed``), so the numbers survive restarts and memory stays
 flat however many accounts are written to.
 
+A second ledger counts what each sender put into other accounts' archives (``sent_bound``), so
+that one account cannot fill thousands of others each up to its per-sender bound.
+
 A window (``[mam] quota_window``, a UTC day by default) makes the archive's bounds a rate: each
 window starts from zero.  Offline storage uses no window: its bound is on what is waiting.
 """
@@ -155,6 +158,11 @@ class Ledger:
         self._put(owner, Tally(self._window()))
 
 
+def sent_bound(cfg: MAMConfig) -> Bound:
+    """What one sender may put into all other accounts' archives together per quota window."""
+    return Bound(cfg.max_bytes_to_others)
+
+
 def archive_bounds(cfg: MAMConfig) -> tuple[Bound, Bound, Bound]:
     """(own sent messages, one sender, all others together) per account and quota window."""
     return (Bound(cfg.max_bytes_own, cfg.max_messages_own),
@@ -174,7 +182,9 @@ def describe_bounds(cfg: Config) -> list[str]:
     total, per_sender = offline_bounds(cfg.offline)
     archive = (f"archive quotas per account and {format_duration(cfg.mam.quota_window)}: "
                f"own sent {own.describe()}; from one sender {sender.describe()}; "
-               f"from all others {others.describe()} (kept {format_duration(cfg.mam.retention)})")
+               f"from all others {others.describe()}; "
+               f"one sender into all others {sent_bound(cfg.mam).describe()} "
+               f"(kept {format_duration(cfg.mam.retention)})")
     if cfg.offline.max_messages == 0:
         return [archive, "offline storage: none (max_messages = 0)"]
     return [archive, f"offline storage per account: {total.describe()}; "

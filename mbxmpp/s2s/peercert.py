@@ -1,0 +1,65 @@
+"""Ask an incoming peer for its certificate without letting OpenSSL refuse the handshake when
+the certificate does not verify.
+
+SASL EXTERNAL (XEP-0178) needs the peer's certificate, so the server side must request one
+(``CERT_OPTIONAL``); but then OpenSSL aborts the handshake when the peer presents a certificate
+that does not chain to a trusted CA, and such peers (self-signed, private CAs) are exactly those
+that authenticate with dialback. Python offers no verify callback, so one is installed on the
+context's ``SSL_CTX`` through ctypes: it accepts every certificate, and the server decides after
+the handshake (certs.TrustStore, DANE, dialback). Where that is not possible, the context falls
+back to not requesting certificates (SASL EXTERNAL is then not offered to incoming peers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import ssl
+import sys
+
+log = logging.getLogger(__name__)
+
+SSL_VERIFY_PEER = 0x01
+_VERIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+@_VERIFY_CB
+def _accept_any(preverify_ok: int, store_ctx: int) -> int:
+    return 1
+
+
+def _libssl() -> ctypes.CDLL | None:
+    try:
+        import _ssl
+        lib = ctypes.CDLL(_ssl.__file__)  # resolves libssl's symbols through _ssl's dependencies
+        lib.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VERIFY_CB]
+        lib.SSL_CTX_set_verify.restype = None
+        lib.SSL_CTX_get_verify_mode.argtypes = [ctypes.c_void_p]
+        lib.SSL_CTX_get_verify_mode.restype = ctypes.c_int
+        return lib
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+_LIB = _libssl()
+
+
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
+    # CPython's PySSLContext: PyObject_HEAD, then the SSL_CTX pointer (Modules/_ssl.c).
+    return ctypes.c_void_p.from_address(id(ctx) + sys.getsizeof(object())).value or 0
+
+
+def request_any_peer_certificate(ctx: ssl.SSLContext) -> bool:
+    """Make ``ctx`` (a server context) ask for the peer's certificate and accept whatever comes;
+    True on success, else the context asks for none (False)."""
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    if _LIB is not None:
+        ptr = _ssl_ctx_pointer(ctx)
+        # The pointer is trusted only if OpenSSL reads back the mode Python just set.
+        if ptr and _LIB.SSL_CTX_get_verify_mode(ptr) == SSL_VERIFY_PEER:
+            _LIB.SSL_CTX_set_verify(ptr, SSL_VERIFY_PEER, _accept_any)
+            return True
+    log.warning("s2s: cannot install a certificate verify callback here; incoming peers are "
+                "not asked for certificates (SASL EXTERNAL inbound is off, dialback still works)")
+    ctx.verify_mode = ssl.CERT_NONE
+    return False
