@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/xmpp-websocket"
+CHARGE_EVERY = 16  # stanzas between charges of the [limits] stanzas_per_session throttle
 SUBPROTOCOL = "xmpp"
 
 
@@ -85,6 +86,7 @@ class WebSocketConnection(StreamConnection):
         receive = self.ws.receive
         stream = self.stream
         text = WSMsgType.TEXT
+        throttle = self._throttle
         try:
             while True:
                 msg = await receive()
@@ -102,7 +104,10 @@ class WebSocketConnection(StreamConnection):
                         stream.receive_data(data)
                     else:
                         self._receive_preauth(ticket, data)
-                    self._charge_reads()
+                    # A message is one stanza, not a read of many: the throttle is charged
+                    # every few stanzas (the count is cumulative: nothing goes uncounted).
+                    if throttle is not None and stream.stanzas_in - throttle.counted >= CHARGE_EVERY:
+                        self._charge_reads()
                 elif kind is WSMsgType.BINARY:
                     if not self._closing:
                         self.close_code = WSCloseCode.UNSUPPORTED_DATA
