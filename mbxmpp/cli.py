@@ -606,9 +606,10 @@ async def _import(cfg: Config, accounts: Any, path: str) -> int:
     items: list[tuple[int, str, str | None, Any]] = []
     with f:
         for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
+            # Only the line ending goes: a password keeps its trailing spaces, as in `user add`.
+            line = line.rstrip("\r\n")
             try:
                 jid, password, cred = parse_import_line(line)
                 items.append((n, _bare(cfg, jid), password, cred))

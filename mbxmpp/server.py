@@ -30,6 +30,7 @@ from .net.tls import TLSContexts, ensure_self_signed
 from .net.listener import AdmittingTLSListener
 from .storage import open_storage
 from .stream.c2s import ST_CLOSED, C2SStream
+from .stream.sasl import load_fake_secret
 from .util.tuning import tune_for_serving
 from .xml.element import Element
 
@@ -53,6 +54,7 @@ class Server:
         self.hosts: set[str] = set(config.server.domains)
         self.data_dir = os.path.abspath(config.server.data_dir)
         self.storage = open_storage(storage_kind, self.data_dir if storage_kind == "lmdb" else None)
+        self.sasl_fake_secret: bytes | None = None  # from data_dir at start (stable fake salts)
         self.hooks = HookBus()
         self.accounts = Accounts(self.storage, hooks=self.hooks)
         self.sessions = SessionManager(self.hooks)
@@ -183,6 +185,7 @@ class Server:
 
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
+        self.sasl_fake_secret = load_fake_secret(self.data_dir)
         await self.start_modules()
         if self.external is not None:
             self.external.start()

@@ -71,16 +71,19 @@ class Accounts:
 
     def check_password(self, bare: str, password: str) -> bool:
         rec = self.store.get(bare)
-        if rec is None:
-            # Same work as for a real account, so timing does not reveal which accounts exist.
-            derive("SCRAM-SHA-256", password, b"\0" * 16, self.iterations)
+        try:
+            if rec is None:
+                # Same work as for a real account, so timing does not reveal which accounts exist.
+                derive("SCRAM-SHA-256", password, b"\0" * 16, self.iterations)
+                return False
+            scram = rec.get("scram", {})
+            mech = "SCRAM-SHA-256" if "SCRAM-SHA-256" in scram else next(iter(scram), None)
+            if mech is None:
+                return False
+            cred = ScramCredential.from_record(scram[mech])
+            probe = derive(mech, password, cred.salt, cred.iterations)
+        except ValueError:  # a password SASLprep refuses matches no account
             return False
-        scram = rec.get("scram", {})
-        mech = "SCRAM-SHA-256" if "SCRAM-SHA-256" in scram else next(iter(scram), None)
-        if mech is None:
-            return False
-        cred = ScramCredential.from_record(scram[mech])
-        probe = derive(mech, password, cred.salt, cred.iterations)
         return hmac.compare_digest(probe.stored_key, cred.stored_key)
 
     def record(self, password: str | None = None, creds: dict[str, ScramCredential] | None = None,
@@ -91,9 +94,9 @@ class Accounts:
         if password is not None:
             creds = make_credentials(password, self.iterations)
         if creds is not None:
-            scram = {} if password is not None else dict(rec.get("scram", {}))
-            scram.update({m: c.to_record() for m, c in creds.items()})
-            rec["scram"] = scram
+            # New credentials replace all the old ones: an old password must not keep working
+            # through a mechanism the new credentials leave out.
+            rec["scram"] = {m: c.to_record() for m, c in creds.items()}
         return rec
 
     async def create(self, bare: str, password: str | None = None,

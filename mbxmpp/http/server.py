@@ -27,6 +27,9 @@ PARSER_LIMIT = 65536
 MAX_HEADERS = 100
 # How long an idle keep-alive connection is kept: small, so idle browsers cannot pile them up.
 KEEPALIVE_TIMEOUT = 75.0
+# What aiohttp reads ahead per connection (it pauses the socket at twice this): 64 KiB, the
+# upload handler's chunk, instead of 256 KiB, so parallel uploads do not each park half a MiB.
+READ_BUFSIZE = 64 * 1024
 # Bodies that a handler reads whole (await request.read()); streaming handlers read in chunks.
 CLIENT_MAX_SIZE = 1024 * 1024
 
@@ -76,7 +79,8 @@ class HTTPService:
             return
         self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT,
                                      max_line_size=PARSER_LIMIT, max_field_size=PARSER_LIMIT,
-                                     max_headers=MAX_HEADERS, handle_signals=False)
+                                     max_headers=MAX_HEADERS, handle_signals=False,
+                                     read_bufsize=READ_BUFSIZE)
         await self._runner.setup()
         ssl_ctx = tls.context(alpn=["http/1.1"]) if (tls is not None and self.config.http.tls) else None
         for host, port in self.config.http.listen:

@@ -360,7 +360,8 @@ class C2SStream:
                 self.sasl = SaslServer(
                     mech, self.host or "", self._get_credential, self._check_password,
                     cb_data=self.cb_data, tls=self.secure,
-                    plus_advertised=bool(self.cb_data) and self.secure)
+                    plus_advertised=bool(self.cb_data) and self.secure,
+                    fake_secret=self.server.sasl_fake_secret)
                 self._sasl_step(self.sasl.start(initial))
             except SaslFailure as f:
                 self._sasl_refused(f)

@@ -9,16 +9,21 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
 from typing import Any, Callable
 
 from mbxmpp.errors import LocalProtocolError
 from mbxmpp.jid import JID, JIDError, nameprep, nodeprep
-from mbxmpp.stream.scram import DEFAULT_ITERATIONS, HASHES, SALT_BYTES, ScramCredential
+from mbxmpp.stream.scram import DEFAULT_ITERATIONS, HASHES, SALT_BYTES, ScramCredential, saslprep
 
 __all__ = ["SaslFailure", "SaslServer", "mechanisms", "cb_data_from_ssl", "tls_server_end_point",
-           "cert_der_from_pem", "channel_binding_element_types", "CONDITIONS", "CB_TYPES"]
+           "cert_der_from_pem", "channel_binding_element_types", "load_fake_secret", "CONDITIONS",
+           "CB_TYPES", "FAKE_SECRET_FILE"]
+
+log = logging.getLogger(__name__)
 
 # RFC 6120 §6.5
 CONDITIONS = frozenset((
@@ -36,6 +41,8 @@ CheckPassword = Callable[[str, str], bool]
 
 # Key for the fake salts of unknown users; per process unless the server passes a stable one.
 _PROCESS_SECRET = secrets.token_bytes(32)
+# In data_dir: the stable key, so an unknown user's salt survives a restart as a real one does.
+FAKE_SECRET_FILE = "sasl-fake-salt.key"
 
 _CB_NAME = re.compile(r"[A-Za-z0-9.-]+")
 _NONCE = re.compile(r"[!-+\--~]+")  # RFC 5802 §7 printable: %x21-2B / %x2D-7E
@@ -207,6 +214,12 @@ class SaslServer:
         if authz:
             self._authzid_raw = authz
         username = self._prep_username(authcid)
+        try:
+            saslprep(password)
+        except ValueError as e:
+            # A password no account can have (RFC 7613/8265 OpaqueString): a failed attempt.
+            log.info("SASL PLAIN for %r@%s refused: %s", username, self._domain, e)
+            raise SaslFailure("not-authorized") from None
         ok = self._check_password(username, password)
         if ok is not True and ok is not False:
             # An awaitable verdict (an external account backend): the caller waits for it,
@@ -283,7 +296,8 @@ class SaslServer:
         if cred is None or cred.mech != self._hash:
             # Unknown user: go on with a salt that is stable per user and keys nobody knows, so
             # the exchange looks the same as for an existing account.
-            salt = hmac.digest(self._fake_secret, f"{self._hash}\0{username}".encode(),
+            salt = hmac.digest(self._fake_secret,
+                               f"{self._hash}\0{username}@{self._domain}".encode(),
                                "sha256")[:SALT_BYTES]
             size = hashlib.new(HASHES[self._hash]).digest_size
             cred = ScramCredential(self._hash, salt, DEFAULT_ITERATIONS,
@@ -333,6 +347,31 @@ class SaslServer:
         self.username = self._user
         server_signature = hmac.digest(cred.server_key, auth_message, h)
         return ("success", b"v=" + base64.b64encode(server_signature))
+
+
+def load_fake_secret(data_dir: str) -> bytes:
+    """The key of the fake SCRAM salts, created once in ``data_dir`` (mode 0600)."""
+    path = os.path.join(data_dir, FAKE_SECRET_FILE)
+    if not os.path.exists(path):
+        # Written aside, then linked into place: a reader never sees a half-written key.
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process was first: use its key
+        finally:
+            os.unlink(tmp)
+    with open(path, "rb") as f:
+        secret = f.read()
+    if len(secret) < 32:
+        raise ValueError(f"{path}: shorter than 32 bytes; delete it to make a new one")
+    return secret
 
 
 # -- channel-binding data ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class FakeSession:
 
 class FakeServer:
     hosts = {"example.org"}
+    sasl_fake_secret = b"k" * 32
 
     def __init__(self) -> None:
         self.routed: list[Element] = []

@@ -8,8 +8,9 @@ import msgpack
 import pytest
 
 from mbxmpp.errors import LocalProtocolError
-from mbxmpp.stream.sasl import (SaslFailure, SaslServer, cb_data_from_ssl, cert_der_from_pem,
-                                channel_binding_element_types, mechanisms, tls_server_end_point)
+from mbxmpp.stream.sasl import (FAKE_SECRET_FILE, SaslFailure, SaslServer, cb_data_from_ssl,
+                                cert_der_from_pem, channel_binding_element_types,
+                                load_fake_secret, mechanisms, tls_server_end_point)
 from mbxmpp.stream.scram import (HASHES, ScramCredential, derive, make_credentials,
                                  parse_import_line, verify_password)
 
@@ -406,6 +407,26 @@ def test_plain_wrong_and_unknown():
     fails("not-authorized", server("PLAIN").start, b"\0user\0wrong")
     fails("not-authorized", server("PLAIN").start, b"\0nobody\0pencil")
     fails("not-authorized", server("PLAIN").start, b"\0bad user\0pencil")
+
+
+@pytest.mark.parametrize("password", ["p\x07w", "\u0085", "tab\there"])
+def test_plain_password_saslprep_refuses_is_not_authorized(password, caplog):
+    caplog.set_level("INFO", logger="mbxmpp.stream.sasl")
+    store = Store()
+    fails("not-authorized", server("PLAIN", store).start, f"\0user\0{password}".encode())
+    assert not any(call[0] == "user" and call[1] == password for call in store.calls)
+    assert [r.levelname for r in caplog.records] == ["INFO"] and not caplog.records[0].exc_info
+
+
+def test_fake_secret_is_created_once_private_and_kept(tmp_path):
+    first = load_fake_secret(str(tmp_path))
+    path = tmp_path / FAKE_SECRET_FILE
+    assert len(first) == 32 and (path.stat().st_mode & 0o777) == 0o600
+    assert load_fake_secret(str(tmp_path)) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FAKE_SECRET_FILE]
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError):
+        load_fake_secret(str(tmp_path))
 
 
 def test_plain_requires_tls():
