@@ -45,7 +45,7 @@ class DeferredWrites:
     under one timer for all of them: arming and cancelling a uvloop timer per write would cost
     about 3 µs, a quarter of what routing a message costs. A write waits at most ``within``."""
 
-    __slots__ = ("_waiting", "_timer", "_due")
+    __slots__ = ("_due", "_timer", "_waiting")
 
     def __init__(self) -> None:
         self._waiting: dict[StreamConnection, None] = {}  # insertion-ordered set
@@ -90,12 +90,12 @@ class StreamConnection:
         "_auth_timer",
         "_close_timer",
         "_closing",
-        "_preauth",
         "_last_out",
         "_throttle",
         "_later",
         "_loop",
         "_lost",
+        "_preauth",
         "_wbuf",
         "max_output",
         "peer_ip",
