@@ -194,20 +194,15 @@ async def add_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
     return Outcome(f"Account {bare} created.")
 
 
-async def delete_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
-    jids = _accounts(server, values)
-    ended = 0
-    for j in jids:
-        ended += await delete_account(server, j.bare)
-    return Outcome(f"Deleted {_names(jids)}; {ended} session(s) ended.")
-
-
-async def disable_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
-    jids = _accounts(server, values)
-    ended = 0
-    for j in jids:
-        ended += await disable_account(server, j.bare)
-    return Outcome(f"Disabled {_names(jids)}; {ended} session(s) ended.")
+def _ending(op: Callable[[Server, str], Awaitable[int]], done: str) -> Run:
+    """A command applying ``op`` (which ends the account's sessions) to each of 'accountjids'."""
+    async def run(server: Server, ctx: IQContext, values: Values) -> Outcome:
+        jids = _accounts(server, values)
+        ended = 0
+        for j in jids:
+            ended += await op(server, j.bare)
+        return Outcome(f"{done} {_names(jids)}; {ended} session(s) ended.")
+    return run
 
 
 async def reenable_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
@@ -296,9 +291,9 @@ COMMANDS: tuple[Command, ...] = (
             (_ONE, Field("password", "text-private", "The password for this account"),
              Field("password-verify", "text-private", "Retype password")), add_user),
     Command("delete-user", "Delete users", "The accounts to delete, with all their data.",
-            (_MANY,), delete_user),
+            (_MANY,), _ending(delete_account, "Deleted")),
     Command("disable-user", "Disable users", "The accounts to disable: their sessions end and "
-            "their logins are refused.", (_MANY,), disable_user),
+            "their logins are refused.", (_MANY,), _ending(disable_account, "Disabled")),
     Command("reenable-user", "Re-enable users", "The accounts to enable again.", (_MANY,),
             reenable_user),
     Command("end-user-session", "End user sessions", "Accounts (all their sessions) or full JIDs "
