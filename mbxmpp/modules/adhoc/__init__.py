@@ -102,7 +102,7 @@ class AdHoc(Module):
             if action != "execute":
                 raise command_error("bad-sessionid", "a session starts with 'execute'")
             if not cmd.fields:
-                return self._completed(cmd, new_id(), await cmd.run(self.server, ctx, {}))
+                return self._completed(cmd, new_id(), await cmd.run(self.server, ctx, {}), ctx)
             return self._start(cmd, ctx)
         self._take(sid, cmd, ctx)
         if action == "cancel":
@@ -118,7 +118,7 @@ class AdHoc(Module):
             if e.type == "modify":
                 self._keep(sid, cmd, ctx)  # the admin may correct the form and submit again
             raise
-        return self._completed(cmd, sid, outcome)
+        return self._completed(cmd, sid, outcome, ctx)
 
     def _start(self, cmd: Command, ctx: IQContext) -> Element:
         sid = new_id()
@@ -143,8 +143,8 @@ class AdHoc(Module):
         if time.monotonic() > p.expires:
             raise command_error("session-expired", "the session expired: execute the command again")
 
-    @staticmethod
-    def _completed(cmd: Command, sid: str, outcome: Outcome) -> Element:
+    def _completed(self, cmd: Command, sid: str, outcome: Outcome, ctx: IQContext) -> Element:
+        self.log.info("%s ran %s: %s", ctx.frm.full, cmd.node.rpartition("#")[2], outcome.note)
         out = Element("command", NS_COMMANDS, {"node": cmd.node, "sessionid": sid,
                                                "status": "completed"})
         out.add("note", attrs={"type": outcome.note_type}, text=outcome.note)
