@@ -247,41 +247,20 @@ class ControlServer:
         plan = req.get("plan")
         if plan is not None and not isinstance(plan, str):
             raise ControlError("'plan' must be a string")
-        accounts = self.server.accounts
-        if accounts.get(bare) is not None:
-            raise ControlError(f"{bare} already exists (use 'user passwd')")
-        await accounts.create(bare, creds=self._scram(req), plan=plan)  # fires ACCOUNT_CREATED
-        log.info("account %s created", bare)
+        await add_account(self.server, bare, self._scram(req), plan)
         return {}
 
     async def _user_passwd(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        await self.server.accounts.set_credentials(bare, self._scram(req))
-        log.info("password of %s changed", bare)
-        # After the commit: a client that reconnects at once meets the new credentials.
-        return {"ended": self.server.end_sessions(bare, StreamError(*END_PASSWORD))}
+        return {"ended": await set_password(self.server, self._account(req), self._scram(req))}
 
     async def _user_del(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        # Sessions first: what their clients never acknowledged goes to offline storage before
-        # the account's data is deleted, and nothing can log in between (no await until then).
-        ended = self.server.end_sessions(bare, StreamError(*END_DELETED))
-        await self.server.accounts.delete(bare)  # fires ACCOUNT_DELETED
-        log.info("account %s deleted", bare)
-        return {"ended": ended}
+        return {"ended": await delete_account(self.server, self._account(req))}
 
     async def _user_disable(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        fut = self.server.accounts.set_disabled(bare, True)  # seen by the next login at once
-        ended = self.server.end_sessions(bare, StreamError(*END_DISABLED))
-        await fut
-        log.info("account %s disabled", bare)
-        return {"ended": ended}
+        return {"ended": await disable_account(self.server, self._account(req))}
 
     async def _user_enable(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        await self.server.accounts.set_disabled(bare, False)
-        log.info("account %s enabled", bare)
+        await enable_account(self.server, self._account(req))
         return {}
 
     async def _sessions_list(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +268,7 @@ class ControlServer:
 
     async def _sessions_kick(self, req: dict[str, Any]) -> dict[str, Any]:
         j = self._jid(req, full_ok=True)
-        ended = self.server.end_sessions(j.full, StreamError(*END_KICKED))
+        ended = kick(self.server, j.full)
         if not ended:
             raise ControlError(f"no session of {j.full}")
         return {"ended": ended}
@@ -306,6 +285,54 @@ class ControlServer:
             raise ControlError(f"configuration error, nothing reloaded:\n{e}") from None
         except OSError as e:
             raise ControlError(f"cannot read the configuration, nothing reloaded: {e}") from None
+
+
+# ------------------------------------------------- account operations (also the ad-hoc commands)
+# The steps and their order for each operator action, shared by the control socket and the
+# XEP-0133 commands (modules/adhoc) so that both end the same sessions with the same errors.
+
+async def add_account(server: Server, bare: str, creds: dict[str, ScramCredential],
+                      plan: str | None = None) -> None:
+    """Create ``bare``; ControlError if it exists."""
+    accounts = server.accounts
+    if accounts.get(bare) is not None:
+        raise ControlError(f"{bare} already exists (use 'user passwd')")
+    await accounts.create(bare, creds=creds, plan=plan)  # fires ACCOUNT_CREATED
+    log.info("account %s created", bare)
+
+
+async def set_password(server: Server, bare: str, creds: dict[str, ScramCredential]) -> int:
+    await server.accounts.set_credentials(bare, creds)
+    log.info("password of %s changed", bare)
+    # After the commit: a client that reconnects at once meets the new credentials.
+    return server.end_sessions(bare, StreamError(*END_PASSWORD))
+
+
+async def delete_account(server: Server, bare: str) -> int:
+    # Sessions first: what their clients never acknowledged goes to offline storage before
+    # the account's data is deleted, and nothing can log in between (no await until then).
+    ended = server.end_sessions(bare, StreamError(*END_DELETED))
+    await server.accounts.delete(bare)  # fires ACCOUNT_DELETED
+    log.info("account %s deleted", bare)
+    return ended
+
+
+async def disable_account(server: Server, bare: str) -> int:
+    fut = server.accounts.set_disabled(bare, True)  # seen by the next login at once
+    ended = server.end_sessions(bare, StreamError(*END_DISABLED))
+    await fut
+    log.info("account %s disabled", bare)
+    return ended
+
+
+async def enable_account(server: Server, bare: str) -> None:
+    await server.accounts.set_disabled(bare, False)
+    log.info("account %s enabled", bare)
+
+
+def kick(server: Server, jid: str) -> int:
+    """End the sessions of an account (bare JID) or one session (full JID)."""
+    return server.end_sessions(jid, StreamError(*END_KICKED))
 
 
 def scram_to_wire(creds: dict[str, ScramCredential]) -> dict[str, list[Any]]:
