@@ -16,7 +16,6 @@ from tests.daemon import Daemon
 from tests.integration.test_storage_bounds import condition, until
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 PW = "abuse-pw"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"

@@ -8,7 +8,6 @@ import pytest
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 PW = "durable"
 NS_SM = "urn:xmpp:sm:3"
 

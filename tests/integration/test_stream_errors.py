@@ -12,7 +12,6 @@ from mbxmpp.xml import StreamHeader
 from tests.integration.conftest import PASSWORD
 from tests.rawclient import HEADER, RawClient, connect_client
 
-pytestmark = pytest.mark.realclient
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from mbxmpp.modules.bookmarks import NS_BOOKMARKS2, NS_LEGACY, Bookmarks
 from mbxmpp.xml.ns import NS_PRIVATE, NS_PUBSUB
 from tests.harness import ServerHarness
-from tests.modules.test_pep import (A, B, event_items, events, is_event, items_request, mutual,
-                                    online, publish, reply)
+from tests.modules.test_pep import A, B, event_items, events, is_event, items_request, mutual, online, publish, reply
 
 MODULES = ["disco", "roster", "presence", "pep", "private", "bookmarks"]
 ROOM1 = "council@conference.localhost"

@@ -9,14 +9,41 @@ import time
 import pytest
 
 from mbxmpp.modules.mam.query import stamp
-from mbxmpp.xml.ns import (NS_DATA, NS_DELAY, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MUC,
-                           NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, NS_STANZA_ID)
+from mbxmpp.xml.ns import (
+    NS_DATA,
+    NS_DELAY,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_MAM,
+    NS_MUC,
+    NS_MUC_OWNER,
+    NS_MUC_USER,
+    NS_OCCUPANT_ID,
+    NS_STANZA_ID,
+)
 from tests.harness import ServerHarness
 from tests.modules import test_muc_support as support
-from tests.modules.test_muc_support import (A, B, C, MODULES, ROOM, SERVICE, configure, create,
-                                            error_condition, error_of, form_values, iq, item, join,
-                                            messages, presences_from, room_with, self_presence,
-                                            statuses)
+from tests.modules.test_muc_support import (
+    MODULES,
+    ROOM,
+    SERVICE,
+    A,
+    B,
+    C,
+    configure,
+    create,
+    error_condition,
+    error_of,
+    form_values,
+    iq,
+    item,
+    join,
+    messages,
+    presences_from,
+    room_with,
+    self_presence,
+    statuses,
+)
 
 h = support.h  # the fixture: the in-process server with MUC
 

@@ -9,12 +9,36 @@ import pytest
 
 from mbxmpp.config import MUCConfig
 from mbxmpp.server import Server
-from mbxmpp.xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_FORWARD, NS_MAM, NS_MODERATE, NS_MUC_ADMIN, NS_PING,
-                           NS_RETRACT, NS_STANZA_ID)
+from mbxmpp.xml.ns import (
+    NS_CLIENT,
+    NS_DISCO_INFO,
+    NS_FORWARD,
+    NS_MAM,
+    NS_MODERATE,
+    NS_MUC_ADMIN,
+    NS_PING,
+    NS_RETRACT,
+    NS_STANZA_ID,
+)
 from tests.harness import FakeClient, ServerHarness
-from tests.modules.test_muc_support import (A, B, C, D, MODULES, ROOM, SERVICE, configure, create,
-                                            error_condition, error_of, iq, join, messages,
-                                            self_presence, statuses)
+from tests.modules.test_muc_support import (
+    MODULES,
+    ROOM,
+    SERVICE,
+    A,
+    B,
+    C,
+    D,
+    configure,
+    create,
+    error_condition,
+    error_of,
+    iq,
+    join,
+    messages,
+    self_presence,
+    statuses,
+)
 
 
 def archive(h: ServerHarness):  # type: ignore[no-untyped-def]

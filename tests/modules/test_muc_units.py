@@ -9,8 +9,7 @@ import pytest
 from mbxmpp.config import MUCConfig
 from mbxmpp.errors import StanzaError
 from mbxmpp.jid import JID
-from mbxmpp.modules.muc.affiliation import (check_affiliation_change, check_role_change, default_role,
-                                            may_read_list)
+from mbxmpp.modules.muc.affiliation import check_affiliation_change, check_role_change, default_role, may_read_list
 from mbxmpp.modules.muc.config_form import RoomConfig, config_form, parse_config
 from mbxmpp.modules.muc.history import History, HistoryRequest
 from mbxmpp.modules.muc.occupant import Occupant, nick_key
