@@ -180,7 +180,7 @@ async def _query(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> lis
 async def check_dns(report: Report, res: dns.asyncresolver.Resolver, domain: str,
                     chain: list[x509.Certificate] | None, s2s: bool) -> None:
     found_any = False
-    for label, prefix, port in SRV_KINDS:
+    for label, prefix, _port in SRV_KINDS:
         if label.startswith("server") and not s2s:
             continue
         answers = await _query(res, f"{prefix}.{domain}", "SRV")

@@ -19,7 +19,7 @@ from ..util.ids import new_id
 from ..xml import SM_REQUEST, STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import error_reply, iq_result, stream_error_bytes
 from ..xml.element import _escape_attr
-from ..xml.ns import (NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS)
+from ..xml.ns import NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS
 from .sasl import SaslFailure, SaslServer, channel_binding_element_types, mechanisms
 
 if TYPE_CHECKING:
@@ -506,10 +506,12 @@ class C2SStream:
         resource = payload.findtext("resource")
         if resource is not None:
             resource = resource.strip() or None
-        bare = JID(self.username, self.host, None)
+        username, host = self.username, self.host
+        assert username is not None and host is not None  # bind comes after the header and SASL
+        bare = JID(username, host, None)
         if resource is not None:
             try:
-                resource = JID(self.username, self.host, resource).resource
+                resource = JID(username, host, resource).resource
             except JIDError:
                 self.write(error_reply(iq, StanzaError("bad-request", "invalid resource")).to_bytes())
                 return
@@ -555,7 +557,8 @@ class C2SStream:
                 return
             if t in ("get", "set"):
                 if sum(1 for _ in st.elements()) != 1:
-                    self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
+                    self.send_stanza(error_reply(
+                        st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
                     return
                 payload = st.first_child()
                 assert payload is not None

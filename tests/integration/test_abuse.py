@@ -9,7 +9,6 @@ import asyncio
 import base64
 import re
 
-import pytest
 
 from mbxmpp.xml import Element
 from tests.daemon import Daemon

@@ -105,7 +105,8 @@ async def test_legacy_session_iq_to_the_domain(daemon, transport):
 async def test_second_bind_refused_and_errors_not_answered(daemon, transport):
     c = await connect_client(daemon, transport)
     await c.login("alice", PW, resource="once")
-    await c.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>twice</resource></bind></iq>")
+    await c.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                 "<resource>twice</resource></bind></iq>")
     r = await c.element()
     assert r.get("id") == "b2" and condition(r) == "not-allowed"
     # An IQ error without an id is not answered (RFC 6120 §8.3.1): the next reply is the ping's.

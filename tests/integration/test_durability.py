@@ -3,7 +3,6 @@ Management is delivered after a hard kill and restart."""
 
 from __future__ import annotations
 
-import pytest
 
 from tests.daemon import Daemon
 from tests.rawclient import RawClient

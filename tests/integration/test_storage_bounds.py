@@ -9,7 +9,6 @@ import asyncio
 import itertools
 import os
 
-import pytest
 
 from mbxmpp.xml import Element
 from tests.daemon import Daemon

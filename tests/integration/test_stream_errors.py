@@ -3,7 +3,6 @@ keeps serving everyone else."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest

@@ -17,7 +17,6 @@ from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
 
-
 @pytest.fixture(scope="module")
 def daemon():
     certdir = tempfile.mkdtemp(prefix="mbxmpp-certs-")

@@ -167,16 +167,19 @@ async def test_members_only_banned_and_full_rooms(h):
     c = await h.login(C, "r1")
     await create(h, a, "alice", membersonly="1")
     assert error_of(await join(h, b, "bob")) == "registration-required"
-    r = await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{B}'/></query>", "set")
+    r = await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 f"<item affiliation='member' jid='{B}'/></query>", "set")
     assert r.get("type") == "result"
     assert "110" in statuses(self_presence(await join(h, b, "bob")))
     # Banned: forbidden, under any nickname.
     await configure(h, a, membersonly="0", maxusers="2")
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast' jid='{C}'/></query>", "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='outcast' jid='{C}'/></query>", "set")
     assert error_of(await join(h, c, "carol")) == "forbidden"
     assert error_of(await join(h, c, "someone-else")) == "forbidden"
     # Full (maxusers 2: alice and bob): service-unavailable.
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='none' jid='{C}'/></query>", "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='none' jid='{C}'/></query>", "set")
     assert error_of(await join(h, c, "carol")) == "service-unavailable"
 
 
@@ -435,8 +438,8 @@ async def test_affiliation_granted_while_away_101(h):
     a = await h.login(A, "r1")
     b = await h.login(B, "r1", presence=True)
     await create(h, a, "alice")
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{B}'/></query>",
-             "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='member' jid='{B}'/></query>", "set")
     m = messages(await b.settle())[0]
     assert m.get("from") == ROOM and statuses(m) == {"101"}
     assert item(m).get("affiliation") == "member"

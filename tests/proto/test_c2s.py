@@ -189,7 +189,7 @@ def test_sasl_failures_limited():
     p = Peer(max_auth_attempts=3)
     p.feed(HEADER)
     bad = base64.b64encode(b"\0juliet\0wrong").decode()
-    for i in range(3):
+    for _ in range(3):
         ev = p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{bad}</auth>".encode())
         assert ev[0].tag == "failure"
     assert stream_error(ev) == "policy-violation"
