@@ -24,6 +24,8 @@ import dns.resolver
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .xml.ns import NS_CLIENT, NS_STREAMS, NS_TLS
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -255,14 +257,14 @@ async def _handshake(host: str, port: int, name: str, ctx: ssl.SSLContext, start
     try:
         if starttls:
             writer.write(f"<?xml version='1.0'?><stream:stream to='{name}' version='1.0' "
-                         "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".encode())
+                         f"xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode())
             buf = b""
             while b"</stream:features>" not in buf:
                 chunk = await asyncio.wait_for(reader.read(4096), 5)
                 if not chunk:
                     return None
                 buf += chunk
-            writer.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            writer.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
             buf = b""
             while b"proceed" not in buf:
                 chunk = await asyncio.wait_for(reader.read(4096), 5)

@@ -17,6 +17,7 @@ from ..core.modules import Module, hook, nonza
 from ..core.router import RouteEvent
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
+from ..stream.c2s import SM_REQUEST_BYTES
 from ..stream.smstate import ACK_INVALID, ACK_OK
 from ..util.ids import new_id
 from ..xml.element import Element
@@ -31,13 +32,15 @@ except ImportError:  # pragma: no cover - the extension is optional
 if TYPE_CHECKING:
     from .csi import CSI
 
+_ACK_FORMAT = f"<a xmlns='{NS_SM}' h='%d'/>".encode()
+
 
 def _sm(tag: str, **attrs: str) -> bytes:
     return Element(tag, NS_SM, attrs).to_bytes("")
 
 
 def _ack(h: int) -> bytes:
-    return b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % h
+    return _ACK_FORMAT % h
 
 
 def _failed(condition: str, h: int | None = None) -> bytes:
@@ -196,7 +199,7 @@ class StreamManagement(Module):
             # <resumed/> and the re-sent stanzas (counted once, in that order).
             csi.reset(session)
         if sm.queue:
-            stream.write(b"<r xmlns='urn:xmpp:sm:3'/>")
+            stream.write(SM_REQUEST_BYTES)
             sm.requested = True
 
     # -- hibernation --------------------------------------------------------------------------

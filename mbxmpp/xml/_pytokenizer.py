@@ -51,7 +51,7 @@ SEP = "\x01"            # namespace separator: a character no XML document can c
 SLICE = 65536           # bytes handed to expat per Parse() call (bounds work between checks)
 PROLOG_SLICE = 64       # the same before the root start tag: a DTD is refused before it can be used
 DECL_MAX = 1024         # longest XML declaration we wait for
-FRAME_WRAPPER = b"<frames xmlns='jabber:client'>"
+FRAME_WRAPPER = f"<frames xmlns='{NS_CLIENT}'>".encode()
 
 # expat error codes (expat.h enum XML_Error) that mean "a DTD or an entity was involved".
 RESTRICTED_CODES = frozenset((
