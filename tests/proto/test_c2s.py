@@ -93,14 +93,18 @@ def stream_error(events) -> str:
     return next(c.tag for c in err.elements() if c.tag != "text")
 
 
-def login_plain(p: Peer, resource: str | None = "balcony") -> None:
-    p.feed(HEADER)
+def authenticate(p: Peer, header: bytes = HEADER) -> list:
+    """Header, SASL PLAIN as juliet, the restarted stream's header; the events of the last."""
+    p.feed(header)
     tok = base64.b64encode(b"\0juliet\0pencil").decode()
-    ev = p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{tok}</auth>".encode())
+    ev = p.feed(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
     assert ev[0].tag == "success"
     p.restart_reader()
-    ev = p.feed(HEADER)
-    f = features(ev)
+    return p.feed(header)
+
+
+def login_plain(p: Peer, resource: str | None = "balcony") -> None:
+    f = features(authenticate(p))
     assert f.find("bind", "urn:ietf:params:xml:ns:xmpp-bind") is not None
     r = f"<resource>{resource}</resource>" if resource else ""
     ev = p.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{r}</bind></iq>".encode())
@@ -254,11 +258,7 @@ def test_iq_error_without_id_is_not_answered():
 
 def test_result_during_bind_stage_is_not_answered():
     p = Peer()
-    p.feed(HEADER)
-    tok = base64.b64encode(b"\0juliet\0pencil").decode()
-    p.feed(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
-    p.restart_reader()
-    p.feed(HEADER)
+    authenticate(p)
     assert elements(p.feed(b"<iq type='result' id='x'/><iq type='error' id='y'/>")) == []
     ev_ = p.feed(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     assert elements(ev_)[0].get("id") == "b" and p.stream.stage == ST_READY
@@ -369,11 +369,7 @@ def test_nonzas_before_authentication_are_not_authorized():
 
 def test_bind_without_id_is_bad_request():
     p = Peer()
-    p.feed(HEADER)
-    tok = base64.b64encode(b"\0juliet\0pencil").decode()
-    p.feed(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
-    p.restart_reader()
-    p.feed(HEADER)
+    authenticate(p)
     (r,) = elements(p.feed(b"<iq type='set'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"))
     assert condition(r) == "bad-request" and p.stream.session is None
 
@@ -382,11 +378,7 @@ def test_stream_language_added_to_stanzas():
     # RFC 6120 §8.1.5: a stanza without xml:lang gets the language of the client's stream.
     p = Peer()
     header = HEADER.replace(b"version='1.0'>", b"version='1.0' xml:lang='de-AT'>")
-    p.feed(header)
-    tok = base64.b64encode(b"\0juliet\0pencil").decode()
-    p.feed(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
-    p.restart_reader()
-    p.feed(header)
+    authenticate(p, header)
     p.feed(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     p.feed(b"<message to='romeo@example.org'><body>Servus</body></message>"
            b"<message to='romeo@example.org' xml:lang='en'><body>Hi</body></message>")
