@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Iterable, Sequence
 
-from .config import ConfigError, Config, check_config, find_default_config, load_config
+from .config import Config, ConfigError, check_config, find_default_config, load_config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 IMPORT_BATCH = 2000
@@ -174,7 +174,7 @@ class UsageError(Exception):
     pass
 
 
-def _run(coro: Any) -> int:
+def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
@@ -619,7 +619,8 @@ async def _import(cfg: Config, accounts: Any, path: str) -> int:
     tty = sys.stderr.isatty()
     done = 0
     workers = os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=workers) if any(i[2] is not None for i in items) and len(items) > 50 else _Inline() as pool:
+    parallel = any(i[2] is not None for i in items) and len(items) > 50
+    with ProcessPoolExecutor(max_workers=workers) if parallel else _Inline() as pool:
         for start in range(0, len(items), IMPORT_BATCH):
             chunk = items[start:start + IMPORT_BATCH]
             derived = list(pool.map(_derive_line, chunk, chunksize=64))

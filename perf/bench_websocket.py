@@ -115,7 +115,8 @@ class Client:
 
 
 async def sender(frm: Client, to: Client, to_jid: str, window: int, stop: float) -> int:
-    body = f"<message xmlns='jabber:client' to='{to_jid}' type='chat'><body>hello over the wire</body></message>".encode()
+    body = (f"<message xmlns='jabber:client' to='{to_jid}' type='chat'>"
+            "<body>hello over the wire</body></message>").encode()
     one = ws_frame(body) if frm.ws else body
     sent = 0
     loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from ..util.ids import new_id
 from ..xml import SM_REQUEST, STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import error_reply, iq_result, stream_error_bytes
 from ..xml.element import _escape_attr
-from ..xml.ns import (NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS)
+from ..xml.ns import NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_SM, NS_STREAMS, NS_TLS
 from .sasl import SaslFailure, SaslServer, channel_binding_element_types, mechanisms
 
 if TYPE_CHECKING:
@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANZAS = frozenset(("message", "presence", "iq"))
-SM_REQUEST_BYTES = b"<r xmlns='urn:xmpp:sm:3'/>"
+SM_REQUEST_BYTES = f"<r xmlns='{NS_SM}'/>".encode()
+_TLS_PROCEED = f"<proceed xmlns='{NS_TLS}'/>".encode()
+_TLS_FAILURE = f"<failure xmlns='{NS_TLS}'/>".encode()
+_SASL_CHALLENGE = f"<challenge xmlns='{NS_SASL}'>".encode()
+_SASL_SUCCESS = f"<success xmlns='{NS_SASL}'>".encode()
+_SASL_SUCCESS_EMPTY = f"<success xmlns='{NS_SASL}'/>".encode()
 _LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 # Negotiation stages.
@@ -189,7 +194,7 @@ class C2SStream:
             # RFC 6120 §4.8.5/§4.9.3.2: the stream namespace is bound to the prefix 'stream'.
             raise StreamError("bad-namespace-prefix", "the stream namespace prefix must be 'stream'")
         if h.default_ns != NS_CLIENT:
-            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+            raise StreamError("invalid-namespace", f"the content namespace must be {NS_CLIENT}")
         self._check_version(h.attrs)
         self._send_features()
 
@@ -243,8 +248,8 @@ class C2SStream:
                                       f"version='1.0' xml:lang='en'"))
 
     def _header_bytes(self, attrs: str) -> bytes:
-        return (f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                f"xmlns:stream='http://etherx.jabber.org/streams' {attrs}>").encode()
+        return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' "
+                f"xmlns:stream='{NS_STREAMS}' {attrs}>").encode()
 
     def _send_features(self) -> None:
         f = Element("features", NS_STREAMS)
@@ -320,10 +325,10 @@ class C2SStream:
     def _starttls(self) -> None:
         if self.secure or self.stage != ST_TLS:
             # RFC 6120 §5.4.2.2: the failure case is <failure/>, then the stream is closed.
-            self.write(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            self.write(_TLS_FAILURE)
             self.close()
             return
-        self.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.write(_TLS_PROCEED)
         self.tls_requested = True
 
     def tls_started(self, cb_data: dict[str, bytes]) -> None:
@@ -411,7 +416,7 @@ class C2SStream:
             return
         if kind == "challenge":
             self._enter(ST_SASL_STEP)
-            self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            self.write(_SASL_CHALLENGE
                        + (base64.b64encode(data) if data else b"=") + b"</challenge>")
             return
         assert self.sasl is not None
@@ -426,10 +431,10 @@ class C2SStream:
         self.username = username
         self.sasl = None
         if data:
-            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            self.write(_SASL_SUCCESS
                        + base64.b64encode(data) + b"</success>")
         else:
-            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+            self.write(_SASL_SUCCESS_EMPTY)
         if self.on_authenticated is not None:
             self.on_authenticated()
         self.server.authenticated(self)
@@ -507,10 +512,12 @@ class C2SStream:
         resource = payload.findtext("resource")
         if resource is not None:
             resource = resource.strip() or None
-        bare = JID(self.username, self.host, None)
+        username, host = self.username, self.host
+        assert username is not None and host is not None  # bind comes after the header and SASL
+        bare = JID(username, host, None)
         if resource is not None:
             try:
-                resource = JID(self.username, self.host, resource).resource
+                resource = JID(username, host, resource).resource
             except JIDError:
                 self.write(error_reply(iq, StanzaError("bad-request", "invalid resource")).to_bytes())
                 return
@@ -556,7 +563,8 @@ class C2SStream:
                 return
             if t in ("get", "set"):
                 if sum(1 for _ in st.elements()) != 1:
-                    self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
+                    self.send_stanza(error_reply(
+                        st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
                     return
                 payload = st.first_child()
                 assert payload is not None

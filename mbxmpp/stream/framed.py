@@ -15,13 +15,13 @@ from collections.abc import Callable
 from ..errors import StreamError
 from ..xml import Element
 from ..xml.build import stream_error_bytes
-from ..xml.ns import NS_FRAMING
+from ..xml.ns import NS_CLIENT, NS_FRAMING
 from .c2s import SM_REQUEST_BYTES, ST_HEADER, C2SHost, C2SStream
 
 # Stanzas as the serializer writes them under a jabber:client parent: no xmlns of their own.
 # By the byte after '<': the start tag's name.
 _STANZA_STARTS = {ord("m"): b"<message", ord("p"): b"<presence", ord("i"): b"<iq"}
-_CLIENT_NS = b" xmlns='jabber:client'"
+_CLIENT_NS = f" xmlns='{NS_CLIENT}'".encode()
 _STREAM_PREFIX = b" xmlns:stream='http://etherx.jabber.org/streams'"
 _NAME_ENDS = frozenset(b" >/")  # byte values that end a start tag's name
 
@@ -43,7 +43,7 @@ def standalone(data: bytes) -> bytes:
 class FramedC2SStream(C2SStream):
     FRAMED = True
     FEATURES_START = b"<stream:features" + _STREAM_PREFIX + b">"
-    CLOSE_TAG = b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+    CLOSE_TAG = f"<close xmlns='{NS_FRAMING}'/>".encode()
 
     __slots__ = ()
 
@@ -55,7 +55,7 @@ class FramedC2SStream(C2SStream):
 
     # -- framing hooks ------------------------------------------------------------------------
     def _header_bytes(self, attrs: str) -> bytes:
-        return f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' {attrs}/>".encode()
+        return f"<open xmlns='{NS_FRAMING}' {attrs}/>".encode()
 
     @staticmethod
     def _error_bytes(err: StreamError) -> bytes:

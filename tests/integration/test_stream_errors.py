@@ -3,7 +3,6 @@ keeps serving everyone else."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
@@ -12,7 +11,6 @@ from mbxmpp.xml import StreamHeader
 from tests.integration.conftest import PASSWORD
 from tests.rawclient import HEADER, RawClient, connect_client
 
-pytestmark = pytest.mark.realclient
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

@@ -154,7 +154,8 @@ async def test_open_for_the_second_host(daemon):
 @pytest.mark.parametrize("first", [
     "<message xmlns='jabber:client' to='bob@localhost'><body>hi</body></message>",
     "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
-    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'/>",
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+    "to='localhost' version='1.0'/>",
 ])
 async def test_element_before_open(daemon, first):
     c = await WSRawClient.connect(daemon.http)

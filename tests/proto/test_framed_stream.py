@@ -45,7 +45,8 @@ def _login(p: FramedPeer) -> None:
     assert p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{tok}</auth>"
                   .encode())[0].tag.endswith("success")
     p.feed(OPEN)
-    (res,) = p.feed(b"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    (res,) = p.feed(b"<iq xmlns='jabber:client' type='set' id='b'>"
+                    b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     assert res.tag == "{jabber:client}iq" and res.get("type") == "result"
     assert p.stream.stage == ST_READY
 
