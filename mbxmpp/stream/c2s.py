@@ -69,6 +69,7 @@ class C2SHost(Protocol):
     """What the stream needs from the server (implemented by mbxmpp.server.Server)."""
 
     hosts: set[str]
+    sasl_fake_secret: bytes | None  # keys the made-up SCRAM salts of unknown users
 
     def get_credential(self, username: str, host: str, mech: str) -> Any: ...
     def check_password(self, username: str, host: str, password: str,

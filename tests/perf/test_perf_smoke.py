@@ -2,8 +2,9 @@
 
 It starts the real mbxmpp daemon (and Prosody when it is installed) on loopback, runs every scenario
 with small counts (``sm_sessions``, ``mam_query``, ``mam_archiving`` and ``muc_fanout`` on
-instances of their own with SM / MAM / MUC on) and checks the loose smoke budgets of ``perf/budgets.toml``. If mbxmpp cannot
-start, this test fails (it never skips for that). Deselect with ``-m "not perf"``.
+instances of their own with SM / MAM / MUC on) and checks the loose smoke budgets of
+``perf/budgets.toml``. If mbxmpp cannot start, this test fails (it never skips for that).
+Deselect with ``-m "not perf"``.
 """
 
 from __future__ import annotations
