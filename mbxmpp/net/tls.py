@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class _Group:
     """The contexts of one context() call: the default one and one per host (chosen by SNI),
     made with the same ALPN and ``prepare``; hosts added later get theirs here too."""
 
-    __slots__ = ("base", "hosts", "alpn", "prepare")
+    __slots__ = ("alpn", "base", "hosts", "prepare")
 
     def __init__(self, base: ssl.SSLContext, alpn: list[str],
                  prepare: Callable[[ssl.SSLContext], None] | None) -> None:
@@ -200,7 +200,7 @@ def ensure_self_signed(data_dir: str, names: list[str]) -> tuple[str, str]:
             sans.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
             sans.append(x509.DNSName(n))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
