@@ -1,5 +1,5 @@
 """Command line: serve (default), user add|passwd|del|disable|enable|list|import, sessions
-list|kick, reload, check-config, xeps, export, import, import-prosody.
+list|kick, reload, domains list|add|remove, check-config, xeps, export, import, import-prosody.
 
 Account changes and the session commands go through a running daemon's control socket
 (mbxmpp/control.py); with no daemon running, account changes are written to storage directly.
