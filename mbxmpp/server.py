@@ -479,7 +479,11 @@ class Server:
         restart += [f.name for f in fields(old) if f.name not in ("server", "accounts", "source")
                     and getattr(old, f.name) != getattr(new, f.name)]
         ended = self.end_unentitled_sessions() if "accounts" in applied else 0
-        change = self.set_domains(new.server.domains)
+        try:
+            change = self.set_domains(new.server.domains)
+        except ValueError as e:  # a new domain clashes: the served set stays as it was
+            log.error("domains not changed: %s", e)
+            change = {"added": [], "removed": [], "ended": 0}
         if change["added"] or change["removed"]:
             applied.append("server.domains")
             ended += change["ended"]
@@ -505,10 +509,14 @@ class Server:
             clash = self.components.get(d)
             if clash is not None:
                 raise ValueError(f"{d} is already served as a component of {clash.parent}")
+            for comp in self.component_domains(d):
+                if comp in self.hosts or comp in self.components:
+                    raise ValueError(f"{d}'s component domain {comp} is already served")
         ended = sum(self._stop_serving(d) for d in removed)
         for d in added:
             self._start_serving(d)
         self.config = replace(self.config, server=replace(self.config.server, domains=tuple(wanted)))
+        self.http.config = self.config  # (its links name the domains)
         if self.tls is not None:
             self.tls.set_hosts(self._tls_hosts())
         if added or removed:

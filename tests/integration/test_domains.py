@@ -150,6 +150,13 @@ async def test_domains_command_refusals(lab):
                       (("remove", "nowhere.test"), "nowhere.test is not served")):
         r = await cli(d, "domains", *args, check=False)
         assert r.returncode == 1 and err in r.stderr, (args, r.stderr)
+    # a domain whose component domain is already a host is refused, and nothing changes
+    await cli(d, "domains", "add", "conference.zz.test")
+    r = await cli(d, "domains", "add", "zz.test", check=False)
+    assert r.returncode == 1
+    assert "zz.test's component domain conference.zz.test is already served" in r.stderr
+    assert "zz.test " not in (await cli(d, "domains", "list")).stdout.replace("conference.zz", "")
+    await cli(d, "domains", "remove", "conference.zz.test")
 
 
 async def test_added_domain_survives_a_restart(tmp_path):
