@@ -11,12 +11,13 @@ import shutil
 import ssl
 import tempfile
 
+import aiohttp
 import pytest
 from cryptography import x509
 
 from tests.daemon import Daemon
 from tests.interop.netlab import CA
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, WSRawClient
 
 pytestmark = pytest.mark.realclient
 
@@ -120,6 +121,10 @@ async def test_domain_added_then_removed_at_run_time(lab):
                       "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
     res = await client.element()
     assert res.get("type") == "result" and res.get("from") == "conference.c.test", res
+    # the web side follows: a page on the new domain may open a WebSocket to it
+    ws = await WSRawClient.connect(d.http, origin="https://c.test")
+    features = await ws.open("c.test")
+    assert features.tag == "features"
     listing = (await cli(d, "domains", "list")).stdout.split("\n")
     assert any(line.split() == ["c.test", "added"] for line in listing), listing
     assert any(line.split() == ["a.test", "config"] for line in listing), listing
@@ -127,9 +132,14 @@ async def test_domain_added_then_removed_at_run_time(lab):
         assert "c.test" in f.read().split()
 
     r = await cli(d, "domains", "remove", "c.test")
-    assert "no longer serving c.test: ended 1 stream" in r.stdout
+    assert "no longer serving c.test: ended 2 streams" in r.stdout
     assert await client.stream_error() == "host-gone"
     await client.expect_closed()
+    assert await ws.stream_error() == "host-gone"  # (not authenticated yet: ended too)
+    await ws.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await WSRawClient.connect(d.http, origin="https://c.test")
+    assert refused.value.status == 403
     # no longer served: a new stream to it is refused with <host-unknown/> (§4.9.3.6)
     c2, _ = await connect(d.tls, ca, "a.test")
     await c2.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
