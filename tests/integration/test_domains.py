@@ -70,6 +70,16 @@ async def served_serial(port: int, ca: CA, name: str) -> int:
     return serial
 
 
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 async def cli(d: Daemon, *args: str, check: bool = True):
     return await asyncio.to_thread(d.cli, *args, check=check)
 
@@ -128,8 +138,7 @@ async def test_domain_added_then_removed_at_run_time(lab):
     listing = (await cli(d, "domains", "list")).stdout.split("\n")
     assert any(line.split() == ["c.test", "added"] for line in listing), listing
     assert any(line.split() == ["a.test", "config"] for line in listing), listing
-    with open(os.path.join(d.dir, "data", "domains")) as f:
-        assert "c.test" in f.read().split()
+    assert "c.test" in read(os.path.join(d.dir, "data", "domains")).split()
 
     r = await cli(d, "domains", "remove", "c.test")
     assert "no longer serving c.test: ended 2 streams" in r.stdout
@@ -147,8 +156,7 @@ async def test_domain_added_then_removed_at_run_time(lab):
     assert await c2.stream_error() == "host-unknown"
     await c2.close()
     assert "c.test" not in (await cli(d, "domains", "list")).stdout
-    with open(os.path.join(d.dir, "data", "domains")) as f:
-        assert "c.test" not in f.read().split()
+    assert "c.test" not in read(os.path.join(d.dir, "data", "domains")).split()
 
 
 async def test_domains_command_refusals(lab):
@@ -193,17 +201,14 @@ async def test_reload_applies_config_domains(tmp_path):
     d = Daemon(domains=("a.test",))
     d.start()
     try:
-        with open(d.config_path) as f:
-            text = f.read()
-        with open(d.config_path, "w") as f:
-            f.write(text.replace('domains = ["a.test"]', 'domains = ["a.test", "new.test"]'))
+        text = read(d.config_path)
+        write(d.config_path, text.replace('domains = ["a.test"]', 'domains = ["a.test", "new.test"]'))
         r = await cli(d, "reload")
         assert "server.domains" in r.stdout and "domains added: new.test" in r.stdout
         d.add_user("nina@new.test", "pw")
         c = await RawClient.connect(d.tls, direct_tls=True)
         await c.login("nina", "pw", to="new.test", direct_tls=True)
-        with open(d.config_path, "w") as f:
-            f.write(text)
+        write(d.config_path, text)
         d.proc.send_signal(1)  # SIGHUP
         assert await c.stream_error() == "host-gone"
     finally:

@@ -5,7 +5,6 @@ committed (an offline message is there after the restart)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -30,12 +29,23 @@ async def shutdown_text(client: RawClient) -> tuple[str, str]:
             return cond, text
 
 
-async def test_json_logs_and_restart_notice():
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:  # (all of it: Daemon.log() keeps only the end)
+        return f.read()
+
+
+def daemon_with(server_keys: str) -> Daemon:
+    """A daemon whose [server] section says ``server_keys`` in place of its log_level line."""
     d = Daemon()
     with open(d.config_path) as f:
         text = f.read()
     with open(d.config_path, "w") as f:
-        f.write(text.replace('log_level = "info"', 'log_level = "info"\nlog_format = "json"', 1))
+        f.write(text.replace('log_level = "info"', server_keys, 1))
+    return d
+
+
+async def test_json_logs_and_restart_notice():
+    d = daemon_with('log_level = "info"\nlog_format = "json"')
     try:
         d.start()
         d.add_user("alice@localhost", PASSWORD)
@@ -77,7 +87,7 @@ async def test_json_logs_and_restart_notice():
         await bob.close()
         assert d.stop() == 0
 
-        lines = [ln for ln in open(d.log_path, encoding="utf-8").read().splitlines() if ln.strip()]
+        lines = [ln for ln in read(d.log_path).splitlines() if ln.strip()]
         assert len(lines) > 10
         for line in lines:
             obj = json.loads(line)  # every line is one JSON object
@@ -93,12 +103,8 @@ async def test_json_logs_and_restart_notice():
         d.cleanup()
 
 
-def test_log_format_is_validated(tmp_path):
-    d = Daemon()
-    with open(d.config_path) as f:
-        text = f.read()
-    with open(d.config_path, "w") as f:
-        f.write(text.replace('log_level = "info"', 'log_format = "xml"', 1))
+def test_log_format_is_validated():
+    d = daemon_with('log_format = "xml"')
     try:
         r = d.cli("check-config", check=False)
         assert r.returncode == 2
