@@ -175,8 +175,11 @@ class Server:
         each file every certificates_poll seconds; certbot's deploy hooks are then optional)."""
         while True:
             await asyncio.sleep(self.config.tls.certificates_poll)
-            if self.tls is not None and self.tls.changed():
-                self.reload_certificates()
+            try:
+                if self.tls is not None and self.tls.changed():
+                    self.reload_certificates()
+            except Exception:  # the watch must outlive one bad look
+                log.exception("certificate watch failed")
 
     def reload_certificates(self) -> bool:
         assert self.tls is not None

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import ssl
+import weakref
 from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class _Group:
     """The contexts of one context() call: the default one and one per host (chosen by SNI),
     made with the same ALPN and ``prepare``; hosts added later get theirs here too."""
 
-    __slots__ = ("alpn", "base", "hosts", "prepare")
+    __slots__ = ("__weakref__", "alpn", "base", "hosts", "prepare")
 
     def __init__(self, base: ssl.SSLContext, alpn: list[str],
                  prepare: Callable[[ssl.SSLContext], None] | None) -> None:
@@ -82,7 +83,9 @@ class TLSContexts:
         self.min_version = min_version
         self.ciphers = ciphers
         self.per_host_files = self._resolve()
-        self._groups: list[_Group] = []
+        # every context() handed out, weakly: a group lives as long as its default context is
+        # in use (its SNI callback refers to the group), e.g. until s2s replaces its listeners
+        self._groups: list[weakref.ref[_Group]] = []
         self._stamp = self._mtimes()
 
     def _resolve(self) -> dict[str, tuple[str, str]]:
@@ -121,7 +124,7 @@ class TLSContexts:
         group = _Group(base, alpn, prepare)
         group.hosts = {h: self._make(f, group) for h, f in self.per_host_files.items()}
         base.sni_callback = group.sni  # (always: hosts may be added while serving)
-        self._groups.append(group)
+        self._groups.append(weakref.ref(group))
         return base
 
     def set_hosts(self, hosts: Iterable[str]) -> None:
@@ -139,12 +142,14 @@ class TLSContexts:
         from ..stream.sasl import cert_der_from_pem
         self._stamp = self._mtimes()
         files = self._resolve()
+        groups = [g for g in (r() for r in self._groups) if g is not None]
+        self._groups = [weakref.ref(g) for g in groups]
         # Make the new contexts before touching any: a bad new file changes nothing.
         fresh = [{h: self._make(f, g) for h, f in files.items() if h not in g.hosts}
-                 for g in self._groups]
+                 for g in groups]
         self.per_host_files = files
         n = 0
-        for group, new in zip(self._groups, fresh):
+        for group, new in zip(groups, fresh):
             for h in [h for h in group.hosts if h not in files]:
                 del group.hosts[h]
             for ctx, pair in [(group.base, self.default_files),
