@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from mbxmpp.xml import StreamHeader
 from tests.daemon import Daemon
-from tests.interop.netlab import CA
+from tests.interop.netlab import CA, S2S_HEADER, RawPeer
 from tests.rawclient import RawClient, WSRawClient
 
 pytestmark = pytest.mark.realclient
@@ -236,3 +237,22 @@ def test_check_config_validates_certificates_dir(tmp_path):
         assert "tls.certificates_dir" in r.stdout + r.stderr and "is not a directory" in r.stdout + r.stderr
     finally:
         d.cleanup()
+
+
+async def test_removed_domain_ends_its_s2s_streams(lab):
+    d = lab[0]
+    await cli(d, "domains", "add", "fed.test")
+    peer = await RawPeer.connect("127.0.0.1", d.s2s)
+    try:
+        await peer.send(S2S_HEADER.format(ns="jabber:server", frm="peer.example", to="fed.test"))
+        assert isinstance(await peer.next(), StreamHeader)  # served: the stream is open
+        await cli(d, "domains", "remove", "fed.test")
+        assert await peer.stream_error() == "host-gone"
+    finally:
+        peer.close()
+    peer = await RawPeer.connect("127.0.0.1", d.s2s)
+    try:
+        await peer.send(S2S_HEADER.format(ns="jabber:server", frm="peer.example", to="fed.test"))
+        assert await peer.stream_error() == "host-unknown"
+    finally:
+        peer.close()
