@@ -137,14 +137,18 @@ class TLSContexts:
         keep their sockets and established connections their TLS; new handshakes get the new
         certificates (a renewed Let's Encrypt chain after SIGHUP). Hosts whose files appeared
         get a context, hosts whose files are gone lose theirs. Returns how many contexts.
-        Raises (OSError, ValueError) when a file cannot be loaded: every context is then left
-        as it was, or reloaded already (each load replaces a context's chain as a whole)."""
+        Raises (OSError, ValueError) when a file cannot be loaded or a key does not match its
+        certificate: every context is then left as it was."""
         from ..stream.sasl import cert_der_from_pem
         self._stamp = self._mtimes()
         files = self._resolve()
         groups = [g for g in (r() for r in self._groups) if g is not None]
         self._groups = [weakref.ref(g) for g in groups]
-        # Make the new contexts before touching any: a bad new file changes nothing.
+        # Check every pair, and make the new contexts, before touching any in use: a context
+        # given a certificate its key does not match would fail every handshake, and a renewal
+        # seen half-done (certbot switches fullchain.pem, then privkey.pem) is just that.
+        for pair in {self.default_files, *files.values()}:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*pair)
         fresh = [{h: self._make(f, g) for h, f in files.items() if h not in g.hosts}
                  for g in groups]
         self.per_host_files = files

@@ -117,6 +117,31 @@ async def test_replaced_certificate_is_served_without_reload(lab):
     assert "certificates loaded for" in d.log()
 
 
+async def test_half_done_renewal_keeps_the_old_certificate(lab):
+    """certbot switches fullchain.pem, then privkey.pem: a poll in between sees a certificate
+    without its key, and must keep serving the old pair rather than break the handshakes."""
+    d, ca, live, serials = lab
+    cert, key = ca.issue("b-renewed", ["b.test"])
+    failures = d.log().count("certificates not reloaded")
+    shutil.copy(cert, os.path.join(live, "b.test", "fullchain.pem"))
+    for _ in range(100):
+        if d.log().count("certificates not reloaded") > failures:
+            break
+        await asyncio.sleep(0.1)
+    assert "does not match" in d.log().rsplit("certificates not reloaded", 1)[1].lower() or \
+        "key values mismatch" in d.log().rsplit("certificates not reloaded", 1)[1].lower()
+    assert await served_serial(d.tls, ca, "b.test") == serials["b.test"]  # the old pair, whole
+    shutil.copy(key, os.path.join(live, "b.test", "privkey.pem"))
+    with open(cert, "rb") as f:
+        new = x509.load_pem_x509_certificate(f.read()).serial_number
+    for _ in range(100):
+        if await served_serial(d.tls, ca, "b.test") == new:
+            break
+        await asyncio.sleep(0.1)
+    assert await served_serial(d.tls, ca, "b.test") == new
+    serials["b.test"] = new
+
+
 async def test_domain_added_then_removed_at_run_time(lab):
     d, ca, _live, serials = lab
     r = await cli(d, "domains", "add", "c.test")
