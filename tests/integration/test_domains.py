@@ -128,8 +128,7 @@ async def test_half_done_renewal_keeps_the_old_certificate(lab):
         if d.log().count("certificates not reloaded") > failures:
             break
         await asyncio.sleep(0.1)
-    assert "does not match" in d.log().rsplit("certificates not reloaded", 1)[1].lower() or \
-        "key values mismatch" in d.log().rsplit("certificates not reloaded", 1)[1].lower()
+    assert "key values mismatch" in d.log().rsplit("certificates not reloaded", 1)[1].lower()
     assert await served_serial(d.tls, ca, "b.test") == serials["b.test"]  # the old pair, whole
     shutil.copy(key, os.path.join(live, "b.test", "privkey.pem"))
     with open(cert, "rb") as f:
