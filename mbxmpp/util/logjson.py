@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -35,3 +36,14 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     formatter = JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     for handler in root.handlers:
         handler.setFormatter(formatter)
+
+
+def loggable(item: Any) -> str:
+    """What a log line may say about a stanza or nonza: its name, addressing and the names of
+    its children, never their text (a message body, a SASL <auth/> carrying a password)."""
+    from ..xml.element import Element
+    if not isinstance(item, Element):
+        return repr(item)  # a stream header, STREAM_END: no content
+    attrs = " ".join(f"{k}={item.attrs[k]!r}" for k in ("type", "id", "from", "to") if k in item.attrs)
+    children = ",".join(c.tag for c in item.elements())
+    return f"<{item.tag} xmlns={item.ns!r}{' ' + attrs if attrs else ''}> [{children}]"

@@ -111,3 +111,15 @@ def test_log_format_is_validated():
         assert "server.log_format: must be one of text, json, got \"xml\"" in r.stderr + r.stdout
     finally:
         d.cleanup()
+
+
+def test_stanzas_are_logged_by_kind_not_content():
+    """What the internal-error log lines of the c2s/s2s streams and the IQ dispatch print."""
+    from mbxmpp.util.logjson import loggable
+    from mbxmpp.xml.element import Element
+    auth = Element("auth", "urn:ietf:params:xml:ns:xmpp-sasl", {"mechanism": "PLAIN"})
+    auth.text = "AGFsaWNlAHNlY3JldA=="
+    assert loggable(auth) == "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'> []"
+    msg = Element("message", "jabber:client", {"to": "b@x", "type": "chat", "id": "1"})
+    msg.add("body", "jabber:client").text = BODY
+    assert loggable(msg) == "<message xmlns='jabber:client' type='chat' id='1' to='b@x'> [body]"
