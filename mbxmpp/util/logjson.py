@@ -36,6 +36,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     formatter = JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     for handler in root.handlers:
         handler.setFormatter(formatter)
+    # Python's warnings go through logging too: a JSON log stays one object per line.
+    logging.captureWarnings(log_format == "json")
 
 
 def loggable(item: Any) -> str:

@@ -123,3 +123,59 @@ def test_stanzas_are_logged_by_kind_not_content():
     msg = Element("message", "jabber:client", {"to": "b@x", "type": "chat", "id": "1"})
     msg.add("body", "jabber:client").text = BODY
     assert loggable(msg) == "<message xmlns='jabber:client' type='chat' id='1' to='b@x'> [body]"
+
+
+async def test_stream_management_session_across_a_restart():
+    """A session kept for resumption does not survive the restart (its unacknowledged queue is
+    in memory): the client is told the server restarts, its <resume/> afterwards fails with
+    <item-not-found/> (XEP-0198 §5), and what it never acknowledged went offline: it gets it
+    at its next login, nothing lost."""
+    ns_sm = "urn:xmpp:sm:3"
+    d = Daemon()
+    try:
+        d.start()
+        d.add_user("alice@localhost", PASSWORD)
+        d.add_user("bob@localhost", PASSWORD)
+        alice = await RawClient.connect(d.tls, direct_tls=True)
+        await alice.login("alice", PASSWORD, direct_tls=True, resource="phone")
+        await alice.send(f"<enable xmlns='{ns_sm}' resume='true'/>")
+        enabled = await alice.element()
+        assert enabled.tag == "enabled" and enabled.get("resume") == "true"
+        await alice.send("<presence/>")
+        bob = await RawClient.connect(d.tls, direct_tls=True)
+        await bob.login("bob", PASSWORD, direct_tls=True)
+        await bob.send("<message to='alice@localhost/phone' type='chat'><body>unacked one</body></message>"
+                       "<message to='alice@localhost/phone' type='chat'><body>unacked two</body></message>")
+        seen = []
+        while len(seen) < 2:  # received, never acknowledged
+            el = await alice.element()
+            if el.tag == "message":
+                seen.append(el.findtext("body"))
+        assert seen == ["unacked one", "unacked two"]
+
+        d.proc.terminate()
+        cond, text = await shutdown_text(alice)
+        assert cond == "system-shutdown" and "restarting" in text
+        await alice.close()
+        await bob.close()
+        d.proc.wait(15)
+        assert d.stop() == 0
+
+        d.start()
+        again = await RawClient.connect(d.tls, direct_tls=True)
+        await again.auth("alice", PASSWORD, direct_tls=True)
+        await again.send(f"<resume xmlns='{ns_sm}' previd='{enabled.get('id')}' h='0'/>")
+        failed = await again.element()
+        assert failed.tag == "failed" and failed.ns == ns_sm
+        assert failed.find("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
+        await again.bind("phone")
+        await again.send("<presence/>")
+        bodies = []
+        while len(bodies) < 2:
+            el = await again.element(timeout=10)
+            if el.tag == "message":
+                bodies.append(el.findtext("body"))
+        assert bodies == ["unacked one", "unacked two"]
+        await again.close()
+    finally:
+        d.cleanup()
