@@ -348,7 +348,7 @@ class S2SService:
         for it (incoming ones whose pairs all name it too) and drop what waits to go out."""
         for conn in list(self.connections):
             s = conn.stream
-            locals_ = {p[0] if s.outgoing else p[1] for p in s.pairs} or {s.local}
+            locals_ = {p[0] if s.outgoing else p[1] for p in s.pairs} or {s.local or ""}
             if locals_ == {local}:
                 s.fail(err)
         for key, entry in list(self.out.items()):

@@ -34,6 +34,16 @@ def read(path: str) -> str:
         return f.read()
 
 
+async def bodies(client: RawClient, n: int) -> list[str | None]:
+    """The bodies of the next ``n`` messages ``client`` receives."""
+    out: list[str | None] = []
+    while len(out) < n:
+        el = await client.element(timeout=10)
+        if el.tag == "message":
+            out.append(el.findtext("body"))
+    return out
+
+
 def daemon_with(server_keys: str) -> Daemon:
     """A daemon whose [server] section says ``server_keys`` in place of its log_level line."""
     d = Daemon()
@@ -78,12 +88,7 @@ async def test_json_logs_and_restart_notice():
         bob = await RawClient.connect(d.tls, direct_tls=True)
         await bob.login("bob", PASSWORD, direct_tls=True)
         await bob.send("<presence/>")
-        bodies = []
-        while len(bodies) < 2:
-            el = await bob.element(timeout=10)
-            if el.tag == "message":
-                bodies.append(el.findtext("body"))
-        assert bodies == [BODY, "x"]
+        assert await bodies(bob, 2) == [BODY, "x"]
         await bob.close()
         assert d.stop() == 0
 
@@ -146,12 +151,8 @@ async def test_stream_management_session_across_a_restart():
         await bob.login("bob", PASSWORD, direct_tls=True)
         await bob.send("<message to='alice@localhost/phone' type='chat'><body>unacked one</body></message>"
                        "<message to='alice@localhost/phone' type='chat'><body>unacked two</body></message>")
-        seen = []
-        while len(seen) < 2:  # received, never acknowledged
-            el = await alice.element()
-            if el.tag == "message":
-                seen.append(el.findtext("body"))
-        assert seen == ["unacked one", "unacked two"]
+        # received, never acknowledged
+        assert await bodies(alice, 2) == ["unacked one", "unacked two"]
 
         d.proc.terminate()
         cond, text = await shutdown_text(alice)
@@ -170,12 +171,7 @@ async def test_stream_management_session_across_a_restart():
         assert failed.find("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None
         await again.bind("phone")
         await again.send("<presence/>")
-        bodies = []
-        while len(bodies) < 2:
-            el = await again.element(timeout=10)
-            if el.tag == "message":
-                bodies.append(el.findtext("body"))
-        assert bodies == ["unacked one", "unacked two"]
+        assert await bodies(again, 2) == ["unacked one", "unacked two"]
         await again.close()
     finally:
         d.cleanup()
