@@ -44,6 +44,7 @@ DEFAULT_MODULES: tuple[str, ...] = (
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 TLS_VERSIONS = ("1.2", "1.3")
 # Forward secrecy + AEAD only for TLS 1.2; TLS 1.3 suites are not configurable through OpenSSL's list.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -71,6 +72,7 @@ class ServerConfig:
     data_dir: str = "./mbxmpp-data"
     admins: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "text"                   # "json": one JSON object per line (util/logjson.py)
     modules: tuple[str, ...] | None = None     # None: DEFAULT_MODULES
     disabled_modules: tuple[str, ...] = ()
 
@@ -88,6 +90,8 @@ class TLSConfig:
     domains: Mapping[str, TLSCertConfig] = field(default_factory=lambda: MappingProxyType({}))
     min_version: str = "1.2"
     ciphers: str = DEFAULT_CIPHERS
+    certificates_dir: str | None = None        # certbot's live/: DIR/DOMAIN/fullchain.pem + privkey.pem
+    certificates_poll: float = 60.0           # how often their mtimes are compared (a stat each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,6 +618,10 @@ def _load_server(t: _Table) -> ServerConfig:
     if level not in LOG_LEVELS:
         t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {_show(level)}")
         level = d.log_level
+    log_format = t.get_str("log_format", d.log_format).lower()
+    if log_format not in LOG_FORMATS:
+        t.error("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {_show(log_format)}")
+        log_format = d.log_format
     modules = t.get_str_list("modules", None)
     disabled = t.get_str_list("disabled_modules", ())
     for key, names in (("modules", modules or ()), ("disabled_modules", disabled)):
@@ -622,7 +630,7 @@ def _load_server(t: _Table) -> ServerConfig:
                 t.error(key, f"invalid module name {m!r}")
     return ServerConfig(
         domains=tuple(domains) or d.domains, data_dir=t.get_str("data_dir", d.data_dir),
-        admins=tuple(admins), log_level=level, modules=modules, disabled_modules=disabled)
+        admins=tuple(admins), log_level=level, log_format=log_format, modules=modules, disabled_modules=disabled)
 
 
 def _load_cert_pair(t: _Table, required: bool) -> tuple[str | None, str | None]:
@@ -669,7 +677,10 @@ def _load_tls(t: _Table) -> TLSConfig:
         t.error("ciphers", f"OpenSSL accepts no cipher from {_show(ciphers)}")
         ciphers = d.ciphers
     return TLSConfig(cert=cert, key=key, domains=MappingProxyType(domains),
-                     min_version=min_version, ciphers=ciphers)
+                     min_version=min_version, ciphers=ciphers,
+                     certificates_dir=t.get_str("certificates_dir", d.certificates_dir),
+                     certificates_poll=t.get_duration("certificates_poll", d.certificates_poll,
+                                                      minimum=0.1))
 
 
 def _load_c2s(t: _Table) -> C2SConfig:
@@ -1071,6 +1082,9 @@ def _check_tls(cfg: Config, errors: list[str]) -> None:
         which = host if entry is not None else "*default*"
         if entry is None and "." in host and "*." + host.split(".", 1)[1] in cfg.tls.domains:
             which = "*." + host.split(".", 1)[1]
+        if which == "*default*" and cfg.tls.certificates_dir is not None and os.path.exists(
+                os.path.join(cfg.tls.certificates_dir, host, "fullchain.pem")):
+            continue  # its own from certificates_dir (_check_certificates_dir)
         leaf = leaves.get(which)
         if leaf is None:
             continue  # no certificate (self-signed) or already reported
@@ -1079,6 +1093,29 @@ def _check_tls(cfg: Config, errors: list[str]) -> None:
             src = "tls.cert" if which == "*default*" else _dotted(("tls", "domains", which)) + ".cert"
             errors.append(f"{src}: certificate does not cover virtual host {host!r} "
                           f"(it names {', '.join(names) or 'nothing'})")
+
+
+def _check_certificates_dir(cfg: Config, errors: list[str]) -> None:
+    """[tls] certificates_dir: readable, and each served domain's pair found there is valid."""
+    path = cfg.tls.certificates_dir
+    if path is None:
+        return
+    if not os.path.isdir(path):
+        errors.append(f"tls.certificates_dir: {path!r} is not a directory")
+        return
+    if not os.access(path, os.R_OK | os.X_OK):
+        errors.append(f"tls.certificates_dir: directory {path!r} is not readable")
+        return
+    for host in cfg.server.domains:
+        if host in cfg.tls.domains:
+            continue  # the explicit entry wins (checked above)
+        d = os.path.join(path, host)
+        cert, key = os.path.join(d, "fullchain.pem"), os.path.join(d, "privkey.pem")
+        if not os.path.exists(cert) and not os.path.exists(key):
+            continue  # none for this domain: the default certificate is presented
+        leaf = _check_pair(f"tls.certificates_dir ({host})", cert, key, errors)
+        if leaf is not None and not any(_name_matches(n, host) for n in _cert_names(leaf)):
+            errors.append(f"tls.certificates_dir: {cert!r} does not cover virtual host {host!r}")
 
 
 def _check_listeners(cfg: Config, errors: list[str]) -> None:
@@ -1162,6 +1199,7 @@ def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
+    _check_certificates_dir(cfg, errors)
     _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)

@@ -10,7 +10,8 @@ each way, request then response, several requests per connection:
 
 Operations: ``ping``, ``user.add`` / ``user.passwd`` (SCRAM records derived by the caller: no
 password crosses the socket and PBKDF2 never runs on the daemon's loop), ``user.del``,
-``user.disable`` / ``user.enable``, ``sessions.list``, ``sessions.kick``, ``reload``.
+``user.disable`` / ``user.enable``, ``sessions.list``, ``sessions.kick``, ``reload``, ``s2s.list``, ``domains.list`` /
+``domains.add`` / ``domains.remove`` (virtual hosts at run time, kept in <data_dir>/domains).
 
 Why a socket: LMDB lets the command line write while the daemon serves (one writer at a time,
 across processes), but the daemon's caches, its sessions and its events would not learn of it.
@@ -117,6 +118,9 @@ class ControlServer:
             "sessions.kick": self._sessions_kick,
             "reload": self._reload,
             "s2s.list": self._s2s_list,
+            "domains.list": self._domains_list,
+            "domains.add": self._domains_add,
+            "domains.remove": self._domains_remove,
         }
 
     async def start(self) -> None:
@@ -276,6 +280,74 @@ class ControlServer:
     async def _s2s_list(self, req: dict[str, Any]) -> dict[str, Any]:
         s2s = self.server.s2s
         return {"enabled": s2s is not None, "streams": s2s.describe() if s2s is not None else []}
+
+    # -- virtual hosts at run time (mbxmpp/domains.py) ----------------------------------------
+    def _configured_domains(self) -> tuple[str, ...]:
+        """[server] domains as the configuration file says now (not those added at run time)."""
+        from .config import ConfigError, load_config
+        try:
+            return load_config(self.server.config.source).server.domains
+        except (ConfigError, OSError) as e:
+            raise ControlError(f"cannot read the configuration: {e}") from None
+
+    def _domain(self, req: dict[str, Any]) -> str:
+        from .domains import check_name
+        raw = req.get("domain")
+        if not isinstance(raw, str):
+            raise ControlError("'domain' is required")
+        try:
+            return check_name(raw)
+        except ValueError as e:
+            raise ControlError(str(e)) from None
+
+    async def _domains_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        configured = self._configured_domains()
+        return {"domains": [{"domain": d, "source": "config" if d in configured else "added"}
+                            for d in self.server.config.server.domains]}
+
+    async def _domains_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        from .domains import read_added, write_added
+        domain = self._domain(req)
+        srv = self.server
+        if domain in srv.hosts:
+            raise ControlError(f"{domain} is already served")
+        before = srv.config.server.domains
+        try:
+            srv.set_domains((*before, domain))
+        except ValueError as e:
+            raise ControlError(str(e)) from None
+        try:
+            write_added(srv.data_dir, [*read_added(srv.data_dir), domain])
+        except OSError as e:
+            srv.set_domains(before)
+            raise ControlError(f"cannot save the domain list, nothing changed: {e}") from None
+        if srv.tls is not None:
+            srv.reload_certificates()
+        tls = srv.tls
+        own = tls is not None and domain in tls.per_host_files
+        log.info("domain %s added (%s)", domain, "its own certificate" if own else "the default certificate")
+        return {"components": sorted(h.domain for h in srv.components.values() if h.parent == domain),
+                "certificate": "own" if own else "default"}
+
+    async def _domains_remove(self, req: dict[str, Any]) -> dict[str, Any]:
+        from .domains import read_added, write_added
+        domain = self._domain(req)
+        srv = self.server
+        if domain not in srv.hosts:
+            raise ControlError(f"{domain} is not served")
+        if domain in self._configured_domains():
+            raise ControlError(f"{domain} is listed in [server] domains of "
+                               f"{srv.config.source or 'the embedded defaults'}: remove it there, "
+                               "then reload")
+        try:
+            write_added(srv.data_dir, [d for d in read_added(srv.data_dir) if d != domain])
+        except OSError as e:
+            raise ControlError(f"cannot save the domain list, nothing changed: {e}") from None
+        change = srv.set_domains(tuple(d for d in srv.config.server.domains if d != domain))
+        if srv.tls is not None:
+            srv.reload_certificates()
+        log.info("domain %s removed: %d stream(s) ended", domain, change["ended"])
+        return {"ended": change["ended"]}
 
     async def _reload(self, req: dict[str, Any]) -> dict[str, Any]:
         from .config import ConfigError

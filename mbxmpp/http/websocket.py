@@ -136,9 +136,11 @@ class WebSocketEndpoint:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._origins: frozenset[str] | None = None
+        self._origins_for: tuple[str, ...] = ()  # the domains they were made for
 
     def allowed_origins(self) -> frozenset[str]:
-        if self._origins is None:
+        if self._origins is None or self._origins_for != self.server.config.server.domains:
+            self._origins_for = self.server.config.server.domains  # (domains change at run time)
             http = self.server.http
             origins = set(self.server.config.http.websocket_origins)
             for host in self.server.config.server.domains:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
+from ..util.logjson import loggable
 from ..xml import SM_REQUEST, STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import error_reply, iq_result, stream_error_bytes
 from ..xml.element import _escape_attr
@@ -183,7 +184,7 @@ class C2SStream:
         except IllegalTransition:
             raise
         except Exception:  # a bug must not take the server down, nor leave the stream open
-            log.exception("c2s stream %s: internal error on %r", self.peer, event)
+            log.exception("c2s stream %s: internal error on %s", self.peer, loggable(event))
             self.fail(StreamError("internal-server-error"))
 
     # -- stream header and features -------------------------------------------------------
@@ -594,7 +595,7 @@ class C2SStream:
             raise
         except Exception:
             # A bug in a feature module costs this stanza, not the client's stream.
-            log.exception("c2s %s: internal error routing %r", self.peer, st)
+            log.exception("c2s %s: internal error routing %s", self.peer, loggable(st))
             if t != "error":
                 self.send_stanza(error_reply(st, StanzaError("internal-server-error")))
 
