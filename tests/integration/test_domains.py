@@ -20,7 +20,6 @@ from tests.daemon import Daemon
 from tests.interop.netlab import CA, S2S_HEADER, RawPeer
 from tests.rawclient import RawClient, WSRawClient
 
-pytestmark = pytest.mark.realclient
 
 
 def install(ca: CA, live: str, domain: str, label: str) -> int:

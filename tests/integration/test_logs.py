@@ -12,7 +12,6 @@ import pytest
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 PASSWORD = "pw-Secret-7391"
 BODY = "body-SECRET-5678 the content of a private message"
