@@ -290,19 +290,24 @@ class Server:
             await self.storage.close()  # (flushes the writer queue, then closes)
 
     async def serve_forever(self) -> None:
-        self.control = ControlServer(self)
-        await self.control.start()  # first: it refuses to start beside another daemon
-        await self.start()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
-        for sig, fn in ((signal.SIGTERM, self._request_stop), (signal.SIGINT, self._request_stop),
-                        (signal.SIGHUP, self._reload_logged)):
+        # The stop signals are handled before anything listens: a SIGTERM that arrives while
+        # the later listeners start (the first ones already accept) is a clean stop after it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, fn)
+                loop.add_signal_handler(sig, self._request_stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        tune_for_serving()  # (after the handlers: a SIGTERM right after start-up is clean)
         try:
+            self.control = ControlServer(self)
+            await self.control.start()  # first: it refuses to start beside another daemon
+            await self.start()
+            try:
+                loop.add_signal_handler(signal.SIGHUP, self._reload_logged)
+            except (NotImplementedError, RuntimeError):
+                pass
+            tune_for_serving()
             await self._stopping
         finally:
             await self.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
