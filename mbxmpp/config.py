@@ -125,6 +125,9 @@ class S2SConfig:
     idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
     tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
     tor_all: bool = False                      # every s2s connection through tor_socks (SRV still in DNS)
+    # Onion names this server also answers to (Tor's HiddenServicePort pointed at [s2s] listen):
+    # each is served as a virtual host of its own, which federates only through Tor.
+    onion_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,7 +713,25 @@ def _load_s2s(t: _Table) -> S2SConfig:
         require_valid_certificates=tuple(
             x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
         idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
-        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all))
+        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all),
+        onion_hosts=_onion_hosts(t))
+
+
+def _onion_hosts(t: _Table) -> tuple[str, ...]:
+    out = []
+    for name in t.get_str_list("onion_hosts", ()):
+        try:
+            name = _check_domain(name)
+        except ValueError as e:
+            t.error("onion_hosts", str(e))
+            continue
+        if not name.endswith(".onion"):
+            t.error("onion_hosts", f"{name!r} is not an .onion name")
+        elif name not in out:
+            out.append(name)
+    if out and not t.get_str("tor_socks", "", allow_empty=True):
+        t.error("onion_hosts", "needs tor_socks (Tor's SocksPort): onion hosts federate only through Tor")
+    return tuple(out)
 
 
 def _tor_all(t: _Table, default: bool) -> bool:
@@ -986,6 +1007,10 @@ def _build(data: dict[str, Any], source: str | None) -> Config:
     if cfg.upload.storage_dir is None:
         cfg = dataclasses.replace(cfg, upload=dataclasses.replace(
             cfg.upload, storage_dir=os.path.join(cfg.server.data_dir, "upload")))
+    extra = tuple(h for h in cfg.s2s.onion_hosts if h not in cfg.server.domains)
+    if extra:  # the onion names are served as virtual hosts (DESIGN: [s2s] onion_hosts)
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+            cfg.server, domains=cfg.server.domains + extra))
     _check_component_domains(cfg, errors)
     if errors:
         raise ConfigError(errors)
