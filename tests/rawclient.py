@@ -274,7 +274,9 @@ class BoshRawClient(RawClient):
     the session (``hold='1'``), later ones are restarts (``xmpp:restart='true'``); each ``send``
     is one request with the next rid carrying the given elements (``</stream:stream>`` becomes
     ``type='terminate'``); whenever no request is open an empty one is, so the server always has
-    one to answer. Responses are taken in rid order; each is checked to be one <body/> whose
+    one to answer. At most ``requests`` (the server's; hold + 1) are open at once: what is sent
+    meanwhile waits and goes in one body with whatever else waits, as browsers' BOSH clients
+    do. Responses are taken in rid order; each is checked to be one <body/> whose
     payloads are standalone (stanzas in jabber:client explicitly). The creation response is
     returned as a StreamHeader (its attributes: the body's), a terminate body as its payloads
     then STREAM_END (its condition in ``terminate_condition``).
@@ -296,6 +298,8 @@ class BoshRawClient(RawClient):
         self.next_answer = self.rid  # responses are taken in rid order
         self.answers: dict[int, str] = {}
         self.open_requests = 0
+        self.max_open = 2
+        self.queue: list[str] = []  # payloads waiting for a free request ("" : terminate)
         self.tasks: set[asyncio.Task] = set()
         self.arrived = asyncio.Event()
         self.bodies: list[str] = []  # every response body, in rid order
@@ -357,11 +361,21 @@ class BoshRawClient(RawClient):
             self._take(self.answers.pop(self.next_answer))
             self.next_answer += 1
         self.arrived.set()
-        self._keep_one_open()
+        self._pump()
 
-    def _keep_one_open(self) -> None:
-        if self.open_requests == 0 and self.sid and not self.closed and not self.aborted:
-            self._request()
+    def _pump(self) -> None:
+        if self.closed or self.aborted:
+            return
+        while self.queue and self.open_requests < self.max_open:
+            if self.queue[0] == "":
+                self.queue.pop(0)
+                self._request("type='terminate'")
+                continue
+            n = self.queue.index("") if "" in self.queue else len(self.queue)
+            payload, self.queue[:n] = "".join(self.queue[:n]), []
+            self._request(payload=payload)
+        if self.open_requests == 0 and self.sid:
+            self._request()  # one always open, for the server to answer
 
     def _take(self, text: str) -> None:
         self.bodies.append(text)
@@ -378,6 +392,7 @@ class BoshRawClient(RawClient):
         if "sid" in body.attrs and self.sid is None:
             self.sid = body.attrs["sid"]
             self.creation = dict(body.attrs)
+            self.max_open = int(body.attrs.get("requests", "2"))
             self.events.append(StreamHeader("stream", "http://etherx.jabber.org/streams",
                                             body.attrs, "jabber:client", "stream"))
         self.events.extend(body.elements())
@@ -400,10 +415,8 @@ class BoshRawClient(RawClient):
 
     async def send(self, data: str | bytes) -> None:
         text = data.decode() if isinstance(data, bytes) else data
-        if text == "</stream:stream>":
-            self._request("type='terminate'")
-        else:
-            self._request(payload=text)
+        self.queue.append("" if text == "</stream:stream>" else text)
+        self._pump()
 
     async def open(self, to: str = "localhost") -> Element:
         if self.sid is None:
@@ -440,6 +453,21 @@ class BoshRawClient(RawClient):
             asyncio.ensure_future(connector.close())
 
     async def close(self) -> None:
+        # What was sent goes out first, then a terminate: the session ends now, as it does
+        # when a TCP connection closes (a BOSH server could only notice a vanished client
+        # after its inactivity period).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        if self.sid is not None and not self.closed and not self.aborted and "" not in self.queue:
+            self.queue.append("")
+            self._pump()
+        while not self.closed and not self.aborted and self.sid is not None \
+                and loop.time() < deadline:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
         self.closed = True
         for task in list(self.tasks):
             task.cancel()

@@ -367,6 +367,8 @@ class BoshSession(StreamConnection):
         self.settle_due = False
         while len(self.held) > self.hold:
             self._answer_oldest()
+        if self.out and self.held and self.stream.stage != ST_CLOSED:
+            self._answer_oldest()  # output that waited for a request
 
     def _expire(self, req: _Request) -> None:
         req.timer = None
