@@ -285,13 +285,13 @@ class BoshSession(StreamConnection):
             return 200, data
         if rid <= self.last_rid or rid in self.waiting:
             return await self._repeat(http, rid)
-        if rid > self.last_rid + self.requests:
-            raise BoshError("item-not-found", "rid outside the window")
         kind = _kind(body)
         pause = 0
         allowed = self.requests + (1 if kind in ("pause", "terminate") else 0)
         if len(self.held) + len(self.waiting) + 1 > allowed:
             raise BoshError("policy-violation", f"more than {self.requests} requests at once")
+        if rid > self.last_rid + self.requests:
+            raise BoshError("item-not-found", "rid outside the window")
         if kind == "pause":
             text = body.get("pause") or ""
             if not text.isascii() or not text.isdigit():
