@@ -28,10 +28,10 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from perf.bench_websocket import Client as TCPClient  # noqa: E402
-from perf.bench_websocket import sender as tcp_sender  # noqa: E402
-from tests.daemon import Daemon  # noqa: E402
-from tests.rawclient import client_ssl  # noqa: E402
+from perf.bench_websocket import Client as TCPClient
+from perf.bench_websocket import sender as tcp_sender
+from tests.daemon import Daemon
+from tests.rawclient import client_ssl
 
 PW = "bench-pw"
 PATTERN = b"<message"

@@ -466,7 +466,7 @@ class BoshRawClient(RawClient):
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         self.closed = True
         for task in list(self.tasks):

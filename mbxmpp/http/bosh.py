@@ -23,6 +23,7 @@ The rules of XEP-0124 kept here:
 - inactivity (``[http] bosh_inactivity``): without a live request for that long the session is
   lost, as a dropped TCP connection is (Stream Management may hibernate it); a held request
   whose HTTP connection closed does not count as live (checked every second);
+- ``polling`` is announced (2 s) but not enforced: a ``hold='0'`` client is answered at once;
 - ``type='terminate'`` from the client: its payloads are processed, then the stream ends cleanly;
 - ``xmpp:restart='true'`` after SASL success: the features again.
 Errors are ``<body type='terminate' condition='...'/>`` (HTTP 200; for a client that sent no
@@ -53,7 +54,7 @@ from aiohttp import web
 from ..core.admission import address_key
 from ..errors import StreamError
 from ..jid import JID, JIDError
-from ..net.core import CLOSE_TIMEOUT, StreamConnection
+from ..net.core import StreamConnection
 from ..stream.c2s import ST_CLOSED, ST_HEADER
 from ..stream.framed import FramedC2SStream, standalone
 from ..xml import Element, XMLError, XMLParser
@@ -115,9 +116,10 @@ class BoshC2SStream(FramedC2SStream):
     def _header_bytes(self, attrs: str) -> bytes:
         return b""  # the session creation response carries the stream's id and host
 
-    def _error_bytes(self, err: StreamError) -> bytes:
-        self.errored = True
-        return FramedC2SStream._error_bytes(err)
+    def fail(self, err: StreamError) -> None:
+        if self.stage != ST_CLOSED:
+            self.errored = True  # the terminate body says remote-stream-error
+        super().fail(err)
 
     def open_stream(self, attrs: dict[str, str]) -> None:
         """What a stream header does: at session creation and at each restart."""
@@ -152,8 +154,8 @@ class BoshC2SStream(FramedC2SStream):
 class _Request:
     """One HTTP request of a session, from its arrival to its response."""
 
-    __slots__ = ("rid", "http", "future", "payload", "size", "kind", "pause", "creation", "timer",
-                 "repeats")
+    __slots__ = ("creation", "future", "http", "kind", "pause", "payload", "repeats", "rid", "size",
+                 "timer")
 
     def __init__(self, rid: int, http: web.Request | None, payload: list[Element], kind: str,
                  size: int = 0, pause: int = 0, creation: bool = False) -> None:
@@ -183,7 +185,7 @@ class _Request:
 class BoshSession(StreamConnection):
     """A BOSH session; it is its own transport (``write`` is the core's output)."""
 
-    __slots__ = ("acks", "endpoint", "ended", "final", "held", "hold", "inactivity", "idle_for",
+    __slots__ = ("acks", "ended", "endpoint", "final", "held", "hold", "idle_for", "inactivity",
                  "inactivity_timer", "last_rid", "legacy", "out", "out_size", "paused",
                  "requests", "responses", "settle_due", "sid", "ver", "wait", "waiting")
     transport_name = "bosh"
@@ -274,7 +276,6 @@ class BoshSession(StreamConnection):
 
     # -- requests -----------------------------------------------------------------------------
     async def request(self, http: web.Request, body: Element, rid: int, size: int) -> tuple[int, bytes]:
-        self._cancel_inactivity()
         ack = body.get("ack")
         if ack is not None and ack.isascii() and ack.isdigit():
             for old in [r for r in self.responses if r <= int(ack)]:
@@ -300,6 +301,7 @@ class BoshSession(StreamConnection):
             if pause > self.server.config.http.bosh_max_pause:
                 raise BoshError("policy-violation", "pause longer than maxpause")
         req = _Request(rid, http, _payloads(body), kind, size, pause)
+        self._cancel_inactivity()  # (armed again when no request is open)
         self.waiting[rid] = req
         self._process()
         return 200, await asyncio.shield(req.future)
@@ -317,6 +319,7 @@ class BoshSession(StreamConnection):
         # The new request takes the old one's place; the old one is told to recover.
         previous, old.future = old.future, asyncio.get_event_loop().create_future()
         old.http = http
+        self._cancel_inactivity()
         if not previous.done():
             previous.set_result(body_bytes("type='error'"))
         return 200, await asyncio.shield(old.future)
@@ -472,7 +475,7 @@ def _kind(body: Element) -> str:
         return "terminate"
     if body.get("pause") is not None:
         return "pause"
-    if body.get("{%s}restart" % NS_XBOSH) == "true":
+    if body.get(f"{{{NS_XBOSH}}}restart") == "true":
         return "restart"
     return ""
 
@@ -618,7 +621,7 @@ class BoshEndpoint:
         session._started((ip, peer[1] if peer else 0), None)
         stream = session.stream
         if stream.stage != ST_CLOSED:
-            attrs = {"to": host, "version": body.get("{%s}version" % NS_XBOSH) or "0.9"}
+            attrs = {"to": host, "version": body.get(f"{{{NS_XBOSH}}}version") or "0.9"}
             lang = body.get("xml:lang")
             if lang:
                 attrs["xml:lang"] = lang
@@ -649,7 +652,7 @@ def _parse(data: bytes, limit: int) -> Element:
         raise BoshError("bad-request", "one <body/> element is expected")
     body = events[0]
     if body.tag != "body" or body.ns != NS_HTTPBIND:
-        raise BoshError("bad-request", "the root must be <body xmlns='%s'/>" % NS_HTTPBIND)
+        raise BoshError("bad-request", f"the root must be <body xmlns='{NS_HTTPBIND}'/>")
     return body
 
 

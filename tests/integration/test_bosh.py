@@ -203,7 +203,7 @@ async def test_another_users_sid_with_a_wrong_rid_gets_nothing_of_theirs(daemon)
     eve = await Manual.connect(daemon)
     eve.sid = victim.sid
     for rid in (1, victim.rid - 100, victim.rid + 50):
-        status, text, root = await eve.post(rid=rid)
+        _, text, root = await eve.post(rid=rid)
         assert "secret words" not in text
         assert terminated(root, "item-not-found")
     await victim.close()
@@ -229,7 +229,7 @@ async def test_a_held_request_is_answered_after_wait(daemon):
     m = await Manual.connect(daemon)
     _, _, root = await m.create(extra="ver='1.11' wait='1' hold='1' xmpp:version='1.0'")
     assert root.get("wait") == "1"
-    _, text, root = await asyncio.wait_for(m.post(), 5)  # empty: nothing to deliver
+    _, _, root = await asyncio.wait_for(m.post(), 5)  # empty: nothing to deliver
     assert root.get("type") is None and not list(root)
     await m.close()
 
@@ -254,7 +254,7 @@ async def test_a_repeat_of_an_open_request_takes_its_place(daemon):
 
 async def test_ack_reports_the_highest_rid_received(daemon):
     m = await Manual.connect(daemon)
-    _, _, root = await m.create(extra="ver='1.11' wait='60' hold='1' ack='1' xmpp:version='1.0'")
+    await m.create(extra="ver='1.11' wait='60' hold='1' ack='1' xmpp:version='1.0'")
     held_rid = m.rid
     held = asyncio.ensure_future(m.post())
     await asyncio.sleep(0.2)
