@@ -29,7 +29,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perf.bench_websocket import Client as TCPClient
-from perf.bench_websocket import sender as tcp_sender
+from perf.bench_websocket import run as run_stream
 from tests.daemon import Daemon
 from tests.rawclient import client_ssl
 
@@ -125,29 +125,6 @@ async def run_bosh(daemon: Daemon, pairs: int, window: int, seconds: float) -> f
     return rate
 
 
-async def run_tcp(daemon: Daemon, pairs: int, window: int, seconds: float) -> float:
-    clients = [await TCPClient.login(daemon, f"u{i}", False) for i in range(2 * pairs)]
-    readers = [asyncio.ensure_future(c.count()) for c, _ in clients]
-    await asyncio.sleep(0.2)
-    base = sum(c.received for c, _ in clients)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    stop = t0 + seconds
-    tasks = []
-    for i in range(pairs):
-        (a, a_jid), (b, b_jid) = clients[2 * i], clients[2 * i + 1]
-        tasks.append(tcp_sender(a, b, b_jid, window, stop))
-        tasks.append(tcp_sender(b, a, a_jid, window, stop))
-    await asyncio.gather(*tasks)
-    rate = (sum(c.received for c, _ in clients) - base) / (loop.time() - t0)
-    for c, _ in clients:
-        c.writer.close()
-    for t in readers:
-        t.cancel()
-    await asyncio.sleep(0.5)
-    return rate
-
-
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -201,8 +178,10 @@ async def main() -> None:
         rates: dict[str, list[float]] = {"tcp": [], "bosh": []}
         for r in range(args.rounds):
             for kind in (("tcp", "bosh") if r % 2 == 0 else ("bosh", "tcp")):
-                run = run_bosh if kind == "bosh" else run_tcp
-                rate = await run(daemon, args.pairs, args.window, args.seconds)
+                if kind == "bosh":
+                    rate = await run_bosh(daemon, args.pairs, args.window, args.seconds)
+                else:  # bench_websocket's TCP run (direct TLS)
+                    rate = await run_stream(daemon, False, args.pairs, args.window, args.seconds)
                 rates[kind].append(rate)
                 print(f"round {r + 1} {kind:4}: {rate:9.0f} msgs/s", flush=True)
         tcp, bosh = statistics.median(rates["tcp"]), statistics.median(rates["bosh"])

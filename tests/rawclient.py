@@ -299,7 +299,7 @@ class BoshRawClient(RawClient):
         self.answers: dict[int, str] = {}
         self.open_requests = 0
         self.max_open = 2
-        self.queue: list[str] = []  # payloads waiting for a free request ("" : terminate)
+        self.queue: list[bytes] = []  # payloads waiting for a free request (b"": terminate)
         self.tasks: set[asyncio.Task] = set()
         self.arrived = asyncio.Event()
         self.bodies: list[str] = []  # every response body, in rid order
@@ -336,15 +336,17 @@ class BoshRawClient(RawClient):
         self.rid += 1
         return rid
 
-    def _request(self, attrs: str = "", payload: str = "") -> None:
+    def _request(self, attrs: str = "", payload: bytes = b"") -> None:
         rid = self.take_rid()
-        data = self.body(attrs, payload, rid)
+        # (the payload as given, even if it is not UTF-8)
+        data = self.body(attrs, "\0", rid).encode().replace(b"\0", payload) if payload \
+            else self.body(attrs, "", rid).encode()
         self.open_requests += 1
         task = asyncio.ensure_future(self._exchange(rid, data))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _exchange(self, rid: int, data: str) -> None:
+    async def _exchange(self, rid: int, data: bytes) -> None:
         try:
             status, text = await self.post_raw(data)
         except (aiohttp.ClientError, OSError) as e:
@@ -367,12 +369,12 @@ class BoshRawClient(RawClient):
         if self.closed or self.aborted:
             return
         while self.queue and self.open_requests < self.max_open:
-            if self.queue[0] == "":
+            if self.queue[0] == b"":
                 self.queue.pop(0)
                 self._request("type='terminate'")
                 continue
-            n = self.queue.index("") if "" in self.queue else len(self.queue)
-            payload, self.queue[:n] = "".join(self.queue[:n]), []
+            n = self.queue.index(b"") if b"" in self.queue else len(self.queue)
+            payload, self.queue[:n] = b"".join(self.queue[:n]), []
             self._request(payload=payload)
         if self.open_requests == 0 and self.sid:
             self._request()  # one always open, for the server to answer
@@ -414,8 +416,8 @@ class BoshRawClient(RawClient):
         return self.events.pop(0)
 
     async def send(self, data: str | bytes) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        self.queue.append("" if text == "</stream:stream>" else text)
+        raw = data.encode() if isinstance(data, str) else data
+        self.queue.append(b"" if raw == b"</stream:stream>" else raw)
         self._pump()
 
     async def open(self, to: str = "localhost") -> Element:
@@ -458,8 +460,8 @@ class BoshRawClient(RawClient):
         # after its inactivity period).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2.0
-        if self.sid is not None and not self.closed and not self.aborted and "" not in self.queue:
-            self.queue.append("")
+        if self.sid is not None and not self.closed and not self.aborted and b"" not in self.queue:
+            self.queue.append(b"")
             self._pump()
         while not self.closed and not self.aborted and self.sid is not None \
                 and loop.time() < deadline:

@@ -558,8 +558,7 @@ class BoshEndpoint:
         if not whole:
             # Like a stanza over the size limit on TCP: the session the body names (if it is
             # one of ours) ends with that stream error.
-            m = _SID_ATTR.search(data[:1024])
-            session = self.sessions.get(m.group(1).decode()) if m else None
+            session = self._named(data)
             if session is not None:
                 session.stream.fail(StreamError(
                     "policy-violation", f"body larger than the stanza size limit ({self.max_body} bytes)"))
@@ -567,6 +566,11 @@ class BoshEndpoint:
         try:
             body = _parse(data, self.max_body)
         except BoshError as e:
+            # Bad XML in a session's body ends that session, as it ends a TCP stream.
+            named = self._named(data)
+            if named is not None:
+                named._binding_error(e.condition, str(e))
+                return (200 if not named.legacy else 400), terminate_bytes(e.condition)
             return 400, terminate_bytes(e.condition)
         sid = body.get("sid")
         rid_text = body.get("rid") or ""
@@ -586,6 +590,11 @@ class BoshEndpoint:
                 session._binding_error(e.condition, str(e))
             status = LEGACY_STATUS.get(e.condition, 200) if legacy else 200
             return status, terminate_bytes(e.condition)
+
+    def _named(self, data: bytes) -> BoshSession | None:
+        """The live session a body that cannot be parsed names (its start tag's sid)."""
+        m = _SID_ATTR.search(data[:1024])
+        return self.sessions.get(m.group(1).decode()) if m else None
 
     async def _create(self, request: web.Request, body: Element, rid: int) -> tuple[int, bytes]:
         server = self.server
