@@ -29,6 +29,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perf.bench_websocket import Client as TCPClient
+from perf.bench_websocket import closed_loop
 from perf.bench_websocket import run as run_stream
 from tests.daemon import Daemon
 from tests.rawclient import client_ssl
@@ -107,17 +108,7 @@ async def run_bosh(daemon: Daemon, pairs: int, window: int, seconds: float) -> f
         clients = [await BoshClient.login(http, daemon.http, f"u{i}") for i in range(2 * pairs)]
         pollers = [asyncio.ensure_future(c.poll()) for c, _ in clients]
         await asyncio.sleep(0.3)
-        base = sum(c.received for c, _ in clients)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        stop = t0 + seconds
-        tasks = []
-        for i in range(pairs):
-            (a, a_jid), (b, b_jid) = clients[2 * i], clients[2 * i + 1]
-            tasks.append(bosh_sender(a, b, b_jid, window, stop))
-            tasks.append(bosh_sender(b, a, a_jid, window, stop))
-        await asyncio.gather(*tasks)
-        rate = (sum(c.received for c, _ in clients) - base) / (loop.time() - t0)
+        rate = await closed_loop(clients, bosh_sender, window, seconds)
         for c, _ in clients:
             c.running = False
             await c.post("type='terminate'")

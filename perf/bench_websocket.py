@@ -22,6 +22,7 @@ import base64
 import os
 import statistics
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -132,22 +133,27 @@ async def sender(frm: Client, to: Client, to_jid: str, window: int, stop: float)
     return sent
 
 
-async def run(daemon: Daemon, ws: bool, pairs: int, window: int, seconds: float) -> float:
-    clients = [await Client.login(daemon, f"u{i}", ws) for i in range(2 * pairs)]
-    readers = [asyncio.ensure_future(c.count()) for c, _ in clients]
-    await asyncio.sleep(0.2)
+async def closed_loop(clients: list, send: Any, window: int, seconds: float) -> float:
+    """Pairs of ``clients`` (client, full JID) chat for ``seconds`` with ``send`` (a sender
+    like the one above); the delivered messages per second."""
     base = sum(c.received for c, _ in clients)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     stop = t0 + seconds
     tasks = []
-    for i in range(pairs):
+    for i in range(len(clients) // 2):
         (a, a_jid), (b, b_jid) = clients[2 * i], clients[2 * i + 1]
-        tasks.append(sender(a, b, b_jid, window, stop))
-        tasks.append(sender(b, a, a_jid, window, stop))
+        tasks.append(send(a, b, b_jid, window, stop))
+        tasks.append(send(b, a, a_jid, window, stop))
     await asyncio.gather(*tasks)
-    delivered = sum(c.received for c, _ in clients) - base
-    rate = delivered / (loop.time() - t0)
+    return (sum(c.received for c, _ in clients) - base) / (loop.time() - t0)
+
+
+async def run(daemon: Daemon, ws: bool, pairs: int, window: int, seconds: float) -> float:
+    clients = [await Client.login(daemon, f"u{i}", ws) for i in range(2 * pairs)]
+    readers = [asyncio.ensure_future(c.count()) for c, _ in clients]
+    await asyncio.sleep(0.2)
+    rate = await closed_loop(clients, sender, window, seconds)
     for c, _ in clients:
         c.writer.close()
     for t in readers:
