@@ -643,6 +643,10 @@ class BoshEndpoint:
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
 
+    async def stop(self, app: web.Application) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
     async def _sweep(self) -> None:
         while self.sessions:
             await asyncio.sleep(SWEEP)
@@ -680,4 +684,5 @@ def register(server: Server) -> BoshEndpoint:
     endpoint = BoshEndpoint(server)
     server.http.add_route("POST", PATH, endpoint.handle)
     server.http.add_route("OPTIONS", PATH, endpoint.preflight)
+    server.http.app.on_cleanup.append(endpoint.stop)
     return endpoint
