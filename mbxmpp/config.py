@@ -137,6 +137,10 @@ class HTTPConfig:
     tls: bool = True
     # Browser origins allowed on /xmpp-websocket besides the hosts' own https origins
     websocket_origins: tuple[str, ...] = ()
+    # BOSH (/http-bind): how long a session may go without a request before it counts as lost
+    # (Stream Management may then hibernate it), and the longest pause a client may ask for
+    bosh_inactivity: float = 30.0
+    bosh_max_pause: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +260,8 @@ class LimitsConfig:
     muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
     # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
     reports_per_account: Rate = Rate(100 / 86400, 100)
+    # new BOSH sessions from one address (a carrier NAT's users all reload their web chat at once)
+    bosh_sessions_per_address: Rate = Rate(20.0, 2_000)
 
     @property
     def rates(self) -> dict[str, Rate]:
@@ -775,7 +781,9 @@ def _load_http(t: _Table) -> HTTPConfig:
             continue
         origins.append(f"{parts.scheme}://{parts.netloc}".lower())
     return HTTPConfig(listen=t.get_listen("listen", d.listen), public_url=url, tls=t.get_bool("tls", d.tls),
-                      websocket_origins=tuple(origins))
+                      websocket_origins=tuple(origins),
+                      bosh_inactivity=t.get_duration("bosh_inactivity", d.bosh_inactivity, 0.1),
+                      bosh_max_pause=t.get_duration("bosh_max_pause", d.bosh_max_pause, 1.0))
 
 
 def _load_sm(t: _Table) -> SMConfig:

@@ -255,8 +255,9 @@ class Server:
             self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         if self.http.enabled:
-            from .http import hostmeta, websocket
+            from .http import bosh, hostmeta, websocket
             websocket.register(self)
+            bosh.register(self)
             hostmeta.register(self)
         await self.http.start(self.tls)
         if self.config.tls.certificates_dir is not None:

@@ -23,6 +23,7 @@ import base64
 import os
 import statistics
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -135,27 +136,33 @@ async def sender(frm: Client, to: Client, to_jid: str, window: int, stop: float)
     return sent
 
 
+async def closed_loop(clients: list, send: Any, window: int, seconds: float) -> float:
+    """Pairs of ``clients`` (client, full JID) chat for ``seconds`` with ``send`` (a sender
+    like the one above); the delivered messages per second."""
+    base = sum(c.received for c, _ in clients)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    stop = t0 + seconds
+    tasks = []
+    for i in range(len(clients) // 2):
+        (a, a_jid), (b, b_jid) = clients[2 * i], clients[2 * i + 1]
+        tasks.append(send(a, b, b_jid, window, stop))
+        tasks.append(send(b, a, a_jid, window, stop))
+    await asyncio.gather(*tasks)
+    return (sum(c.received for c, _ in clients) - base) / (loop.time() - t0)
+
+
 async def run(daemon: Daemon, ws: bool, pairs: int, window: int, seconds: float,
               run_id: int) -> tuple[float, float]:
+    """Messages/s and the daemon's CPU microseconds per delivered message."""
     # a resource of its own per run: the previous run's sessions may still be ending
     clients = [await Client.login(daemon, f"u{i}", ws, f"run{run_id}") for i in range(2 * pairs)]
     readers = [asyncio.ensure_future(c.count()) for c, _ in clients]
     await asyncio.sleep(0.2)
-    base = sum(c.received for c, _ in clients)
-    loop = asyncio.get_running_loop()
     assert daemon.proc is not None
     cpu0 = server_cpu(daemon.proc.pid)
-    t0 = loop.time()
-    stop = t0 + seconds
-    tasks = []
-    for i in range(pairs):
-        (a, a_jid), (b, b_jid) = clients[2 * i], clients[2 * i + 1]
-        tasks.append(sender(a, b, b_jid, window, stop))
-        tasks.append(sender(b, a, a_jid, window, stop))
-    await asyncio.gather(*tasks)
-    delivered = sum(c.received for c, _ in clients) - base
-    rate = delivered / (loop.time() - t0)
-    cpu_us = (server_cpu(daemon.proc.pid) - cpu0) * 1e6 / max(1, delivered)
+    rate = await closed_loop(clients, sender, window, seconds)
+    cpu_us = (server_cpu(daemon.proc.pid) - cpu0) * 1e6 / max(1.0, rate * seconds)
     for c, _ in clients:
         c.writer.close()
     for t in readers:

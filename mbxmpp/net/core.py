@@ -153,12 +153,17 @@ class StreamConnection:
     def _receive_preauth(self, ticket: Ticket, data: bytes) -> None:
         """``stream.receive_data`` before authentication: within the byte budget, and a
         negotiation step counts as progress (not stalled)."""
+        self._feed_preauth(ticket, len(data), self.stream.receive_data, data)
+
+    def _feed_preauth(self, ticket: Ticket, size: int, feed: Any, what: Any) -> None:
+        """``feed(what)`` (``size`` bytes of input) under the pre-auth budget: for transports
+        that hand the stream parsed elements (BOSH)."""
         stream = self.stream
-        if not ticket.take_bytes(len(data)):
+        if not ticket.take_bytes(size):
             stream.fail(StreamError("policy-violation", "too much data before authentication"))
             return
         before = (stream.stage, stream.auth_failures)
-        stream.receive_data(data)
+        feed(what)
         if (stream.stage, stream.auth_failures) != before:
             ticket.progress()  # a header, a SASL step: not stalled
 

@@ -505,6 +505,24 @@ def test_websocket_origins(tmp_path):
     assert errs[0].startswith("http.websocket_origins:")
 
 
+def test_bosh_keys(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + """
+        [http]
+        bosh_inactivity = "45s"
+        bosh_max_pause = "10m"
+        [limits]
+        bosh_sessions_per_address = "5/s"
+        bosh_sessions_per_address_burst = 50
+    """)
+    assert (cfg.http.bosh_inactivity, cfg.http.bosh_max_pause) == (45.0, 600.0)
+    rate = cfg.limits.bosh_sessions_per_address
+    assert (rate.per_second, rate.burst) == (5.0, 50)
+    default = load_text(tmp_path, MINIMAL)
+    assert (default.http.bosh_inactivity, default.http.bosh_max_pause) == (30.0, 120.0)
+    errs = errors_of(tmp_path, MINIMAL + '[http]\nbosh_inactivity = "soon"\n')
+    assert errs[0].startswith("http.bosh_inactivity:")
+
+
 # --------------------------------------------------------------------------------- check_config
 
 def make_cert(tmp_path, name, names, key=None, days=30):
