@@ -226,7 +226,7 @@ class BoshSession(StreamConnection):
     # -- the stream's output ------------------------------------------------------------------
     def _write_payload(self, data: bytes) -> None:
         if data:
-            self._write(data)
+            self._write(standalone(data))  # (the framed stream leaves that to its transport)
 
     def _write_payload_soon(self, data: bytes, within: float) -> None:
         self._write_soon(standalone(data), within)
