@@ -181,9 +181,9 @@ def test_ledger_bounds_the_sender_pairs_over_all_owners():
 
 def test_tally_shares_one_copy_of_each_sender():
     a, b = Tally(), Tally()
-    jid = "sender@localhost"
-    a.add("".join(["sender", "@localhost"]), 1)  # two distinct str objects, as two sessions' JIDs
-    b.charge("o@localhost", "".join(["sender@", "localhost"]), 1, Bound(), Bound(), Bound())
+    jid, local = "sender@localhost", "sender"
+    a.add(local + "@localhost", 1)  # two distinct str objects, as two sessions' JIDs
+    b.charge("o@localhost", local + "@" + "localhost", 1, Bound(), Bound(), Bound())
     ka, kb = next(iter(a.senders)), next(iter(b.senders))
     assert ka == kb == jid and ka is kb
 
