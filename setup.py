@@ -137,7 +137,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "slixmpp", "Cython>=3.0,<4",
-                 "matplotlib", "playwright"],
+                 "matplotlib", "playwright",
+                 # pinned: tests/test__sourcecode.py runs them, a new release must not fail CI
+                 "ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={"console_scripts": ["mbxmpp=mbxmpp.cli:main"]},
     zip_safe=False,

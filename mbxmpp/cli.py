@@ -1,5 +1,5 @@
 """Command line: serve (default), user add|passwd|del|disable|enable|list|import, sessions
-list|kick, reload, check-config, xeps, export, import, import-prosody.
+list|kick, reload, domains list|add|remove, check-config, xeps, export, import, import-prosody.
 
 Account changes and the session commands go through a running daemon's control socket
 (mbxmpp/control.py); with no daemon running, account changes are written to storage directly.
@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Iterable, Sequence
 
-from .config import ConfigError, Config, check_config, find_default_config, load_config
+from .config import Config, ConfigError, check_config, find_default_config, load_config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 IMPORT_BATCH = 2000
@@ -89,7 +89,18 @@ def _control_parsers(sub: Any, us: Any) -> None:
     s2s.add_subparsers(dest="s2s_command", required=True).add_parser(
         "list", help="peer, direction, authentication (PKIX, DANE, dialback), TLS version")
     sub.add_parser("reload", help="make the running daemon re-read its configuration "
-                                  "(log level, [accounts])")
+                                  "(log level and format, [accounts], domains, certificates)")
+    _domains_parsers(sub)
+
+
+def _domains_parsers(sub: Any) -> None:
+    dom = sub.add_parser("domains", help="virtual hosts: list, or add and remove them while the "
+                                         "daemon runs (kept in <data_dir>/domains)")
+    ds = dom.add_subparsers(dest="domains_command", required=True)
+    ds.add_parser("list", help="the served domains and where each comes from")
+    ds.add_parser("add", help="serve a domain from now on (and after restarts)").add_argument("domain")
+    ds.add_parser("remove", help="stop serving a domain added with 'domains add': its sessions "
+                                 "end with <host-gone/>").add_argument("domain")
 
 
 def _migrate_parsers(sub: Any) -> None:
@@ -107,8 +118,9 @@ def _migrate_parsers(sub: Any) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    from .domains import with_added_domains
     path = getattr(args, "config_sub", None) or args.config or find_default_config()
-    return load_config(path)
+    return with_added_domains(load_config(path))  # (and the domains added at run time)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,9 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"cannot read the configuration: {e}", file=sys.stderr)
         return EXIT_USAGE
-    level = (args.log_level or cfg.server.log_level).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .util.logjson import configure_logging
+    configure_logging(args.log_level or cfg.server.log_level, cfg.server.log_format)
     cmd = args.command or "serve"
     try:
         if cmd == "serve":
@@ -151,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reload(cfg)
         if cmd == "s2s":
             return _s2s_list(cfg)
+        if cmd == "domains":
+            return _domains(cfg, args.domains_command, getattr(args, "domain", None))
         if cmd == "archive":
             return _archive_sizes(cfg, args)
         if cmd == "reports":
@@ -174,7 +187,7 @@ class UsageError(Exception):
     pass
 
 
-def _run(coro: Any) -> int:
+def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
@@ -585,8 +598,72 @@ def _reload(cfg: Config) -> int:
           f"{', '.join(r['applied']) or 'nothing (no change)'}")
     if r.get("ended"):
         print(f"ended {r['ended']} session(s) of accounts whose plan no longer includes chat")
+    if r.get("added") or r.get("removed"):
+        print(f"domains added: {', '.join(r['added']) or 'none'}; removed: "
+              f"{', '.join(r['removed']) or 'none'}")
     if r["restart_needed"]:
         print(f"changed but applied only by a restart: {', '.join(r['restart_needed'])}")
+    return EXIT_OK
+
+
+def _domains(cfg: Config, command: str, raw: str | None) -> int:
+    """Through the running daemon when there is one (it starts or stops serving at once and
+    saves the list); with none, the list in <data_dir>/domains is edited for the next start."""
+    from .control import ControlError
+    try:
+        client = _daemon(cfg)
+    except ControlError as e:
+        print(f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if client is None:
+        return _domains_offline(cfg, command, raw)
+    try:
+        with client:
+            if command == "list":
+                for row in client.request("domains.list")["domains"]:
+                    print(f"{row['domain']:<40} {row['source']}")
+            elif command == "add":
+                r = client.request("domains.add", domain=raw)
+                comps = f" (components: {', '.join(r['components'])})" if r["components"] else ""
+                print(f"serving {raw}{comps}, with {r['certificate']} certificate")
+            else:
+                r = client.request("domains.remove", domain=raw)
+                print(f"no longer serving {raw}: ended {r['ended']} stream"
+                      f"{'s' if r['ended'] != 1 else ''}")
+    except ControlError as e:
+        print(f"mbxmpp: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _domains_offline(cfg: Config, command: str, raw: str | None) -> int:
+    from .domains import check_name, read_added, write_added
+    configured = load_config(cfg.source).server.domains
+    added = read_added(cfg.server.data_dir)
+    if command == "list":
+        for d in cfg.server.domains:
+            print(f"{d:<40} {'config' if d in configured else 'added'}")
+        return EXIT_OK
+    try:
+        domain = check_name(raw or "")
+    except ValueError as e:
+        raise UsageError(f"mbxmpp: {e}") from None
+    if command == "add":
+        if domain in cfg.server.domains:
+            print(f"mbxmpp: {domain} is already served", file=sys.stderr)
+            return EXIT_FAIL
+        write_added(cfg.server.data_dir, [*added, domain])
+    else:
+        if domain in configured:
+            print(f"mbxmpp: {domain} is listed in [server] domains of {cfg.source}: remove it "
+                  "there", file=sys.stderr)
+            return EXIT_FAIL
+        if domain not in added:
+            print(f"mbxmpp: {domain} is not served", file=sys.stderr)
+            return EXIT_FAIL
+        write_added(cfg.server.data_dir, [d for d in added if d != domain])
+    print(f"no daemon is running: {domain} {'added' if command == 'add' else 'removed'} "
+          "for the next start")
     return EXIT_OK
 
 
@@ -619,7 +696,8 @@ async def _import(cfg: Config, accounts: Any, path: str) -> int:
     tty = sys.stderr.isatty()
     done = 0
     workers = os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=workers) if any(i[2] is not None for i in items) and len(items) > 50 else _Inline() as pool:
+    parallel = any(i[2] is not None for i in items) and len(items) > 50
+    with ProcessPoolExecutor(max_workers=workers) if parallel else _Inline() as pool:
         for start in range(0, len(items), IMPORT_BATCH):
             chunk = items[start:start + IMPORT_BATCH]
             derived = list(pool.map(_derive_line, chunk, chunksize=64))

@@ -38,12 +38,13 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "muc", "upload", "proxy65", "webchat", "metrics",
+    "muc", "upload", "proxy65", "webchat", "metrics", "adhoc",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 TLS_VERSIONS = ("1.2", "1.3")
 # Forward secrecy + AEAD only for TLS 1.2; TLS 1.3 suites are not configurable through OpenSSL's list.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -71,6 +72,7 @@ class ServerConfig:
     data_dir: str = "./mbxmpp-data"
     admins: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "text"                   # "json": one JSON object per line (util/logjson.py)
     modules: tuple[str, ...] | None = None     # None: DEFAULT_MODULES
     disabled_modules: tuple[str, ...] = ()
 
@@ -88,6 +90,8 @@ class TLSConfig:
     domains: Mapping[str, TLSCertConfig] = field(default_factory=lambda: MappingProxyType({}))
     min_version: str = "1.2"
     ciphers: str = DEFAULT_CIPHERS
+    certificates_dir: str | None = None        # certbot's live/: DIR/DOMAIN/fullchain.pem + privkey.pem
+    certificates_poll: float = 60.0           # how often their mtimes are compared (a stat each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,9 @@ class S2SConfig:
     idle_timeout: float = 600.0                # s2s streams with no traffic this long are closed
     tor_socks: tuple[str, int] | None = None   # Tor's SocksPort: s2s to .onion domains goes through it
     tor_all: bool = False                      # every s2s connection through tor_socks (SRV still in DNS)
+    # Onion names this server also answers to (Tor's HiddenServicePort pointed at [s2s] listen):
+    # each is served as a virtual host of its own, which federates only through Tor.
+    onion_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,10 @@ class HTTPConfig:
     tls: bool = True
     # Browser origins allowed on /xmpp-websocket besides the hosts' own https origins
     websocket_origins: tuple[str, ...] = ()
+    # BOSH (/http-bind): how long a session may go without a request before it counts as lost
+    # (Stream Management may then hibernate it), and the longest pause a client may ask for
+    bosh_inactivity: float = 30.0
+    bosh_max_pause: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +260,8 @@ class LimitsConfig:
     muc_rooms_per_account: Rate = Rate(10 / 3600, 100)
     # spam reports (XEP-0377) recorded per account; over it the JID is blocked, not recorded
     reports_per_account: Rate = Rate(100 / 86400, 100)
+    # new BOSH sessions from one address (a carrier NAT's users all reload their web chat at once)
+    bosh_sessions_per_address: Rate = Rate(20.0, 2_000)
 
     @property
     def rates(self) -> dict[str, Rate]:
@@ -614,6 +627,10 @@ def _load_server(t: _Table) -> ServerConfig:
     if level not in LOG_LEVELS:
         t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {_show(level)}")
         level = d.log_level
+    log_format = t.get_str("log_format", d.log_format).lower()
+    if log_format not in LOG_FORMATS:
+        t.error("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {_show(log_format)}")
+        log_format = d.log_format
     modules = t.get_str_list("modules", None)
     disabled = t.get_str_list("disabled_modules", ())
     for key, names in (("modules", modules or ()), ("disabled_modules", disabled)):
@@ -622,7 +639,7 @@ def _load_server(t: _Table) -> ServerConfig:
                 t.error(key, f"invalid module name {m!r}")
     return ServerConfig(
         domains=tuple(domains) or d.domains, data_dir=t.get_str("data_dir", d.data_dir),
-        admins=tuple(admins), log_level=level, modules=modules, disabled_modules=disabled)
+        admins=tuple(admins), log_level=level, log_format=log_format, modules=modules, disabled_modules=disabled)
 
 
 def _load_cert_pair(t: _Table, required: bool) -> tuple[str | None, str | None]:
@@ -669,7 +686,10 @@ def _load_tls(t: _Table) -> TLSConfig:
         t.error("ciphers", f"OpenSSL accepts no cipher from {_show(ciphers)}")
         ciphers = d.ciphers
     return TLSConfig(cert=cert, key=key, domains=MappingProxyType(domains),
-                     min_version=min_version, ciphers=ciphers)
+                     min_version=min_version, ciphers=ciphers,
+                     certificates_dir=t.get_str("certificates_dir", d.certificates_dir),
+                     certificates_poll=t.get_duration("certificates_poll", d.certificates_poll,
+                                                      minimum=0.1))
 
 
 def _load_c2s(t: _Table) -> C2SConfig:
@@ -699,7 +719,25 @@ def _load_s2s(t: _Table) -> S2SConfig:
         require_valid_certificates=tuple(
             x.lower() for x in t.get_str_list("require_valid_certificates", list(d.require_valid_certificates))),
         idle_timeout=t.get_duration("idle_timeout", d.idle_timeout),
-        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all))
+        tor_socks=_socks_address(t, "tor_socks"), tor_all=_tor_all(t, d.tor_all),
+        onion_hosts=_onion_hosts(t))
+
+
+def _onion_hosts(t: _Table) -> tuple[str, ...]:
+    out = []
+    for name in t.get_str_list("onion_hosts", ()):
+        try:
+            name = _check_domain(name)
+        except ValueError as e:
+            t.error("onion_hosts", str(e))
+            continue
+        if not name.endswith(".onion"):
+            t.error("onion_hosts", f"{name!r} is not an .onion name")
+        elif name not in out:
+            out.append(name)
+    if out and not t.get_str("tor_socks", "", allow_empty=True):
+        t.error("onion_hosts", "needs tor_socks (Tor's SocksPort): onion hosts federate only through Tor")
+    return tuple(out)
 
 
 def _tor_all(t: _Table, default: bool) -> bool:
@@ -743,7 +781,9 @@ def _load_http(t: _Table) -> HTTPConfig:
             continue
         origins.append(f"{parts.scheme}://{parts.netloc}".lower())
     return HTTPConfig(listen=t.get_listen("listen", d.listen), public_url=url, tls=t.get_bool("tls", d.tls),
-                      websocket_origins=tuple(origins))
+                      websocket_origins=tuple(origins),
+                      bosh_inactivity=t.get_duration("bosh_inactivity", d.bosh_inactivity, 0.1),
+                      bosh_max_pause=t.get_duration("bosh_max_pause", d.bosh_max_pause, 1.0))
 
 
 def _load_sm(t: _Table) -> SMConfig:
@@ -975,6 +1015,10 @@ def _build(data: dict[str, Any], source: str | None) -> Config:
     if cfg.upload.storage_dir is None:
         cfg = dataclasses.replace(cfg, upload=dataclasses.replace(
             cfg.upload, storage_dir=os.path.join(cfg.server.data_dir, "upload")))
+    extra = tuple(h for h in cfg.s2s.onion_hosts if h not in cfg.server.domains)
+    if extra:  # the onion names are served as virtual hosts (DESIGN: [s2s] onion_hosts)
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+            cfg.server, domains=cfg.server.domains + extra))
     _check_component_domains(cfg, errors)
     if errors:
         raise ConfigError(errors)
@@ -1071,6 +1115,9 @@ def _check_tls(cfg: Config, errors: list[str]) -> None:
         which = host if entry is not None else "*default*"
         if entry is None and "." in host and "*." + host.split(".", 1)[1] in cfg.tls.domains:
             which = "*." + host.split(".", 1)[1]
+        if which == "*default*" and cfg.tls.certificates_dir is not None and os.path.exists(
+                os.path.join(cfg.tls.certificates_dir, host, "fullchain.pem")):
+            continue  # its own from certificates_dir (_check_certificates_dir)
         leaf = leaves.get(which)
         if leaf is None:
             continue  # no certificate (self-signed) or already reported
@@ -1079,6 +1126,29 @@ def _check_tls(cfg: Config, errors: list[str]) -> None:
             src = "tls.cert" if which == "*default*" else _dotted(("tls", "domains", which)) + ".cert"
             errors.append(f"{src}: certificate does not cover virtual host {host!r} "
                           f"(it names {', '.join(names) or 'nothing'})")
+
+
+def _check_certificates_dir(cfg: Config, errors: list[str]) -> None:
+    """[tls] certificates_dir: readable, and each served domain's pair found there is valid."""
+    path = cfg.tls.certificates_dir
+    if path is None:
+        return
+    if not os.path.isdir(path):
+        errors.append(f"tls.certificates_dir: {path!r} is not a directory")
+        return
+    if not os.access(path, os.R_OK | os.X_OK):
+        errors.append(f"tls.certificates_dir: directory {path!r} is not readable")
+        return
+    for host in cfg.server.domains:
+        if host in cfg.tls.domains:
+            continue  # the explicit entry wins (checked above)
+        d = os.path.join(path, host)
+        cert, key = os.path.join(d, "fullchain.pem"), os.path.join(d, "privkey.pem")
+        if not os.path.exists(cert) and not os.path.exists(key):
+            continue  # none for this domain: the default certificate is presented
+        leaf = _check_pair(f"tls.certificates_dir ({host})", cert, key, errors)
+        if leaf is not None and not any(_name_matches(n, host) for n in _cert_names(leaf)):
+            errors.append(f"tls.certificates_dir: {cert!r} does not cover virtual host {host!r}")
 
 
 def _check_listeners(cfg: Config, errors: list[str]) -> None:
@@ -1162,6 +1232,7 @@ def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
+    _check_certificates_dir(cfg, errors)
     _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)

@@ -10,7 +10,8 @@ each way, request then response, several requests per connection:
 
 Operations: ``ping``, ``user.add`` / ``user.passwd`` (SCRAM records derived by the caller: no
 password crosses the socket and PBKDF2 never runs on the daemon's loop), ``user.del``,
-``user.disable`` / ``user.enable``, ``sessions.list``, ``sessions.kick``, ``reload``.
+``user.disable`` / ``user.enable``, ``sessions.list``, ``sessions.kick``, ``reload``, ``s2s.list``, ``domains.list`` /
+``domains.add`` / ``domains.remove`` (virtual hosts at run time, kept in <data_dir>/domains).
 
 Why a socket: LMDB lets the command line write while the daemon serves (one writer at a time,
 across processes), but the daemon's caches, its sessions and its events would not learn of it.
@@ -117,6 +118,9 @@ class ControlServer:
             "sessions.kick": self._sessions_kick,
             "reload": self._reload,
             "s2s.list": self._s2s_list,
+            "domains.list": self._domains_list,
+            "domains.add": self._domains_add,
+            "domains.remove": self._domains_remove,
         }
 
     async def start(self) -> None:
@@ -247,41 +251,20 @@ class ControlServer:
         plan = req.get("plan")
         if plan is not None and not isinstance(plan, str):
             raise ControlError("'plan' must be a string")
-        accounts = self.server.accounts
-        if accounts.get(bare) is not None:
-            raise ControlError(f"{bare} already exists (use 'user passwd')")
-        await accounts.create(bare, creds=self._scram(req), plan=plan)  # fires ACCOUNT_CREATED
-        log.info("account %s created", bare)
+        await add_account(self.server, bare, self._scram(req), plan)
         return {}
 
     async def _user_passwd(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        await self.server.accounts.set_credentials(bare, self._scram(req))
-        log.info("password of %s changed", bare)
-        # After the commit: a client that reconnects at once meets the new credentials.
-        return {"ended": self.server.end_sessions(bare, StreamError(*END_PASSWORD))}
+        return {"ended": await set_password(self.server, self._account(req), self._scram(req))}
 
     async def _user_del(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        # Sessions first: what their clients never acknowledged goes to offline storage before
-        # the account's data is deleted, and nothing can log in between (no await until then).
-        ended = self.server.end_sessions(bare, StreamError(*END_DELETED))
-        await self.server.accounts.delete(bare)  # fires ACCOUNT_DELETED
-        log.info("account %s deleted", bare)
-        return {"ended": ended}
+        return {"ended": await delete_account(self.server, self._account(req))}
 
     async def _user_disable(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        fut = self.server.accounts.set_disabled(bare, True)  # seen by the next login at once
-        ended = self.server.end_sessions(bare, StreamError(*END_DISABLED))
-        await fut
-        log.info("account %s disabled", bare)
-        return {"ended": ended}
+        return {"ended": await disable_account(self.server, self._account(req))}
 
     async def _user_enable(self, req: dict[str, Any]) -> dict[str, Any]:
-        bare = self._account(req)
-        await self.server.accounts.set_disabled(bare, False)
-        log.info("account %s enabled", bare)
+        await enable_account(self.server, self._account(req))
         return {}
 
     async def _sessions_list(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +272,7 @@ class ControlServer:
 
     async def _sessions_kick(self, req: dict[str, Any]) -> dict[str, Any]:
         j = self._jid(req, full_ok=True)
-        ended = self.server.end_sessions(j.full, StreamError(*END_KICKED))
+        ended = kick(self.server, j.full)
         if not ended:
             raise ControlError(f"no session of {j.full}")
         return {"ended": ended}
@@ -297,6 +280,74 @@ class ControlServer:
     async def _s2s_list(self, req: dict[str, Any]) -> dict[str, Any]:
         s2s = self.server.s2s
         return {"enabled": s2s is not None, "streams": s2s.describe() if s2s is not None else []}
+
+    # -- virtual hosts at run time (mbxmpp/domains.py) ----------------------------------------
+    def _configured_domains(self) -> tuple[str, ...]:
+        """[server] domains as the configuration file says now (not those added at run time)."""
+        from .config import ConfigError, load_config
+        try:
+            return load_config(self.server.config.source).server.domains
+        except (ConfigError, OSError) as e:
+            raise ControlError(f"cannot read the configuration: {e}") from None
+
+    def _domain(self, req: dict[str, Any]) -> str:
+        from .domains import check_name
+        raw = req.get("domain")
+        if not isinstance(raw, str):
+            raise ControlError("'domain' is required")
+        try:
+            return check_name(raw)
+        except ValueError as e:
+            raise ControlError(str(e)) from None
+
+    async def _domains_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        configured = self._configured_domains()
+        return {"domains": [{"domain": d, "source": "config" if d in configured else "added"}
+                            for d in self.server.config.server.domains]}
+
+    async def _domains_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        from .domains import read_added, write_added
+        domain = self._domain(req)
+        srv = self.server
+        if domain in srv.hosts:
+            raise ControlError(f"{domain} is already served")
+        before = srv.config.server.domains
+        try:
+            srv.set_domains((*before, domain))
+        except ValueError as e:
+            raise ControlError(str(e)) from None
+        try:
+            write_added(srv.data_dir, [*read_added(srv.data_dir), domain])
+        except OSError as e:
+            srv.set_domains(before)
+            raise ControlError(f"cannot save the domain list, nothing changed: {e}") from None
+        if srv.tls is not None:
+            srv.reload_certificates()
+        tls = srv.tls
+        own = tls is not None and domain in tls.per_host_files
+        log.info("domain %s added (%s)", domain, "its own certificate" if own else "the default certificate")
+        return {"components": sorted(h.domain for h in srv.components.values() if h.parent == domain),
+                "certificate": "own" if own else "default"}
+
+    async def _domains_remove(self, req: dict[str, Any]) -> dict[str, Any]:
+        from .domains import read_added, write_added
+        domain = self._domain(req)
+        srv = self.server
+        if domain not in srv.hosts:
+            raise ControlError(f"{domain} is not served")
+        if domain in self._configured_domains():
+            raise ControlError(f"{domain} is listed in [server] domains of "
+                               f"{srv.config.source or 'the embedded defaults'}: remove it there, "
+                               "then reload")
+        try:
+            write_added(srv.data_dir, [d for d in read_added(srv.data_dir) if d != domain])
+        except OSError as e:
+            raise ControlError(f"cannot save the domain list, nothing changed: {e}") from None
+        change = srv.set_domains(tuple(d for d in srv.config.server.domains if d != domain))
+        if srv.tls is not None:
+            srv.reload_certificates()
+        log.info("domain %s removed: %d stream(s) ended", domain, change["ended"])
+        return {"ended": change["ended"]}
 
     async def _reload(self, req: dict[str, Any]) -> dict[str, Any]:
         from .config import ConfigError
@@ -306,6 +357,54 @@ class ControlServer:
             raise ControlError(f"configuration error, nothing reloaded:\n{e}") from None
         except OSError as e:
             raise ControlError(f"cannot read the configuration, nothing reloaded: {e}") from None
+
+
+# ------------------------------------------------- account operations (also the ad-hoc commands)
+# The steps and their order for each operator action, shared by the control socket and the
+# XEP-0133 commands (modules/adhoc) so that both end the same sessions with the same errors.
+
+async def add_account(server: Server, bare: str, creds: dict[str, ScramCredential],
+                      plan: str | None = None) -> None:
+    """Create ``bare``; ControlError if it exists."""
+    accounts = server.accounts
+    if accounts.get(bare) is not None:
+        raise ControlError(f"{bare} already exists (use 'user passwd')")
+    await accounts.create(bare, creds=creds, plan=plan)  # fires ACCOUNT_CREATED
+    log.info("account %s created", bare)
+
+
+async def set_password(server: Server, bare: str, creds: dict[str, ScramCredential]) -> int:
+    await server.accounts.set_credentials(bare, creds)
+    log.info("password of %s changed", bare)
+    # After the commit: a client that reconnects at once meets the new credentials.
+    return server.end_sessions(bare, StreamError(*END_PASSWORD))
+
+
+async def delete_account(server: Server, bare: str) -> int:
+    # Sessions first: what their clients never acknowledged goes to offline storage before
+    # the account's data is deleted, and nothing can log in between (no await until then).
+    ended = server.end_sessions(bare, StreamError(*END_DELETED))
+    await server.accounts.delete(bare)  # fires ACCOUNT_DELETED
+    log.info("account %s deleted", bare)
+    return ended
+
+
+async def disable_account(server: Server, bare: str) -> int:
+    fut = server.accounts.set_disabled(bare, True)  # seen by the next login at once
+    ended = server.end_sessions(bare, StreamError(*END_DISABLED))
+    await fut
+    log.info("account %s disabled", bare)
+    return ended
+
+
+async def enable_account(server: Server, bare: str) -> None:
+    await server.accounts.set_disabled(bare, False)
+    log.info("account %s enabled", bare)
+
+
+def kick(server: Server, jid: str) -> int:
+    """End the sessions of an account (bare JID) or one session (full JID)."""
+    return server.end_sessions(jid, StreamError(*END_KICKED))
 
 
 def scram_to_wire(creds: dict[str, ScramCredential]) -> dict[str, list[Any]]:

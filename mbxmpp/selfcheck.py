@@ -25,6 +25,8 @@ from cryptography import x509
 from .s2s.certs import tlsa_data
 from .s2s.certs import tlsa_matches as cert_matches
 
+from .xml.ns import NS_CLIENT, NS_STREAMS, NS_TLS
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -170,7 +172,7 @@ async def _query(res: dns.asyncresolver.Resolver, name: str, rdtype: str) -> lis
 async def check_dns(report: Report, res: dns.asyncresolver.Resolver, domain: str,
                     chain: list[x509.Certificate] | None, s2s: bool) -> None:
     found_any = False
-    for label, prefix, port in SRV_KINDS:
+    for label, prefix, _port in SRV_KINDS:
         if label.startswith("server") and not s2s:
             continue
         answers = await _query(res, f"{prefix}.{domain}", "SRV")
@@ -245,14 +247,14 @@ async def _handshake(host: str, port: int, name: str, ctx: ssl.SSLContext, start
     try:
         if starttls:
             writer.write(f"<?xml version='1.0'?><stream:stream to='{name}' version='1.0' "
-                         "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".encode())
+                         f"xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode())
             buf = b""
             while b"</stream:features>" not in buf:
                 chunk = await asyncio.wait_for(reader.read(4096), 5)
                 if not chunk:
                     return None
                 buf += chunk
-            writer.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            writer.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
             buf = b""
             while b"proceed" not in buf:
                 chunk = await asyncio.wait_for(reader.read(4096), 5)

@@ -21,6 +21,7 @@ from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by
 from .core.router import Router
 from .core.sessions import Session, SessionManager
 from .core.limits import ServerLimits
+from .domains import with_added_domains
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# The <system-shutdown/> text (RFC 6120 §4.9.3.20): a stop is nearly always a restart (upgrade,
+# reboot), and clients that read the text reconnect rather than report an outage.
+SHUTDOWN_TEXT = "the server is restarting: reconnect in a moment"
+# <host-gone/> (§4.9.3.6): the domain was removed from this server while the stream was open.
+HOST_GONE_TEXT = "this domain is no longer served here"
+
+
 class StreamFeaturesEvent:
     __slots__ = ("stream", "features")
 
@@ -50,6 +58,7 @@ class StreamFeaturesEvent:
 
 class Server:
     def __init__(self, config: Config, storage_kind: str = "lmdb") -> None:
+        config = with_added_domains(config)  # (and those added at run time: mbxmpp/domains.py)
         self.config = config
         self.hosts: set[str] = set(config.server.domains)
         self.data_dir = os.path.abspath(config.server.data_dir)
@@ -82,6 +91,7 @@ class Server:
         self.s2s: S2SService | None = None
         self.started = False
         self._stopping: asyncio.Future | None = None
+        self._cert_watch: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def module_names(self) -> list[str]:
@@ -151,7 +161,40 @@ class Server:
                 names.extend(self.component_domains(h))
             default = ensure_self_signed(self.data_dir, names)
         per_host = {h: (c.cert, c.key) for h, c in cfg.domains.items()}
-        return TLSContexts(default, per_host, cfg.min_version, cfg.ciphers)
+        return TLSContexts(default, per_host, cfg.min_version, cfg.ciphers,
+                           cfg.certificates_dir, self._tls_hosts())
+
+    def _tls_hosts(self) -> list[str]:
+        """The names whose certificates certificates_dir may hold: the hosts and their
+        components (a component without its own folder is served its parent's)."""
+        names = list(self.config.server.domains)
+        for h in self.config.server.domains:
+            names += self.component_domains(h)
+        return names
+
+    async def _watch_certificates(self) -> None:
+        """[tls] certificates_dir: a renewed certificate is served without a reload (a stat of
+        each file every certificates_poll seconds; certbot's deploy hooks are then optional)."""
+        while True:
+            await asyncio.sleep(self.config.tls.certificates_poll)
+            try:
+                if self.tls is not None and self.tls.changed():
+                    self.reload_certificates()
+            except Exception:  # the watch must outlive one bad look
+                log.exception("certificate watch failed")
+
+    def reload_certificates(self) -> bool:
+        assert self.tls is not None
+        try:
+            self.tls.reload()
+        except (OSError, ValueError) as e:  # (ssl.SSLError is an OSError)
+            log.error("certificates not reloaded, the old ones stay: %s", e)
+            return False
+        log.info("certificates loaded for %s",
+                 ", ".join(sorted(self.tls.per_host_files)) or "the default only")
+        if self.s2s is not None:
+            asyncio.ensure_future(self.s2s.reload_tls())
+        return True
 
     def component_domains(self, host: str) -> list[str]:
         out = []
@@ -212,46 +255,60 @@ class Server:
             self.listeners.append(tls_srv)  # type: ignore[arg-type]  # (has close())
             log.info("c2s (direct TLS) listening on %s:%d", host, port)
         if self.http.enabled:
-            from .http import hostmeta, websocket
+            from .http import bosh, hostmeta, websocket
             websocket.register(self)
+            bosh.register(self)
             hostmeta.register(self)
         await self.http.start(self.tls)
+        if self.config.tls.certificates_dir is not None:
+            self._cert_watch = asyncio.ensure_future(self._watch_certificates())
         self.started = True
 
     async def stop(self) -> None:
-        if self.control is not None:
-            await self.control.stop()
-        for srv in self.listeners:
-            srv.close()
-        if self.s2s is not None:
-            await self.s2s.stop()
-        for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
-            conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
-        await self.http.stop()
-        # Sessions kept for resumption cannot survive the restart: end them while storage is
-        # open, so that what their clients never acknowledged goes offline (XEP-0198 §5).
-        for session in list(self.sessions.full.values()):
-            self.destroy_session(session)
-        if self.external is not None:
-            await self.external.stop()
-        await self.stop_modules()
-        await asyncio.sleep(0.05)  # let the closing streams flush
-        await self.storage.close()
+        if self._cert_watch is not None:
+            self._cert_watch.cancel()
+        try:
+            if self.control is not None:
+                await self.control.stop()
+            for srv in self.listeners:
+                srv.close()
+            if self.s2s is not None:
+                await self.s2s.stop()
+            for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
+                conn.stream.fail(StreamError("system-shutdown", SHUTDOWN_TEXT))
+            await self.http.stop()
+            # Sessions kept for resumption cannot survive the restart (their unacknowledged
+            # queues live in memory only): end them while storage is open, so that what their
+            # clients never acknowledged goes offline (XEP-0198 §5).
+            for session in list(self.sessions.full.values()):
+                self.destroy_session(session)
+            if self.external is not None:
+                await self.external.stop()
+            await self.stop_modules()
+            await asyncio.sleep(0.05)  # let the closing streams flush
+        finally:
+            # Whatever failed above, what the server accepted is committed before the exit.
+            await self.storage.close()  # (flushes the writer queue, then closes)
 
     async def serve_forever(self) -> None:
-        self.control = ControlServer(self)
-        await self.control.start()  # first: it refuses to start beside another daemon
-        await self.start()
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
-        for sig, fn in ((signal.SIGTERM, self._request_stop), (signal.SIGINT, self._request_stop),
-                        (signal.SIGHUP, self._reload_logged)):
+        # The stop signals are handled before anything listens: a SIGTERM that arrives while
+        # the later listeners start (the first ones already accept) is a clean stop after it.
+        for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, fn)
+                loop.add_signal_handler(sig, self._request_stop)
             except (NotImplementedError, RuntimeError):
                 pass
-        tune_for_serving()  # (after the handlers: a SIGTERM right after start-up is clean)
         try:
+            self.control = ControlServer(self)
+            await self.control.start()  # first: it refuses to start beside another daemon
+            await self.start()
+            try:
+                loop.add_signal_handler(signal.SIGHUP, self._reload_logged)
+            except (NotImplementedError, RuntimeError):
+                pass
+            tune_for_serving()
             await self._stopping
         finally:
             await self.stop()
@@ -411,39 +468,99 @@ class Server:
 
     def reload(self) -> dict[str, Any]:
         """Re-read the configuration file and apply what can change while serving: the log
-        level and the [accounts] plan settings (then end the sessions of accounts whose plan no
-        longer includes chat). Returns what was applied and what needs a restart."""
+        level and format, the [accounts] plan settings (then end the sessions of accounts whose
+        plan no longer includes chat), the served domains and the certificates. Returns what
+        was applied and what needs a restart."""
         from dataclasses import fields, replace
 
         from .config import load_config
-        new = load_config(self.config.source)
+        from .util.logjson import configure_logging
+        new = with_added_domains(load_config(self.config.source))
         old = self.config
         applied = []
         if new.accounts != old.accounts:
             applied.append("accounts")
-        if new.server.log_level != old.server.log_level:
-            applied.append("server.log_level")
-        logging.getLogger().setLevel(new.server.log_level.upper())
+        live = ("log_level", "log_format", "domains")  # (server.* keys applied here)
+        applied += [f"server.{k}" for k in live[:2] if getattr(new.server, k) != getattr(old.server, k)]
+        configure_logging(new.server.log_level, new.server.log_format)
         self.config = replace(old, accounts=new.accounts,
-                              server=replace(old.server, log_level=new.server.log_level))
+                              server=replace(old.server, log_level=new.server.log_level,
+                                             log_format=new.server.log_format))
         restart = [f"server.{f.name}" for f in fields(old.server)
-                   if f.name != "log_level" and getattr(old.server, f.name) != getattr(new.server, f.name)]
+                   if f.name not in live and getattr(old.server, f.name) != getattr(new.server, f.name)]
         restart += [f.name for f in fields(old) if f.name not in ("server", "accounts", "source")
                     and getattr(old, f.name) != getattr(new, f.name)]
         ended = self.end_unentitled_sessions() if "accounts" in applied else 0
-        if self.tls is not None:
-            try:
-                self.tls.reload()
-                applied.append("certificates")
-            except (OSError, ValueError) as e:  # (ssl.SSLError is an OSError)
-                log.error("certificates not reloaded, the old ones stay: %s", e)
-            if self.s2s is not None:
-                asyncio.ensure_future(self.s2s.reload_tls())
+        try:
+            change = self.set_domains(new.server.domains)
+        except ValueError as e:  # a new domain clashes: the served set stays as it was
+            log.error("domains not changed: %s", e)
+            change = {"added": [], "removed": [], "ended": 0}
+        if change["added"] or change["removed"]:
+            applied.append("server.domains")
+            ended += change["ended"]
+        if self.tls is not None and self.reload_certificates():
+            applied.append("certificates")
         log.info("configuration reloaded from %s: applied %s; needing a restart: %s",
                  old.source or "embedded defaults", ", ".join(applied) or "nothing changed",
                  ", ".join(restart) or "nothing")
         return {"applied": applied, "restart_needed": restart, "ended": ended,
-                "source": old.source}
+                "source": old.source, "added": change["added"], "removed": change["removed"]}
+
+    # -- domains at run time -------------------------------------------------------------------
+    def set_domains(self, domains: tuple[str, ...] | list[str]) -> dict[str, Any]:
+        """Serve exactly ``domains`` from now on: added ones get their component hosts and
+        certificates, removed ones lose their sessions (<host-gone/>), components and s2s
+        streams. Certificates are loaded by the caller (``reload_certificates``). Raises
+        ValueError when a new domain is already a component domain."""
+        from dataclasses import replace
+        wanted = list(dict.fromkeys(domains))
+        added = [d for d in wanted if d not in self.hosts]
+        removed = sorted(d for d in self.hosts if d not in wanted)
+        for d in added:
+            clash = self.components.get(d)
+            if clash is not None:
+                raise ValueError(f"{d} is already served as a component of {clash.parent}")
+            for comp in self.component_domains(d):
+                if comp in self.hosts or comp in self.components:
+                    raise ValueError(f"{d}'s component domain {comp} is already served")
+        ended = sum(self._stop_serving(d) for d in removed)
+        for d in added:
+            self._start_serving(d)
+        self.config = replace(self.config, server=replace(self.config.server, domains=tuple(wanted)))
+        self.http.config = self.config  # (its links name the domains)
+        if self.tls is not None:
+            self.tls.set_hosts(self._tls_hosts())
+        if added or removed:
+            log.info("domains: serving %s (added %s; removed %s)", ", ".join(wanted),
+                     ", ".join(added) or "none", ", ".join(removed) or "none")
+        return {"added": added, "removed": removed, "ended": ended}
+
+    def _start_serving(self, domain: str) -> None:
+        self.hosts.add(domain)
+        for mod in list(self.modules.values()):
+            if isinstance(mod, ComponentModule):
+                self.add_component_host(mod, domain)
+
+    def _stop_serving(self, domain: str) -> int:
+        """End everything of ``domain``; returns how many client streams ended. The domain
+        stays local until its sessions are gone: their unavailable presence to contacts on the
+        same domain is delivered here, not sent to federation."""
+        err = StreamError("host-gone", HOST_GONE_TEXT)
+        ended = 0
+        for bare in [b for b in list(self.sessions.by_bare) if b.rpartition("@")[2] == domain]:
+            ended += self.end_sessions(bare, err)
+        for conn in list(self.connections):  # streams opened to it, not authenticated yet
+            st = conn.stream
+            if st.host == domain and st.stage != ST_CLOSED:
+                st.fail(err)
+                ended += 1
+        for comp in [h.domain for h in self.components.values() if h.parent == domain]:
+            self.remove_component_host(comp)
+        if self.s2s is not None:
+            self.s2s.end_streams_of(domain, err)
+        self.hosts.discard(domain)
+        return ended
 
     def _reload_logged(self) -> None:
         try:

@@ -89,7 +89,8 @@ def mbps(n: int, secs: float) -> float:
 async def raw_tls(d: Daemon, n: int, mode: str) -> float:
     cert = os.path.join(d.dir, "data", "selfsigned.crt")
     key = os.path.join(d.dir, "data", "selfsigned.key")
-    proc = subprocess.Popen([sys.executable, "-c", TLS_PEER, mode, cert, key, str(n)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", TLS_PEER, mode, cert, key, str(n)],
+                            stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())  # type: ignore[union-attr]
         best = 0.0
@@ -222,7 +223,8 @@ async def bench_parallel(d: Daemon, clients: list[RawClient], size: int, a: RawC
         busy += await latency(a, b, b_full, rounds=20)
     assert await waiter == 0
     await sampler
-    return peak - before, pct(idle, 0.5), pct(idle, 0.99), pct(busy, 0.5) if busy else 0.0, pct(busy, 0.99) if busy else 0.0
+    return (peak - before, pct(idle, 0.5), pct(idle, 0.99),
+            pct(busy, 0.5) if busy else 0.0, pct(busy, 0.99) if busy else 0.0)
 
 
 # -- proxy relay ---------------------------------------------------------------------------------------------
@@ -339,7 +341,8 @@ async def bench_prosody(size: int) -> tuple[float, float] | None:
             async with aiohttp.ClientSession() as s:
                 for k in range(3):
                     await c.send(f"<iq type='get' id='p{k}' to='upload.localhost'><request xmlns='{NS_UPLOAD}' "
-                                 f"filename='bench{k}.bin' size='{size}' content-type='application/octet-stream'/></iq>")
+                                 f"filename='bench{k}.bin' size='{size}' "
+                                 "content-type='application/octet-stream'/></iq>")
                     while True:
                         el = await c.element(30)
                         if el.get("id") == f"p{k}":

@@ -30,6 +30,8 @@ from typing import Any
 from . import mamwire
 from .xmppclient import SCRAM_CACHE_STATS, ClientOptions, XMPPClient, XMPPError
 
+NS_MUC = "http://jabber.org/protocol/muc"
+
 MAX_GEN_CPU = 0.90
 BODY = "perf message 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOP"
 _now = time.monotonic_ns
@@ -137,6 +139,11 @@ class Histogram:
         return h
 
 
+def sched_in(mid: str, w0: int, t_end: int) -> bool:
+    """Whether a MUC message id (``m<scheduled ns>_<seq>``) was scheduled in [w0, t_end)."""
+    return w0 <= int(mid[1:mid.index("_")]) < t_end
+
+
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -174,6 +181,42 @@ class _Window:
         return {"cpu_s": self.cpu1 - self.cpu0, "wall_s": (self.w1 - self.w0) / 1e9}
 
 
+class _Credits:
+    """Closed-loop sending: each client has ``credit`` messages it may send; ``give(c)`` returns
+    one (its message arrived) and the sends are batched per loop iteration: ``emit(c, n, now)``
+    sends ``n`` for client ``c``. Nothing is sent from ``t_end`` on."""
+
+    def __init__(self, t_end: int, emit: Any) -> None:
+        self.t_end = t_end
+        self.emit = emit
+        self.dirty: set[XMPPClient] = set()
+        self.scheduled = False
+        self.loop = asyncio.get_running_loop()
+
+    def start(self, clients: list[XMPPClient], window: int) -> None:
+        for c in clients:
+            c.credit = window
+            self.dirty.add(c)
+        self.flush()
+
+    def give(self, c: XMPPClient) -> None:
+        c.credit += 1
+        self.dirty.add(c)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        now = _now()
+        if now < self.t_end:
+            for c in self.dirty:
+                n = c.credit
+                c.credit = 0
+                self.emit(c, n, now)
+        self.dirty.clear()
+
+
 # ====================================================================== worker
 
 def _opts(d: dict) -> ClientOptions:
@@ -186,6 +229,8 @@ class Worker:
         self.idx = idx
         self.groups: dict[str, list[XMPPClient]] = {}
         self.mam: dict[XMPPClient, tuple[mamwire.Querier, list[str]]] = {}
+        # MUC occupants' stanzas that take no fast path (cmd_muc_join)
+        self.muc_other: dict[str, Any] = {"presence": 0, "errors": 0, "error_samples": []}
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -315,7 +360,6 @@ class Worker:
         With Stream Management enabled on the clients, each counts what it sends (``sm_sent``)
         and appends its own ``<r/>`` when due; after the drain every client requests a last ack
         and checks that the server acknowledged exactly what it sent."""
-        loop = asyncio.get_running_loop()
         clients = [c for c in self.groups[group] if not c.closed]
         clients = clients[:len(clients) // 2 * 2]
         if not clients:
@@ -326,31 +370,22 @@ class Worker:
         st = {"sent": 0, "sent_window": 0, "recv": 0, "recv_window_sched": 0,
               "recv_window_arrival": 0}
         closed_loop = mode == "closed"
-        dirty: set[XMPPClient] = set()
-        flush_scheduled = [False]
         body = BODY
         partner: dict[XMPPClient, XMPPClient] = {}
         for i in range(0, len(clients), 2):
             a, b = clients[i], clients[i + 1]
             partner[a], partner[b] = b, a
 
-        def flush() -> None:
-            flush_scheduled[0] = False
-            now = _now()
-            if now >= t_end:
-                dirty.clear()
-                return
-            for c in dirty:
-                n = c.credit
-                c.credit = 0
-                to = partner[c].bare
-                st["sent"] += n
-                if now >= w0:
-                    st["sent_window"] += n
-                data = ("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
-                                "</body></message>" for _ in range(n))).encode()
-                c.write(data + c.sm_sent(n) if sm else data)
-            dirty.clear()
+        def emit(c: XMPPClient, n: int, now: int) -> None:
+            to = partner[c].bare
+            st["sent"] += n
+            if now >= w0:
+                st["sent_window"] += n
+            data = ("".join(f"<message to='{to}' type='chat' id='m{now}'><body>{body}"
+                            "</body></message>" for _ in range(n))).encode()
+            c.write(data + c.sm_sent(n) if sm else data)
+
+        credits = _Credits(t_end, emit)
 
         def make_handler(c: XMPPClient) -> Any:
             p = partner[c]
@@ -369,11 +404,7 @@ class Worker:
                 if w0 <= now < t_end:
                     st["recv_window_arrival"] += 1
                 if closed_loop and now < t_end:
-                    p.credit += 1
-                    dirty.add(p)
-                    if not flush_scheduled[0]:
-                        flush_scheduled[0] = True
-                        loop.call_soon(flush)
+                    credits.give(p)
             return on_timed
 
         for c in clients:
@@ -382,10 +413,7 @@ class Worker:
         win = _Window(w0, t_end)
         await _sleep_until(t_start)
         if closed_loop:
-            for c in clients:
-                c.credit = window
-                dirty.add(c)
-            flush()
+            credits.start(clients, window)
         else:
             interval = 1e9 / rate
             n = 0
@@ -530,6 +558,167 @@ class Worker:
             c.on_timed = None
         w = await win.result()
         return {**st, "contacts": ncont, "hist": hist.to_dict(), **w}
+
+    # -- MUC fan-out (XEP-0045) ----------------------------------------------------------
+    async def cmd_muc_join(self, group: str, room: str, concurrency: int = 50,
+                           timeout: float = 120.0) -> dict:
+        """The group's clients join ``room`` (bare JID) under their user names: the first creates
+        it and submits the empty owner form (an instant room, XEP-0045 §10.1.2: rooms stay locked
+        until configured on some servers), then the others join, ``concurrency`` at a time, each
+        waiting for its own presence from the room (no history asked). Afterwards every client
+        counts the stanzas that take no fast path (occupants' presences, errors)."""
+        clients = [c for c in self.groups[group] if not c.closed]
+        t0 = _now()
+
+        async def join(c: XMPPClient) -> None:
+            me = f"{room}/{c.user}"
+            fut = asyncio.get_running_loop().create_future()
+
+            def watch(el: Any) -> None:
+                if el.tag == "presence" and el.attrs.get("from") == me and not fut.done():
+                    if el.attrs.get("type") == "error":
+                        fut.set_exception(XMPPError(
+                            f"{c.user} cannot join {room}: {[x.tag for x in el.children]}"))
+                    else:
+                        fut.set_result(None)
+            c.on_stanza = watch
+            c.write(f"<presence to='{me}' id='j{c.user}'><x xmlns='{NS_MUC}'>"
+                    "<history maxstanzas='0'/></x></presence>".encode())
+            await asyncio.wait_for(fut, timeout)
+
+        await join(clients[0])
+        await clients[0].iq(f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' "
+                            "type='submit'/></query>", "set", to=room, timeout=timeout)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def limited(c: XMPPClient) -> None:
+            async with sem:
+                await join(c)
+
+        await asyncio.gather(*(limited(c) for c in clients[1:]))
+        for c in clients:
+            c.on_stanza = self._muc_other(c)
+        self.muc_other = {"presence": 0, "errors": 0, "error_samples": []}
+        return {"joined": len(clients), "wall_s": (_now() - t0) / 1e9}
+
+    def _muc_other(self, c: XMPPClient) -> Any:
+        def on_stanza(el: Any) -> None:
+            st = self.muc_other
+            if el.attrs.get("type") == "error":
+                st["errors"] += 1
+                if len(st["error_samples"]) < 3:
+                    st["error_samples"].append(
+                        f"{c.user}: {el.tag} error {[x.tag for x in el.children]} "
+                        f"{[y.tag for x in el.children for y in x.children]}")
+            elif el.tag == "presence":
+                st["presence"] += 1
+        return on_stanza
+
+    async def cmd_muc(self, group: str, room: str, mode: str, rate: float, senders: int,
+                      window: int, t_start: int, w0: int, t_end: int,
+                      drain_s: float = 5.0) -> dict:
+        """The first ``senders`` occupants of the group send groupchat messages to ``room``;
+        every occupant (the senders too: the room reflects their messages) counts what it gets.
+        A message is complete when the last occupant got it; its latency to the last occupant
+        goes to ``hist`` (``hist_all``: every delivery). Closed loop: ``window`` messages in
+        flight per sender, a sender's credit returns when one of its messages is complete. Open
+        loop: ``rate`` messages/s, scheduled in advance, round robin over the senders."""
+        clients = [c for c in self.groups[group] if not c.closed]
+        n_occ = len(clients)
+        snd = clients[:max(1, senders)]
+        hist, hist_all = Histogram(), Histogram()
+        st = {"sent": 0, "sent_window": 0, "deliveries": 0, "deliveries_window": 0,
+              "complete": 0, "complete_window": 0, "unknown": 0}
+        pending: dict[str, list] = {}         # message id -> [occupants still to get it, sender]
+        closed_loop = mode == "closed"
+        prefix = room + "/"
+        body = BODY
+        seq = [0]
+        other0 = dict(self.muc_other, error_samples=[])
+
+        def send(c: XMPPClient, sched: int) -> None:
+            seq[0] += 1
+            mid = f"m{sched}_{seq[0]}"
+            pending[mid] = [n_occ, c]
+            st["sent"] += 1
+            if sched >= w0:
+                st["sent_window"] += 1
+            c.wbuf.append(f"<message to='{room}' type='groupchat' id='{mid}'><body>{body}"
+                          "</body></message>".encode())
+
+        def emit(c: XMPPClient, n: int, now: int) -> None:
+            for _ in range(n):
+                send(c, now)
+            c.flush()
+
+        credits = _Credits(t_end, emit)
+
+        def on_timed(kind: str, mid: str, now: int, frm: str) -> None:
+            if kind != "message" or not frm.startswith(prefix):
+                return
+            st["deliveries"] += 1
+            if w0 <= now < t_end:
+                st["deliveries_window"] += 1
+            p = pending.get(mid)
+            if p is None:
+                st["unknown"] += 1
+                return
+            sched = int(mid[1:mid.index("_")])
+            in_window = w0 <= sched < t_end
+            if in_window:
+                hist_all.record((now - sched) // 1000)
+            p[0] -= 1
+            if p[0] > 0:
+                return
+            del pending[mid]
+            st["complete"] += 1
+            if w0 <= now < t_end:
+                st["complete_window"] += 1
+            if in_window:
+                hist.record((now - sched) // 1000)
+            if closed_loop and now < t_end:
+                credits.give(p[1])
+
+        for c in clients:
+            c.credit = 0
+            c.on_timed = on_timed
+        win = _Window(w0, t_end)
+        await _sleep_until(t_start)
+        if closed_loop:
+            credits.start(snd, window)
+        else:
+            interval = 1e9 / rate
+            k = 0
+            ns = len(snd)
+            while True:
+                now = _now()
+                if now >= t_end:
+                    break
+                due = int((now - t_start) / interval) + 1
+                touched = set()
+                while k < due:
+                    c = snd[k % ns]
+                    send(c, t_start + int(k * interval))
+                    touched.add(c)
+                    k += 1
+                for c in touched:
+                    c.flush()
+                await asyncio.sleep(0.001)
+        await _sleep_until(t_end)
+        deadline = _now() + int(drain_s * 1e9)
+        while any(sched_in(m, w0, t_end) for m in pending) and _now() < deadline:
+            await asyncio.sleep(0.05)
+        for c in clients:
+            c.on_timed = None
+        w = await win.result()
+        incomplete = sum(1 for m in pending if sched_in(m, w0, t_end))
+        pending.clear()
+        other = self.muc_other
+        return {**st, "occupants": n_occ, "senders": len(snd), "incomplete_window": incomplete,
+                "errors": other["errors"] - other0["errors"],
+                "error_samples": other["error_samples"][:3],
+                "disconnected": sum(1 for c in clients if c.closed),
+                "hist": hist.to_dict(), "hist_all": hist_all.to_dict(), **w}
 
     # -- roster fetch -----------------------------------------------------------------------
     async def cmd_roster_fetch(self, group: str, t_start: int, w0: int, t_end: int) -> dict:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from .loadgen import Histogram
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 PEERS = ("prosody", "ejabberd")
 # metrics where lower is better (for the reading of ratios and the direction of budgets)

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 if rec["status"] == "failed" and name == "mbxmpp":
                     rc = 1
     finally:
-        for name, srv in started.items():
+        for srv in started.values():
             srv.stop()
         gen.close()
         jsonl.close()

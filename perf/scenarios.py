@@ -4,11 +4,11 @@ A record is ``{"scenario", "server", "status", "metrics", "withheld", "details",
 "reason"}`` where status is ``ok``, ``invalid`` (the generator was the bottleneck: figures withheld
 in ``withheld``, never reported as results), ``partial`` (some withheld), ``skipped``
 (not possible on this machine, with the reason), ``not_available`` (the server lacks the feature,
-e.g. no Stream Management, or a hook for a later one: ``muc_fanout``) or ``failed`` (with the
+e.g. no Stream Management) or ``failed`` (with the
 error).
 
-``sm_sessions``, ``mam_query`` and ``mam_archiving`` run on instances of their own
-(``_own_instance``) with SM / MAM switched on, so that the other scenarios keep the peers' common
+``sm_sessions``, ``mam_query``, ``mam_archiving`` and ``muc_fanout`` run on instances of their own
+(``_own_instance``) with SM / MAM / MUC switched on, so that the other scenarios keep the peers' common
 feature set.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from . import servers as S
 from . import mamwire
-from .loadgen import MAX_GEN_CPU, Generator, gen_cpu_fraction, merge_hists
+from .loadgen import MAX_GEN_CPU, Generator, Histogram, gen_cpu_fraction, merge_hists
 
 _now = time.monotonic_ns
 
@@ -56,6 +56,13 @@ FULL: dict[str, dict[str, Any]] = {
     # each, alternated
     "mam_archiving": {"pairs": 50, "window": 8, "rounds": 2, "warmup_s": 2.0, "duration_s": 6.0,
                       "preload_users": 1000, "preload_messages": 1_000_000},
+    # one room per size in `rooms` (occupants), `senders` of them sending; saturation with
+    # `window` messages in flight per sender (a message is in flight until its last occupant
+    # got it), then open loop at `fractions` of it and at `fixed_deliveries` per second (the
+    # room's size divides them into messages/s)
+    "muc_fanout": {"rooms": [50, 500], "senders": 5, "window": 8, "warmup_s": 2.0,
+                   "duration_s": 8.0, "fractions": [0.5], "fixed_deliveries": [5000],
+                   "lat_duration_s": 8.0},
 }
 
 SMOKE: dict[str, dict[str, Any]] = {
@@ -74,6 +81,8 @@ SMOKE: dict[str, dict[str, Any]] = {
                   "warmup_s": 0.3, "duration_s": 0.8},
     "mam_archiving": {"pairs": 10, "window": 4, "rounds": 1, "warmup_s": 0.3, "duration_s": 0.8,
                       "preload_users": 20, "preload_messages": 5000},
+    "muc_fanout": {"rooms": [10], "senders": 2, "window": 2, "warmup_s": 0.3, "duration_s": 0.8,
+                   "fractions": [0.5], "fixed_deliveries": [], "lat_duration_s": 0.8},
 }
 
 ALL_SCENARIOS = ["login_storm", "idle_connections", "messaging", "presence_broadcast",
@@ -544,6 +553,11 @@ def _own_instance(ctx: Ctx, srv: S.ServerUnderTest, tag: str, users: list[str],
     ctx.log(f"{tag}: own {srv.name} instance up on 127.0.0.1:{inst.c2s_port} "
             f"({', '.join(f'{k}={v}' for k, v in attrs.items() if not callable(v))}) in "
             f"{time.monotonic() - t0:.1f}s, pid {inst.main_pid()}")
+    if srv.profiler is not None and srv.profile_out is not None:
+        # run.py --profile: the instance where this scenario's work happens gets a flame graph
+        err = inst.start_profiler(srv.profile_out.with_name(f"flame_{tag}.svg"))
+        if err:
+            ctx.log(f"{tag}: profiling unavailable: {err}")
     try:
         yield inst
     finally:
@@ -923,14 +937,115 @@ def mam_archiving(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
     return rec
 
 
-def _not_available(name: str, what: str) -> Callable[[Ctx, S.ServerUnderTest], dict]:
-    def hook(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
-        rec = _record(name, srv)
-        rec["status"] = "not_available"
-        rec["reason"] = f"not available yet: {what}"
-        return rec
-    hook.__name__ = name
-    return hook
+# ---------------------------------------------------------------------- muc_fanout
+
+def muc_fanout(ctx: Ctx, srv: S.ServerUnderTest) -> dict:
+    """Group chat fan-out (XEP-0045) on an instance of the server with MUC at
+    ``conference.<domain>`` (mbxmpp + ``muc``, Prosody's ``muc`` component, ejabberd
+    ``mod_muc``): for each size in ``rooms``, that many perf clients (``c0``..) join one room
+    (the first creates it as an instant room) and ``senders`` of them send groupchat messages.
+    Saturation: closed loop, ``window`` messages in flight per sender, a message in flight until
+    the last occupant got it; deliveries are counted at every occupant (the senders get their
+    own messages back, as XEP-0045 §7.4 has it) and divided by the server's CPU seconds over the
+    window (``/proc/PID/stat``). Then open loop at ``fractions`` of the saturation's message rate
+    and at ``fixed_deliveries`` per second (the same load on every server): latency from a
+    message's scheduled send to its arrival at the last occupant. All occupants
+    live in the generator's first worker (that is where "last" is known)."""
+    p = ctx.params["muc_fanout"]
+    rec = _record("muc_fanout", srv)
+    sizes = list(p["rooms"])
+    users = [f"c{i}" for i in range(max(sizes))]
+    with _own_instance(ctx, srv, "muc_fanout", users, muc=True) as inst:
+        rec["details"]["instance"] = {"muc": f"conference.{S.DOMAIN}", "c2s_port": inst.c2s_port}
+        for size in sizes:
+            _muc_room(ctx, inst, p, rec, size, users[:size])
+    return rec
+
+
+def _muc_room(ctx: Ctx, inst: S.ServerUnderTest, p: dict, rec: dict, size: int,
+              users: list[str]) -> None:
+    room = f"room{size}@conference.{S.DOMAIN}"
+    first = [None] * (ctx.gen.n - 1)
+    det: dict[str, Any] = {"room": room, "occupants": size, "senders": min(p["senders"], size)}
+    rec["details"][f"room_{size}"] = det
+    t0 = time.monotonic()
+    _login_group(ctx, inst, "muc", [users] + [[] for _ in first], 50)
+    try:
+        det["login_s"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        ctx.gen.call("muc_join", [{"group": "muc", "room": room}] + first, timeout=900)
+        det["join_s"] = round(time.monotonic() - t0, 2)
+        ctx.log(f"muc_fanout: {size} occupants in {room} on {inst.name} (logins "
+                f"{det['login_s']} s, joins {det['join_s']} s)")
+        time.sleep(0.5)
+
+        def run(mode: str, rate: float, duration: float, label: str) -> tuple[dict, float]:
+            t_start, w0, t_end = _timeline(p["warmup_s"], duration)
+            cpu = _ServerCPU(inst, w0, t_end, rec, label)
+            r = ctx.gen.call("muc", [{"group": "muc", "room": room, "mode": mode, "rate": rate,
+                                      "senders": p["senders"], "window": p["window"],
+                                      "t_start": t_start, "w0": w0, "t_end": t_end}] + first,
+                             timeout=p["warmup_s"] + duration + 120)[0]
+            share = cpu.kernel_share()
+            if share is not None:
+                det[f"{label}_kernel_cpu_share"] = round(share, 3)
+            got = r["deliveries_window"]
+            if got:  # system calls per delivery: how well the server batches its socket I/O
+                det[f"{label}_syscalls_per_delivery"] = {
+                    k: round(v / got, 3) for k, v in cpu.syscalls().items()}
+            if cpu.instructions is not None and r["deliveries_window"]:
+                # run.py --instructions: what the server executed per delivery (under valgrind)
+                det[f"{label}_instructions_per_delivery"] = round(
+                    cpu.instructions / r["deliveries_window"])
+            if r["errors"] or r["unknown"]:
+                rec["details"].setdefault("warnings", []).append(
+                    f"{label}: {r['errors']} error stanza(s) {r['error_samples']}, "
+                    f"{r['unknown']} unexpected message(s)")
+            return r, cpu.fraction()
+
+        label = f"saturation_{size}"
+        r, scpu = run("closed", 0, p["duration_s"], label)
+        cpu_s = scpu * p["duration_s"]
+        deliveries = r["deliveries_window"]
+        msgs = r["complete_window"] / p["duration_s"]
+        det["saturation"] = {"msgs_per_s": round(msgs, 1),
+                             "deliveries_per_s": round(deliveries / p["duration_s"], 1),
+                             "server_cpu": round(scpu, 3),
+                             "in_flight": p["window"] * det["senders"],
+                             "latency_last_ms": merge_hists([r]).summary_ms(),
+                             "errors": r["errors"], "disconnected": r["disconnected"]}
+        valid = _check_gen(rec, [r], ctx, label)
+        _put(rec, valid, {f"msgs_per_s_{size}": round(msgs, 1),
+                          f"deliveries_per_s_{size}": round(deliveries / p["duration_s"], 1)})
+        if cpu_s > 0:
+            # what the server spends per delivery does not need a saturated server: kept even
+            # when the generator was the bottleneck (a server below its capacity batches less,
+            # so the figure is then pessimistic)
+            rec["metrics"][f"deliveries_per_cpu_s_{size}"] = round(deliveries / cpu_s, 1)
+        levels = [(f"{int(f * 100)}pct_{size}", f * msgs) for f in p["fractions"] if msgs > 0]
+        # the same offered deliveries/s on every server (saturations differ: 50% of each
+        # server's own is a different load, and the generator's share of the latency grows
+        # with it)
+        levels += [(f"{d}dps_{size}", d / size) for d in p["fixed_deliveries"]]
+        for tag, rate in levels:
+            rr, scpu = run("open", rate, p["lat_duration_s"], f"at_{tag}")
+            h = merge_hists([rr])
+            lat = h.summary_ms()
+            rec["hists"][f"latency_last_at_{tag}"] = h.to_dict()
+            cpu_s = scpu * p["lat_duration_s"]
+            det[f"at_{tag}"] = {
+                "offered_msgs_per_s": round(rate, 1), "sent": rr["sent_window"],
+                "complete": rr["sent_window"] - rr["incomplete_window"],
+                "server_cpu": round(scpu, 3),
+                "deliveries_per_cpu_s": round(rr["deliveries_window"] / cpu_s, 1) if cpu_s > 0
+                else None,
+                "latency_last_ms": lat,
+                "latency_every_delivery_ms": Histogram.from_dict(rr["hist_all"]).summary_ms()}
+            _put(rec, _check_gen(rec, [rr], ctx, f"at_{tag}"),
+                 {f"p99_last_ms_at_{tag}": lat["p99"], f"p50_last_ms_at_{tag}": lat["p50"],
+                  f"incomplete_at_{tag}": rr["incomplete_window"]})
+    finally:
+        _close_group(ctx, "muc")
 
 
 SCENARIOS: dict[str, Callable[[Ctx, S.ServerUnderTest], dict]] = {
@@ -940,8 +1055,7 @@ SCENARIOS: dict[str, Callable[[Ctx, S.ServerUnderTest], dict]] = {
     "presence_broadcast": presence_broadcast,
     "roster_fetch": roster_fetch,
     "sm_sessions": sm_sessions,
-    "muc_fanout": _not_available("muc_fanout", "MUC fan-out (XEP-0045) scenario: mbxmpp has no "
-                                 "MUC yet"),
+    "muc_fanout": muc_fanout,
     "mam_query": mam_query,
     "mam_archiving": mam_archiving,
 }
@@ -957,7 +1071,7 @@ def run_scenario(name: str, ctx: Ctx, srv: S.ServerUnderTest) -> dict:
         rec["reason"] = f"{type(e).__name__}: {e}"[:2000]
         rec["details"]["traceback"] = traceback.format_exc()[-4000:]
         for g in ("idle", "msg", "pres", "roster", "smplain", "smon", "mamlat", "mamtp",
-                  "arplain", "aron"):
+                  "arplain", "aron", "muc"):
             try:
                 ctx.gen.call("close", {"group": g}, timeout=60)
             except Exception:

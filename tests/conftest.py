@@ -17,8 +17,8 @@ def tokenizer(request):
     return CXMLParser
 
 
-@pytest.fixture(params=["tcp", "ws"])
+@pytest.fixture(params=["tcp", "ws", "bosh"])
 def transport(request):
-    """The client transport of a wire test: TCP (STARTTLS) or RFC 7395 WebSocket; open a client
-    with ``tests.rawclient.connect_client(daemon, transport)``."""
+    """The client transport of a wire test: TCP (STARTTLS), RFC 7395 WebSocket or BOSH; open a
+    client with ``tests.rawclient.connect_client(daemon, transport)``."""
     return request.param

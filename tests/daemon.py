@@ -27,7 +27,8 @@ class Daemon:
     """A running mbxmpp process; ``c2s``/``tls`` are its STARTTLS and direct-TLS ports."""
 
     def __init__(self, domains: tuple[str, ...] = ("localhost",), extra: str = "",
-                 env: dict[str, str] | None = None, c2s_extra: str = "", http_extra: str = "") -> None:
+                 env: dict[str, str] | None = None, c2s_extra: str = "", http_extra: str = "",
+                 server_extra: str = "") -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mbxmpp-test-")
         self.dir = self.tmp.name
         self.c2s, self.tls, self.s2s, self.http, self.proxy = free_ports(5)
@@ -40,6 +41,7 @@ class Daemon:
 domains = [{doms}]
 data_dir = "{self.dir}/data"
 log_level = "info"
+{server_extra}
 
 [c2s]
 listen = ["127.0.0.1:{self.c2s}"]

@@ -32,7 +32,7 @@ def _fields(parts: list[str]) -> dict[str, str]:
     return out
 
 
-def _open(address: str) -> "asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]":
+def _open(address: str) -> asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     if address.startswith("/") or address.startswith("."):
         return asyncio.ensure_future(asyncio.open_unix_connection(address))
     host, _, port = address.rpartition(":")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import StanzaError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
+from ..util.logjson import loggable
 from ..xml.build import error_reply, iq_result
 from ..xml.element import Element
 from .modules import BARE, HOST, SELF
@@ -111,7 +112,7 @@ class IQDispatcher:
             self._send(error_reply(iq, e))
             return
         except Exception:
-            log.exception("IQ handler failed for %s", iq)
+            log.exception("IQ handler failed for %s", loggable(iq))
             self._send(error_reply(iq, StanzaError("internal-server-error")))
             return
         self._reply(iq, result)

@@ -25,7 +25,7 @@ COMPONENT = "component"
 COMPONENT_JID = "component-jid"
 
 
-def iq_handler(type: str, ns: str, tag: str, scope: str = HOST) -> Callable:
+def iq_handler(type: str, ns: str, tag: str, scope: str | tuple[str, ...] = HOST) -> Callable:
     """Handle IQs of ``type`` whose payload is ``{ns}tag``, addressed to ``scope``.
 
     The method takes ``(iq, ctx)`` and returns the result payload (Element or None), or raises

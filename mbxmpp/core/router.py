@@ -73,7 +73,9 @@ class Router:
         try:
             frm = origin.jid if origin is not None else _parse(attrs["from"])
         except (KeyError, JIDError):
-            log.warning("dropping a stanza without a valid from: %s", stanza)
+            # (its kind and addressing only: a message body never goes to the log)
+            log.warning("dropping a <%s/> without a valid from (to=%r, from=%r)", tag,
+                        attrs.get("to"), attrs.get("from"))
             return
         to_s = attrs.get("to")
         to: JID | None

@@ -14,14 +14,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..xml.element import _escape_attr
+from ..xml.ns import NS_XRD, REL_BOSH, REL_WEBSOCKET
 
 if TYPE_CHECKING:
     from ..server import Server
-
-REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
-REL_BOSH = "urn:xmpp:alt-connections:xbosh"
-NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
-
 
 class HostMeta:
     def __init__(self, server: Server) -> None:

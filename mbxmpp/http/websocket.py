@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/xmpp-websocket"
+CHARGE_EVERY = 16  # stanzas between charges of the [limits] stanzas_per_session throttle
 SUBPROTOCOL = "xmpp"
 
 
@@ -72,7 +73,7 @@ class WebSocketConnection(StreamConnection):
         self._attach(stream)
 
     def _write_message(self, data: bytes) -> None:
-        self._write(text_frame(data))
+        self._write(text_frame(standalone(data)))
 
     def _write_message_soon(self, data: bytes, within: float) -> None:
         self._write_soon(text_frame(standalone(data)), within)
@@ -82,13 +83,15 @@ class WebSocketConnection(StreamConnection):
         t = self.transport
         self._started(t.get_extra_info("peername") if t is not None else None,
                       t.get_extra_info("ssl_object") if t is not None else None)
-        ws = self.ws
+        receive = self.ws.receive
         stream = self.stream
+        text = WSMsgType.TEXT
+        throttle = self._throttle
         try:
             while True:
-                msg = await ws.receive()
+                msg = await receive()
                 kind = msg.type
-                if kind is WSMsgType.TEXT:
+                if kind is text:
                     if self._closing:
                         continue  # what the peer sends after our <close/> is discarded
                     data = msg.data
@@ -101,7 +104,10 @@ class WebSocketConnection(StreamConnection):
                         stream.receive_data(data)
                     else:
                         self._receive_preauth(ticket, data)
-                    self._charge_reads()
+                    # A message is one stanza, not a read of many: the throttle is charged
+                    # every few stanzas (the count is cumulative: nothing goes uncounted).
+                    if throttle is not None and stream.stanzas_in - throttle.counted >= CHARGE_EVERY:
+                        self._charge_reads()
                 elif kind is WSMsgType.BINARY:
                     if not self._closing:
                         self.close_code = WSCloseCode.UNSUPPORTED_DATA
@@ -113,7 +119,7 @@ class WebSocketConnection(StreamConnection):
             if self._close_task is not None:
                 try:
                     await self._close_task
-                except (OSError, asyncio.TimeoutError) as e:  # the peer went away meanwhile
+                except (TimeoutError, OSError) as e:  # the peer went away meanwhile
                     log.debug("websocket %s: close: %s", stream.peer, e)
             self._connection_lost()
 
@@ -130,9 +136,11 @@ class WebSocketEndpoint:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._origins: frozenset[str] | None = None
+        self._origins_for: tuple[str, ...] = ()  # the domains they were made for
 
     def allowed_origins(self) -> frozenset[str]:
-        if self._origins is None:
+        if self._origins is None or self._origins_for != self.server.config.server.domains:
+            self._origins_for = self.server.config.server.domains  # (domains change at run time)
             http = self.server.http
             origins = set(self.server.config.http.websocket_origins)
             for host in self.server.config.server.domains:

@@ -36,7 +36,7 @@ from ..jid import JID, JIDError
 from ..modules.mam.prefs import parse_prefs
 from ..modules.pep import MAX_PAYLOAD
 from ..modules.pep.forms import FIELDS as PEP_FIELDS
-from ..modules.pep.forms import NS_NODE_CONFIG, build_form, default_config, parse_form
+from ..modules.pep.forms import NS_PUBSUB_NODE_CONFIG, build_form, default_config, parse_form
 from ..modules.pep.nodes import valid_name
 from ..modules.private import MAX_FRAGMENT, RESERVED, key_of
 from ..modules.roster import MAX_GROUP, MAX_GROUPS, MAX_NAME, SUBSCRIPTIONS
@@ -52,27 +52,27 @@ from ..xml.ns import (
     NS_DELAY,
     NS_FORWARD,
     NS_MAM,
+    NS_MBXMPP_PIE,
+    NS_PIE,
+    NS_PIE_MAM,
+    NS_PIE_OLD,
+    NS_PIE_SCRAM,
+    NS_PRIVACY,
     NS_PRIVATE,
     NS_PUBSUB,
     NS_PUBSUB_OWNER,
     NS_ROSTER,
     NS_VCARD,
+    NS_XINCLUDE,
     NS_XML,
 )
 from .account import AccountData, ArchivedMessage, PepNode, Stores, archive_id
 
-NS_PIE = "urn:xmpp:pie:0"
-NS_PIE_OLD = "http://www.xmpp.org/extensions/xep-0227.html#ns"  # ejabberd before the urn
-NS_PIE_SCRAM = "urn:xmpp:pie:0#scram"
-NS_PIE_MAM = "urn:xmpp:pie:0#mam"
-NS_XINCLUDE = "http://www.w3.org/2001/XInclude"
-NS_MBXMPP = "urn:mbxmpp:pie:0"
-NS_PRIVACY = "jabber:iq:privacy"
 PIE_NAMESPACES = (NS_PIE, NS_PIE_OLD)
 # Namespaces whose elements this reader knows: an unknown element in one of them is an error,
 # an element of any other namespace is skipped with a note (XEP-0227 §4: SHOULD ignore).
 KNOWN_NAMESPACES = frozenset((NS_PIE, NS_PIE_OLD, NS_PIE_SCRAM, NS_PIE_MAM, NS_ROSTER, NS_VCARD,
-                              NS_PRIVATE, NS_PUBSUB, NS_PUBSUB_OWNER, NS_MBXMPP, NS_CLIENT))
+                              NS_PRIVATE, NS_PUBSUB, NS_PUBSUB_OWNER, NS_MBXMPP_PIE, NS_CLIENT))
 
 MAX_TEXT = 4 * 1024 * 1024   # one text node (a vCard photo is far below)
 MAX_DEPTH = 64
@@ -461,7 +461,7 @@ def _config(a: AccountData, node: str, x: Element | None) -> dict[str, Any]:
     if x is None:
         return config
     form_type, fields = parse_form(x)
-    if form_type not in (None, "", NS_NODE_CONFIG):
+    if form_type not in (None, "", NS_PUBSUB_NODE_CONFIG):
         raise AccountError(f"PEP node {node}: a configure form of FORM_TYPE {form_type!r}")
     for var, values in fields.items():
         spec = PEP_FIELDS.get(var[7:]) if var.startswith("pubsub#") else None
@@ -578,7 +578,7 @@ def _archive(a: AccountData, el: Element) -> None:
 
 def _mbxmpp(a: AccountData, el: Element) -> None:
     if el.tag != "account":
-        raise AccountError(f"unknown element <{el.tag} xmlns='{NS_MBXMPP}'>")
+        raise AccountError(f"unknown element <{el.tag} xmlns='{NS_MBXMPP_PIE}'>")
     a.plan = el.get("plan") or None
     a.disabled = el.get("disabled") == "true"
     if el.get("created"):
@@ -641,7 +641,7 @@ def account_from_element(host: str, user: Element, domains: Any) -> AccountData:
             _offline(a, el)
         elif ns == NS_PIE_MAM and tag == "archive":
             _archive(a, el)
-        elif ns == NS_MBXMPP:
+        elif ns == NS_MBXMPP_PIE:
             _mbxmpp(a, el)
         elif ns == NS_MAM and tag == "prefs":
             try:
@@ -685,7 +685,7 @@ def user_bytes(stores: Stores, owner: str) -> Iterator[bytes]:
     a = stores.read(owner, with_archives=False)
     local = owner.rpartition("@")[0]
     yield f"<user name='{_esc(local)}'>".encode()
-    extra = Element("account", NS_MBXMPP)
+    extra = Element("account", NS_MBXMPP_PIE)
     if a.plan:
         extra.set("plan", a.plan)
     if a.created is not None:

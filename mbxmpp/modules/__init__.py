@@ -24,4 +24,5 @@ REGISTRY: dict[str, str] = {
     "webchat": "mbxmpp.modules.webchat:WebChat",
     "metrics": "mbxmpp.modules.metrics:Metrics",
     "muc": "mbxmpp.modules.muc:MUC",
+    "adhoc": "mbxmpp.modules.adhoc:AdHoc",
 }

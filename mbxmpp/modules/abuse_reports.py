@@ -19,14 +19,13 @@ import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import StanzaError
-from ..xml.ns import NS_CLIENT, NS_STANZA_ID
+from ..xml.ns import NS_CLIENT, NS_REPORTING, NS_STANZA_ID
 
 if TYPE_CHECKING:
     from ..storage.api import ArchiveStore, Storage
     from ..xml.element import Element
 
-NS_REPORTING = "urn:xmpp:reporting:1"
-REASONS = ("urn:xmpp:reporting:spam", "urn:xmpp:reporting:abuse")
+REASONS = ("urn:xmpp:reporting:spam", "urn:xmpp:reporting:abuse")  # reason URIs, not namespaces
 STORE = "abuse_reports"
 MAX_TEXT = 2000       # characters of the reporter's text kept
 MAX_BODIES = 5        # offending messages' bodies kept per report

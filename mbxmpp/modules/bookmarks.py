@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.modules import Module
 from ..errors import StanzaError
 from ..xml.element import Element
+from ..xml.ns import NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY
 from .pep.forms import MAX_ITEMS
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from .pep import PEP
     from .private import Private
 
-NS_BOOKMARKS2 = "urn:xmpp:bookmarks:1"
-NS_LEGACY = "storage:bookmarks"
 LEGACY_ITEM = "current"
 NODE_CONFIG = {"access_model": "whitelist", "persist_items": True, "max_items": MAX_ITEMS,
                "send_last_published_item": "never"}
@@ -46,7 +45,7 @@ def to_native(conf: Element) -> Element:
         out.set("autojoin", "true")
     ext = []
     for c in conf.elements():
-        if c.tag in ("nick", "password") and c.ns == NS_LEGACY:
+        if c.tag in ("nick", "password") and c.ns == NS_BOOKMARKS_LEGACY:
             if c.text:
                 out.add(c.tag, text=c.text)
         else:
@@ -57,7 +56,7 @@ def to_native(conf: Element) -> Element:
 
 
 def to_legacy(jid: str, conf: Element) -> Element:
-    out = Element("conference", NS_LEGACY, {"jid": jid})
+    out = Element("conference", NS_BOOKMARKS_LEGACY, {"jid": jid})
     if conf.get("name"):
         out.set("name", conf.get("name"))
     out.set("autojoin", "true" if _true(conf.get("autojoin")) else "false")
@@ -96,7 +95,7 @@ class Bookmarks(Module):
         return self.server.module("private")  # type: ignore[return-value]
 
     async def start(self) -> None:
-        self.private.register(NS_LEGACY, "storage", self.legacy_get, self.legacy_set)
+        self.private.register(NS_BOOKMARKS_LEGACY, "storage", self.legacy_get, self.legacy_set)
         self.pep.listeners.append(self._on_pep)
 
     async def stop(self) -> None:
@@ -111,10 +110,10 @@ class Bookmarks(Module):
         return {i: it.payload for i, it in node.items.items()}
 
     def legacy_get(self, owner: str) -> Element:
-        storage = Element("storage", NS_LEGACY)
+        storage = Element("storage", NS_BOOKMARKS_LEGACY)
         for jid, conf in self.native(owner).items():
             storage.append(to_legacy(jid, conf))
-        extra = self.private.get(owner, NS_LEGACY, "storage")
+        extra = self.private.get(owner, NS_BOOKMARKS_LEGACY, "storage")
         if extra is not None:
             for c in extra.elements():
                 if c.tag != "conference":
@@ -123,7 +122,7 @@ class Bookmarks(Module):
 
     async def legacy_set(self, owner: str, storage: Element) -> None:
         await self._apply(owner, storage)
-        extra = Element("storage", NS_LEGACY)
+        extra = Element("storage", NS_BOOKMARKS_LEGACY)
         extra.children = [c for c in storage.elements() if c.tag != "conference"]
         await self.private.set(owner, extra)
         await self._refresh_legacy_pep(owner)
@@ -132,7 +131,7 @@ class Bookmarks(Module):
     async def _apply(self, owner: str, storage: Element) -> None:
         """Make the native node hold exactly the conferences of a legacy <storage/>."""
         wanted: dict[str, Element] = {}
-        for c in storage.findall("conference", NS_LEGACY):
+        for c in storage.findall("conference", NS_BOOKMARKS_LEGACY):
             jid = c.get("jid")
             if jid:
                 wanted[jid] = c
@@ -157,23 +156,23 @@ class Bookmarks(Module):
 
     async def _refresh_legacy_pep(self, owner: str) -> None:
         """Republish an existing XEP-0048 PEP node from the native one (#compat-pep)."""
-        if self.pep.node(owner, NS_LEGACY) is None:
+        if self.pep.node(owner, NS_BOOKMARKS_LEGACY) is None:
             return
-        storage = Element("storage", NS_LEGACY)
+        storage = Element("storage", NS_BOOKMARKS_LEGACY)
         for jid, conf in self.native(owner).items():
             storage.append(to_legacy(jid, conf))
         self._busy.add(owner)
         try:
-            await self.pep.publish(owner, NS_LEGACY, LEGACY_ITEM, storage)
+            await self.pep.publish(owner, NS_BOOKMARKS_LEGACY, LEGACY_ITEM, storage)
         finally:
             self._busy.discard(owner)
 
     def _on_pep(self, owner: str, node: str, kind: str, data: list) -> None:
-        if owner in self._busy or node not in (NS_BOOKMARKS2, NS_LEGACY):
+        if owner in self._busy or node not in (NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY):
             return
-        if node == NS_LEGACY:
+        if node == NS_BOOKMARKS_LEGACY:
             payload = data[0].payload if kind == "publish" else None
-            if payload is None or payload.tag != "storage" or payload.ns != NS_LEGACY:
+            if payload is None or payload.tag != "storage" or payload.ns != NS_BOOKMARKS_LEGACY:
                 return
             coro: Any = self._apply(owner, payload)
         else:

@@ -23,8 +23,8 @@ from ..errors import StanzaError
 from ..util.lru import LRU
 from ..xml.build import error_reply
 from ..xml.element import Element
-from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_FORWARD, NS_HINTS, NS_MUC,
-                      NS_STANZA_ID)
+from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CHAT_MARKERS, NS_CLIENT, NS_CONFERENCE, NS_FORWARD,
+                      NS_HINTS, NS_MUC_USER, NS_RECEIPTS, NS_STANZA_ID)
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
@@ -32,13 +32,9 @@ if TYPE_CHECKING:
     from ..core.sessions import Session
     from ..server import Server
 
-NS_MUC_USER = NS_MUC + "#user"
-NS_RECEIPTS = "urn:xmpp:receipts"           # XEP-0184
-NS_MARKERS = "urn:xmpp:chat-markers:0"      # XEP-0333
-NS_CONFERENCE = "jabber:x:conference"       # XEP-0249 direct invitations
 
 # XEP-0280 §6.1: payloads "typically used in IM" that make a body-less message eligible.
-_IM_PAYLOADS = frozenset((NS_RECEIPTS, NS_CHATSTATES, NS_MARKERS, NS_CONFERENCE))
+_IM_PAYLOADS = frozenset((NS_RECEIPTS, NS_CHATSTATES, NS_CHAT_MARKERS, NS_CONFERENCE))
 
 
 def _has_muc_invite(x: Element) -> bool:

@@ -22,25 +22,25 @@ from typing import TYPE_CHECKING, Any
 from ..core import events as ev
 from ..core.modules import Module, hook, nonza
 from ..xml.element import Element
-from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_CSI, NS_DELAY, NS_FORWARD, NS_HINTS,
-                      NS_MUC, NS_STANZA_ID)
+from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_CONFERENCE, NS_CSI, NS_DELAY, NS_EME,
+                      NS_FORWARD, NS_HINTS, NS_JINGLE_MESSAGE_0, NS_LEGACY_PGP, NS_MUC_USER, NS_OMEMO,
+                      NS_OMEMO_LEGACY, NS_OPENPGP, NS_STANZA_ID)
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
     from ..core.sessions import Session
     from ..server import Server
 
-NS_MUC_USER = NS_MUC + "#user"
 
 # Message payloads that make a body-less message urgent (a person is waiting for it).
 URGENT_PAYLOADS = frozenset((
-    "jabber:x:conference",              # XEP-0249 invitation
-    "urn:xmpp:jingle-message:0",        # XEP-0353 call
-    "urn:xmpp:eme:0",                   # XEP-0380 (encrypted body)
-    "eu.siacs.conversations.axolotl",   # OMEMO (legacy)
-    "urn:xmpp:omemo:2",                 # XEP-0384
-    "urn:xmpp:openpgp:0",               # XEP-0373
-    "jabber:x:encrypted",               # XEP-0027
+    NS_CONFERENCE,          # XEP-0249 invitation
+    NS_JINGLE_MESSAGE_0,    # XEP-0353 call
+    NS_EME,                 # XEP-0380 (encrypted body)
+    NS_OMEMO_LEGACY,
+    NS_OMEMO,               # XEP-0384
+    NS_OPENPGP,             # XEP-0373
+    NS_LEGACY_PGP,          # XEP-0027
 ))
 # Children that do not change what a chat-state message is about.
 _CHATSTATE_COMPANIONS = frozenset((NS_CHATSTATES, NS_HINTS, NS_DELAY, NS_STANZA_ID))

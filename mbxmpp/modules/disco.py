@@ -26,6 +26,8 @@ class Disco(Module):
         # Extra items of the server domain (components add theirs), node -> handler.
         self.host_items: list[Callable[[str], list[tuple[str, str | None, str | None]]]] = []
         self.info_nodes: dict[str, NodeHandler] = {}
+        # disco#items of a node of the server domain (ad-hoc commands): (ctx, node) -> items.
+        self.items_nodes: dict[str, Callable[[IQContext, str], list[tuple[str, str | None, str | None]]]] = {}
         # Items of an account's bare JID (PEP nodes...): (ctx, node) -> [(jid, name, node)], or
         # None for a node the provider does not know (no provider knows it: item-not-found).
         self.account_items_providers: list[Callable[[IQContext, str | None], list | None]] = []
@@ -90,18 +92,27 @@ class Disco(Module):
     def host_items_query(self, iq: Element, ctx: IQContext) -> Element:
         req = iq.first_child()
         node = req.get("node")  # type: ignore[union-attr]
-        if node is not None:
-            raise StanzaError("item-not-found")
         q = Element("query", NS_DISCO_ITEMS)
+        if node is not None:
+            items_of = self.items_nodes.get(node)
+            if items_of is None:
+                raise StanzaError("item-not-found")
+            q.set("node", node)
+            self._add_items(q, items_of(ctx, node))
+            return q
         for provider in self.host_items:
-            for jid, name, inode in provider(ctx.to.domain):
-                attrs = {"jid": jid}
-                if name:
-                    attrs["name"] = name
-                if inode:
-                    attrs["node"] = inode
-                q.add("item", attrs=attrs)
+            self._add_items(q, provider(ctx.to.domain))
         return q
+
+    @staticmethod
+    def _add_items(q: Element, items: list[tuple[str, str | None, str | None]]) -> None:
+        for jid, name, inode in items:
+            attrs = {"jid": jid}
+            if name:
+                attrs["name"] = name
+            if inode:
+                attrs["node"] = inode
+            q.add("item", attrs=attrs)
 
     @iq_handler("get", NS_DISCO_ITEMS, "query", scope=(SELF, BARE))
     def account_items(self, iq: Element, ctx: IQContext) -> Element:
@@ -120,13 +131,7 @@ class Disco(Module):
             if items is None:
                 continue
             known = True
-            for jid, name, inode in items:
-                attrs = {"jid": jid}
-                if name:
-                    attrs["name"] = name
-                if inode:
-                    attrs["node"] = inode
-                q.add("item", attrs=attrs)
+            self._add_items(q, items)
         if not known:
             raise StanzaError("item-not-found")  # XEP-0030 §4.3: no such node
         return q

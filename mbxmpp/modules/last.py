@@ -7,12 +7,16 @@ An account's last logout is only told to itself and to contacts subscribed to it
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, cast
 
 from ..core import events as ev
 from ..core.modules import BARE, HOST, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_LAST
+
+if TYPE_CHECKING:
+    from .roster import Roster
 
 
 class LastActivity(Module):
@@ -35,7 +39,7 @@ class LastActivity(Module):
     def account_last(self, iq, ctx):  # type: ignore[no-untyped-def]
         owner = ctx.to.bare
         if ctx.scope != SELF:
-            roster = self.server.module("roster")
+            roster = cast("Roster | None", self.server.module("roster"))
             sub = roster.subscription(owner, ctx.frm.bare) if roster is not None else "none"
             if sub not in ("from", "both"):
                 raise StanzaError("forbidden")

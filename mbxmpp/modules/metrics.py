@@ -129,3 +129,16 @@ class _ServerCollector:
                                   value=getattr(storage, "commits", 0))
         yield GaugeMetricFamily("mbxmpp_uptime_seconds", "Seconds since the server started",
                                 value=time.time() - self.mod.started)
+        s2s = GaugeMetricFamily("mbxmpp_s2s_streams", "Server-to-server streams by direction and "
+                                "how the peer was authenticated", labels=["direction", "auth"])
+        peers: set[str] = set()
+        counts: dict[tuple[str, str], int] = {}
+        for row in server.s2s.describe() if server.s2s is not None else ():
+            key = (row["direction"], row["auth"])
+            counts[key] = counts.get(key, 0) + 1
+            peers.add(row["remote"])
+        for (direction, auth), n in sorted(counts.items()):
+            s2s.add_metric([direction, auth], n)
+        yield s2s
+        yield GaugeMetricFamily("mbxmpp_s2s_peers", "Remote domains with a server-to-server stream",
+                                value=len(peers))

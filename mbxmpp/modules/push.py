@@ -28,7 +28,8 @@ from ..jid import JID, JIDError
 from ..util.ids import new_id
 from ..xml.element import Element
 from ..xml.fragment import parse_fragment
-from ..xml.ns import NS_CLIENT, NS_DATA, NS_PUBSUB, NS_PUSH
+from ..xml.ns import (NS_CLIENT, NS_DATA, NS_LEGACY_PGP, NS_OMEMO, NS_OMEMO_LEGACY, NS_OPENPGP, NS_PUBSUB,
+                      NS_PUBSUB_PUBLISH_OPTIONS, NS_PUSH, NS_PUSH_SUMMARY)
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
@@ -36,16 +37,14 @@ if TYPE_CHECKING:
     from ..core.sessions import Session
     from ..server import Server
 
-NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
-NS_SUMMARY = "urn:xmpp:push:summary"
 SUMMARY_KEY = "summary"
 
 # Payloads that make a body-less message worth a notification (end-to-end encrypted bodies).
 ENCRYPTED_PAYLOADS = frozenset((
-    "eu.siacs.conversations.axolotl",   # OMEMO (legacy)
-    "urn:xmpp:omemo:2",                 # XEP-0384
-    "urn:xmpp:openpgp:0",               # XEP-0373
-    "jabber:x:encrypted",               # XEP-0027
+    NS_OMEMO_LEGACY,
+    NS_OMEMO,               # XEP-0384
+    NS_OPENPGP,             # XEP-0373
+    NS_LEGACY_PGP,          # XEP-0027
 ))
 
 
@@ -174,8 +173,8 @@ class Push(Module):
         options = None
         for x in el.findall("x", NS_DATA):  # type: ignore[union-attr]
             form_type, fields = _form(x)
-            if form_type != NS_PUBLISH_OPTIONS:
-                raise StanzaError("bad-request", "the form must be " + NS_PUBLISH_OPTIONS)
+            if form_type != NS_PUBSUB_PUBLISH_OPTIONS:
+                raise StanzaError("bad-request", "the form must be " + NS_PUBSUB_PUBLISH_OPTIONS)
             if len(x.to_bytes()) > self.max_option_bytes:
                 raise StanzaError("not-acceptable", "publish-options too large")
             options = fields
@@ -407,9 +406,9 @@ class Push(Module):
             fields.append(("last-message-sender", [sender]))
         if body and self.include_body:
             fields.append(("last-message-body", [body]))
-        _add_form(n, NS_SUMMARY, fields)
+        _add_form(n, NS_PUSH_SUMMARY, fields)
         if options is not None:
-            _add_form(ps.add("publish-options"), NS_PUBLISH_OPTIONS, [(v, vals) for v, vals in options])
+            _add_form(ps.add("publish-options"), NS_PUBSUB_PUBLISH_OPTIONS, [(v, vals) for v, vals in options])
         return iq
 
     async def _publish(self, bare: str, key: str, rec: list[Any], iq: Element) -> None:

@@ -10,24 +10,29 @@ dies, unacked messages go to offline storage or bounce: never silently away.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..core import events as ev
 from ..core.modules import Module, hook, nonza
 from ..core.router import RouteEvent
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
+from ..stream.c2s import SM_REQUEST_BYTES
+from ..stream.smstate import ACK_INVALID, ACK_OK
 from ..util.ids import new_id
 from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 
-from ..stream.smstate import ACK_INVALID, ACK_OK
-
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - the extension is optional
     from ..stream.smstate import SMState
+
+if TYPE_CHECKING:
+    from .csi import CSI
+
+_ACK_FORMAT = f"<a xmlns='{NS_SM}' h='%d'/>".encode()
 
 
 def _sm(tag: str, **attrs: str) -> bytes:
@@ -35,7 +40,7 @@ def _sm(tag: str, **attrs: str) -> bytes:
 
 
 def _ack(h: int) -> bytes:
-    return b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % h
+    return _ACK_FORMAT % h
 
 
 def _failed(condition: str, h: int | None = None) -> bytes:
@@ -188,13 +193,13 @@ class StreamManagement(Module):
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
         for data in list(sm.queue):
             stream.write(data)
-        csi = self.server.module("csi")
+        csi = cast("CSI | None", self.server.module("csi"))
         if csi is not None:
             # XEP-0352 §5.2: a resumed stream starts active. What CSI held goes out now, after
             # <resumed/> and the re-sent stanzas (counted once, in that order).
             csi.reset(session)
         if sm.queue:
-            stream.write(b"<r xmlns='urn:xmpp:sm:3'/>")
+            stream.write(SM_REQUEST_BYTES)
             sm.requested = True
 
     # -- hibernation --------------------------------------------------------------------------

@@ -21,14 +21,13 @@ from ..core.modules import BARE, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..util.lru import LRU
 from ..xml.element import Element
-from ..xml.ns import NS_VCARD
+from ..xml.ns import NS_VCARD, NS_VCARD_UPDATE
 from ..xml.fragment import parse_fragment
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
     from ..server import Server
 
-NS_VCARD_UPDATE = "vcard-temp:x:update"
 MAX_VCARD = 128 * 1024
 _MISS: Any = object()  # not cached
 

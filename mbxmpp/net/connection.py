@@ -92,7 +92,7 @@ class C2SConnection(StreamConnection, asyncio.Protocol):
         try:
             new = await self._loop.start_tls(t, self, self.ssl_context, server_side=True,
                                              ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ssl.SSLError, OSError, ConnectionError) as e:
             log.info("c2s %s: TLS handshake failed: %s", self.stream.peer, e)
             if self.transport is not None:
                 self.transport.abort()

@@ -45,7 +45,7 @@ class DeferredWrites:
     under one timer for all of them: arming and cancelling a uvloop timer per write would cost
     about 3 µs, a quarter of what routing a message costs. A write waits at most ``within``."""
 
-    __slots__ = ("_waiting", "_timer", "_due")
+    __slots__ = ("_due", "_timer", "_waiting")
 
     def __init__(self) -> None:
         self._waiting: dict[StreamConnection, None] = {}  # insertion-ordered set
@@ -90,12 +90,12 @@ class StreamConnection:
         "_auth_timer",
         "_close_timer",
         "_closing",
-        "_preauth",
         "_last_out",
         "_throttle",
         "_later",
         "_loop",
         "_lost",
+        "_preauth",
         "_wbuf",
         "max_output",
         "peer_ip",
@@ -153,12 +153,17 @@ class StreamConnection:
     def _receive_preauth(self, ticket: Ticket, data: bytes) -> None:
         """``stream.receive_data`` before authentication: within the byte budget, and a
         negotiation step counts as progress (not stalled)."""
+        self._feed_preauth(ticket, len(data), self.stream.receive_data, data)
+
+    def _feed_preauth(self, ticket: Ticket, size: int, feed: Any, what: Any) -> None:
+        """``feed(what)`` (``size`` bytes of input) under the pre-auth budget: for transports
+        that hand the stream parsed elements (BOSH)."""
         stream = self.stream
-        if not ticket.take_bytes(len(data)):
+        if not ticket.take_bytes(size):
             stream.fail(StreamError("policy-violation", "too much data before authentication"))
             return
         before = (stream.stage, stream.auth_failures)
-        stream.receive_data(data)
+        feed(what)
         if (stream.stage, stream.auth_failures) != before:
             ticket.progress()  # a header, a SASL step: not stalled
 

@@ -343,6 +343,20 @@ class S2SService:
         for conn in list(self.connections):
             conn.stream.fail(StreamError("system-shutdown", "the server is shutting down"))
 
+    def end_streams_of(self, local: str, err: StreamError) -> None:
+        """Domain ``local`` is no longer served (removed at run time): end the streams opened
+        for it (incoming ones whose pairs all name it too) and drop what waits to go out."""
+        for conn in list(self.connections):
+            s = conn.stream
+            locals_ = {p[0] if s.outgoing else p[1] for p in s.pairs} or {s.local or ""}
+            if locals_ == {local}:
+                s.fail(err)
+        for key, entry in list(self.out.items()):
+            if entry.local == local:
+                if entry.task is not None:
+                    entry.task.cancel()
+                del self.out[key]
+
     def _request_peer_certificate(self, ctx: ssl.SSLContext) -> None:
         """Incoming contexts ask the peer for its certificate (SASL EXTERNAL, XEP-0178) and
         accept any: whether it authenticates a domain is decided after the handshake."""

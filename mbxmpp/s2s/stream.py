@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 from ..errors import StreamError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
+from ..util.logjson import loggable
 from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import stream_error_bytes
 from ..xml.element import _escape_attr, _escape_text
@@ -147,7 +148,7 @@ class S2SStream:
         except StreamError as e:
             self.fail(e)
         except Exception:
-            log.exception("s2s %s: internal error on %r", self.peer, event)
+            log.exception("s2s %s: internal error on %s", self.peer, loggable(event))
             self.fail(StreamError("internal-server-error"))
 
     # -- headers ------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
 from ..util.ids import new_id
+from ..util.logjson import loggable
 from ..xml import SM_REQUEST, STREAM_END, Element, StreamHeader, XMLError, XMLParser
 from ..xml.build import error_reply, iq_result, stream_error_bytes
 from ..xml.element import _escape_attr
-from ..xml.ns import (NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_STREAMS, NS_TLS)
+from ..xml.ns import NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_SESSION, NS_SM, NS_STREAMS, NS_TLS
 from .sasl import SaslFailure, SaslServer, channel_binding_element_types, mechanisms
 
 if TYPE_CHECKING:
@@ -28,7 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STANZAS = frozenset(("message", "presence", "iq"))
-SM_REQUEST_BYTES = b"<r xmlns='urn:xmpp:sm:3'/>"
+SM_REQUEST_BYTES = f"<r xmlns='{NS_SM}'/>".encode()
+_TLS_PROCEED = f"<proceed xmlns='{NS_TLS}'/>".encode()
+_TLS_FAILURE = f"<failure xmlns='{NS_TLS}'/>".encode()
+_SASL_CHALLENGE = f"<challenge xmlns='{NS_SASL}'>".encode()
+_SASL_SUCCESS = f"<success xmlns='{NS_SASL}'>".encode()
+_SASL_SUCCESS_EMPTY = f"<success xmlns='{NS_SASL}'/>".encode()
 _LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 # Negotiation stages.
@@ -64,6 +70,7 @@ class C2SHost(Protocol):
     """What the stream needs from the server (implemented by mbxmpp.server.Server)."""
 
     hosts: set[str]
+    sasl_fake_secret: bytes | None  # keys the made-up SCRAM salts of unknown users
 
     def get_credential(self, username: str, host: str, mech: str) -> Any: ...
     def check_password(self, username: str, host: str, password: str,
@@ -177,7 +184,7 @@ class C2SStream:
         except IllegalTransition:
             raise
         except Exception:  # a bug must not take the server down, nor leave the stream open
-            log.exception("c2s stream %s: internal error on %r", self.peer, event)
+            log.exception("c2s stream %s: internal error on %s", self.peer, loggable(event))
             self.fail(StreamError("internal-server-error"))
 
     # -- stream header and features -------------------------------------------------------
@@ -189,7 +196,7 @@ class C2SStream:
             # RFC 6120 §4.8.5/§4.9.3.2: the stream namespace is bound to the prefix 'stream'.
             raise StreamError("bad-namespace-prefix", "the stream namespace prefix must be 'stream'")
         if h.default_ns != NS_CLIENT:
-            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+            raise StreamError("invalid-namespace", f"the content namespace must be {NS_CLIENT}")
         self._check_version(h.attrs)
         self._send_features()
 
@@ -243,8 +250,8 @@ class C2SStream:
                                       f"version='1.0' xml:lang='en'"))
 
     def _header_bytes(self, attrs: str) -> bytes:
-        return (f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                f"xmlns:stream='http://etherx.jabber.org/streams' {attrs}>").encode()
+        return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' "
+                f"xmlns:stream='{NS_STREAMS}' {attrs}>").encode()
 
     def _send_features(self) -> None:
         f = Element("features", NS_STREAMS)
@@ -320,10 +327,10 @@ class C2SStream:
     def _starttls(self) -> None:
         if self.secure or self.stage != ST_TLS:
             # RFC 6120 §5.4.2.2: the failure case is <failure/>, then the stream is closed.
-            self.write(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            self.write(_TLS_FAILURE)
             self.close()
             return
-        self.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.write(_TLS_PROCEED)
         self.tls_requested = True
 
     def tls_started(self, cb_data: dict[str, bytes]) -> None:
@@ -411,7 +418,7 @@ class C2SStream:
             return
         if kind == "challenge":
             self._enter(ST_SASL_STEP)
-            self.write(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            self.write(_SASL_CHALLENGE
                        + (base64.b64encode(data) if data else b"=") + b"</challenge>")
             return
         assert self.sasl is not None
@@ -426,10 +433,10 @@ class C2SStream:
         self.username = username
         self.sasl = None
         if data:
-            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+            self.write(_SASL_SUCCESS
                        + base64.b64encode(data) + b"</success>")
         else:
-            self.write(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+            self.write(_SASL_SUCCESS_EMPTY)
         if self.on_authenticated is not None:
             self.on_authenticated()
         self.server.authenticated(self)
@@ -507,10 +514,12 @@ class C2SStream:
         resource = payload.findtext("resource")
         if resource is not None:
             resource = resource.strip() or None
-        bare = JID(self.username, self.host, None)
+        username, host = self.username, self.host
+        assert username is not None and host is not None  # bind comes after the header and SASL
+        bare = JID(username, host, None)
         if resource is not None:
             try:
-                resource = JID(self.username, self.host, resource).resource
+                resource = JID(username, host, resource).resource
             except JIDError:
                 self.write(error_reply(iq, StanzaError("bad-request", "invalid resource")).to_bytes())
                 return
@@ -556,7 +565,8 @@ class C2SStream:
                 return
             if t in ("get", "set"):
                 if sum(1 for _ in st.elements()) != 1:
-                    self.send_stanza(error_reply(st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
+                    self.send_stanza(error_reply(
+                        st, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
                     return
                 payload = st.first_child()
                 assert payload is not None
@@ -585,7 +595,7 @@ class C2SStream:
             raise
         except Exception:
             # A bug in a feature module costs this stanza, not the client's stream.
-            log.exception("c2s %s: internal error routing %r", self.peer, st)
+            log.exception("c2s %s: internal error routing %s", self.peer, loggable(st))
             if t != "error":
                 self.send_stanza(error_reply(st, StanzaError("internal-server-error")))
 

@@ -15,24 +15,27 @@ from collections.abc import Callable
 from ..errors import StreamError
 from ..xml import Element
 from ..xml.build import stream_error_bytes
-from ..xml.ns import NS_FRAMING
+from ..xml.ns import NS_CLIENT, NS_FRAMING
 from .c2s import SM_REQUEST_BYTES, ST_HEADER, C2SHost, C2SStream
 
 # Stanzas as the serializer writes them under a jabber:client parent: no xmlns of their own.
-_STANZA_STARTS = {b"m": b"<message", b"p": b"<presence", b"i": b"<iq"}
-_CLIENT_NS = b" xmlns='jabber:client'"
+# By the byte after '<': the start tag's name.
+_STANZA_STARTS = {ord("m"): b"<message", ord("p"): b"<presence", ord("i"): b"<iq"}
+_CLIENT_NS = f" xmlns='{NS_CLIENT}'".encode()
 _STREAM_PREFIX = b" xmlns:stream='http://etherx.jabber.org/streams'"
+_NAME_ENDS = frozenset(b" >/")  # byte values that end a start tag's name
 
 
 def standalone(data: bytes) -> bytes:
     """One serialised top-level element as a standalone document: a jabber:client stanza gets
     its namespace declared (RFC 7395 §3.3.3); every other element already declares its own.
     (Cached stanza bytes, and the Stream Management queue, are in the TCP form.)"""
-    start = _STANZA_STARTS.get(data[1:2])
-    if start is not None and data.startswith(start):
+    start = _STANZA_STARTS.get(data[1])
+    if start is not None:
         n = len(start)
         # the serializer writes an xmlns right after the name, before any attribute
-        if data[n:n + 1] in (b" ", b">", b"/") and data[n:n + 7] != b" xmlns=":
+        if (data.startswith(start) and len(data) > n and data[n] in _NAME_ENDS
+                and not data.startswith(b" xmlns=", n)):
             return start + _CLIENT_NS + data[n:]
     return data
 
@@ -40,21 +43,19 @@ def standalone(data: bytes) -> bytes:
 class FramedC2SStream(C2SStream):
     FRAMED = True
     FEATURES_START = b"<stream:features" + _STREAM_PREFIX + b">"
-    CLOSE_TAG = b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+    CLOSE_TAG = f"<close xmlns='{NS_FRAMING}'/>".encode()
 
-    __slots__ = ("_send_message",)
+    __slots__ = ()
 
     def __init__(self, server: C2SHost, send_message: Callable[[bytes], None], **kw: object) -> None:
+        """``send_message(data)`` sends ``standalone(data)`` as one message (the transport
+        applies it where it frames, saving a call per stanza)."""
         # RFC 7395 §3.9: the WebSocket is the transport's TLS; there is no STARTTLS inside.
-        super().__init__(server, self._write_message, secure=True, **kw)  # type: ignore[arg-type]
-        self._send_message = send_message
-
-    def _write_message(self, data: bytes) -> None:
-        self._send_message(standalone(data))
+        super().__init__(server, send_message, secure=True, **kw)  # type: ignore[arg-type]
 
     # -- framing hooks ------------------------------------------------------------------------
     def _header_bytes(self, attrs: str) -> bytes:
-        return f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' {attrs}/>".encode()
+        return f"<open xmlns='{NS_FRAMING}' {attrs}/>".encode()
 
     @staticmethod
     def _error_bytes(err: StreamError) -> bytes:

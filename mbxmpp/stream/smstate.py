@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from ..xml.ns import NS_SM
+
+_ACK_FORMAT = f"<a xmlns='{NS_SM}' h='%d'/>".encode()
+
 MOD = 1 << 32  # h wraps at 2^32 (XEP-0198 §4)
 
 # ack_attr() results
@@ -69,7 +73,7 @@ class SMState:
 
     def ack_bytes(self) -> bytes:
         """The <a/> that answers an <r/>: what was received so far."""
-        return b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.h_in
+        return _ACK_FORMAT % self.h_in
 
     def unacked(self) -> list[Any]:
         return list(self.queue)

@@ -11,8 +11,8 @@ Behaviour (shared with the compiled tokenizer):
 - ``feed(bytes) -> list`` of events in order: ``StreamHeader`` (the root start tag, as soon as it
   is parsed), one ``Element`` per complete depth-1 element (stanza or nonza), ``STREAM_END`` when
   the root closes; an empty ``<r xmlns='urn:xmpp:sm:3'/>`` is always the one shared ``SM_REQUEST``
-  (the stream recognises Stream Management's most frequent nonza by identity). Character data between stanzas (whitespace keepalives, and any stray text) is
-  dropped; anything after the end of the root is ignored.
+  (the stream recognises Stream Management's most frequent nonza by identity). Character data
+  between stanzas (whitespace keepalives, and any stray text) is dropped; anything after the end of the root is ignored.
 - ``framed=True`` (RFC 7395 WebSocket): a synthetic wrapper root is fed at creation, so each
   complete top-level element of a frame is an ``Element`` (``<open/>`` and ``<close/>`` included);
   elements without an ``xmlns`` are in ``jabber:client``. A frame must end outside any element
@@ -22,8 +22,9 @@ Behaviour (shared with the compiled tokenizer):
   the next frame completes it. No harm: the element is still checked like any other.)
 - RFC 6120 §11.1 restrictions: DTDs, comments, processing instructions and entity references
   other than the five predefined ones are ``restricted-xml`` (character references are allowed);
-  a DTD is refused as soon as it starts, before an entity it declares can be expanded. An XML declaration naming another encoding than UTF-8, or bytes
-  that are not UTF-8, are ``unsupported-encoding``. Other parser errors are ``not-well-formed``.
+  a DTD is refused as soon as it starts, before an entity it declares can be expanded. An XML
+  declaration naming another encoding than UTF-8, or bytes that are not UTF-8, are
+  ``unsupported-encoding``. Other parser errors are ``not-well-formed``.
 - Limits: ``policy-violation`` for a depth-1 element larger than ``max_stanza_size``, for more
   than ``max_stanza_size`` bytes fed without the parser completing a token (an endless attribute
   value or comment), for an element deeper than ``max_depth`` (the root is depth 0), and for more
@@ -50,7 +51,7 @@ SEP = "\x01"            # namespace separator: a character no XML document can c
 SLICE = 65536           # bytes handed to expat per Parse() call (bounds work between checks)
 PROLOG_SLICE = 64       # the same before the root start tag: a DTD is refused before it can be used
 DECL_MAX = 1024         # longest XML declaration we wait for
-FRAME_WRAPPER = b"<frames xmlns='jabber:client'>"
+FRAME_WRAPPER = f"<frames xmlns='{NS_CLIENT}'>".encode()
 
 # expat error codes (expat.h enum XML_Error) that mean "a DTD or an entity was involved".
 RESTRICTED_CODES = frozenset((

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from . import XMLParser
 from .element import SM_REQUEST, Element
+from .ns import NS_CLIENT, NS_STREAMS
 
-_HEADER = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+_HEADER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 
 
 def parse_fragment(data: bytes) -> Element:

@@ -65,3 +65,45 @@ NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 NS_RETRACT = "urn:xmpp:message-retract:1"
 NS_MODERATE = "urn:xmpp:message-moderate:1"
 NS_REGISTER = "jabber:iq:register"
+NS_MUC_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"  # XEP-0410
+
+# Publish-subscribe forms (XEP-0060 §16.4), data-form validation (XEP-0122).
+NS_PUBSUB_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+NS_PUBSUB_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+NS_DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
+
+NS_VCARD_UPDATE = "vcard-temp:x:update"        # XEP-0153
+NS_BOOKMARKS2 = "urn:xmpp:bookmarks:1"         # XEP-0402
+NS_BOOKMARKS_LEGACY = "storage:bookmarks"      # XEP-0048
+NS_PUSH_SUMMARY = "urn:xmpp:push:summary"      # XEP-0357 §7
+NS_REPORTING = "urn:xmpp:reporting:1"          # XEP-0377
+NS_PRIVACY = "jabber:iq:privacy"               # XEP-0016 (migrated, not served)
+
+# Message payloads the archive, carbons, CSI and push look at.
+NS_RECEIPTS = "urn:xmpp:receipts"              # XEP-0184
+NS_CHAT_MARKERS = "urn:xmpp:chat-markers:0"    # XEP-0333
+NS_REACTIONS = "urn:xmpp:reactions:0"          # XEP-0444
+NS_JINGLE_MESSAGE_0 = "urn:xmpp:jingle-message:0"  # XEP-0353
+NS_JINGLE_MESSAGE_1 = "urn:xmpp:jingle-message:1"
+NS_EME = "urn:xmpp:eme:0"                      # XEP-0380
+NS_OMEMO = "urn:xmpp:omemo:2"                  # XEP-0384
+NS_OMEMO_LEGACY = "eu.siacs.conversations.axolotl"
+NS_OPENPGP = "urn:xmpp:openpgp:0"              # XEP-0373
+NS_LEGACY_PGP = "jabber:x:encrypted"           # XEP-0027
+
+# Account export (XEP-0227) and what it carries.
+NS_PIE = "urn:xmpp:pie:0"
+NS_PIE_OLD = "http://www.xmpp.org/extensions/xep-0227.html#ns"  # ejabberd before the urn
+NS_PIE_SCRAM = "urn:xmpp:pie:0#scram"
+NS_PIE_MAM = "urn:xmpp:pie:0#mam"
+NS_XINCLUDE = "http://www.w3.org/2001/XInclude"
+NS_MBXMPP_PIE = "urn:mbxmpp:pie:0"
+
+# Host metadata (XEP-0156): the XRD document and its link relations.
+NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
+REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
+REL_BOSH = "urn:xmpp:alt-connections:xbosh"
+
+# Ad-Hoc Commands (XEP-0050) and service administration (XEP-0133).
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_ADMIN = "http://jabber.org/protocol/admin"

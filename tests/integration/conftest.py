@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -7,6 +8,16 @@ import pytest
 from tests.daemon import Daemon
 
 PASSWORD = "pw-raw"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is the raw-socket tier: ``-m integration`` selects it.
+    (A conftest's ``pytestmark`` is not applied to the modules beside it; this hook sees every
+    collected item, so it marks only the ones in this directory.)"""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="module")

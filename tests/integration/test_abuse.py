@@ -9,14 +9,12 @@ import asyncio
 import base64
 import re
 
-import pytest
 
 from mbxmpp.xml import Element
 from tests.daemon import Daemon
 from tests.integration.test_storage_bounds import condition, until
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 PW = "abuse-pw"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"

@@ -15,7 +15,6 @@ from mbxmpp.stream.scram import derive
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from mbxmpp.xml import Element
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 PW = "control-pw"
 NS_SM = "urn:xmpp:sm:3"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"

@@ -3,12 +3,10 @@ Management is delivered after a hard kill and restart."""
 
 from __future__ import annotations
 
-import pytest
 
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 PW = "durable"
 NS_SM = "urn:xmpp:sm:3"
 

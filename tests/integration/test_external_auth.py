@@ -8,7 +8,7 @@ import base64
 
 import pytest
 
-from tests.authservers import USERS, Dovecot, Slapd
+from tests.authservers import USERS
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 

@@ -13,7 +13,6 @@ from tests.daemon import Daemon
 from tests.integration.test_stream_end import MAX_ACCEPTED, blast_until_reset, blocking_socket, read_until
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from tests.daemon import Daemon
 from tests.rawclient import RawClient
 from tests.unit.test_sasl import ScramClient
 
-pytestmark = pytest.mark.realclient
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 

@@ -61,6 +61,7 @@ async def test_metrics_parse_and_follow_the_server(daemon):
         assert m[("mbxmpp_process_resident_memory_bytes", ())] > 0
         assert ("mbxmpp_storage_commit_seconds_count", ()) in m
         assert m[("mbxmpp_virtual_hosts", ())] == 1
+        assert m[("mbxmpp_s2s_peers", ())] == 0  # federation on, no peer yet
     finally:
         await client.close()
 

@@ -71,7 +71,8 @@ FULL = f"""<?xml version='1.0' encoding='UTF-8'?>
               <body>Call me but love, and I'll be new baptized.</body></message></forwarded></result>
         <result xmlns='urn:xmpp:mam:2' id='5d398-28273-f7382'>
           <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2010-07-10T23:09:32.250Z'/>
-            <message xmlns='jabber:client' from='juliet@{D}/balcony' to='romeo@montague.net/orchard' type='chat' id='8a54s'>
+            <message xmlns='jabber:client' from='juliet@{D}/balcony' to='romeo@montague.net/orchard'
+                     type='chat' id='8a54s'>
               <body>What man art thou?</body></message></forwarded></result>
       </archive>
       <query xmlns='jabber:iq:privacy'><list name='public'/></query>

@@ -15,7 +15,6 @@ import pytest
 from tests.daemon import Daemon
 from tests.rawclient import HEADER, RawClient, client_ssl
 
-pytestmark = pytest.mark.realclient
 
 PW = "cgnat-pw"
 USERS = [f"u{i}" for i in range(5)]  # 100 logins = 5 accounts x 20 resources (max 100 each)

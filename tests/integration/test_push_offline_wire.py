@@ -16,7 +16,6 @@ from tests.daemon import Daemon
 from tests.integration.pushapp import AppServer
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 PW = "push-offline-pass"
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"

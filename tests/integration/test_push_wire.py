@@ -15,7 +15,6 @@ from tests.daemon import Daemon
 from tests.integration.pushapp import AppServer
 from tests.rawclient import RawClient, connect_client
 
-pytestmark = pytest.mark.realclient
 PW = "push-pass"
 NS_SM = "urn:xmpp:sm:3"
 NS_PUSH = "urn:xmpp:push:0"

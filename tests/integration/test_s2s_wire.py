@@ -14,7 +14,6 @@ from mbxmpp.xml import STREAM_END, StreamHeader
 from tests.daemon import Daemon
 from tests.interop.netlab import CA, S2S_HEADER, RawPeer
 
-pytestmark = pytest.mark.realclient
 
 
 def header(ns: str = "jabber:server", to: str = "localhost") -> str:

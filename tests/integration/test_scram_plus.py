@@ -11,7 +11,6 @@ from tests.integration.conftest import PASSWORD
 from tests.rawclient import RawClient, WSRawClient
 from tests.unit.test_sasl import ScramClient
 
-pytestmark = pytest.mark.realclient
 
 
 async def _exchange(daemon, mech, *, flag=None, cb_mutate=lambda b: b, via="direct_tls"):

@@ -10,14 +10,14 @@ import pytest
 from tests.daemon import Daemon
 from tests.rawclient import STREAM_END, RawClient, connect_client
 
-pytestmark = pytest.mark.realclient
 PW = "sm-pass"
 NS_SM = "urn:xmpp:sm:3"
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    d = Daemon(extra='[sm]\nresume_timeout = "3s"\n')
+    # (BOSH: a client that vanished is lost after 1 s without a request; RawClient.loss_delay)
+    d = Daemon(extra='[sm]\nresume_timeout = "3s"\n', http_extra='bosh_inactivity = "1s"')
     for u in ("alice", "bob", "mallory"):
         d.add_user(f"{u}@localhost", PW)
     d.start()
@@ -130,7 +130,7 @@ async def test_server_asks_for_an_ack_after_request_every_stanzas(daemon, transp
     await a.close()
 
 
-@pytest.mark.parametrize("resume_over", ["tcp", "ws"])
+@pytest.mark.parametrize("resume_over", ["tcp", "ws", "bosh"])
 async def test_resume_after_cut_connection_redelivers(daemon, transport, resume_over):
     """Resumed over the same transport or the other one (a phone leaving the web app)."""
     a, a_jid, sm_id = await sm_client(daemon, "alice", "phone", transport)
@@ -210,7 +210,7 @@ async def test_expired_hibernation_moves_unacked_to_offline(daemon, transport):
     a.abort()
     await asyncio.sleep(0.2)
     await b.send(f"<message to='{a_jid}' type='chat'><body>do not lose me</body></message>")
-    await asyncio.sleep(4.0)  # resume_timeout is 3 s
+    await asyncio.sleep(4.0 + a.loss_delay)  # resume_timeout is 3 s, once the loss is noticed
     a2 = await connect_client(daemon, transport)
     await a2.login("alice", PW, resource="new")
     await a2.send("<presence/>")
@@ -366,3 +366,61 @@ async def test_waiting_ack_goes_out_before_the_closing_tag(slow_ack_daemon):
     assert took < 0.3
     assert await c.next() is STREAM_END
     await c.close()
+
+
+async def test_sm_h_counts_stanzas_answered_with_errors(daemon, transport):
+    c = await connect_client(daemon, transport)
+    await c.login("alice", PW, resource="counted")
+    await c.send(f"<enable xmlns='{NS_SM}'/>")
+    assert (await c.element()).tag == "enabled"
+    await c.send("<iq type='get' id='nopayload' to='localhost'/>")
+    await c.send("<presence type='bogus'/>")
+    await c.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    await c.send(f"<r xmlns='{NS_SM}'/>")
+    while True:
+        el = await c.element()
+        if el.tag == "a":
+            break
+    assert el.get("h") == "3"
+    await c.close()
+
+
+
+async def test_unacked_messages_of_hibernated_session_survive_a_restart():
+    # A graceful stop used to drop hibernated sessions with their unacknowledged messages:
+    # they must go to offline storage like on any other end of the session (XEP-0198 §5).
+    d = Daemon()
+    try:
+        for u in ("alice", "bob"):
+            d.add_user(f"{u}@localhost", PW)
+        d.start()
+        b = await RawClient.connect(d.c2s)
+        b_jid = await b.login("bob", PW, resource="phone")
+        await b.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        assert (await b.element()).tag == "enabled"
+        await b.send("<presence/>")
+        await b.element()  # own presence
+        b.writer.transport.abort()  # hibernates
+        await asyncio.sleep(0.3)
+        a = await RawClient.connect(d.c2s)
+        await a.login("alice", PW, resource="desk")
+        await a.send(f"<message to='{b_jid}' type='chat' id='keep'><body>do not lose me</body></message>")
+        await a.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        while (await a.element()).get("id") != "p":
+            pass
+        await a.close()
+        assert d.stop() == 0
+        d.start()
+        b2 = await RawClient.connect(d.c2s)
+        await b2.login("bob", PW, resource="phone2")
+        await b2.send("<presence/>")
+        while True:
+            m = await b2.element()
+            if m.tag == "message":
+                break
+        assert m.findtext("body") == "do not lose me"
+        await b2.close()
+        assert d.stop() == 0
+        assert "Traceback" not in d.log(), d.log()
+    finally:
+        d.cleanup()

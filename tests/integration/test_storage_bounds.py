@@ -9,13 +9,11 @@ import asyncio
 import itertools
 import os
 
-import pytest
 
 from mbxmpp.xml import Element
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
 
-pytestmark = pytest.mark.realclient
 
 PW = "bounds-pw"
 NS_MAM = "urn:xmpp:mam:2"

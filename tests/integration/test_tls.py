@@ -14,8 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from mbxmpp.net.tls import ensure_self_signed
 from tests.daemon import Daemon
-
-pytestmark = pytest.mark.realclient
+from tests.rawclient import RawClient
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +85,30 @@ async def test_tls12_ecdhe_aead_accepted(daemon):
     name, _, _ = obj.cipher()
     assert name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name)
     w.close()
+
+
+async def test_starttls_handshake_timeout_releases_the_connection(monkeypatch, tmp_path):
+    # In process, on asyncio's own loop (the daemon runs uvloop): there a handshake timeout
+    # never reached connection_lost(), so the pre-auth slot and the connection leaked.
+    from mbxmpp.net import connection as connection_mod
+    from mbxmpp.net.connection import C2SConnection
+    from mbxmpp.net.tls import ensure_self_signed, server_context
+    from tests.harness import ServerHarness
+
+    monkeypatch.setattr(connection_mod, "TLS_HANDSHAKE_TIMEOUT", 0.3)
+    ctx = server_context(*ensure_self_signed(str(tmp_path), ["localhost"]))
+    async with ServerHarness(modules=[]) as h:
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(lambda: C2SConnection(h.server, ctx, False), "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        c = await RawClient.connect(port)
+        await c.open()
+        await c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        assert (await c.element()).tag == "proceed"
+        assert h.server.preauth.count("127.0.0.1") == 1
+        await asyncio.sleep(0.8)  # no ClientHello: the handshake times out
+        assert h.server.preauth.count() == 0
+        assert not h.server.connections
+        await c.close()
+        srv.close()
+        await srv.wait_closed()

@@ -120,7 +120,8 @@ async def test_file_over_the_limit_refused_with_the_limit(daemon):
     too_large = r.find("error").find("file-too-large", NS_UPLOAD)
     assert too_large.findtext("max-file-size", NS_UPLOAD) == str(10 * MiB)
     for bad in ("size='-1'", "size='ten'", "size='²'", ""):
-        await c.send(f"<iq type='get' id='b' to='upload.localhost'><request xmlns='{NS_UPLOAD}' filename='x' {bad}/></iq>")
+        await c.send(f"<iq type='get' id='b' to='upload.localhost'>"
+                     f"<request xmlns='{NS_UPLOAD}' filename='x' {bad}/></iq>")
         assert condition(await c.element()) == "bad-request"
     await c.close()
 

@@ -154,7 +154,8 @@ async def test_open_for_the_second_host(daemon):
 @pytest.mark.parametrize("first", [
     "<message xmlns='jabber:client' to='bob@localhost'><body>hi</body></message>",
     "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
-    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'/>",
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+    "to='localhost' version='1.0'/>",
 ])
 async def test_element_before_open(daemon, first):
     c = await WSRawClient.connect(daemon.http)
@@ -349,3 +350,35 @@ async def test_control_lists_and_ends_websocket_sessions(daemon):
     await asyncio.to_thread(daemon.cli, "user", "del", "wsdel@localhost")
     assert await _error_then_close(c) == "not-authorized"
     await c.close()
+
+
+async def test_a_stanza_flood_over_websocket_is_slowed_down_not_refused():
+    """[limits] stanzas_per_session holds on WebSocket too (charged every CHARGE_EVERY
+    stanzas there: a message is one stanza, not a read of many)."""
+    d = Daemon(extra='[limits]\nstanzas_per_session = "1/s"\nstanzas_per_session_burst = 5\n')
+    for u in ("alice@localhost", "bob@localhost"):
+        d.add_user(u, PW)
+    d.start()
+    try:
+        a = await WSRawClient.connect(d.http)
+        await a.login("alice", PW)
+        b = await WSRawClient.connect(d.http)
+        await b.login("bob", PW)
+        for i in range(40):
+            await a.send(f"<iq xmlns='jabber:client' type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        first = await a.element()
+        assert (first.get("id"), first.get("type")) == ("p0", "result")
+        await b.send("<iq xmlns='jabber:client' type='get' id='bob'><ping xmlns='urn:xmpp:ping'/></iq>")
+        answered = await b.element()
+        assert answered.get("id") == "bob"
+        async def the_rest():
+            return [await a.element(60) for _ in range(39)]
+        rest = asyncio.ensure_future(the_rest())
+        await asyncio.sleep(0)
+        assert not rest.done()  # alice is held back while bob is served
+        got = await rest  # then answered, all of them: nothing refused, the stream stays up
+        assert [e.get("id") for e in got] == [f"p{i}" for i in range(1, 40)]
+        await a.close()
+        await b.close()
+    finally:
+        d.finish()

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 @pytest.fixture(scope="module")
 def daemon():
     d = Daemon()
-    for u in ("alice@localhost", "bob@localhost"):
+    for u in ("alice@localhost", "bob@localhost", "carol@localhost"):
         d.add_user(u, PASSWORD)
     d.cli("webchat", "fetch", "--tarball", converse_tarball())
     d.start()
@@ -41,8 +41,13 @@ async def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     await page.screenshot(path=os.path.join(ARTIFACTS, f"webchat-{name}.png"), full_page=True)
 
 
-async def test_browser_logs_in_chats_and_joins_a_room(daemon):
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+async def test_browser_logs_in_chats_and_joins_a_room(daemon, transport):
+    """Over WebSocket (the page's default), and over BOSH alone (/chat/?transport=bosh leaves
+    Converse.js no WebSocket URL). One user each: Converse.js restores the rooms a user was in."""
     from playwright.async_api import async_playwright
+
+    user = "alice@localhost" if transport == "websocket" else "carol@localhost"
 
     bob = await connect(daemon, "bob@localhost")
     async with async_playwright() as pw:
@@ -52,13 +57,18 @@ async def test_browser_logs_in_chats_and_joins_a_room(daemon):
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             base = f"https://localhost:{daemon.http}/chat/"
+            if transport == "bosh":
+                base += "?transport=bosh"
             await page.goto(base)
-            await page.fill("input[name=jid]", "alice@localhost")
+            await page.fill("input[name=jid]", user)
             await page.fill("input[name=password]", PASSWORD)
             await page.click("button[type=submit]")
             await page.wait_for_selector("converse-user-profile, .controlbox-heading, converse-roster",
                                          timeout=20000)
-            await _shot(page, "1-logged-in")
+            await _shot(page, f"{transport}-1-logged-in")
+            listed = (await asyncio.to_thread(daemon.cli, "sessions", "list")).stdout.splitlines()
+            row = next(line.split() for line in listed if line.startswith(user + "/"))
+            assert row[1] == transport, listed
 
             # Open a chat with bob (Converse's own URL route) and write to him.
             await page.goto(base + "#converse/chat?jid=bob@localhost")
@@ -68,11 +78,11 @@ async def test_browser_logs_in_chats_and_joins_a_room(daemon):
             await box.press("Enter")
             msg = await asyncio.wait_for(_next_chat(bob), 15)
             assert msg["body"] == "hello from the browser"
-            assert str(msg["from"]).startswith("alice@localhost/")
+            assert str(msg["from"]).startswith(user + "/")
 
             bob.send_message(mto=msg["from"], mbody="hello back over TCP", mtype="chat")
             await page.wait_for_selector("text=hello back over TCP", timeout=15000)
-            await _shot(page, "2-chat")
+            await _shot(page, f"{transport}-2-chat")
 
             if daemon_has_muc(daemon):
                 await page.goto(base + "#converse/room?jid=lobby@conference.localhost")
@@ -81,10 +91,10 @@ async def test_browser_logs_in_chats_and_joins_a_room(daemon):
                 await room_box.fill("hi room")
                 await room_box.press("Enter")
                 await page.wait_for_selector("text=hi room", timeout=15000)
-                await _shot(page, "3-room")
+                await _shot(page, f"{transport}-3-room")
             assert not errors, errors
         except Exception:
-            await _shot(page, "failure")
+            await _shot(page, f"{transport}-failure")
             raise
         finally:
             await browser.close()

@@ -10,6 +10,8 @@ from mbxmpp.modules.blocking import Blocking, matches
 from mbxmpp.modules.roster import RosterItem
 from mbxmpp.xml.ns import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT, NS_STANZAS
 from tests.harness import ServerHarness, parse_stanza
+from tests.modules.test_mam_support import ALL_MODULES, chat
+from tests.modules.test_pep import error_of
 
 MODULES = ["roster", "presence", "carbons", "blocking"]
 A = "alice@localhost"
@@ -508,3 +510,33 @@ async def test_reports_are_rate_limited_per_account_but_the_block_happens():
         rows = list(h.server.module("blocking").reports.all())  # type: ignore[union-attr]
         assert sorted(r[1] for r in rows) == ["s0@spam.example", "s1@spam.example"]
         assert {r[2] for r in rows} == {A} and all(len(r[3]["text"]) == 2000 for r in rows)
+
+
+# -- XEP-0191 -------------------------------------------------------------------------------------
+
+async def test_xep0191_blocked_error_is_cancel_with_app_condition():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        await h.login(B, "r1", presence=True)
+        r = await iq(h, a, f"<block xmlns='{NS_BLOCKING}'><item jid='{B}'/></block>", "block")
+        assert r.get("type") == "result"
+        await a.settle()
+        h.send(a, chat(B, id_="x"))
+        err = (await a.expect(lambda s: s.get("id") == "x")).find("error", NS_CLIENT)
+        assert err.get("type") == "cancel"
+        assert err.find("not-acceptable", NS_STANZAS) is not None
+        assert err.find("blocked", NS_BLOCKING_ERRORS) is not None
+
+
+async def test_xep0191_3_3_outbound_directed_presence_refused():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        await iq(h, a, f"<block xmlns='{NS_BLOCKING}'><item jid='{B}'/></block>", "block")
+        await a.settle()
+        await b.settle()
+        h.send(a, f"<presence to='{B}/r1' id='dp'><show>chat</show></presence>")
+        err = await a.expect(lambda s: s.get("id") == "dp")
+        assert err.get("type") == "error" and error_of(err)[0] == "not-acceptable"
+        assert err.find("error", NS_CLIENT).find("blocked", NS_BLOCKING_ERRORS) is not None
+        assert await b.settle() == []

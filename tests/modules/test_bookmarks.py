@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from mbxmpp.modules.bookmarks import NS_BOOKMARKS2, NS_LEGACY, Bookmarks
+from mbxmpp.modules.bookmarks import NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY, Bookmarks
 from mbxmpp.xml.ns import NS_PRIVATE, NS_PUBSUB
 from tests.harness import ServerHarness
-from tests.modules.test_pep import (A, B, event_items, events, is_event, items_request, mutual,
-                                    online, publish, reply)
+from tests.modules.test_pep import A, B, event_items, events, is_event, items_request, mutual, online, publish, reply
 
 MODULES = ["disco", "roster", "presence", "pep", "private", "bookmarks"]
 ROOM1 = "council@conference.localhost"
@@ -24,7 +23,7 @@ LEGACY_GET = ("<iq type='get' id='lg'><query xmlns='jabber:iq:private'>"
 
 async def legacy_get(h, c) -> dict:
     h.send(c, LEGACY_GET)
-    st = (await c.expect(reply("lg"))).find("query", NS_PRIVATE).find("storage", NS_LEGACY)
+    st = (await c.expect(reply("lg"))).find("query", NS_PRIVATE).find("storage", NS_BOOKMARKS_LEGACY)
     return {conf.get("jid"): (conf.get("name"), conf.get("autojoin"), conf.findtext("nick"),
                               conf.findtext("password"))
             for conf in st.findall("conference")}, [u.get("url") for u in st.findall("url")]
@@ -105,11 +104,11 @@ async def test_native_publish_seen_through_private_storage():
 
 async def test_legacy_pep_node_compat():
     async with ServerHarness(modules=MODULES) as h:
-        modern = await online(h, A, "modern", [NS_BOOKMARKS2, NS_LEGACY])
+        modern = await online(h, A, "modern", [NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY])
         old = ("<storage xmlns='storage:bookmarks'>"
                f"<conference jid='{ROOM1}' name='Council' autojoin='true'><nick>Puck</nick></conference>"
                "</storage>")
-        h.send(modern, publish(NS_LEGACY, old, options={"access_model": "whitelist"}))
+        h.send(modern, publish(NS_BOOKMARKS_LEGACY, old, options={"access_model": "whitelist"}))
         assert (await modern.expect(reply("pub"))).get("type") == "result"
         await modern.settle()
         assert await native_items(h, modern) == {ROOM1: ("Council", "true", "Puck")}
@@ -117,11 +116,11 @@ async def test_legacy_pep_node_compat():
         conf = f"<conference xmlns='{NS_BOOKMARKS2}' name='Orchard'><nick>JC</nick></conference>"
         h.send(modern, publish(NS_BOOKMARKS2, conf, item_id=ROOM2, iq_id="p2"))
         await modern.expect(reply("p2"))
-        legacy_ev = await modern.expect(is_event(NS_LEGACY))
+        legacy_ev = await modern.expect(is_event(NS_BOOKMARKS_LEGACY))
         (item,) = event_items(legacy_ev)
-        jids = {c.get("jid") for c in item.find("storage", NS_LEGACY).findall("conference")}
+        jids = {c.get("jid") for c in item.find("storage", NS_BOOKMARKS_LEGACY).findall("conference")}
         assert jids == {ROOM1, ROOM2}
-        assert h.server.module("pep").node(A, NS_LEGACY).config["access_model"] == "whitelist"
+        assert h.server.module("pep").node(A, NS_BOOKMARKS_LEGACY).config["access_model"] == "whitelist"
 
 
 def test_compat_features_advertised():

@@ -11,7 +11,9 @@ from mbxmpp.errors import StanzaError
 from mbxmpp.jid import JID
 from mbxmpp.modules.carbons import Carbons, is_eligible
 from mbxmpp.xml.ns import NS_CARBONS, NS_CLIENT, NS_FORWARD, NS_STANZAS
-from tests.harness import ServerHarness, parse_stanza
+from tests.harness import FakeClient, ServerHarness, parse_stanza
+from tests.modules.test_mam_support import ALL_MODULES, chat, iq
+from tests.modules.test_pep import error_of
 
 MODULES = ["roster", "presence", "offline", "carbons"]
 A = "alice@localhost"
@@ -390,3 +392,59 @@ async def test_one_copy_per_enabled_resource():
         assert c2.get("to") == a2.jid and c3.get("to") == a3.jid
         assert inner(c2) == inner(c3)
         await quiet(a1, a2, a3)
+
+
+async def carbons_on(h: ServerHarness, *clients: FakeClient) -> None:
+    for c in clients:
+        r = await iq(h, c, f"<enable xmlns='{NS_CARBONS}'/>", "set")
+        assert r.get("type") == "result", r
+        await c.settle()
+
+
+# -- XEP-0280 -------------------------------------------------------------------------------------
+
+async def test_xep0280_enable_addressed_to_the_server_domain():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a1 = await h.login(A, "r1", presence=True)
+        a2 = await h.login(A, "r2", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        r = await iq(h, a2, f"<enable xmlns='{NS_CARBONS}'/>", "set", to="localhost")
+        assert r.get("type") == "result", r
+        h.send(a1, chat(B))
+        await a2.expect(carbon("sent"))
+        r = await iq(h, a2, f"<disable xmlns='{NS_CARBONS}'/>", "set", to="localhost")
+        assert r.get("type") == "result", r
+        h.send(b, chat(A, id_="m2"))
+        await a1.expect(lambda s: s.get("id") == "m2")
+        assert [s for s in await a2.settle() if s.find("received", NS_CARBONS) is not None] == []
+
+
+async def test_xep0280_other_accounts_carbons_not_allowed():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        for what in ("enable", "disable"):
+            r = await iq(h, b, f"<{what} xmlns='{NS_CARBONS}'/>", "set", to=A)
+            assert r.get("type") == "error"
+            assert error_of(r)[0] == "not-allowed"
+
+
+async def test_xep0280_6_1_error_answering_an_eligible_message_is_copied():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a1 = await h.login(A, "r1", presence=True)
+        a2 = await h.login(A, "r2", presence=True)
+        await carbons_on(h, a1, a2)
+        h.send(a1, chat("nobody@localhost", id_="lost"))
+        err = await a1.expect(lambda s: s.get("type") == "error" and s.get("id") == "lost")
+        assert error_of(err)[0] == "service-unavailable"
+        await a2.expect(carbon("sent"))
+        c = await a2.expect(carbon("received"))
+        assert c.get("type") == "error" and c.get("from") == A
+        assert inner(c).get("type") == "error" and inner(c).get("id") == "lost"
+        # An error that answers nothing the account sent is not copied.
+        h.server.route(parse_stanza(
+            f"<message from='x@remote.example' to='{A}/r1' type='error' id='unrelated'>"
+            "<error type='cancel'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"))
+        await a1.expect(lambda s: s.get("id") == "unrelated")
+        assert await a2.settle() == []

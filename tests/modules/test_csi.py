@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from mbxmpp.jid import JID
 from mbxmpp.modules.csi import COLLAPSE, CSI, HOLD, URGENT, classify
 from mbxmpp.xml.element import Element
 from mbxmpp.xml.ns import NS_CSI
 from tests.harness import FakeClient, ServerHarness, parse_stanza
+from tests.modules.test_mam_support import ALL_MODULES
 
 MODULES = ["roster", "presence", "carbons", "csi"]
 A = "alice@localhost"
@@ -325,3 +327,23 @@ async def test_inactive_again_on_new_stream_keeps_queue():
         active(h, b)
         assert [s.get("from") for s in await b.settle()] == ["bob@remote.example/r",
                                                              "carol@remote.example/r"]
+
+
+# -- XEP-0352 -------------------------------------------------------------------------------------
+
+async def test_xep0352_inactive_before_bind_applies_to_the_bound_session():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        await h.create_user(A)
+        stream = FakeClient(h, A)
+        assert h.server.handle_nonza(stream, Element("inactive", NS_CSI))
+        stream.session = h.server.bind(stream, JID.parse(A), "r1")
+        stream.jid = stream.session.full
+        csi = h.server.module("csi")
+        assert csi.is_inactive(stream.session)
+        # ... and <active/> before bind cancels it
+        other = FakeClient(h, A)
+        h.server.handle_nonza(other, Element("inactive", NS_CSI))
+        h.server.handle_nonza(other, Element("active", NS_CSI))
+        other.session = h.server.bind(other, JID.parse(A), "r2")
+        assert not csi.is_inactive(other.session)
+        assert CSI not in other.session.mod

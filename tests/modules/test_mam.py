@@ -11,18 +11,24 @@ import pytest
 
 from mbxmpp.config import MAMConfig
 from mbxmpp.modules.mam import archive_report, format_archive_report, should_store
-from mbxmpp.xml.ns import NS_DISCO_INFO, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
+from mbxmpp.xml.ns import NS_CLIENT, NS_DISCO_INFO, NS_FORWARD, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
 from tests.harness import ServerHarness, parse_stanza
-from tests.modules.test_mam_support import (A, B, C, error_condition, fill, forwarded, iq, query,
-                                            stanza_id)
+from tests.modules.test_carbons import carbon, carbons_on, inner
+from tests.modules.test_mam_support import (
+    ALL_MODULES,
+    A,
+    B,
+    C,
+    chat,
+    error_condition,
+    fill,
+    forwarded,
+    iq,
+    query,
+    stanza_id,
+)
 
 MODULES = ["disco", "roster", "presence", "offline", "mam"]
-
-
-def chat(to: str, body: str | None = "hi", id_: str = "m1", extra: str = "",
-         type_: str = "chat") -> str:
-    b = f"<body>{body}</body>" if body is not None else ""
-    return f"<message to='{to}' type='{type_}' id='{id_}'>{b}{extra}</message>"
 
 
 def arch(h: ServerHarness):  # type: ignore[no-untyped-def]
@@ -398,3 +404,60 @@ async def test_room_archive_through_the_module_api():
         assert fin.get("complete") is None
         assert [forwarded(m).findtext("body") for m in sent] == ["room 1", "room 2"]
         assert all(m.get("from") == room and forwarded(m).get("to") is None for m in sent)
+
+
+# -- XEP-0313 / XEP-0359 ------------------------------------------------------------------------
+
+async def test_xep0359_rule2_outgoing_own_stanza_id_stripped():
+    """A client cannot plant a stanza-id of its own archive (by = its bare JID) in what it sends:
+    neither its archive copy nor the recipient's message carries it."""
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        forged = f"<stanza-id xmlns='{NS_STANZA_ID}' by='{A}' id='forged'/>"
+        other = f"<stanza-id xmlns='{NS_STANZA_ID}' by='muc.example' id='kept'/>"
+        h.send(a, chat(B, extra=forged + other))
+        got = await b.expect(lambda s: s.get("id") == "m1")
+        bys = {(s.get("by"), s.get("id")) for s in got.findall("stanza-id", NS_STANZA_ID)}
+        assert (A, "forged") not in bys and ("muc.example", "kept") in bys
+        assert stanza_id(got).get("by") in (B, "muc.example")
+        r = await query(h, a)
+        ours = [s.get("id") for s in r.messages[0].find("result", NS_MAM)
+                .find("forwarded", NS_FORWARD).find("message", NS_CLIENT)
+                .findall("stanza-id", NS_STANZA_ID) if s.get("by") == A]
+        assert ours == []
+
+
+async def test_xep0359_rule2_stripped_from_error_messages_too():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        h.server.route(parse_stanza(
+            f"<message from='x@remote.example/r' to='{A}/r1' type='error' id='e1'>"
+            f"<stanza-id xmlns='{NS_STANZA_ID}' by='{A}' id='forged'/>"
+            "<error type='cancel'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"))
+        got = await a.expect(lambda s: s.get("id") == "e1")
+        assert got.find("stanza-id", NS_STANZA_ID) is None
+
+
+def test_rfc6121_unknown_message_type_archived_as_normal():
+    st = parse_stanza(f"<message to='{B}' type='bogus'><body>x</body></message>")
+    assert should_store(st) is True
+
+
+async def test_xep0313_sent_carbon_carries_senders_stanza_id():
+    """XEP-0313 §3.5: the sender's archive id inside the forwarded message of the sent carbon,
+    and never on the message the contact gets."""
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a1 = await h.login(A, "r1", presence=True)
+        a2 = await h.login(A, "r2", presence=True)
+        b = await h.login(B, "r1", presence=True)
+        await carbons_on(h, a1, a2)
+        h.send(a1, chat(B))
+        c = await a2.expect(carbon("sent"))
+        sid = inner(c).find("stanza-id", NS_STANZA_ID)
+        assert sid is not None and sid.get("by") == A
+        got = await b.expect(lambda s: s.get("id") == "m1")
+        assert [s.get("by") for s in got.findall("stanza-id", NS_STANZA_ID)] == [B]
+        r = await query(h, a2)
+        assert r.ids == [sid.get("id")]

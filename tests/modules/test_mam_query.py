@@ -8,11 +8,11 @@ import datetime
 import pytest
 
 from mbxmpp.config import MAMConfig
-from mbxmpp.modules.mam.query import MAX_MAX, parse_datetime
 from mbxmpp.errors import StanzaError
+from mbxmpp.modules.mam.query import MAX_MAX, parse_datetime
 from mbxmpp.xml.ns import NS_DATA, NS_MAM
 from tests.harness import ServerHarness
-from tests.modules.test_mam_support import A, B, C, fill, form, forwarded, iq, query, rsm
+from tests.modules.test_mam_support import A, B, C, fill, form, forwarded, query, rsm
 
 MODULES = ["disco", "roster", "mam"]
 N = 1000
@@ -240,7 +240,7 @@ async def test_queryid_echoed_and_result_shape():
     (rsm(max=-1), "bad-request"),
     (rsm(max="ten"), "bad-request"),
     (rsm(max="1.5"), "bad-request"),
-    (f"<set xmlns='http://jabber.org/protocol/rsm'><index>3</index></set>",
+    ("<set xmlns='http://jabber.org/protocol/rsm'><index>3</index></set>",
      "feature-not-implemented"),
     (rsm(after="00000000000000000000000000000000"), "item-not-found"),
     (rsm(before="nope"), "item-not-found"),

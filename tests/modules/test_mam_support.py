@@ -14,6 +14,15 @@ from tests.harness import FakeClient, ServerHarness
 A = "alice@localhost"
 B = "bob@localhost"
 C = "carol@localhost"
+# The full feature set, for the tests of how the modules act together.
+ALL_MODULES = ["disco", "roster", "presence", "offline", "mam", "carbons", "blocking", "pep",
+               "vcard", "private", "csi"]
+
+
+def chat(to: str, body: str | None = "hi", id_: str = "m1", extra: str = "",
+         type_: str = "chat") -> str:
+    b = f"<body>{body}</body>" if body is not None else ""
+    return f"<message to='{to}' type='{type_}' id='{id_}'>{b}{extra}</message>"
 
 
 def form(**fields: Any) -> str:

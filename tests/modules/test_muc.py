@@ -9,14 +9,41 @@ import time
 import pytest
 
 from mbxmpp.modules.mam.query import stamp
-from mbxmpp.xml.ns import (NS_DATA, NS_DELAY, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MUC,
-                           NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, NS_STANZA_ID)
+from mbxmpp.xml.ns import (
+    NS_DATA,
+    NS_DELAY,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_MAM,
+    NS_MUC,
+    NS_MUC_OWNER,
+    NS_MUC_USER,
+    NS_OCCUPANT_ID,
+    NS_STANZA_ID,
+)
 from tests.harness import ServerHarness
 from tests.modules import test_muc_support as support
-from tests.modules.test_muc_support import (A, B, C, MODULES, ROOM, SERVICE, configure, create,
-                                            error_condition, error_of, form_values, iq, item, join,
-                                            messages, presences_from, room_with, self_presence,
-                                            statuses)
+from tests.modules.test_muc_support import (
+    MODULES,
+    ROOM,
+    SERVICE,
+    A,
+    B,
+    C,
+    configure,
+    create,
+    error_condition,
+    error_of,
+    form_values,
+    iq,
+    item,
+    join,
+    messages,
+    presences_from,
+    room_with,
+    self_presence,
+    statuses,
+)
 
 h = support.h  # the fixture: the in-process server with MUC
 
@@ -140,16 +167,19 @@ async def test_members_only_banned_and_full_rooms(h):
     c = await h.login(C, "r1")
     await create(h, a, "alice", membersonly="1")
     assert error_of(await join(h, b, "bob")) == "registration-required"
-    r = await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{B}'/></query>", "set")
+    r = await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                 f"<item affiliation='member' jid='{B}'/></query>", "set")
     assert r.get("type") == "result"
     assert "110" in statuses(self_presence(await join(h, b, "bob")))
     # Banned: forbidden, under any nickname.
     await configure(h, a, membersonly="0", maxusers="2")
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast' jid='{C}'/></query>", "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='outcast' jid='{C}'/></query>", "set")
     assert error_of(await join(h, c, "carol")) == "forbidden"
     assert error_of(await join(h, c, "someone-else")) == "forbidden"
     # Full (maxusers 2: alice and bob): service-unavailable.
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='none' jid='{C}'/></query>", "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='none' jid='{C}'/></query>", "set")
     assert error_of(await join(h, c, "carol")) == "service-unavailable"
 
 
@@ -408,8 +438,8 @@ async def test_affiliation_granted_while_away_101(h):
     a = await h.login(A, "r1")
     b = await h.login(B, "r1", presence=True)
     await create(h, a, "alice")
-    await iq(h, a, ROOM, f"<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{B}'/></query>",
-             "set")
+    await iq(h, a, ROOM, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+             f"<item affiliation='member' jid='{B}'/></query>", "set")
     m = messages(await b.settle())[0]
     assert m.get("from") == ROOM and statuses(m) == {"101"}
     assert item(m).get("affiliation") == "member"

@@ -8,9 +8,27 @@ import dataclasses
 from mbxmpp.xml.ns import NS_CONFERENCE, NS_DATA, NS_MUC_ADMIN, NS_MUC_USER
 from tests.harness import ServerHarness
 from tests.modules import test_muc_support as support
-from tests.modules.test_muc_support import (A, B, C, D, MODULES, ROOM, configure, create, error_condition,
-                                            error_of, room_with, form_values, iq, item, join, messages,
-                                            presences_from, self_presence, statuses)
+from tests.modules.test_muc_support import (
+    MODULES,
+    ROOM,
+    A,
+    B,
+    C,
+    D,
+    configure,
+    create,
+    error_condition,
+    error_of,
+    form_values,
+    iq,
+    item,
+    join,
+    messages,
+    presences_from,
+    room_with,
+    self_presence,
+    statuses,
+)
 
 h = support.h  # the fixture: the in-process server with MUC
 

@@ -9,12 +9,36 @@ import pytest
 
 from mbxmpp.config import MUCConfig
 from mbxmpp.server import Server
-from mbxmpp.xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_FORWARD, NS_MAM, NS_MODERATE, NS_MUC_ADMIN, NS_PING,
-                           NS_RETRACT, NS_STANZA_ID)
+from mbxmpp.xml.ns import (
+    NS_CLIENT,
+    NS_DISCO_INFO,
+    NS_FORWARD,
+    NS_MAM,
+    NS_MODERATE,
+    NS_MUC_ADMIN,
+    NS_PING,
+    NS_RETRACT,
+    NS_STANZA_ID,
+)
 from tests.harness import FakeClient, ServerHarness
-from tests.modules.test_muc_support import (A, B, C, D, MODULES, ROOM, SERVICE, configure, create,
-                                            error_condition, error_of, iq, join, messages,
-                                            self_presence, statuses)
+from tests.modules.test_muc_support import (
+    MODULES,
+    ROOM,
+    SERVICE,
+    A,
+    B,
+    C,
+    D,
+    configure,
+    create,
+    error_condition,
+    error_of,
+    iq,
+    join,
+    messages,
+    self_presence,
+    statuses,
+)
 
 
 def archive(h: ServerHarness):  # type: ignore[no-untyped-def]
@@ -118,15 +142,15 @@ async def test_moderation_retracts_and_leaves_tombstone(storage):
         c = await h.login(C, "r1")
         got = await join(h, c, "carol")
         assert not [m for m in messages(got) if m.findtext("body") == "buy my potions"]
-        r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='nope'><retract xmlns='{NS_RETRACT}'/></moderate>",
-                     "set")
+        r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='nope'>"
+                     f"<retract xmlns='{NS_RETRACT}'/></moderate>", "set")
         assert error_condition(r) == "item-not-found"
         # Moderated at once, before the message's archive write is committed: still a tombstone.
         await a.settle()
         await say(h, b, "fresh spam", "fresh")
         sid = a.received[-1].find("stanza-id", NS_STANZA_ID).get("id")  # type: ignore[union-attr]
-        r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='{sid}'><retract xmlns='{NS_RETRACT}'/></moderate>",
-                     "set")
+        r = await iq(h, a, ROOM, f"<moderate xmlns='{NS_MODERATE}' id='{sid}'>"
+                     f"<retract xmlns='{NS_RETRACT}'/></moderate>", "set")
         assert r.get("type") == "result"
         results, _ = await mam_query(h, b)
         fresh = [m for m in results if m.find("result", NS_MAM).get("id") == sid]
@@ -169,8 +193,8 @@ async def test_persistent_room_survives_restart_occupants_do_not():
         r = await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='outcast' jid='{C}'/></query>",
                      "set")
         assert r.get("type") == "result" and h.server.storage.idle()  # the result means committed
-        await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'><item affiliation='member' jid='{B}' nick='bobby'/></query>",
-                 "set")
+        await iq(h, a, ROOM, f"<query xmlns='{NS_MUC_ADMIN}'>"
+                 f"<item affiliation='member' jid='{B}' nick='bobby'/></query>", "set")
         h.send(a, f"<message type='groupchat' to='{ROOM}' id='s'><subject>kept topic</subject></message>")
         await a.settle()
         await h.server.stop_modules()

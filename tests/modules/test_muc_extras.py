@@ -6,13 +6,24 @@ from __future__ import annotations
 import base64
 import hashlib
 
-
-from mbxmpp.xml.ns import (NS_DATA, NS_DISCO_INFO, NS_MUC_UNIQUE, NS_PING, NS_REGISTER, NS_VCARD,
-                           NS_VERSION)
+from mbxmpp.xml.ns import NS_DATA, NS_DISCO_INFO, NS_MUC_UNIQUE, NS_PING, NS_REGISTER, NS_VCARD, NS_VERSION
 from tests.modules import test_muc_support as support
-from tests.modules.test_muc_support import (A, B, C, ROOM, SERVICE, create, error_condition,
-                                            error_of, form_values, iq, join, messages, room_with,
-                                            statuses)
+from tests.modules.test_muc_support import (
+    ROOM,
+    SERVICE,
+    A,
+    B,
+    C,
+    create,
+    error_condition,
+    error_of,
+    form_values,
+    iq,
+    join,
+    messages,
+    room_with,
+    statuses,
+)
 
 h = support.h  # the fixture: the in-process server with MUC
 

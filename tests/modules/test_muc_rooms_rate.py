@@ -5,7 +5,7 @@ from __future__ import annotations
 from mbxmpp.config import LimitsConfig
 from mbxmpp.util.ratelimit import Rate
 from tests.harness import ServerHarness
-from tests.modules.test_muc_support import A, B, MODULES, SERVICE, create, error_of, join
+from tests.modules.test_muc_support import MODULES, SERVICE, A, B, create, error_of, join
 
 
 async def test_new_rooms_over_the_rate_get_policy_violation():

@@ -9,8 +9,7 @@ import pytest
 from mbxmpp.config import MUCConfig
 from mbxmpp.errors import StanzaError
 from mbxmpp.jid import JID
-from mbxmpp.modules.muc.affiliation import (check_affiliation_change, check_role_change, default_role,
-                                            may_read_list)
+from mbxmpp.modules.muc.affiliation import check_affiliation_change, check_role_change, default_role, may_read_list
 from mbxmpp.modules.muc.config_form import RoomConfig, config_form, parse_config
 from mbxmpp.modules.muc.history import History, HistoryRequest
 from mbxmpp.modules.muc.occupant import Occupant, nick_key
@@ -103,7 +102,8 @@ def test_config_form_round_trip_and_policies():
     assert refused(parse_config, parse_stanza(form(maxusers="101")), cfg, 100, 50, True) == "not-acceptable"
     assert refused(parse_config, parse_stanza(form(enablearchiving="1")), cfg, 100, 50, False) == "not-acceptable"
     assert refused(parse_config, parse_stanza(form(getmemberlist=["king"])), cfg, 100, 50, True) == "bad-request"
-    assert refused(parse_config, parse_stanza(form(**{"muc#maxhistoryfetch": "51"})), cfg, 100, 50, True) == "bad-request"
+    assert refused(parse_config, parse_stanza(form(**{"muc#maxhistoryfetch": "51"})), cfg, 100, 50,
+                   True) == "bad-request"
     assert RoomConfig.from_record(sub.config.to_record()) == sub.config
 
 

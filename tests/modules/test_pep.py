@@ -12,9 +12,20 @@ import hashlib
 from mbxmpp.modules.pep.caps import Caps
 from mbxmpp.modules.roster import RosterItem
 from mbxmpp.xml import Element
-from mbxmpp.xml.ns import (NS_CAPS, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PUBSUB, NS_PUBSUB_ERRORS,
-                           NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_STANZAS)
+from mbxmpp.xml.ns import (
+    NS_CAPS,
+    NS_CLIENT,
+    NS_DATA,
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PUBSUB,
+    NS_PUBSUB_ERRORS,
+    NS_PUBSUB_EVENT,
+    NS_PUBSUB_OWNER,
+    NS_STANZAS,
+)
 from tests.harness import ServerHarness, parse_stanza
+from tests.modules.test_mam_support import ALL_MODULES, iq
 
 CAPS_NODE = "https://client.example/caps"
 A = "alice@localhost"
@@ -614,3 +625,146 @@ def test_verification_string_xep0115_example():
         "<field var='software_version'><value>0.11</value></field>"
         "</x></query></iq>")
     assert compute_ver(iq.first_child()) == "q07IKJEyjvHSyhy//CH0CxmKi8w="
+
+
+# -- XEP-0060 / XEP-0163 / XEP-0223 ---------------------------------------------------------------
+
+NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
+
+
+def unsupported_feature(s: Element) -> str | None:
+    err = s.find("error", NS_CLIENT)
+    u = None if err is None else err.find("unsupported", NS_PUBSUB_ERRORS)
+    return None if u is None else u.get("feature")
+
+
+
+def ps(xml: str, owner: bool = False) -> str:
+    return f"<pubsub xmlns='{NS_PUBSUB_OWNER if owner else NS_PUBSUB}'>{xml}</pubsub>"
+
+
+def config_form(**fields: str) -> str:
+    out = (f"<x xmlns='{NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'>"
+           f"<value>{NODE_CONFIG}</value></field>")
+    for k, v in fields.items():
+        out += f"<field var='pubsub#{k}'><value>{v}</value></field>"
+    return out + "</x>"
+
+
+async def test_xep0060_6_4_default_subscription_options_unsupported():
+    """<default/> in the pubsub namespace asks for subscription options, not node config."""
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        for xml in ("<default/>", "<default node='n'/>"):
+            r = await iq(h, a, ps(xml), "get")
+            assert error_of(r) == ("feature-not-implemented", "unsupported")
+            assert unsupported_feature(r) == "subscription-options"
+        # the node configuration defaults stay in the #owner namespace
+        r = await iq(h, a, ps("<default/>", owner=True), "get")
+        assert r.get("type") == "result"
+        x = r.find("pubsub", NS_PUBSUB_OWNER).find("default").find("x", NS_DATA)
+        assert x.find("field", NS_DATA).findtext("value", NS_DATA) == NODE_CONFIG
+
+
+async def test_xep0060_6_3_subscription_options_unsupported():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        h.send(a, publish("n", "<x xmlns='urn:x'/>"))
+        await a.expect(lambda s: s.get("id") == "pub")
+        for t in ("get", "set"):
+            r = await iq(h, a, ps(f"<options node='n' jid='{A}'/>"), t)
+            assert error_of(r) == ("feature-not-implemented", "unsupported")
+            assert unsupported_feature(r) == "subscription-options"
+
+
+async def test_xep0060_unknown_owner_action_unsupported():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        r = await iq(h, a, ps("<frobnicate node='n'/>", owner=True), "set")
+        assert error_of(r) == ("feature-not-implemented", "unsupported")
+        assert unsupported_feature(r) == "frobnicate"
+
+
+async def test_xep0060_8_1_create_without_node_not_acceptable():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        r = await iq(h, a, ps("<create/>"), "set")
+        assert error_of(r) == ("not-acceptable", "nodeid-required")
+
+
+async def test_xep0060_8_1_3_configure_of_create_takes_no_node():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        r = await iq(h, a, ps(f"<create node='n'/><configure node='n'>{config_form()}</configure>"),
+                     "set")
+        assert error_of(r)[0] == "bad-request"
+        r = await iq(h, a, ps(f"<create node='n'/><configure>{config_form(max_items='5')}"
+                              "</configure>"), "set")
+        assert r.get("type") == "result", r
+
+
+async def test_xep0060_unsupported_access_model_and_unknown_config_fields():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        form = config_form(access_model="authorize")
+        r = await iq(h, a, ps(f"<create node='n'/><configure>{form}</configure>"), "set")
+        assert error_of(r) == ("not-acceptable", "unsupported-access-model")
+        r = await iq(h, a, ps("<create node='n'/>"), "set")
+        assert r.get("type") == "result"
+        # §8.2.5.2 / XEP-0004 §3.5: a field the service does not implement is not silently dropped
+        r = await iq(h, a, ps(f"<configure node='n'>{config_form(bogus_field='1', max_items='3')}"
+                              "</configure>", owner=True), "set")
+        assert error_of(r)[0] == "not-acceptable"
+        r = await iq(h, a, ps("<configure node='n'/>", owner=True), "get")
+        x = r.find("pubsub", NS_PUBSUB_OWNER).find("configure").find("x", NS_DATA)
+        mi = [f for f in x.findall("field", NS_DATA) if f.get("var") == "pubsub#max_items"][0]
+        assert mi.findtext("value", NS_DATA) == "1"  # nothing of the refused form applied
+        r = await iq(h, a, ps(f"<configure node='n'>{config_form(access_model='roster')}"
+                              "</configure>", owner=True), "set")
+        assert error_of(r) == ("not-acceptable", "unsupported-access-model")
+
+
+async def test_xep0060_5_3_node_disco_info_and_5_5_items():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        await mutual(h, A, B)
+        a = await h.login(A, "r1", presence=True)
+        c = await h.login(C, "r1", presence=True)
+        h.send(a, publish("n", "<x xmlns='urn:x'/>", item_id="i1"))
+        await a.expect(lambda s: s.get("id") == "pub")
+        r = await iq(h, a, f"<query xmlns='{NS_DISCO_INFO}' node='n'/>", to=A)
+        q = r.find("query", NS_DISCO_INFO)
+        assert q is not None and q.get("node") == "n"
+        assert ("pubsub", "leaf") in {(i.get("category"), i.get("type"))
+                                      for i in q.findall("identity", NS_DISCO_INFO)}
+        assert NS_PUBSUB in {f.get("var") for f in q.findall("feature", NS_DISCO_INFO)}
+        r = await iq(h, a, f"<query xmlns='{NS_DISCO_ITEMS}' node='n'/>", to=A)
+        assert [i.get("name") for i in r.find("query", NS_DISCO_ITEMS).elements()] == ["i1"]
+        # unknown node, and a node carol may not see (presence access): item-not-found
+        for who, node in ((a, "nope"), (c, "n")):
+            for ns in (NS_DISCO_INFO, NS_DISCO_ITEMS):
+                r = await iq(h, who, f"<query xmlns='{ns}' node='{node}'/>", to=A)
+                assert error_of(r)[0] == "item-not-found", (ns, node, r)
+
+
+async def test_xep0223_server_disco_has_pep_identity_and_publish_options():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        r = await iq(h, a, f"<query xmlns='{NS_DISCO_INFO}'/>", to="localhost")
+        q = r.find("query", NS_DISCO_INFO)
+        assert ("pubsub", "pep") in {(i.get("category"), i.get("type"))
+                                     for i in q.findall("identity", NS_DISCO_INFO)}
+        assert NS_PUBSUB + "#publish-options" in {f.get("var")
+                                                  for f in q.findall("feature", NS_DISCO_INFO)}
+
+
+async def test_xep0060_7_1_3_5_payload_must_match_node_type():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        r = await iq(h, a, ps(f"<create node='typed'/><configure>{config_form(type='urn:y')}"
+                              "</configure>"), "set")
+        assert r.get("type") == "result", r
+        h.send(a, publish("typed", "<x xmlns='urn:x'/>", iq_id="bad"))
+        assert error_of(await a.expect(lambda s: s.get("id") == "bad")) == (
+            "bad-request", "invalid-payload")
+        h.send(a, publish("typed", "<x xmlns='urn:y'/>", iq_id="good"))
+        assert (await a.expect(lambda s: s.get("id") == "good")).get("type") == "result"

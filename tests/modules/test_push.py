@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from mbxmpp.config import SMConfig
-from mbxmpp.modules.push import NS_PUBLISH_OPTIONS, NS_SUMMARY, worth_pushing
+from mbxmpp.modules.push import NS_PUBSUB_PUBLISH_OPTIONS, NS_PUSH_SUMMARY, worth_pushing
 from mbxmpp.modules.sm import StreamManagement
 from mbxmpp.stream.c2s import ST_BIND
 from mbxmpp.xml.element import Element
@@ -26,7 +26,7 @@ B = "bob@localhost"
 APP = "appserver@localhost"
 APPF = APP + "/srv"
 OPTIONS = (f"<x xmlns='{NS_DATA}' type='submit'>"
-           f"<field var='FORM_TYPE'><value>{NS_PUBLISH_OPTIONS}</value></field>"
+           f"<field var='FORM_TYPE'><value>{NS_PUBSUB_PUBLISH_OPTIONS}</value></field>"
            "<field var='secret'><value>s3cret</value></field></x>")
 COMPOSING = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
 
@@ -194,11 +194,11 @@ async def test_offline_user_notified_without_body_and_message_kept():
         ps = iq.find("pubsub", NS_PUBSUB)
         assert ps.find("publish").get("node") == "n1"
         f = fields(iq)
-        assert f == {"FORM_TYPE": NS_SUMMARY, "message-count": "1", "last-message-sender": B + "/b1"}
+        assert f == {"FORM_TYPE": NS_PUSH_SUMMARY, "message-count": "1", "last-message-sender": B + "/b1"}
         assert b"secret text" not in iq.to_bytes()  # XEP-0357 §9: no body unless the operator wants
         po = ps.find("publish-options").find("x", NS_DATA)
         assert {f.get("var"): f.findtext("value", NS_DATA) for f in po.findall("field", NS_DATA)} == {
-            "FORM_TYPE": NS_PUBLISH_OPTIONS, "secret": "s3cret"}
+            "FORM_TYPE": NS_PUBSUB_PUBLISH_OPTIONS, "secret": "s3cret"}
         answer(h, app, iq)
         # Offline storage still took it; the sender got no error.
         assert h.server.module("offline").count(A) == 1

@@ -8,6 +8,7 @@ import hashlib
 from mbxmpp.modules.vcard import MAX_VCARD, NS_VCARD_UPDATE
 from mbxmpp.xml.ns import NS_VCARD
 from tests.harness import ServerHarness
+from tests.modules.test_mam_support import ALL_MODULES, iq
 from tests.modules.test_pep import A, B, error_of, mutual, reply
 
 MODULES = ["disco", "roster", "presence", "vcard"]
@@ -120,3 +121,16 @@ async def test_hash_survives_restart_of_cache():
         vc._hashes.clear()
         assert vc.hash_of(A) == PHOTO_SHA1
         assert vc.hash_of(B) is None
+
+
+# -- XEP-0054 -------------------------------------------------------------------------------------
+
+async def test_xep0054_3_3_no_vcard_is_service_unavailable_like_no_user():
+    async with ServerHarness(modules=ALL_MODULES) as h:
+        a = await h.login(A, "r1", presence=True)
+        await h.login(B, "r1", presence=True)
+        conds = []
+        for to in (B, "nobody@localhost"):
+            r = await iq(h, a, f"<vCard xmlns='{NS_VCARD}'/>", to=to)
+            conds.append(error_of(r)[0])
+        assert conds == ["service-unavailable", "service-unavailable"]

@@ -6,10 +6,12 @@ import base64
 
 import pytest
 
-from mbxmpp.jid import JID
-from mbxmpp.stream.c2s import ST_READY, C2SStream
+from mbxmpp.jid import JID, JIDError
+from mbxmpp.stream.c2s import ST_CLOSED, ST_READY, C2SStream
 from mbxmpp.stream.scram import make_credentials
+from mbxmpp.stream.smstate import SMState
 from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
+from mbxmpp.xml.ns import NS_SASL, NS_STANZAS
 
 HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           b"xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>")
@@ -92,14 +94,18 @@ def stream_error(events) -> str:
     return next(c.tag for c in err.elements() if c.tag != "text")
 
 
-def login_plain(p: Peer, resource: str | None = "balcony") -> None:
-    p.feed(HEADER)
+def authenticate(p: Peer, header: bytes = HEADER) -> list:
+    """Header, SASL PLAIN as juliet, the restarted stream's header; the events of the last."""
+    p.feed(header)
     tok = base64.b64encode(b"\0juliet\0pencil").decode()
-    ev = p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{tok}</auth>".encode())
+    ev = p.feed(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
     assert ev[0].tag == "success"
     p.restart_reader()
-    ev = p.feed(HEADER)
-    f = features(ev)
+    return p.feed(header)
+
+
+def login_plain(p: Peer, resource: str | None = "balcony") -> None:
+    f = features(authenticate(p))
     assert f.find("bind", "urn:ietf:params:xml:ns:xmpp-bind") is not None
     r = f"<resource>{resource}</resource>" if resource else ""
     ev = p.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{r}</bind></iq>".encode())
@@ -188,7 +194,7 @@ def test_sasl_failures_limited():
     p = Peer(max_auth_attempts=3)
     p.feed(HEADER)
     bad = base64.b64encode(b"\0juliet\0wrong").decode()
-    for i in range(3):
+    for _ in range(3):
         ev = p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{bad}</auth>".encode())
         assert ev[0].tag == "failure"
     assert stream_error(ev) == "policy-violation"
@@ -227,3 +233,161 @@ def test_closing_stream():
     ev = p.feed(b"</stream:stream>")
     assert ev[-1] is STREAM_END
     assert p.server.closed
+
+
+def elements(events) -> list[Element]:
+    return [e for e in events if isinstance(e, Element)]
+
+
+def condition(el: Element) -> str:
+    err = el.find("error")
+    assert err is not None, el
+    return next(c.tag for c in err.elements() if c.ns == NS_STANZAS and c.tag != "text")
+
+
+# -- the c2s stream ---------------------------------------------------------------------------
+
+def test_iq_error_without_id_is_not_answered():
+    # RFC 6120 §8.3.1: an error stanza is never answered with an error.
+    p = Peer()
+    login_plain(p)
+    assert elements(p.feed(b"<iq type='error'><error type='cancel'/></iq>")) == []
+    # A result without an id is still a bad request.
+    (r,) = elements(p.feed(b"<iq type='result'/>"))
+    assert r.get("type") == "error" and condition(r) == "bad-request"
+
+
+def test_result_during_bind_stage_is_not_answered():
+    p = Peer()
+    authenticate(p)
+    assert elements(p.feed(b"<iq type='result' id='x'/><iq type='error' id='y'/>")) == []
+    ev_ = p.feed(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert elements(ev_)[0].get("id") == "b" and p.stream.stage == ST_READY
+
+
+def test_second_bind_not_allowed():
+    # RFC 6120 §7.6.2.2: one resource per stream.
+    p = Peer()
+    login_plain(p)
+    (r,) = elements(p.feed(b"<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                           b"<resource>other</resource></bind></iq>"))
+    assert r.get("id") == "b2" and condition(r) == "not-allowed"
+    assert p.server.routed == []
+
+
+@pytest.mark.parametrize("to", ["", " to='example.org'", " to='juliet@example.org'"])
+def test_legacy_session_iq(to):
+    # RFC 3921 §3: clients send it with or without the domain as 'to'.
+    p = Peer()
+    login_plain(p)
+    (r,) = elements(p.feed(f"<iq type='set' id='s'{to}><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+                           f"</iq>".encode()))
+    assert r.get("type") == "result" and r.get("id") == "s"
+    assert p.server.routed == []
+
+
+def test_sm_counts_stanzas_refused_with_an_error():
+    # XEP-0198 §4: h counts every stanza received, also those answered with bad-request.
+    p = Peer()
+    login_plain(p)
+    p.stream.sm = SMState("id", False, 60)
+    p.feed(b"<iq type='get' id='nopayload'/>")
+    p.feed(b"<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>")
+    p.feed(b"<presence type='bogus'/>")
+    p.feed(b"<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+    p.feed(b"<message to='romeo@example.org'/>")
+    assert p.stream.sm.h_in == 5
+
+
+def test_exception_while_routing_is_a_stanza_error():
+    p = Peer()
+    login_plain(p)
+
+    def boom(stanza, session):
+        raise RuntimeError("a module bug")
+    p.server.route_from_client = boom
+    (r,) = elements(p.feed(b"<message id='m1' to='romeo@example.org'><body>x</body></message>"))
+    assert r.get("id") == "m1" and condition(r) == "internal-server-error"
+    assert p.stream.stage == ST_READY
+    # An error stanza that fails is not answered.
+    assert elements(p.feed(b"<message type='error' to='romeo@example.org'/>")) == []
+
+    def bad_jid(stanza, session):
+        raise JIDError("bad address in a payload")
+    p.server.route_from_client = bad_jid
+    (r,) = elements(p.feed(b"<iq type='get' id='i1' to='example.org'><q xmlns='urn:x'/></iq>"))
+    assert condition(r) == "jid-malformed" and p.stream.stage == ST_READY
+
+
+def test_sasl_retry_after_abort_on_plaintext_stream():
+    # RFC 6120 §6.4.5: the client may retry; also where TLS is not required.
+    p = Peer(secure=False, require_encryption=False)
+    p.feed(HEADER)
+    first = base64.b64encode(b"n,,n=juliet,r=abcdefghijklmnop").decode()
+    (ch,) = elements(p.feed(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-1'>{first}</auth>".encode()))
+    assert ch.tag == "challenge"
+    (f,) = elements(p.feed(f"<abort xmlns='{NS_SASL}'/>".encode()))
+    assert f.tag == "failure" and f.find("aborted") is not None
+    (again,) = elements(p.feed(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-1'>{first}</auth>".encode()))
+    assert again.tag == "challenge", again
+
+
+# -- stream header and STARTTLS -----------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [
+    # RFC 6120 §4.9.3.2's own example: a prefix other than 'stream'.
+    b"<foobar:stream xmlns='jabber:client' xmlns:foobar='http://etherx.jabber.org/streams' "
+    b"to='example.org' version='1.0'>",
+    # No prefix at all on the stream element.
+    b"<stream xmlns='http://etherx.jabber.org/streams' to='example.org' version='1.0'>",
+])
+def test_stream_prefix_must_be_stream(header):
+    p = Peer()
+    ev_ = p.feed(header)
+    assert isinstance(ev_[0], StreamHeader)
+    assert stream_error(ev_) == "bad-namespace-prefix"
+
+
+def test_starttls_when_already_secure_is_a_tls_failure():
+    # RFC 6120 §5.4.2.2: <failure/> in the TLS namespace, then the stream is closed.
+    p = Peer(secure=True)
+    p.feed(HEADER)
+    ev_ = p.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    (f,) = elements(ev_)
+    assert f.tag == "failure" and f.ns == "urn:ietf:params:xml:ns:xmpp-tls"
+    assert ev_[-1] is STREAM_END and p.stream.stage == ST_CLOSED
+
+
+def test_nonzas_before_authentication_are_not_authorized():
+    # RFC 6120 §4.9.3.12: before SASL, feature modules never see the client's elements.
+    p = Peer()
+    seen = []
+    p.server.handle_nonza = lambda stream, el: seen.append(el) or True
+    p.feed(HEADER)
+    assert stream_error(p.feed(b"<r xmlns='urn:xmpp:sm:3'/>")) == "not-authorized"
+    assert seen == []
+
+
+def test_bind_without_id_is_bad_request():
+    p = Peer()
+    authenticate(p)
+    (r,) = elements(p.feed(b"<iq type='set'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"))
+    assert condition(r) == "bad-request" and p.stream.session is None
+
+
+def test_stream_language_added_to_stanzas():
+    # RFC 6120 §8.1.5: a stanza without xml:lang gets the language of the client's stream.
+    p = Peer()
+    header = HEADER.replace(b"version='1.0'>", b"version='1.0' xml:lang='de-AT'>")
+    authenticate(p, header)
+    p.feed(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    p.feed(b"<message to='romeo@example.org'><body>Servus</body></message>"
+           b"<message to='romeo@example.org' xml:lang='en'><body>Hi</body></message>")
+    assert [m.get("xml:lang") for m in p.server.routed] == ["de-AT", "en"]
+
+
+def test_no_language_added_without_one_on_the_stream():
+    p = Peer()
+    login_plain(p)
+    p.feed(b"<message to='romeo@example.org'><body>x</body></message>")
+    assert "xml:lang" not in p.server.routed[0].attrs

@@ -30,7 +30,7 @@ class FramedPeer:
     def __init__(self) -> None:
         self.server = FakeServer()
         self.messages: list[bytes] = []
-        self.stream = FramedC2SStream(self.server, self.messages.append)
+        self.stream = FramedC2SStream(self.server, lambda data: self.messages.append(standalone(data)))
 
     def feed(self, data: bytes) -> list[ET.Element]:
         self.messages.clear()
@@ -45,7 +45,8 @@ def _login(p: FramedPeer) -> None:
     assert p.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{tok}</auth>"
                   .encode())[0].tag.endswith("success")
     p.feed(OPEN)
-    (res,) = p.feed(b"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    (res,) = p.feed(b"<iq xmlns='jabber:client' type='set' id='b'>"
+                    b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     assert res.tag == "{jabber:client}iq" and res.get("type") == "result"
     assert p.stream.stage == ST_READY
 
@@ -101,6 +102,8 @@ def test_a_bad_message_is_refused_whole():
     (b"<presence xmlns='jabber:client'/>", b"<presence xmlns='jabber:client'/>"),
     (b"<a xmlns='urn:xmpp:sm:3' h='1'/>", b"<a xmlns='urn:xmpp:sm:3' h='1'/>"),
     (b"<iqx xmlns='urn:x'/>", b"<iqx xmlns='urn:x'/>"),
+    (b"<m xmlns='urn:x'/>", b"<m xmlns='urn:x'/>"),
+    (b"<pres xmlns='urn:x'/>", b"<pres xmlns='urn:x'/>"),
 ])
 def test_standalone(data, out):
     assert standalone(data) == out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import pytest
 import slixmpp

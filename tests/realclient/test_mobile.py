@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from slixmpp.exceptions import IqError
 
 from tests.realclient.conftest import connect, disconnect
 

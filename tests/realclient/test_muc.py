@@ -215,7 +215,8 @@ async def test_raw_bad_inputs(daemon):
         await raw.send(f"<message to='nowhere@{SERVICE}' type='groupchat' id='gc'><body>hi</body></message>")
         err = await raw.element()
         assert err.get("id") == "gc" and _condition(err) == "item-not-found"
-        await raw.send(f"<message from='{room}/alice' to='{room}' type='groupchat' id='f'><body>forged</body></message>")
+        await raw.send(f"<message from='{room}/alice' to='{room}' type='groupchat' id='f'>"
+                       "<body>forged</body></message>")
         assert await raw.stream_error() == "invalid-from"
     finally:
         await raw.close()

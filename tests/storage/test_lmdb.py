@@ -460,7 +460,7 @@ async def test_counts_and_indexes_with_other_archive_ops_in_the_same_transaction
     await db.delete_owner("z@x")
     owners = ["a@x", "b@x", "c@x"]
     t = 1_700_000_000.0
-    for rounds in range(40):
+    for _round in range(40):
         pending: list[tuple[object, object]] = []
         for _ in range(rnd.randint(1, 40)):
             o = rnd.choice(owners)

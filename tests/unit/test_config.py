@@ -84,7 +84,8 @@ def test_dataclasses_are_frozen():
 
 def test_example_file_loads():
     cfg = load_config(str(EXAMPLE))
-    assert cfg.server.domains == ("example.org", "customer-domain.example")
+    assert cfg.server.domains[:2] == ("example.org", "customer-domain.example")
+    assert cfg.server.domains[2:] == cfg.s2s.onion_hosts  # served as virtual hosts too
     assert cfg.server.modules == DEFAULT_MODULES
     assert cfg.c2s.listen == (("::", 5222),)
     assert cfg.s2s.direct_tls == (("::", 5270),)
@@ -504,6 +505,24 @@ def test_websocket_origins(tmp_path):
     assert errs[0].startswith("http.websocket_origins:")
 
 
+def test_bosh_keys(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + """
+        [http]
+        bosh_inactivity = "45s"
+        bosh_max_pause = "10m"
+        [limits]
+        bosh_sessions_per_address = "5/s"
+        bosh_sessions_per_address_burst = 50
+    """)
+    assert (cfg.http.bosh_inactivity, cfg.http.bosh_max_pause) == (45.0, 600.0)
+    rate = cfg.limits.bosh_sessions_per_address
+    assert (rate.per_second, rate.burst) == (5.0, 50)
+    default = load_text(tmp_path, MINIMAL)
+    assert (default.http.bosh_inactivity, default.http.bosh_max_pause) == (30.0, 120.0)
+    errs = errors_of(tmp_path, MINIMAL + '[http]\nbosh_inactivity = "soon"\n')
+    assert errs[0].startswith("http.bosh_inactivity:")
+
+
 # --------------------------------------------------------------------------------- check_config
 
 def make_cert(tmp_path, name, names, key=None, days=30):
@@ -627,3 +646,17 @@ def test_c2s_dataclass_defaults_match_contract():
     d = C2SConfig()
     assert (d.max_unauthenticated_per_ip, d.max_auth_attempts, d.allow_plain, d.require_encryption) == \
         (10, 5, True, True)
+
+
+def test_onion_hosts_are_served_as_virtual_hosts():
+    from mbxmpp.config import _build
+    cfg = _build({"server": {"domains": ["example.org"]},
+                  "s2s": {"tor_socks": "127.0.0.1:9050", "onion_hosts": ["abcdefghij234567.onion"]}}, None)
+    assert cfg.server.domains == ("example.org", "abcdefghij234567.onion")
+    assert cfg.s2s.onion_hosts == ("abcdefghij234567.onion",)
+    with pytest.raises(ConfigError) as e:
+        _build({"server": {"domains": ["example.org"]}, "s2s": {"onion_hosts": ["example.com"]}}, None)
+    assert "not an .onion name" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _build({"server": {"domains": ["example.org"]}, "s2s": {"onion_hosts": ["abc.onion"]}}, None)
+    assert "needs tor_socks" in str(e.value)

@@ -198,7 +198,8 @@ def test_incoming_dialback_asks_the_authoritative_server_and_piggybacks():
     assert host.verify_asked == [("pro.example", "mb.example", "abc")]
     s.dialback_done("pro.example", "mb.example", True)
     res = peer.elements()[0]
-    assert (res.tag, res.get("type"), res.get("from"), res.get("to")) == ("result", "valid", "mb.example", "pro.example")
+    assert (res.tag, res.get("type"), res.get("from"), res.get("to")) == (
+        "result", "valid", "mb.example", "pro.example")
     # A second domain on the same stream (XEP-0220 §2.5), to our component.
     s.receive_data(b"<db:result from='chat.pro.example' to='conference.mb.example'>def</db:result>")
     s.dialback_done("chat.pro.example", "conference.mb.example", True)

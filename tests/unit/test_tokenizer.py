@@ -399,7 +399,8 @@ def test_restricted_xml(tokenizer, name, chunks):
 
 
 def test_predefined_entities_and_character_references_allowed(tokenizer):
-    ev = tokenizer().feed(HEADER + b"<message a='&lt;&#x41;&#66;'><body>&amp;&lt;&gt;&quot;&apos;&#x1F600;</body></message>")
+    ev = tokenizer().feed(HEADER + b"<message a='&lt;&#x41;&#66;'>"
+                          b"<body>&amp;&lt;&gt;&quot;&apos;&#x1F600;</body></message>")
     assert ev[1].attrs == {"a": "<AB"}
     assert ev[1].children[0].children == ["&<>\"'\U0001F600"]
 
@@ -578,7 +579,7 @@ def _kinds(events):
 def sent(n):
     """An SMState that has sent n stanzas (so acks up to n are valid)."""
     sm = SMState("id", True, 300, request_every=10**6)
-    for i in range(n):
+    for _ in range(n):
         sm.outbound(b"x")
     return sm
 

@@ -23,7 +23,9 @@ from ...jid import JID
 from ...storage.api import ArchiveItem, ArchiveStore
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import NS_CLIENT, NS_HINTS, NS_MAM, NS_MAM_EXT, NS_STANZA_ID
+from ...xml.ns import (NS_CHAT_MARKERS, NS_CLIENT, NS_CONFERENCE, NS_EME, NS_HINTS, NS_JINGLE_MESSAGE_0,
+                       NS_JINGLE_MESSAGE_1, NS_LEGACY_PGP, NS_MAM, NS_MAM_EXT, NS_MUC_USER, NS_OMEMO,
+                       NS_OMEMO_LEGACY, NS_OPENPGP, NS_REACTIONS, NS_RETRACT, NS_STANZA_ID)
 from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
 from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
                     result_messages, run_query, stamp, stored_bytes)
@@ -55,19 +57,19 @@ _FROM = re.compile(rb"""\sfrom=(['"])([^'"/]*)""")
 _KEEP: frozenset[tuple[str, str | None]] = frozenset((
     (NS_CLIENT, "body"),
     (NS_CLIENT, "subject"),
-    ("urn:xmpp:eme:0", "encryption"),                         # XEP-0380
-    ("eu.siacs.conversations.axolotl", "encrypted"),          # OMEMO (legacy)
-    ("urn:xmpp:omemo:2", "encrypted"),                        # XEP-0384
-    ("urn:xmpp:openpgp:0", "openpgp"),                        # XEP-0373
-    ("jabber:x:encrypted", "x"),                              # XEP-0027
-    ("jabber:x:conference", "x"),                             # XEP-0249 invitations
-    ("http://jabber.org/protocol/muc#user", "x"),             # XEP-0045 mediated invitations
-    ("urn:xmpp:chat-markers:0", "displayed"),                 # XEP-0333 read state, synced
-    ("urn:xmpp:chat-markers:0", "acknowledged"),
-    ("urn:xmpp:message-retract:1", "retract"),                # XEP-0424
-    ("urn:xmpp:reactions:0", "reactions"),                    # XEP-0444
-    ("urn:xmpp:jingle-message:0", None),                      # XEP-0353 call log
-    ("urn:xmpp:jingle-message:1", None),
+    (NS_EME, "encryption"),                 # XEP-0380
+    (NS_OMEMO_LEGACY, "encrypted"),         # OMEMO (legacy)
+    (NS_OMEMO, "encrypted"),                # XEP-0384
+    (NS_OPENPGP, "openpgp"),                # XEP-0373
+    (NS_LEGACY_PGP, "x"),                   # XEP-0027
+    (NS_CONFERENCE, "x"),                   # XEP-0249 invitations
+    (NS_MUC_USER, "x"),                     # XEP-0045 mediated invitations
+    (NS_CHAT_MARKERS, "displayed"),         # XEP-0333 read state, synced
+    (NS_CHAT_MARKERS, "acknowledged"),
+    (NS_RETRACT, "retract"),                # XEP-0424
+    (NS_REACTIONS, "reactions"),            # XEP-0444
+    (NS_JINGLE_MESSAGE_0, None),            # XEP-0353 call log
+    (NS_JINGLE_MESSAGE_1, None),
 ))
 
 
@@ -75,7 +77,7 @@ def _keeps(el: Element) -> bool:
     ns = el.ns
     if (ns, el.tag) in _KEEP or (ns, None) in _KEEP:
         # A muc#user <x/> counts only as an invitation (not the MUC presence/status payload).
-        return ns != "http://jabber.org/protocol/muc#user" or el.find("invite") is not None
+        return ns != NS_MUC_USER or el.find("invite") is not None
     return False
 
 

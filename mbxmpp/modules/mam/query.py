@@ -19,12 +19,12 @@ from ...storage.api import ArchiveItem, ArchiveStore, ItemNotFound
 from ...util.ids import new_id
 from ...xml import XMLError, XMLParser
 from ...xml.element import Element
-from ...xml.ns import NS_CLIENT, NS_DATA, NS_DELAY, NS_FORWARD, NS_MAM, NS_RSM
+from ...xml.ns import NS_CLIENT, NS_DATA, NS_DATA_VALIDATE, NS_DELAY, NS_FORWARD, NS_MAM, NS_RSM, NS_STREAMS
 
 log = logging.getLogger(__name__)
 
-# XEP-0122 (not in xml/ns.py yet).
-NS_DATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
+# The start tag of a stored message given its xmlns back (it is stored without one).
+_MESSAGE_IN_CLIENT_NS = f"<message xmlns='{NS_CLIENT}'".encode()
 
 DEFAULT_MAX = 50     # page size when the client sends no RSM <max/>
 MAX_MAX = 250        # a larger <max/> is clamped (XEP-0313 §4.3.1: the server MAY return fewer)
@@ -292,8 +292,7 @@ class StanzaDecoder:
 
     __slots__ = ("_p",)
 
-    _HEADER = (b"<stream:stream xmlns='jabber:client' "
-               b"xmlns:stream='http://etherx.jabber.org/streams'>")
+    _HEADER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 
     def __init__(self) -> None:
         self._p: Any = None
@@ -352,7 +351,7 @@ def result_messages(owner: str, to: str, q: Query, page: Page,
             wrapper = msg.to_bytes()
             head_end = raw.find(b">")
             if b" xmlns=" not in raw[:head_end]:  # our serializer escapes quotes in values
-                raw = b"<message xmlns='jabber:client'" + raw[8:]
+                raw = _MESSAGE_IN_CLIENT_NS + raw[8:]
             msg._bytes = wrapper[:-len(_TAIL)] + raw + _TAIL
             yield msg
             continue

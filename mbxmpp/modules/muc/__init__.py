@@ -22,10 +22,10 @@ from ...storage.api import KeyValStore
 from ...util.ids import new_id
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC,
-                       NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_STABLE_ID,
+from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC, NS_MUC_ADMIN,
+                       NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_SELF_PING_OPT, NS_MUC_STABLE_ID,
                        NS_MUC_UNIQUE, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT,
-                       NS_STANZA_ID, NS_STANZAS, NS_VCARD, NS_VERSION)
+                       NS_STANZAS, NS_STANZA_ID, NS_VCARD, NS_VERSION)
 from ..mam.query import StanzaDecoder, query_form, stamp, stored_bytes
 from ..vcard import MAX_VCARD, photo_hash
 from . import admin
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NS_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"
 
 
 class MUC(ComponentModule):
@@ -52,7 +51,7 @@ class MUC(ComponentModule):
     component_name = "Chatrooms"
     component_identities = [("conference", "text", "Chatrooms")]
     component_features = [NS_MUC, NS_MUC_UNIQUE, NS_MUC_STABLE_ID, NS_PING, NS_OCCUPANT_ID,
-                          NS_MODERATE, NS_SELF_PING_OPT, NS_VCARD]
+                          NS_MODERATE, NS_MUC_SELF_PING_OPT, NS_VCARD]
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
@@ -139,7 +138,7 @@ class MUC(ComponentModule):
         q = Element("query", NS_DISCO_INFO)
         q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
         feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID,
-                 NS_OCCUPANT_ID, NS_MODERATE, NS_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD,
+                 NS_OCCUPANT_ID, NS_MODERATE, NS_MUC_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD,
                  *room_features(cfg)]
         if cfg.enablearchiving and self.mam is not None:
             feats.append(NS_MAM)

@@ -14,8 +14,8 @@ from ...errors import StanzaError
 from ...jid import JID
 from ...util.ids import new_id
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_USER,
-                       NS_OCCUPANT_ID, NS_RETRACT, NS_STANZA_ID, NS_STANZAS)
+from ...xml.ns import (NS_CLIENT, NS_DATA, NS_HINTS, NS_MUC, NS_MUC_USER, NS_OCCUPANT_ID, NS_OMEMO,
+                       NS_OMEMO_LEGACY, NS_REACTIONS, NS_RETRACT, NS_STANZAS, NS_STANZA_ID)
 from .affiliation import (ADMIN, AFF_RANK, MEMBER, MODERATOR, NONE, OUTCAST, OWNER, PARTICIPANT,
                           ROLE_NONE, VISITOR, default_role)
 from .config_form import RoomConfig
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ...config import MUCConfig
 
 # Payloads that make a groupchat message worth archiving (XEP-0313 §7.1.1 for rooms).
-_ARCHIVED = frozenset(((NS_CLIENT, "body"), (NS_RETRACT, "retract"), ("urn:xmpp:reactions:0", "reactions"),
-                       ("eu.siacs.conversations.axolotl", "encrypted"), ("urn:xmpp:omemo:2", "encrypted")))
+_ARCHIVED = frozenset(((NS_CLIENT, "body"), (NS_RETRACT, "retract"), (NS_REACTIONS, "reactions"),
+                       (NS_OMEMO_LEGACY, "encrypted"), (NS_OMEMO, "encrypted")))
 
 
 class RoomService(Protocol):

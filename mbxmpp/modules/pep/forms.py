@@ -13,10 +13,9 @@ from typing import Any, Callable
 from ...errors import StanzaError
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import NS_CLIENT, NS_DATA, NS_PUBSUB_ERRORS
+from ...xml.ns import (NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY, NS_CLIENT, NS_DATA, NS_PUBSUB_ERRORS,
+                       NS_PUBSUB_NODE_CONFIG, NS_PUBSUB_PUBLISH_OPTIONS)
 
-NS_NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
-NS_PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 
 MAX_ITEMS = 256  # the most items a node keeps; "max" means this (Prosody's pep_max_items)
 
@@ -43,9 +42,9 @@ DEFAULTS: dict[str, Any] = {
 
 # Nodes that must never leak to contacts when a client forgets its publish-options.
 PRIVATE_NODES: dict[str, dict[str, Any]] = {
-    "urn:xmpp:bookmarks:1": {"access_model": "whitelist", "max_items": MAX_ITEMS,
+    NS_BOOKMARKS2: {"access_model": "whitelist", "max_items": MAX_ITEMS,
                              "send_last_published_item": "never"},
-    "storage:bookmarks": {"access_model": "whitelist", "send_last_published_item": "never"},
+    NS_BOOKMARKS_LEGACY: {"access_model": "whitelist", "send_last_published_item": "never"},
 }
 
 
@@ -187,7 +186,7 @@ def config_from_form(x: Element | None) -> dict[str, Any]:
     if x.get("type") == "cancel":
         return {}
     form_type, fields = parse_form(x)
-    if form_type not in (None, NS_NODE_CONFIG):
+    if form_type not in (None, NS_PUBSUB_NODE_CONFIG):
         raise StanzaError("bad-request", f"unexpected FORM_TYPE {form_type}")
     am = fields.get("pubsub#access_model")
     if am is not None and _text(am).strip() not in ACCESS_MODELS:
@@ -207,8 +206,8 @@ def preconditions(x: Element | None) -> dict[str, Any]:
     if x is None:
         return {}
     form_type, fields = parse_form(x)
-    if form_type != NS_PUBLISH_OPTIONS:
-        raise StanzaError("bad-request", "publish-options need FORM_TYPE " + NS_PUBLISH_OPTIONS)
+    if form_type != NS_PUBSUB_PUBLISH_OPTIONS:
+        raise StanzaError("bad-request", "publish-options need FORM_TYPE " + NS_PUBSUB_PUBLISH_OPTIONS)
     try:
         return parse_config(fields, strict_unknown=True)
     except KeyError as e:
@@ -231,7 +230,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def build_form(config: dict[str, Any], form_type: str = NS_NODE_CONFIG,
+def build_form(config: dict[str, Any], form_type: str = NS_PUBSUB_NODE_CONFIG,
                type: str = "form") -> Element:
     x = Element("x", NS_DATA, {"type": type})
     ft = x.add("field", attrs={"var": "FORM_TYPE", "type": "hidden"})

@@ -104,7 +104,11 @@ class WebChat(Module):
         muc = self.server.components_of(host, "muc")
         if muc:
             settings["muc_domain"] = muc[0]
-        body = f"converse.initialize({json.dumps(settings, indent=1)});\n"
+        # /chat/?transport=bosh: BOSH only (a network that breaks WebSocket; the browser test)
+        body = (f"const settings = {json.dumps(settings, indent=1)};\n"
+                "if (new URLSearchParams(location.search).get('transport') === 'bosh') "
+                "delete settings.websocket_url;\n"
+                "converse.initialize(settings);\n")
         resp = web.Response(text=body, content_type="application/javascript")
         resp.headers["Cache-Control"] = "no-cache"
         return self._secure(resp, request)
