@@ -16,6 +16,11 @@ under load in a native profile). Because the block is shrunk before it is freed,
 mmap threshold never learns to serve it from the heap. Fixing the thresholds (mmap above 4 MiB,
 trim the heap top above 64 MiB) keeps these buffers in the heap.
 
+Trimming. Under login churn glibc's heaps fill with free holes (perf/soak_churn.py: bytes in use
+flat or falling, free bytes inside the heap and RSS growing): the pages of those holes stay
+resident. ``malloc_trim(0)`` once a minute gives whole free pages back to the kernel
+(``madvise``), wherever they are in the heap; it takes a few ms on a heap of tens of MB.
+
 Heap report. ``kill -USR1 <pid>`` logs one ``heap report`` line (JSON): Python's allocated blocks,
 live objects per gc generation, glibc's ``mallinfo2`` (bytes in use vs. free inside the heap) and,
 in a daemon started with ``PYTHONTRACEMALLOC=N``, the allocation sites that grew most since the
@@ -24,6 +29,7 @@ previous report. It tells a leak (blocks and bytes in use grow) from fragmentati
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import json
@@ -109,9 +115,35 @@ def _log_heap_report(signum: int, frame: object) -> None:
     log.warning("heap report %s", json.dumps(heap_report()))
 
 
+TRIM_INTERVAL = 60.0  # seconds between malloc_trim(0) calls in a serving daemon
+
+
+def trim_malloc() -> bool:
+    """Give the free pages inside glibc's heaps back to the kernel; False without glibc."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = (ctypes.c_size_t,)
+    fn.restype = ctypes.c_int
+    fn(0)
+    return True
+
+
+def _trim_periodically(loop: asyncio.AbstractEventLoop) -> None:
+    if trim_malloc():
+        loop.call_later(TRIM_INTERVAL, _trim_periodically, loop)
+
+
 def tune_for_serving() -> None:
     """Call once the server is up (listening, modules started)."""
     tune_malloc()
     tune_gc()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        loop.call_later(TRIM_INTERVAL, _trim_periodically, loop)
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, _log_heap_report)

@@ -84,3 +84,32 @@ def test_sigusr1_logs_a_heap_report_in_the_daemon():
         assert d.proc.poll() is None  # still serving
     finally:
         d.finish()
+
+
+def test_serving_daemon_trims_malloc_periodically(monkeypatch):
+    import asyncio
+    import platform
+    import signal
+
+    import pytest
+
+    from mbxmpp.util import tuning
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert tuning.trim_malloc()
+    calls = []
+    monkeypatch.setattr(tuning, "TRIM_INTERVAL", 0.01)
+    monkeypatch.setattr(tuning, "trim_malloc", lambda: calls.append(1) or len(calls) < 3)
+    before, usr1 = gc.get_threshold(), signal.getsignal(signal.SIGUSR1)
+
+    async def serve() -> None:
+        tuning.tune_for_serving()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+    try:
+        asyncio.run(serve())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        signal.signal(signal.SIGUSR1, usr1)
+    assert len(calls) == 3  # every interval, until trimming is not possible
