@@ -10,10 +10,13 @@ storage and archives grow on disk, as they should), then a clean ``</stream:stre
 come from many loopback addresses (127.0.0.2-65), as users do, so per-address limits do not slow it.
 
 Memory is the daemon's anonymous RSS (``RssAnon`` in /proc/PID/status: LMDB's mapped file is not
-in it). Every cache is warm after the warm-up; the growth from there to the end, divided by the
-sessions in between, is what each ended session left behind. Exit 1 when it is above
+in it). Every cache is warm after the warm-up; the growth from there on per ended session (the
+least-squares slope over the readings) is what each ended session left behind. Exit 1 when it is above
 ``--max-bytes-per-session``. A leak of a few hundred bytes per session is well above the noise of
 the allocator after tens of thousands of sessions; caches bounded by count level off in the warm-up.
+At each reading the daemon's ``heap report`` (SIGUSR1) says whether Python's blocks or malloc's
+bytes in use grew too (a leak) or only the RSS (fragmentation); ``--trace N`` adds tracemalloc's
+top growing allocation sites.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ async def soak(args: argparse.Namespace) -> dict:
             base_kb = daemon.rss_anon_kb()
             points = [(churn.ended, base_kb)]
             heaps = [daemon.heap_report()]
-            step = max(1, args.sessions // args.checkpoints)
+            step = max(1, -(-args.sessions // args.checkpoints))  # no short last step
             while churn.ended < args.warmup + args.sessions:
                 await churn.run(min(step, args.warmup + args.sessions - churn.ended))
                 points.append((churn.ended, daemon.rss_anon_kb()))
@@ -248,7 +251,15 @@ async def soak(args: argparse.Namespace) -> dict:
             rc = daemon.stop()
         log = daemon.log_tail(20000)
     measured = points[-1][0] - points[0][0]
-    per_session = (points[-1][1] - points[0][1]) * 1024 / measured
+    endpoints = (points[-1][1] - points[0][1]) * 1024 / measured
+    # The least-squares slope over every reading, not the two ends: RSS steps down wherever the
+    # daemon's once-a-minute malloc_trim falls (mbxmpp/util/tuning.py), and one reading just
+    # after a trim would decide the figure alone.
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    per_session = 1024 * sum((x - mx) * (y - my) for x, y in points) / sum(
+        (x - mx) ** 2 for x, _ in points)
     heap = {}
     if heaps[0] and heaps[-1]:
         # what Python and malloc hold, to tell a leak (these grow) from fragmentation (only RSS)
@@ -261,6 +272,7 @@ async def soak(args: argparse.Namespace) -> dict:
             heap["malloc"] = [heaps[0]["malloc"], heaps[-1]["malloc"]]
     return {"warmup_sessions": args.warmup, "measured_sessions": measured,
             "rss_anon_kb": points, "bytes_per_session": round(per_session, 1),
+            "bytes_per_session_endpoints": round(endpoints, 1),
             "max_bytes_per_session": args.max_bytes_per_session, "heap": heap,
             "sessions_per_s": round(churn.ended / elapsed, 1), "errors": len(churn.errors),
             "first_errors": churn.errors[:5], "server_exit": rc,
