@@ -10,10 +10,13 @@ storage and archives grow on disk, as they should), then a clean ``</stream:stre
 come from many loopback addresses (127.0.0.2-65), as users do, so per-address limits do not slow it.
 
 Memory is the daemon's anonymous RSS (``RssAnon`` in /proc/PID/status: LMDB's mapped file is not
-in it). Every cache is warm after the warm-up; the growth from there to the end, divided by the
-sessions in between, is what each ended session left behind. Exit 1 when it is above
+in it). Every cache is warm after the warm-up; the growth from there on per ended session (the
+least-squares slope over the readings) is what each ended session left behind. Exit 1 when it is above
 ``--max-bytes-per-session``. A leak of a few hundred bytes per session is well above the noise of
 the allocator after tens of thousands of sessions; caches bounded by count level off in the warm-up.
+At each reading the daemon's ``heap report`` (SIGUSR1) says whether Python's blocks or malloc's
+bytes in use grew too (a leak) or only the RSS (fragmentation); ``--trace N`` adds tracemalloc's
+top growing allocation sites.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def rss_anon_kb(pid: int) -> int:
 class Daemon:
     """mbxmpp with the shipped defaults (only listeners and data_dir set) in a temp dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, trace_frames: int = 0) -> None:
         self.dir = workdir
         self.port = _free_port()
         self.config = workdir / "mbxmpp.toml"
@@ -87,6 +90,8 @@ listen = ["127.0.0.1:{_free_port()}"]
 listen = ["127.0.0.1:{_free_port()}"]
 """)
         self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if trace_frames:
+            self.env["PYTHONTRACEMALLOC"] = str(trace_frames)
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "server.log"
 
@@ -120,6 +125,21 @@ listen = ["127.0.0.1:{_free_port()}"]
     def rss_anon_kb(self) -> int:
         assert self.proc is not None
         return rss_anon_kb(self.proc.pid)
+
+    def heap_report(self) -> dict | None:
+        """The daemon's ``heap report`` (SIGUSR1, mbxmpp/util/tuning.py) read back from its log."""
+        assert self.proc is not None
+        start = self.log_path.stat().st_size
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 60  # a tracemalloc snapshot of a big heap takes a while
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                for line in f.read().decode(errors="replace").splitlines():
+                    if "heap report " in line:
+                        return json.loads(line.split("heap report ", 1)[1])
+            time.sleep(0.2)
+        return None
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -199,7 +219,7 @@ class Churn:
 async def soak(args: argparse.Namespace) -> dict:
     users = [f"soak{i}" for i in range(ACCOUNTS)]
     with tempfile.TemporaryDirectory(prefix="mbxmpp-soak-") as tmp:
-        daemon = Daemon(Path(tmp))
+        daemon = Daemon(Path(tmp), args.trace)
         daemon.provision(users)
         daemon.start()
         try:
@@ -208,23 +228,52 @@ async def soak(args: argparse.Namespace) -> dict:
             await churn.run(args.warmup)
             base_kb = daemon.rss_anon_kb()
             points = [(churn.ended, base_kb)]
-            step = max(1, args.sessions // args.checkpoints)
+            heaps = [daemon.heap_report()]
+            step = max(1, -(-args.sessions // args.checkpoints))  # no short last step
             while churn.ended < args.warmup + args.sessions:
                 await churn.run(min(step, args.warmup + args.sessions - churn.ended))
                 points.append((churn.ended, daemon.rss_anon_kb()))
+                heaps.append(daemon.heap_report())
                 if not args.quiet:
+                    h = heaps[-1] or {}
+                    m = h.get("malloc") or {}
                     print(f"{churn.ended:>7} sessions  RssAnon {points[-1][1] / 1024:8.1f} MiB  "
+                          f"blocks {h.get('allocated_blocks')}  malloc in use "
+                          f"{m.get('in_use_bytes', 0) / 2**20:.1f} MiB free "
+                          f"{m.get('free_bytes', 0) / 2**20:.1f} MiB  "
                           f"{churn.ended / (time.monotonic() - t0):6.0f} sessions/s",
                           file=sys.stderr)
+                    for g in h.get("top_growth", [])[:args.show_top]:
+                        print(f"    {g['bytes']:+9} B {g['blocks']:+6} blocks  "
+                              f"{' <- '.join(g['at'])}", file=sys.stderr)
             elapsed = time.monotonic() - t0
         finally:
             rc = daemon.stop()
         log = daemon.log_tail(20000)
     measured = points[-1][0] - points[0][0]
-    per_session = (points[-1][1] - points[0][1]) * 1024 / measured
+    endpoints = (points[-1][1] - points[0][1]) * 1024 / measured
+    # The least-squares slope over every reading, not the two ends: RSS steps down wherever the
+    # daemon's once-a-minute malloc_trim falls (mbxmpp/util/tuning.py), and one reading just
+    # after a trim would decide the figure alone.
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    per_session = 1024 * sum((x - mx) * (y - my) for x, y in points) / sum(
+        (x - mx) ** 2 for x, _ in points)
+    heap = {}
+    if heaps[0] and heaps[-1]:
+        # what Python and malloc hold, to tell a leak (these grow) from fragmentation (only RSS)
+        heap = {"allocated_blocks": [heaps[0]["allocated_blocks"], heaps[-1]["allocated_blocks"]],
+                "gc_objects": [heaps[0]["gc_objects"], heaps[-1]["gc_objects"]]}
+        if heaps[0]["malloc"] and heaps[-1]["malloc"]:
+            heap["malloc_in_use_bytes_per_session"] = round(
+                (heaps[-1]["malloc"]["in_use_bytes"] - heaps[0]["malloc"]["in_use_bytes"])
+                / measured, 1)
+            heap["malloc"] = [heaps[0]["malloc"], heaps[-1]["malloc"]]
     return {"warmup_sessions": args.warmup, "measured_sessions": measured,
             "rss_anon_kb": points, "bytes_per_session": round(per_session, 1),
-            "max_bytes_per_session": args.max_bytes_per_session,
+            "bytes_per_session_endpoints": round(endpoints, 1),
+            "max_bytes_per_session": args.max_bytes_per_session, "heap": heap,
             "sessions_per_s": round(churn.ended / elapsed, 1), "errors": len(churn.errors),
             "first_errors": churn.errors[:5], "server_exit": rc,
             "traceback_in_log": "Traceback" in log}
@@ -238,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, default=6, help="RSS readings after the warm-up")
     p.add_argument("--max-bytes-per-session", type=float, default=300.0,
                    help="fail above this growth of anonymous RSS per ended session")
+    p.add_argument("--trace", type=int, default=0, metavar="FRAMES",
+                   help="start the daemon with PYTHONTRACEMALLOC=FRAMES and print, at each "
+                        "reading, the allocation sites that grew most (slow)")
+    p.add_argument("--show-top", type=int, default=8, help="sites printed per reading (--trace)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:

@@ -48,7 +48,9 @@ def check_store(name: object, version: object) -> None:
         raise ValueError(f"schema version must be a non-negative int, not {version!r}")
 
 
-#: bounded caches of the per-call key work (owner prefixes, with-hashes), emptied when full: owners
+#: bounded caches of the per-call key work (owner prefixes, with-hashes), oldest entry out first
+#: (not emptied when full: a cache refilled from empty every few thousand sessions leaves the
+#: allocator's pools half used, and the process's RSS grows with every refill). Owners
 #: and contacts repeat, and the loop thread pays for every append, set and read.  Bulk writes of
 #: distinct owners (``batch()``) bypass them (:func:`owner_prefix_uncached`): there a cache only costs.
 _CACHE_MAX = 8192
@@ -75,7 +77,7 @@ def owner_prefix(owner: str) -> bytes:
         p = owner_prefix_uncached(owner)
         if type(owner) is str:
             if len(_prefixes) >= _CACHE_MAX:
-                _prefixes.clear()
+                del _prefixes[next(iter(_prefixes))]
             _prefixes[owner] = p
     return p
 
@@ -197,7 +199,7 @@ def with_hash(with_: str) -> bytes:
         h = hashlib.blake2b(bare(with_).encode("utf-8"), digest_size=WITH_HASH_LEN).digest()
         if type(with_) is str:
             if len(_with_hashes) >= _CACHE_MAX:
-                _with_hashes.clear()
+                del _with_hashes[next(iter(_with_hashes))]
             _with_hashes[with_] = h
     return h
 

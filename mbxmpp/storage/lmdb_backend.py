@@ -362,7 +362,7 @@ class LmdbArchive(_Store):
                                                      with_.encode("utf-8"))
         if type(with_) is str or with_ is None:
             if len(self._wcache) >= keys._CACHE_MAX:
-                self._wcache.clear()
+                del self._wcache[next(iter(self._wcache))]  # the oldest (keys._CACHE_MAX)
             self._wcache[with_] = e
         return e
 

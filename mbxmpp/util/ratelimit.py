@@ -96,11 +96,16 @@ class RateLimits:
         return b, rate, now
 
     def peek(self, family: str, key: Hashable, n: float = 1.0) -> float:
-        """Seconds until ``n`` tokens are there (0.0: now); takes nothing."""
-        got = self._bucket(family, key)
-        if got is None:
+        """Seconds until ``n`` tokens are there (0.0: now); takes nothing, and keeps nothing for a
+        key it has not seen (every login peeks at its (account, address) failures: a bucket each
+        would fill the family's keys with pairs that never failed)."""
+        rate = self.rates.get(family)
+        if rate is None or not rate.per_second:
             return 0.0
-        b, rate, _ = got
+        b = self._buckets[family].get(key)
+        if b is None:
+            return 0.0 if rate.burst >= n else (n - rate.burst) / rate.per_second
+        b.refill(rate, self.clock())
         return 0.0 if b.tokens >= n else (n - b.tokens) / rate.per_second
 
     def take(self, family: str, key: Hashable, n: float = 1.0) -> float:

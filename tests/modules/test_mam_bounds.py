@@ -154,6 +154,40 @@ def test_ledger_window_starts_from_zero_and_rebuilds_a_missing_tally():
     assert ledger.get(A).total == [7, 1] and seeded[-1] == (A, 1100.0)
 
 
+def test_ledger_bounds_the_sender_pairs_over_all_owners():
+    # issue 11, item 5: each (owner, sender) pair of the day is an entry; the owner count bound
+    # alone let them grow with every new pair (~400 B per session in perf/soak_churn.py)
+    seeded: list[str] = []
+
+    def seed(owner: str, since: float | None) -> Tally:
+        seeded.append(owner)
+        return Tally()
+    ledger = Ledger(seed, max_senders=50)
+    own, one, others = Bound(), Bound(), Bound()
+    for o in range(20):
+        owner = f"o{o}@localhost"
+        for k in range(10):
+            assert ledger.get(owner).charge(owner, f"s{k}@localhost", 1, own, one, others) == 0
+        assert ledger.pairs[0] == sum(len(t.senders) for t in ledger._tallies.values()) <= 50
+    assert len(ledger._tallies) == 5  # the oldest owners went (rebuilt from storage when next written)
+    ledger.get("o0@localhost")
+    assert seeded.count("o0@localhost") == 2
+    # a deleted sender, a reset and a new window keep the count exact
+    t = ledger.get("o19@localhost")
+    t.add("s3@localhost", -1, -1)
+    ledger.reset("o18@localhost")
+    assert ledger.pairs[0] == sum(len(t.senders) for t in ledger._tallies.values())
+
+
+def test_tally_shares_one_copy_of_each_sender():
+    a, b = Tally(), Tally()
+    jid, local = "sender@localhost", "sender"
+    a.add(local + "@localhost", 1)  # two distinct str objects, as two sessions' JIDs
+    b.charge("o@localhost", local + "@" + "localhost", 1, Bound(), Bound(), Bound())
+    ka, kb = next(iter(a.senders)), next(iter(b.senders))
+    assert ka == kb == jid and ka is kb
+
+
 async def test_per_sender_quota_refuses_with_resource_constraint_and_stores_nothing(storage):
     cfg = MAMConfig(max_messages_per_sender=3)
     async with ServerHarness(modules=MODULES, storage=storage, mam=cfg) as h:

@@ -614,3 +614,26 @@ async def test_reused_ids_replace_like_the_reference(tmp_path, scenario):
     got = await snapshot(lm)
     assert got == await snapshot(open_storage("memory"))
     assert got["count"] == len(got["items"])
+
+
+@aio
+async def test_key_caches_drop_the_oldest_entry_not_everything(tmp_path, monkeypatch):
+    # issue 11, item 5: caches emptied when full were refilled from empty every few thousand
+    # sessions (a fresh resource per login), which fragments the heap; each now drops its oldest
+    monkeypatch.setattr(keys, "_CACHE_MAX", 4)
+    monkeypatch.setattr(keys, "_prefixes", {})
+    monkeypatch.setattr(keys, "_with_hashes", {})
+    s = open_storage("lmdb", str(tmp_path))
+    try:
+        ar = s.archive("t")
+        withs = [f"c@x/r{i}" for i in range(6)]
+        for i, w in enumerate(withs):
+            keys.owner_prefix(f"o{i}@x")
+            ar.append("o@x", {"n": i}, with_=w)
+        await s.flush()
+        assert len(keys._prefixes) == 4 and "o5@x" in keys._prefixes and "o0@x" not in keys._prefixes
+        assert list(ar._wcache) == withs[2:]
+        assert list(keys._with_hashes) == withs[2:]
+        assert [it.value["n"] for it in ar.query("o@x", with_="c@x")] == list(range(6))
+    finally:
+        await s.close()

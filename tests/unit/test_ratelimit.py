@@ -129,3 +129,18 @@ def test_limits_section(tmp_path):
     errs = str(e.value)
     assert "limits.logins_per_account: invalid rate 'lots'" in errs
     assert "limits.muc_rooms_per_account_burst" in errs and "limits.logins_per_hour" in errs
+
+
+def test_peek_keeps_no_bucket_for_an_unseen_key():
+    # Every login peeks at its (account, address) failures: pairs that never failed must not
+    # occupy the family's bounded keys (issue 11, item 5: memory under login churn).
+    now = [0.0]
+    rl = RateLimits({"f": Rate(1.0, 2.0)}, clock=lambda: now[0], keys=4)
+    for i in range(100):
+        assert rl.peek("f", ("u@localhost", f"10.0.0.{i}")) == 0.0
+    assert rl._buckets["f"] == {}
+    assert rl.peek("f", "k", n=3) == 1.0  # a fresh bucket holds the burst (2): 1 s to 3
+    assert rl.take("f", "k", 2) == 0.0
+    assert rl.peek("f", "k") == 1.0  # empty now
+    now[0] = 0.5
+    assert rl.peek("f", "k") == 0.5

@@ -16,6 +16,7 @@ window starts from zero.  Offline storage uses no window: its bound is on what i
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from ...config import Config, MAMConfig, OfflineConfig
 
 CACHE = 10_000  # owners whose tallies are kept; others are rebuilt from storage when next written
+# (owner, sender) pairs kept over all those owners (~100 B each): owners x senders per window
+# would otherwise grow with every new pair (hundreds of MB on a busy day), not with the owners
+MAX_SENDERS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +55,20 @@ OWN, ONE_SENDER, OTHERS = 1, 2, 3  # which bound refused (Tally.charge)
 class Tally:
     """What is stored for one owner: [bytes, items] in total and per sender (bare JID)."""
 
-    __slots__ = ("senders", "total", "window")
+    __slots__ = ("senders", "total", "window", "pairs")
 
     def __init__(self, window: int = 0) -> None:
         self.window = window
         self.total = [0, 0]
         self.senders: dict[str, list[int]] = {}
+        # [entries in ``senders``] shared by all tallies of one Ledger (which bounds the sum)
+        self.pairs = [0]
+
+    def _new_sender(self, sender: str) -> list[int]:
+        # interned: every owner's tally shares one copy of a sender's JID, not one per session
+        used = self.senders[sys.intern(sender)] = [0, 0]
+        self.pairs[0] += 1
+        return used
 
     def sender(self, sender: str) -> list[int]:
         return self.senders.get(sender) or _NONE
@@ -85,7 +97,7 @@ class Tally:
                     or (others.bytes and total[0] - mine[0] + size > others.bytes)):
                 return OTHERS
         if used is _NONE:
-            used = self.senders[sender] = [0, 0]
+            used = self._new_sender(sender)
         used[0] += size
         used[1] += 1
         total[0] += size
@@ -97,11 +109,12 @@ class Tally:
         self.total[1] += n
         used = self.senders.get(sender)
         if used is None:
-            used = self.senders[sender] = [0, 0]
+            used = self._new_sender(sender)
         used[0] += size
         used[1] += n
         if used[1] <= 0:
             del self.senders[sender]
+            self.pairs[0] -= 1
 
 
 class Ledger:
@@ -109,11 +122,14 @@ class Ledger:
     ``since`` or later; ``since`` is None without a window)."""
 
     def __init__(self, seed: Callable[[str, float | None], Tally], window: float | None = None,
-                 clock: Callable[[], float] = time.time, size: int = CACHE) -> None:
+                 clock: Callable[[], float] = time.time, size: int = CACHE,
+                 max_senders: int | None = None) -> None:
         self.seed = seed
         self.window = window
         self.clock = clock
         self.size = size
+        self.max_senders = MAX_SENDERS if max_senders is None else max_senders
+        self.pairs = [0]  # sender entries over all tallies kept (each Tally counts into it)
         # Insertion order: the first entry is the one written to longest ago (get() re-inserts
         # only on a miss, so this is FIFO, not LRU: cheaper per message, and an evicted tally is
         # rebuilt exactly anyway).
@@ -144,14 +160,33 @@ class Ledger:
             self._put(owner, t)
         elif t.window != w:
             # Every write of the new window goes through get() first: nothing to rebuild.
-            t = self._tallies[owner] = Tally(w)
+            t = Tally(w)
+            self._put(owner, t)
+        if self.pairs[0] >= self.max_senders:
+            self._shed(owner)  # (the caller may add one more sender to ``t``)
         return t
 
     def _put(self, owner: str, t: Tally) -> None:
         tallies = self._tallies
-        if owner not in tallies and len(tallies) >= self.size:
-            del tallies[next(iter(tallies))]
+        old = tallies.get(owner)
+        if old is not None:
+            self.pairs[0] -= len(old.senders)
+        elif len(tallies) >= self.size:
+            self._evict(next(iter(tallies)))
+        t.pairs = self.pairs
+        self.pairs[0] += len(t.senders)
         tallies[owner] = t
+
+    def _evict(self, owner: str) -> None:
+        self.pairs[0] -= len(self._tallies.pop(owner).senders)
+
+    def _shed(self, keep: str) -> None:
+        """Evict the tallies written to longest ago (not ``keep``'s) until below max_senders."""
+        for owner in list(self._tallies):
+            if self.pairs[0] < self.max_senders:
+                return
+            if owner != keep:
+                self._evict(owner)
 
     def reset(self, owner: str) -> None:
         """The owner's storage was emptied (the deletion may not be committed yet)."""
