@@ -29,7 +29,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perf.bench_websocket import Client as TCPClient
-from perf.bench_websocket import closed_loop
+from perf.bench_websocket import closed_loop, record_latency, stamped
 from perf.bench_websocket import run as run_stream
 from tests.daemon import Daemon
 from tests.rawclient import client_ssl
@@ -37,7 +37,7 @@ from tests.rawclient import client_ssl
 PW = "bench-pw"
 PATTERN = b"<message"
 NS = "xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'"
-_SID = re.compile(rb"sid='([^']+)'")
+_SID = re.compile(rb"""sid=['"]([^'"]+)""")
 
 
 class BoshClient:
@@ -50,6 +50,7 @@ class BoshClient:
         self.received = 0
         self.wake = asyncio.Event()
         self.running = True
+        self.latency: list[int] | None = None  # set to a list: stamped messages' latency (ns)
 
     async def post(self, attrs: str = "", payload: str = "") -> bytes:
         rid, self.rid = self.rid, self.rid + 1
@@ -61,15 +62,17 @@ class BoshClient:
         if n:
             self.received += n
             self.wake.set()
+            if self.latency is not None:
+                record_latency(self.latency, data, b"")
         return data
 
     @classmethod
     async def login(cls, http: aiohttp.ClientSession, port: int, user: str,
-                    resource: str = "bench") -> tuple[BoshClient, str]:
+                    resource: str = "bench", pw: str = PW) -> tuple[BoshClient, str]:
         c = cls(http, f"https://127.0.0.1:{port}/http-bind")
         first = await c.post("to='localhost' ver='1.11' wait='60' hold='1' xmpp:version='1.0'")
         c.sid = _SID.search(first).group(1).decode()  # type: ignore[union-attr]
-        token = base64.b64encode(f"\0{user}\0{PW}".encode()).decode()
+        token = base64.b64encode(f"\0{user}\0{pw}".encode()).decode()
         assert b"<success" in await c.post(
             payload=f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         assert b"features" in await c.post("xmpp:restart='true'")
@@ -77,6 +80,9 @@ class BoshClient:
             "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:"
             f"xmpp-bind'><resource>{resource}</resource></bind></iq>"))
         return c, f"{user}@localhost/{resource}"
+
+    async def send_messages(self, to_jid: str, n: int) -> None:
+        await self.post(payload=stamped(to_jid, n))
 
     async def poll(self) -> None:
         """One empty request always open: the server's way to reach us."""
