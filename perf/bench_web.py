@@ -128,12 +128,21 @@ async def idle_bosh(srv: servers.ServerUnderTest, users: int, n: int) -> float:
 
 
 async def bench(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    srv = servers.make(name, workdir, args.cpus)
-    srv.web = True
-    srv.launch([f"u{i}" for i in range(2 * args.pairs)])
+    for attempt in range(3):
+        srv = servers.make(name, workdir / f"{attempt}", args.cpus)
+        srv.web = True
+        try:
+            srv.launch([f"u{i}" for i in range(2 * args.pairs)])
+            break
+        except RuntimeError as e:
+            # a port free when chosen may be taken at the start on this shared machine (Erlang's
+            # distribution port in another's TIME-WAIT): new ports
+            if attempt == 2:
+                raise
+            print(f"{name}: start failed, again with new ports: {str(e)[-200:]}", flush=True)
     out: dict[str, Any] = {"version": srv.version()}
     try:
-        for run_id, kind in enumerate(TRANSPORTS):
+        for run_id, kind in enumerate(args.transports.split(",")):
             try:
                 r = await measure(srv, kind, args, run_id)
             except Exception as e:  # noqa: BLE001 - a transport a peer cannot serve: say why
@@ -165,7 +174,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for kind in TRANSPORTS:
             r = res.get(kind, {})
             if "error" in r or not r:
-                rows.append(f"| {name} | {kind} | failed: {r.get('error', 'not run')} | | | | | |")
+                rows.append(f"| {name} | {kind} | {"failed: " + r["error"] if "error" in r else "not run"} | | | | | |")
                 continue
             ratio = f"{r['msgs_s'] / tcp:.2f}" if tcp else ""
             idle = f"{res['idle_bosh_kib']:.1f}" if kind == "bosh" and "idle_bosh_kib" in res else ""
@@ -182,11 +191,14 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=1000.0, help="offered msgs/s for the latency")
     ap.add_argument("--idle", type=int, default=200)
+    ap.add_argument("--transports", default=",".join(TRANSPORTS))
+    ap.add_argument("--workdir", help="keep the servers' configs and logs here")
     ap.add_argument("--cpus", default="0", help="taskset CPU list for the server ('' = none)")
     args = ap.parse_args()
     print(f"load: {open('/proc/loadavg').read().strip()} ({os.cpu_count()} cores)", flush=True)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        tmp = args.workdir or tmp
         for name in args.servers.split(","):
             ok, why = servers.SERVERS[name].available()
             if not ok:

@@ -113,7 +113,9 @@ class Client:
         await self.until(b"features>")  # ejabberd's WebSocket features have no stream: prefix
 
     async def send_messages(self, to_jid: str, n: int) -> None:
-        await self.send(stamped(to_jid, n))
+        one = stamped(to_jid, 1).encode()  # one stanza per frame (RFC 7395 §3.3.3)
+        self.writer.write((ws_frame(one) if self.ws else one) * n)
+        await self.writer.drain()
 
     async def send(self, text: str) -> None:
         data = text.encode()
