@@ -174,7 +174,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for kind in TRANSPORTS:
             r = res.get(kind, {})
             if "error" in r or not r:
-                rows.append(f"| {name} | {kind} | {"failed: " + r["error"] if "error" in r else "not run"} | | | | | |")
+                why = f"failed: {r['error']}" if "error" in r else "not run"
+                rows.append(f"| {name} | {kind} | {why} | | | | | |")
                 continue
             ratio = f"{r['msgs_s'] / tcp:.2f}" if tcp else ""
             idle = f"{res['idle_bosh_kib']:.1f}" if kind == "bosh" and "idle_bosh_kib" in res else ""
