@@ -23,6 +23,7 @@ import os
 import re
 import statistics
 import sys
+from typing import Callable
 
 import aiohttp
 
@@ -130,29 +131,33 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def idle_memory(daemon: Daemon, users: int, n: int) -> tuple[float, float]:
-    """KiB of daemon RSS per idle bound session: (BOSH, TCP)."""
-    assert daemon.proc is not None
-    pid = daemon.proc.pid
+async def idle_memory(daemon: Daemon, users: int, n: int, rss: Callable[[], int] | None = None,
+                      pw: str = PW) -> tuple[float, float]:
+    """KiB of server RSS per idle bound session: (BOSH, TCP). ``daemon``: anything with the
+    ``http`` and ``tls`` ports (perf/bench_web.py's peers too, with their ``rss`` in KiB)."""
+    if rss is None:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        rss = lambda: rss_kib(pid)  # noqa: E731
     out = []
     conn = aiohttp.TCPConnector(ssl=client_ssl(), limit=0)
     async with aiohttp.ClientSession(connector=conn) as http:
         await asyncio.sleep(1.0)
-        before = rss_kib(pid)
-        clients = [await BoshClient.login(http, daemon.http, f"u{i % users}", f"idle{i}")
+        before = rss()
+        clients = [await BoshClient.login(http, daemon.http, f"u{i % users}", f"idle{i}", pw)
                    for i in range(n)]
         pollers = [asyncio.ensure_future(c.poll()) for c, _ in clients]
         await asyncio.sleep(2.0)
-        out.append((rss_kib(pid) - before) / n)
+        out.append((rss() - before) / n)
         for c, _ in clients:
             c.running = False
             await c.post("type='terminate'")
         await asyncio.gather(*pollers, return_exceptions=True)
     await asyncio.sleep(1.0)
-    before = rss_kib(pid)
-    tcp = [await TCPClient.login(daemon, f"u{i % users}", False) for i in range(n)]
+    before = rss()
+    tcp = [await TCPClient.login(daemon, f"u{i % users}", False, f"idle{i}", pw) for i in range(n)]
     await asyncio.sleep(2.0)
-    out.append((rss_kib(pid) - before) / n)
+    out.append((rss() - before) / n)
     for c, _ in tcp:
         c.writer.close()
     return out[0], out[1]

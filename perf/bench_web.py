@@ -15,7 +15,8 @@ JID. Per server and transport:
   due every 5 ms), for ``seconds``: p50/p99 of the time from a message's write to its arrival at
   the recipient (the send time travels in the body), and the share delivered;
 
-then ``--idle`` BOSH sessions logged in, bound and held: the server's RSS growth per session.
+then ``--idle`` BOSH sessions logged in, bound and held, and as many TCP ones (bench_bosh.py's
+idle_memory): the server's RSS growth per session.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perf import servers
-from perf.bench_bosh import BoshClient, bosh_sender
+from perf.bench_bosh import BoshClient, bosh_sender, idle_memory
 from perf.bench_websocket import Client, closed_loop, sender
 from tests.rawclient import client_ssl
 
@@ -109,24 +110,6 @@ async def measure(srv: servers.ServerUnderTest, kind: str, args: argparse.Namesp
             "delivered": len(lat) / max(1, sent)}
 
 
-async def idle_bosh(srv: servers.ServerUnderTest, users: int, n: int) -> float:
-    """KiB of server RSS per idle, bound BOSH session with its request held."""
-    conn = aiohttp.TCPConnector(ssl=client_ssl(), limit=0)
-    async with aiohttp.ClientSession(connector=conn) as http:
-        await asyncio.sleep(1.0)
-        before = srv.rss_kb()
-        clients = [await BoshClient.login(http, srv.http_port, f"u{i % users}", f"idle{i}",
-                                          servers.PASSWORD) for i in range(n)]
-        pollers = [asyncio.ensure_future(c.poll()) for c, _ in clients]
-        await asyncio.sleep(2.0)
-        per = (srv.rss_kb() - before) / n
-        for c, _ in clients:
-            c.running = False
-            await c.post("type='terminate'")
-        await asyncio.gather(*pollers, return_exceptions=True)
-    return per
-
-
 async def bench(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for attempt in range(3):
         srv = servers.make(name, workdir / f"{attempt}", args.cpus)
@@ -142,7 +125,7 @@ async def bench(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
             print(f"{name}: start failed, again with new ports: {str(e)[-200:]}", flush=True)
     out: dict[str, Any] = {"version": srv.version()}
     try:
-        for run_id, kind in enumerate(args.transports.split(",")):
+        for run_id, kind in enumerate(k for k in args.transports.split(",") if k):
             try:
                 r = await measure(srv, kind, args, run_id)
             except Exception as e:  # noqa: BLE001 - a transport a peer cannot serve: say why
@@ -155,9 +138,11 @@ async def bench(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
                   f"(delivered {r['delivered']:.0%})", flush=True)
         if args.idle:
             try:
-                out["idle_bosh_kib"] = await idle_bosh(srv, 2 * args.pairs, args.idle)
-                print(f"{name:8} idle BOSH session: {out['idle_bosh_kib']:.1f} KiB "
-                      f"({args.idle} sessions)", flush=True)
+                ports = SimpleNamespace(http=srv.http_port, tls=srv.tls_port)
+                out["idle_bosh_kib"], out["idle_tcp_kib"] = await idle_memory(
+                    ports, 2 * args.pairs, args.idle, srv.rss_kb, servers.PASSWORD)  # type: ignore[arg-type]
+                print(f"{name:8} idle session ({args.idle}): BOSH {out['idle_bosh_kib']:.1f} KiB, "
+                      f"TCP {out['idle_tcp_kib']:.1f} KiB", flush=True)
             except Exception as e:  # noqa: BLE001
                 print(f"{name:8} idle BOSH: failed: {e!r}", flush=True)
     finally:
@@ -167,7 +152,7 @@ async def bench(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = ["| server | transport | msgs/s (closed loop) | vs its TCP | server CPU us/msg | "
-            "p50 ms | p99 ms @ offered rate | idle BOSH KiB/session |",
+            "p50 ms | p99 ms @ offered rate | idle KiB/session |",
             "|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         tcp = res.get("tcp", {}).get("msgs_s")
@@ -178,7 +163,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 rows.append(f"| {name} | {kind} | {why} | | | | | |")
                 continue
             ratio = f"{r['msgs_s'] / tcp:.2f}" if tcp else ""
-            idle = f"{res['idle_bosh_kib']:.1f}" if kind == "bosh" and "idle_bosh_kib" in res else ""
+            idle = f"{res.get(f'idle_{kind}_kib', 0):.1f}" if f"idle_{kind}_kib" in res else ""
             rows.append(f"| {name} | {kind} | {r['msgs_s']:.0f} | {ratio} | {r['cpu_us']:.1f} | "
                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {idle} |")
     return "\n".join(rows)
