@@ -158,8 +158,8 @@ async def idle_memory(daemon: Daemon, users: int, n: int, rss: Callable[[], int]
     tcp = [await TCPClient.login(daemon, f"u{i % users}", False, f"idle{i}", pw) for i in range(n)]
     await asyncio.sleep(2.0)
     out.append((rss() - before) / n)
-    for c, _ in tcp:
-        c.writer.close()
+    for stream, _ in tcp:
+        stream.writer.close()
     return out[0], out[1]
 
 
