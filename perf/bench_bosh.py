@@ -23,13 +23,14 @@ import os
 import re
 import statistics
 import sys
+from typing import Callable
 
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from perf.bench_websocket import Client as TCPClient
-from perf.bench_websocket import closed_loop
+from perf.bench_websocket import closed_loop, record_latency, stamped
 from perf.bench_websocket import run as run_stream
 from tests.daemon import Daemon
 from tests.rawclient import client_ssl
@@ -37,7 +38,7 @@ from tests.rawclient import client_ssl
 PW = "bench-pw"
 PATTERN = b"<message"
 NS = "xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'"
-_SID = re.compile(rb"sid='([^']+)'")
+_SID = re.compile(rb"""sid=['"]([^'"]+)""")
 
 
 class BoshClient:
@@ -50,6 +51,7 @@ class BoshClient:
         self.received = 0
         self.wake = asyncio.Event()
         self.running = True
+        self.latency: list[int] | None = None  # set to a list: stamped messages' latency (ns)
 
     async def post(self, attrs: str = "", payload: str = "") -> bytes:
         rid, self.rid = self.rid, self.rid + 1
@@ -61,15 +63,17 @@ class BoshClient:
         if n:
             self.received += n
             self.wake.set()
+            if self.latency is not None:
+                record_latency(self.latency, data, b"")
         return data
 
     @classmethod
     async def login(cls, http: aiohttp.ClientSession, port: int, user: str,
-                    resource: str = "bench") -> tuple[BoshClient, str]:
+                    resource: str = "bench", pw: str = PW) -> tuple[BoshClient, str]:
         c = cls(http, f"https://127.0.0.1:{port}/http-bind")
         first = await c.post("to='localhost' ver='1.11' wait='60' hold='1' xmpp:version='1.0'")
         c.sid = _SID.search(first).group(1).decode()  # type: ignore[union-attr]
-        token = base64.b64encode(f"\0{user}\0{PW}".encode()).decode()
+        token = base64.b64encode(f"\0{user}\0{pw}".encode()).decode()
         assert b"<success" in await c.post(
             payload=f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         assert b"features" in await c.post("xmpp:restart='true'")
@@ -77,6 +81,9 @@ class BoshClient:
             "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:"
             f"xmpp-bind'><resource>{resource}</resource></bind></iq>"))
         return c, f"{user}@localhost/{resource}"
+
+    async def send_messages(self, to_jid: str, n: int) -> None:
+        await self.post(payload=stamped(to_jid, n))
 
     async def poll(self) -> None:
         """One empty request always open: the server's way to reach us."""
@@ -124,31 +131,35 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def idle_memory(daemon: Daemon, users: int, n: int) -> tuple[float, float]:
-    """KiB of daemon RSS per idle bound session: (BOSH, TCP)."""
-    assert daemon.proc is not None
-    pid = daemon.proc.pid
+async def idle_memory(daemon: Daemon, users: int, n: int, rss: Callable[[], int] | None = None,
+                      pw: str = PW) -> tuple[float, float]:
+    """KiB of server RSS per idle bound session: (BOSH, TCP). ``daemon``: anything with the
+    ``http`` and ``tls`` ports (perf/bench_web.py's peers too, with their ``rss`` in KiB)."""
+    if rss is None:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        rss = lambda: rss_kib(pid)  # noqa: E731
     out = []
     conn = aiohttp.TCPConnector(ssl=client_ssl(), limit=0)
     async with aiohttp.ClientSession(connector=conn) as http:
         await asyncio.sleep(1.0)
-        before = rss_kib(pid)
-        clients = [await BoshClient.login(http, daemon.http, f"u{i % users}", f"idle{i}")
+        before = rss()
+        clients = [await BoshClient.login(http, daemon.http, f"u{i % users}", f"idle{i}", pw)
                    for i in range(n)]
         pollers = [asyncio.ensure_future(c.poll()) for c, _ in clients]
         await asyncio.sleep(2.0)
-        out.append((rss_kib(pid) - before) / n)
+        out.append((rss() - before) / n)
         for c, _ in clients:
             c.running = False
             await c.post("type='terminate'")
         await asyncio.gather(*pollers, return_exceptions=True)
     await asyncio.sleep(1.0)
-    before = rss_kib(pid)
-    tcp = [await TCPClient.login(daemon, f"u{i % users}", False) for i in range(n)]
+    before = rss()
+    tcp = [await TCPClient.login(daemon, f"u{i % users}", False, f"idle{i}", pw) for i in range(n)]
     await asyncio.sleep(2.0)
-    out.append((rss_kib(pid) - before) / n)
-    for c, _ in tcp:
-        c.writer.close()
+    out.append((rss() - before) / n)
+    for stream, _ in tcp:
+        stream.writer.close()
     return out[0], out[1]
 
 

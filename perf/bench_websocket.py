@@ -21,8 +21,10 @@ import argparse
 import asyncio
 import base64
 import os
+import re
 import statistics
 import sys
+import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,6 +35,24 @@ from tests.rawclient import client_ssl
 PW = "bench-pw"
 MODULES = ["disco", "roster", "presence", "offline", "ping"]
 PATTERN = b"<message"
+# a message's send time (time.monotonic_ns) as its body, for latency (perf/bench_web.py)
+STAMP = re.compile(rb"<body>t(\d+)</body>")
+
+
+def stamped(to_jid: str, n: int) -> str:
+    """``n`` chat messages to ``to_jid`` carrying now as their send time."""
+    return (f"<message xmlns='jabber:client' to='{to_jid}' type='chat'>"
+            f"<body>t{time.monotonic_ns()}</body></message>") * n
+
+
+def record_latency(lat: list[int], data: bytes, tail: bytes) -> bytes:
+    """Append the latency (ns) of every stamped body in ``tail + data`` to ``lat``; the
+    unfinished body to carry to the next read."""
+    buf = tail + data
+    now = time.monotonic_ns()
+    lat.extend(now - int(m.group(1)) for m in STAMP.finditer(buf))
+    start, end = buf.rfind(b"<body>"), buf.rfind(b"</body>")
+    return buf[start:] if start > end else b""
 
 
 def ws_frame(text: bytes) -> bytes:
@@ -54,9 +74,14 @@ class Client:
         self.received = 0
         self.wake = asyncio.Event()
         self.buf = b""
+        self.latency: list[int] | None = None  # set to a list: stamped messages' latency (ns)
+        self.stamp_tail = b""
 
     @classmethod
-    async def login(cls, daemon: Daemon, user: str, ws: bool, resource: str) -> tuple[Client, str]:
+    async def login(cls, daemon: Daemon, user: str, ws: bool, resource: str,
+                    pw: str = PW) -> tuple[Client, str]:
+        """Log in over direct TLS (``daemon.tls``) or wss:// (``daemon.http``): anything with
+        those two ports, perf/bench_web.py's peers too."""
         if ws:
             r, w = await asyncio.open_connection("127.0.0.1", daemon.http, ssl=client_ssl(),
                                                  server_hostname="localhost")
@@ -69,7 +94,7 @@ class Client:
             r, w = await asyncio.open_connection("127.0.0.1", daemon.tls, ssl=client_ssl(),
                                                  server_hostname="localhost")
         c = cls(r, w, ws)
-        token = base64.b64encode(f"\0{user}\0{PW}".encode()).decode()
+        token = base64.b64encode(f"\0{user}\0{pw}".encode()).decode()
         await c.open()
         await c.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         await c.until(b"<success")
@@ -85,7 +110,12 @@ class Client:
         else:
             await self.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/"
                             "streams' to='localhost' version='1.0'>")
-        await self.until(b"</stream:features>")
+        await self.until(b"features>")  # ejabberd's WebSocket features have no stream: prefix
+
+    async def send_messages(self, to_jid: str, n: int) -> None:
+        one = stamped(to_jid, 1).encode()  # one stanza per frame (RFC 7395 §3.3.3)
+        self.writer.write((ws_frame(one) if self.ws else one) * n)
+        await self.writer.drain()
 
     async def send(self, text: str) -> None:
         data = text.encode()
@@ -113,6 +143,8 @@ class Client:
             if n:
                 self.received += n
                 self.wake.set()
+            if self.latency is not None:
+                self.stamp_tail = record_latency(self.latency, data, self.stamp_tail)
 
 
 async def sender(frm: Client, to: Client, to_jid: str, window: int, stop: float) -> int:

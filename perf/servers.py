@@ -33,10 +33,19 @@ ITERATIONS = 4096
 REPO = Path(__file__).resolve().parent.parent
 
 
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port not handed out before in this process (the kernel may give the
+    port it just freed again, and one config asks for several before any is bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
 
 
 def nofile_hard() -> int:
@@ -174,6 +183,10 @@ class ServerUnderTest:
         self.sm = False         # Stream Management (XEP-0198) offered
         self.archive_items = 0  # archive size per user the instance must hold (Prosody's limit)
         self.muc = False        # Multi-User Chat (XEP-0045) at conference.<domain> (muc_fanout)
+        # perf/bench_web.py: WebSocket (/xmpp-websocket) and BOSH (/http-bind) over HTTPS on
+        # http_port, with no per-address limit on BOSH sessions or logins
+        self.web = False
+        self.http_port = free_port()
         # mam_archiving: called by launch() with this server after provisioning, before the
         # daemon starts (mbxmpp: fills its LMDB archive in place); its result in preload_result
         self.preload: Callable[[ServerUnderTest], Any] | None = None
@@ -409,16 +422,20 @@ key = "{key}"
 [c2s]
 listen = ["127.0.0.1:{self.c2s_port}"]
 direct_tls = ["127.0.0.1:{self.tls_port}"]
+{"max_unauthenticated_per_ip = 100000" if self.web else ""}
 
 [s2s]
 listen = ["127.0.0.1:{free_port()}"]
 
 [http]
-listen = ["127.0.0.1:{free_port()}"]
+listen = ["127.0.0.1:{self.http_port}"]
 
 [proxy65]
 listen = ["127.0.0.1:{free_port()}"]
 """ + ("""
+[limits]
+bosh_sessions_per_address_burst = 100000
+""" if self.web else "") + ("""
 [muc]
 # Raised from the default 5 messages/s per occupant (burst 25): muc_fanout measures a room's
 # saturation with a few senders, each sending hundreds of messages a second, which the default
@@ -535,6 +552,8 @@ class Prosody(ServerUnderTest):
         self.config = self.dir / "prosody.cfg.lua"
         mam = ' "mam";' if self.archive else ""
         smacks = ' "smacks";' if self.sm else ""
+        web = ' "websocket"; "bosh";' if self.web else ""
+        https = str(self.http_port) if self.web else ""
         # the internal (file) archive store refuses appends past 10,000 items per user by default
         limit = (f"storage_archive_item_limit = {2 * self.archive_items + 1000}\n"
                  if self.archive and self.archive_items else "")
@@ -555,14 +574,18 @@ c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 authentication = "internal_hashed"
 {self.storage_config()}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping";{mam}{smacks} }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping";{mam}{smacks}{web} }}
 default_archive_policy = true
 archive_expires_after = "1w"
 {limit}modules_disabled = {{ "s2s"; }}
 ssl = {{ certificate = "{cert}"; key = "{key}"; }}
 c2s_direct_tls_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
 http_ports = {{ }}
-https_ports = {{ }}
+https_ports = {{ {https} }}
+https_interfaces = {{ "127.0.0.1" }}
+https_ssl = {{ certificate = "{cert}"; key = "{key}"; }}
+consider_websocket_secure = true
+consider_bosh_secure = true
 VirtualHost "{DOMAIN}"
     ssl = {{ certificate = "{cert}"; key = "{key}"; }}
 """ + (f"""
@@ -692,7 +715,15 @@ listen:
     port: {self.tls_port}
 {listener}
     tls: true
-auth_method: internal
+""" + (f"""  -
+    port: {self.http_port}
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    tls: true
+    request_handlers:
+      /xmpp-websocket: ejabberd_http_ws
+      /http-bind: mod_bosh
+""" if self.web else "") + f"""auth_method: internal
 {sql}cache_size: 100000
 auth_password_format: scram
 auth_scram_hash: sha
@@ -720,7 +751,8 @@ modules:
     versioning: false
   mod_offline:
     access_max_user_messages: max_user_offline_messages
-""" + (f"""  mod_mam:
+""" + ("""  mod_bosh: {}
+""" if self.web else "") + (f"""  mod_mam:
     db_type: {"sql" if self._mam_sql else "mnesia"}
     default: always
 """ if self.archive else "") + ("""  mod_stream_mgmt: {}
