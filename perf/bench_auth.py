@@ -25,6 +25,7 @@ from typing import Awaitable, Callable
 
 import ldap3
 
+from perf.servers import cpu_seconds
 from tests.authservers import Dovecot, Slapd
 from tests.daemon import Daemon
 from tests.rawclient import RawClient
@@ -45,9 +46,10 @@ def _users(n: int) -> dict[str, tuple[str, str]]:
     return {f"bench{i}@{DOMAIN}": (f"pw{i}", "paid") for i in range(n)}
 
 
-async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable[None]],
+                server_pid: int | None = None) -> dict[str, float]:
     """``concurrency`` workers each calling ``one(i)`` back to back for ``seconds`` (after a short
-    warm-up); completed calls per second and latency percentiles."""
+    warm-up); completed calls per second, latency percentiles and the server's CPU per call."""
     lat: list[float] = []
     stop_at = 0.0
     measuring = False
@@ -64,14 +66,21 @@ async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable
     stop_at = time.perf_counter() + 1.0   # warm-up
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     measuring = True
+    cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+    client0 = time.process_time()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - t0
     lat.sort()
-    return {"per_s": round(len(lat) / elapsed, 1), "n": len(lat),
-            "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
-            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2)}
+    res = {"per_s": round(len(lat) / elapsed, 1), "n": len(lat),
+           "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
+           "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
+           # the bench's own CPU share of the wall time: near 1.0, the client is the limit
+           "client_cpu_busy": round((time.process_time() - client0) / elapsed, 2)}
+    if server_pid:  # load-independent: the server's own CPU per call
+        res["server_cpu_ms_per_call"] = round(1000 * (cpu_seconds(server_pid) - cpu0) / len(lat), 3)
+    return res
 
 
 def _xmpp_login(d: Daemon, users: list[tuple[str, str]]) -> Callable[[int], Awaitable[None]]:
@@ -193,11 +202,11 @@ async def _bench(args: argparse.Namespace) -> dict[str, object]:
         dns = {jid: f"uid={jid.split('@')[0]},ou=people,{slapd.SUFFIX}" for jid, _ in pairs}
         out["ldap_direct_search_bind"] = await _rate(
             args.concurrency, args.seconds,
-            lambda i: loop.run_in_executor(pool, _ldap_login, slapd, *pairs[i % len(pairs)]))
+            lambda i: loop.run_in_executor(pool, _ldap_login, slapd, *pairs[i % len(pairs)]), slapd.proc.pid)
         out["ldap_direct_bind"] = await _rate(
             args.concurrency, args.seconds,
             lambda i: loop.run_in_executor(pool, _ldap_bind, slapd, dns[pairs[i % len(pairs)][0]],
-                                           pairs[i % len(pairs)][1]))
+                                           pairs[i % len(pairs)][1]), slapd.proc.pid)
         pool.shutdown()
 
         backends = {
@@ -210,7 +219,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, object]:
         for name, auth in backends.items():
             d = _start_daemon(auth, pairs if name == "internal" else [])
             daemons.append(d)
-            out[f"mbxmpp_{name}"] = await _rate(args.concurrency, args.seconds, _xmpp_login(d, pairs))
+            assert d.proc is not None
+            out[f"mbxmpp_{name}"] = await _rate(args.concurrency, args.seconds, _xmpp_login(d, pairs),
+                                                d.proc.pid)
             d.finish()
             daemons.remove(d)
     finally:
