@@ -81,9 +81,9 @@ async def _count_messages(c: RawClient, n: int, lat: list[float] | None = None) 
     return time.perf_counter()
 
 
-def _cpu(pids: list[int]) -> float:
-    """CPU seconds of the servers and all their processes (``ip netns exec`` may fork)."""
-    return sum(cpu_seconds(p) for pid in pids for p in [pid, *proc_children(pid)])
+def _cpu(pids: list[int]) -> list[float]:
+    """CPU seconds of each server with all its processes (ejabberdctl runs beam.smp)."""
+    return [sum(cpu_seconds(p) for p in [pid, *proc_children(pid)]) for pid in pids]
 
 
 async def _run(net: NetLab, n: int, window: int, pids: list[int],
@@ -108,14 +108,15 @@ async def _run(net: NetLab, n: int, window: int, pids: list[int],
         now = time.perf_counter()
         await a.send("".join(msg.format(now) for _ in range(i, min(n, i + batch))))
     t1 = await reader
-    cpu = _cpu(pids) - cpu0
+    cpu = [after - before for after, before in zip(_cpu(pids), cpu0)]
     await a.close()
     await b.close()
     lat.sort()
     return {"first_message_s": round(setup, 4), "messages": n, "window": window,
             "messages_per_s": round(n / (t1 - t0), 1),
             "p50_ms": round(lat[len(lat) // 2] * 1000, 1), "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1),
-            "server_cpu_s": round(cpu, 2), "messages_per_server_cpu_s": round(n / cpu, 1)}
+            "server_cpu_s": [round(c, 2) for c in cpu],   # sender's server, receiver's server
+            "messages_per_server_cpu_s": round(n / sum(cpu), 1)}
 
 
 def _start(net: NetLab, kind: str, short: str, domain: str, user: str) -> int:
