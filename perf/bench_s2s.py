@@ -87,7 +87,7 @@ def _cpu(pids: list[int]) -> list[float]:
 
 
 async def _run(net: NetLab, n: int, window: int, pids: list[int],
-               receiver: tuple[str, str, str, str]) -> dict[str, float]:
+               receiver: tuple[str, str, str, str]) -> dict[str, object]:
     """``receiver``: (namespace, user, domain, password) of the user on the second server."""
     a = await _login(net.ips["a"], "sender", "a.example")
     short, user, domain, password = receiver
@@ -158,7 +158,7 @@ def bench_pair(pair: str, n: int, window: int) -> dict[str, object]:
         if kinds[1] == "ejabberd":
             # The interop lab's ejabberd (ej.example, user eve): its fixture, driven by hand.
             from tests.interop import test_s2s_prosody as interop
-            ejabberd = interop.ejabberd.__wrapped__(interop.Lab(net))
+            ejabberd = interop.ejabberd.__wrapped__(interop.Lab(net))  # type: ignore[attr-defined]
             next(ejabberd)
             pids.append(net.procs[-1].pid)
             receiver = ("ej", "eve", "ej.example", interop.PASSWORD)
