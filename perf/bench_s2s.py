@@ -1,10 +1,13 @@
-"""Federation benchmark: two mbxmpp servers in network namespaces with real DNS (dnsmasq) and a
-test CA; one user on each. Measures the first message's delay (s2s set-up: DNS, TCP, TLS, SASL
-EXTERNAL, bidi) and the message rate across the established link.
+"""Federation benchmark: two servers in network namespaces with real DNS (dnsmasq) and a test CA;
+one user on each. Measures the first message's delay (s2s set-up: DNS, TCP, TLS, authentication)
+and, across the established link, the message rate (at most ``--window`` messages in flight),
+per-message latency p50/p99 and messages per second of server CPU (both servers together).
+Pairs: mbxmpp-mbxmpp, prosody-prosody, mbxmpp-prosody and mbxmpp-ejabberd (issue 15). Not
+ejabberd-ejabberd: the interop lab's ejabberd (reused, not copied) is one fixed node per lab.
 
-    sudo python -m perf.bench_s2s [--messages 20000]
+    sudo python -m perf.bench_s2s [--messages 20000] [--pairs mbxmpp-mbxmpp,prosody-prosody]
 
-Needs root and `ip netns` (the lab of tests/interop/netlab.py). Prints one JSON object.
+Needs root and `ip netns` (the lab of tests/interop/netlab.py). Prints one JSON object per pair.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import subprocess
 import sys
 import time
 
-from tests.interop.netlab import NetLab, lab_unavailable, mbxmpp_env, wait_port
+from perf.servers import cpu_seconds, proc_children
+from tests.interop.netlab import NetLab, lab_unavailable, mbxmpp_env, prosody_config, wait_port
 from tests.rawclient import RawClient
 
 PASSWORD = "bench"
@@ -56,75 +60,132 @@ enabled = false
     return path
 
 
-async def _login(ip: str, user: str, domain: str) -> RawClient:
+async def _login(ip: str, user: str, domain: str, password: str = PASSWORD) -> RawClient:
     r, w = await asyncio.open_connection(ip, 5222)
     c = RawClient(r, w)
-    await c.auth(user, PASSWORD, to=domain)
+    await c.auth(user, password, to=domain)
     await c.bind("bench")
     return c
 
 
-async def _count_messages(c: RawClient, n: int) -> float:
-    """Read until ``n`` messages arrived; the time of the last one."""
+async def _count_messages(c: RawClient, n: int, lat: list[float] | None = None) -> float:
+    """Read until ``n`` messages arrived; the time of the last one. ``lat``: each message's delay
+    (its body is the send time)."""
     got = 0
     while got < n:
         el = await c.element(timeout=60)
         if el.tag == "message":
             got += 1
+            if lat is not None:
+                lat.append(time.perf_counter() - float(el.findtext("body") or 0))
     return time.perf_counter()
 
 
-async def _run(net: NetLab, n: int) -> dict[str, float]:
+def _cpu(pids: list[int]) -> list[float]:
+    """CPU seconds of each server with all its processes (ejabberdctl runs beam.smp)."""
+    return [sum(cpu_seconds(p) for p in [pid, *proc_children(pid)]) for pid in pids]
+
+
+async def _run(net: NetLab, n: int, window: int, pids: list[int],
+               receiver: tuple[str, str, str, str]) -> dict[str, object]:
+    """``receiver``: (namespace, user, domain, password) of the user on the second server."""
     a = await _login(net.ips["a"], "sender", "a.example")
-    b = await _login(net.ips["b"], "receiver", "b.example")
-    msg = "<message to='receiver@b.example/bench' type='chat'><body>{}</body></message>"
+    short, user, domain, password = receiver
+    b = await _login(net.ips[short], user, domain, password)
+    msg = f"<message to='{user}@{domain}/bench' type='chat'><body>{{}}</body></message>"
     t0 = time.perf_counter()
-    await a.send(msg.format("first"))
+    await a.send(msg.format(t0))
     t1 = await _count_messages(b, 1)
     setup = t1 - t0
-    batch = 200
+    batch = 100
+    lat: list[float] = []
+    cpu0 = _cpu(pids)
     t0 = time.perf_counter()
-    reader = asyncio.ensure_future(_count_messages(b, n))
+    reader = asyncio.ensure_future(_count_messages(b, n, lat))
     for i in range(0, n, batch):
-        await a.send("".join(msg.format(j) for j in range(i, min(n, i + batch))))
+        while i - len(lat) > window and not reader.done():
+            await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        await a.send("".join(msg.format(now) for _ in range(i, min(n, i + batch))))
     t1 = await reader
+    cpu = [after - before for after, before in zip(_cpu(pids), cpu0)]
     await a.close()
     await b.close()
-    return {"first_message_s": round(setup, 4), "messages": n,
-            "messages_per_s": round(n / (t1 - t0), 1)}
+    lat.sort()
+    return {"first_message_s": round(setup, 4), "messages": n, "window": window,
+            "messages_per_s": round(n / (t1 - t0), 1),
+            "p50_ms": round(lat[len(lat) // 2] * 1000, 1), "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 1),
+            "server_cpu_s": [round(c, 2) for c in cpu],   # sender's server, receiver's server
+            "messages_per_server_cpu_s": round(n / sum(cpu), 1)}
+
+
+def _start(net: NetLab, kind: str, short: str, domain: str, user: str) -> int:
+    """Start a ``kind`` server for ``domain`` in namespace ``short`` with ``user``; its pid."""
+    cert = net.ca.issue(short, [domain])
+    if kind == "mbxmpp":
+        env = mbxmpp_env()
+        cfg = _config(net, short, domain, cert)
+        subprocess.run([sys.executable, "-m", "mbxmpp", "-c", cfg, "user", "add", f"{user}@{domain}",
+                        "--password", PASSWORD], check=True, capture_output=True,
+                       env=dict(os.environ, **env))
+        p = net.spawn(short, [sys.executable, "-m", "mbxmpp", "-c", cfg], f"{short}.log", env)
+    else:
+        cfg = prosody_config(os.path.join(net.tmp, short), net.ips[short], net.ca.path, {domain: cert})
+        with open(cfg) as f:   # the lab's Prosody logs at debug: a bench measures it at warn
+            text = f.read().replace("log = { debug =", "log = { warn =")
+        with open(cfg, "w") as f:
+            f.write(text)
+        subprocess.run(["prosodyctl", "--config", cfg, "register", user, domain, PASSWORD],
+                       check=True, capture_output=True, timeout=60)
+        p = net.spawn(short, ["prosody", "--config", cfg, "-F"], f"{short}.log")
+    wait_port(net, net.ips[short], 5222, p, f"{short}.log")
+    return p.pid
+
+
+def bench_pair(pair: str, n: int, window: int) -> dict[str, object]:
+    kinds = pair.split("-")
+    net = NetLab()
+    ejabberd = None
+    try:
+        net.up()
+        net.add_namespace("a")
+        second = "ej" if kinds[1] == "ejabberd" else "b"
+        net.add_namespace(second)
+        net.start_dns(srv=[("_xmpp-server._tcp.a.example", "xmpp.a.example", 5269, 0),
+                           (f"_xmpp-server._tcp.{second}.example", f"xmpp.{second}.example", 5269, 0)],
+                      hosts={"xmpp.a.example": net.ips["a"], f"xmpp.{second}.example": net.ips[second]})
+        pids = [_start(net, kinds[0], "a", "a.example", "sender")]
+        if kinds[1] == "ejabberd":
+            # The interop lab's ejabberd (ej.example, user eve): its fixture, driven by hand.
+            from tests.interop import test_s2s_prosody as interop
+            ejabberd = interop.ejabberd.__wrapped__(interop.Lab(net))  # type: ignore[attr-defined]
+            next(ejabberd)
+            pids.append(net.procs[-1].pid)
+            receiver = ("ej", "eve", "ej.example", interop.PASSWORD)
+        else:
+            pids.append(_start(net, kinds[1], "b", "b.example", "receiver"))
+            receiver = ("b", "receiver", "b.example", PASSWORD)
+        return {"pair": pair, **asyncio.run(_run(net, n, window, pids, receiver))}
+    finally:
+        if ejabberd is not None:
+            next(ejabberd, None)
+        net.down()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--window", type=int, default=1000, help="messages in flight at most")
+    ap.add_argument("--pairs", default="mbxmpp-mbxmpp,prosody-prosody,mbxmpp-prosody,mbxmpp-ejabberd")
     args = ap.parse_args()
     why = lab_unavailable()
     if why:
         print(why, file=sys.stderr)
         return 2
-    net = NetLab()
-    procs = []
-    try:
-        net.up()
-        net.add_namespace("a")
-        net.add_namespace("b")
-        net.start_dns(srv=[("_xmpp-server._tcp.a.example", "xmpp.a.example", 5269, 0),
-                           ("_xmpp-server._tcp.b.example", "xmpp.b.example", 5269, 0)],
-                      hosts={"xmpp.a.example": net.ips["a"], "xmpp.b.example": net.ips["b"]})
-        env = mbxmpp_env()
-        for short, domain, user in (("a", "a.example", "sender"), ("b", "b.example", "receiver")):
-            cfg = _config(net, short, domain, net.ca.issue(short, [domain]))
-            subprocess.run([sys.executable, "-m", "mbxmpp", "-c", cfg, "user", "add", f"{user}@{domain}",
-                            "--password", PASSWORD], check=True, capture_output=True,
-                           env=dict(os.environ, **env))
-            p = net.spawn(short, [sys.executable, "-m", "mbxmpp", "-c", cfg], f"{short}.log", env)
-            procs.append(p)
-            wait_port(net, net.ips[short], 5222, p, f"{short}.log")
-        result = asyncio.run(_run(net, args.messages))
-        print(json.dumps(result))
-        return 0
-    finally:
-        net.down()
+    print(json.dumps({"loadavg": open("/proc/loadavg").read().split()[:3]}))
+    for pair in args.pairs.split(","):
+        print(json.dumps(bench_pair(pair, args.messages, args.window)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
