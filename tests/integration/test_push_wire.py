@@ -23,7 +23,9 @@ NS_DATA = "jabber:x:data"
 APPF = "appserver@localhost/srv"
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    d = Daemon(extra='[sm]\nresume_timeout = "2s"\npush_resume_timeout = "6s"\n')
+    # (BOSH: a client that vanished is lost after 1 s without a request; RawClient.loss_delay)
+    d = Daemon(extra='[sm]\nresume_timeout = "2s"\npush_resume_timeout = "6s"\n',
+               http_extra='bosh_inactivity = "1s"')
     for u in ("alice", "bob", "carol", "appserver"):
         d.add_user(f"{u}@localhost", PW)
     d.start()
@@ -67,7 +69,7 @@ async def test_hibernated_client_notified_then_resumes(daemon, transport):
     a, a_jid, sm_id = await push_client(daemon, "alice", "phone", "node-a", transport)
     a.abort()  # the phone loses its network
     # Longer than resume_timeout (2 s): a push-registered session hibernates for 6 s.
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(2.5 + a.loss_delay)
     b = await RawClient.connect(daemon.c2s)
     await b.login("bob", PW, resource="desk")
     await b.send(f"<message to='{a_jid}' type='chat' id='w1'><body>wake up</body></message>")
