@@ -545,6 +545,18 @@ class _NoDaemon(Exception):
     pass
 
 
+def _ask_daemon(cfg: Config, op: str) -> dict[str, Any] | None:
+    """One control request to the running daemon; None (and the reason on stderr) when there is
+    no daemon or it refused."""
+    from .control import ControlError
+    try:
+        with _require_daemon(cfg) as client:
+            return client.request(op)  # type: ignore[no-any-return]
+    except (ControlError, _NoDaemon) as e:
+        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+        return None
+
+
 def _sessions(cfg: Config, args: argparse.Namespace) -> int:
     from .control import ControlError
     try:
@@ -571,13 +583,9 @@ def _sessions(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _s2s_list(cfg: Config) -> int:
-    from .control import ControlError
     from .s2s.net import format_streams
-    try:
-        with _require_daemon(cfg) as client:
-            r = client.request("s2s.list")
-    except (ControlError, _NoDaemon) as e:
-        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+    r = _ask_daemon(cfg, "s2s.list")
+    if r is None:
         return EXIT_FAIL
     if not r["enabled"]:
         print("federation is off ([s2s] enabled = false)")
@@ -587,12 +595,8 @@ def _s2s_list(cfg: Config) -> int:
 
 
 def _reload(cfg: Config) -> int:
-    from .control import ControlError
-    try:
-        with _require_daemon(cfg) as client:
-            r = client.request("reload")
-    except (ControlError, _NoDaemon) as e:
-        print(str(e) if isinstance(e, _NoDaemon) else f"mbxmpp: {e}", file=sys.stderr)
+    r = _ask_daemon(cfg, "reload")
+    if r is None:
         return EXIT_FAIL
     print(f"reloaded {r.get('source') or 'embedded defaults'}: applied "
           f"{', '.join(r['applied']) or 'nothing (no change)'}")

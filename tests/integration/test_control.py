@@ -495,3 +495,15 @@ async def test_sighup_reloads_certificates_without_dropping_connections(tmp_path
         await kim.close()
     finally:
         d.finish()
+
+
+async def test_s2s_list_through_the_control_socket(tmp_path):
+    d = Daemon()
+    try:
+        r = await cli(d, "s2s", "list", check=False)
+        assert r.returncode == 1 and "no daemon is running" in r.stderr
+        d.start()
+        r = await cli(d, "s2s", "list")
+        assert r.stdout.split()[:4] == ["REMOTE", "DIR", "LOCAL", "AUTH"]  # no peer yet
+    finally:
+        d.finish()
