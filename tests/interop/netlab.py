@@ -506,3 +506,116 @@ class RawPeer:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# -- ejabberd ------------------------------------------------------------------------------------
+
+EJABBERD_CONFIG = """
+hosts: {hosts}
+loglevel: {loglevel}
+log_rotate_count: 0
+certfiles: {certfiles}
+ca_file: "{ca}"
+s2s_use_starttls: required
+s2s_dns_timeout: 5
+listen:
+  -
+    port: 5222
+    ip: "{ip}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: 5269
+    ip: "{ip}"
+    module: ejabberd_s2s_in
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+  s2s:
+    allow: all
+modules:
+  mod_disco: {{}}
+  mod_ping: {{}}
+  mod_roster: {{}}
+  mod_s2s_dialback: {{}}
+"""
+
+
+def ejabberd_unavailable() -> str | None:
+    if shutil.which("ejabberdctl") is None:
+        return "ejabberd is not installed (apt-get install ejabberd)"
+    return None
+
+
+class Ejabberd:
+    """Debian's ejabberd in namespace ``short``, serving ``hosts`` (domain -> certificate files,
+    None: no certificate of its own, so it presents another domain's). Each instance is its own
+    Erlang node (name, spool and logs under ``<lab>/ejabberd-<short>``, the namespace's own
+    loopback for the distribution port), so several can run in one lab."""
+
+    def __init__(self, net: NetLab, short: str, hosts: dict[str, tuple[str, str] | None],
+                 loglevel: str = "info") -> None:
+        self.net, self.short = net, short
+        self.dir = d = os.path.join(net.tmp, f"ejabberd-{short}")
+        for sub in ("db", "logs"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        pems = []
+        for domain, files in hosts.items():
+            if files is None:
+                continue
+            pem = os.path.join(d, f"{domain}.pem")
+            with open(pem, "w") as f, open(files[1]) as k, open(files[0]) as c:
+                f.write(k.read() + c.read())
+            pems.append(pem)
+        cfg = os.path.join(d, "ejabberd.yml")
+        with open(cfg, "w") as f:
+            f.write(EJABBERD_CONFIG.format(hosts=json_list(hosts), certfiles=json_list(pems),
+                                           ca=net.ca.path, ip=net.ips[short], loglevel=loglevel))
+        ctl_cfg = os.path.join(d, "ejabberdctl.cfg")
+        with open(ctl_cfg, "w") as f:
+            # a fixed distribution port (no epmd daemon: it would outlive the test); the port is
+            # the namespace's, so instances in other namespaces do not collide
+            f.write(f"EXEC_CMD=as_current_user\nERLANG_NODE=ej{short}{os.getpid()}@localhost\n"
+                    f"ERL_DIST_PORT=4370\n"
+                    f"EJABBERD_PID_PATH={d}/ejabberd.pid\nEJABBERD_BYPASS_WARNINGS=true\n")
+        self.ctl = ["ejabberdctl", "--config", cfg, "--ctl-config", ctl_cfg, "--logs", f"{d}/logs",
+                    "--spool", f"{d}/db"]
+        self.out = f"ejabberd-{short}.out"
+        self.log_name = f"ejabberd-{short}/logs/ejabberd.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        self.proc = self.net.spawn(self.short, [*self.ctl, "foreground"], self.out)
+        wait_port(self.net, self.net.ips[self.short], 5222, self.proc, self.out, timeout=60)
+        return self.proc
+
+    def register(self, user: str, domain: str, password: str) -> None:
+        """(retried: the node answers ejabberdctl a moment after it listens)"""
+        deadline = time.monotonic() + 60
+        while True:
+            r = self.net.nsexec(self.short, *self.ctl, "register", user, domain, password, check=False)
+            if r.returncode == 0 or "already registered" in r.stdout + r.stderr:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(r.stdout + r.stderr + self.net.log(self.out)[-3000:])
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self.net.nsexec(self.short, *self.ctl, "stop", check=False)
+        if self.proc is not None:
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def json_list(items: Any) -> str:
+    """A YAML flow list (JSON is YAML)."""
+    import json
+    return json.dumps(list(items))

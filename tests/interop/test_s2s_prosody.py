@@ -24,11 +24,13 @@ from mbxmpp.s2s.certs import tlsa_record
 from mbxmpp.xml import STREAM_END
 from tests.interop.netlab import (
     CA,
+    Ejabberd,
     NetLab,
     RawPeer,
     Socks5Proxy,
     lab_unavailable,
     mbxmpp_env,
+    ejabberd_unavailable,
     prosody_config,
     signed_zone,
     start_unbound,
@@ -76,6 +78,7 @@ def lab() -> Iterator[Lab]:
                  ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0),
                  ("_xmpp-server._tcp.two.example", "xmpp.two.example", 5269, 0),
                  ("_xmpp-server._tcp.ej.example", "xmpp.ej.example", 5269, 0),
+                 ("_xmpp-server._tcp.ejdb.example", "xmpp.ej.example", 5269, 0),
                  # the raw authoritative server of the piggybacking test
                  ("_xmpp-server._tcp.raw1.example", "rawpeer.example", 15270, 0),
                  ("_xmpp-server._tcp.raw2.example", "rawpeer.example", 15270, 0)],
@@ -675,86 +678,21 @@ async def test_another_of_our_domains_piggybacks_on_an_established_stream(lab):
 
 # -- ejabberd ------------------------------------------------------------------------------------
 
-EJABBERD_CONFIG = """
-hosts:
-  - "ej.example"
-loglevel: info
-log_rotate_count: 0
-certfiles:
-  - "{pem}"
-ca_file: "{ca}"
-s2s_use_starttls: required
-s2s_dns_timeout: 5
-listen:
-  -
-    port: 5222
-    ip: "{ip}"
-    module: ejabberd_c2s
-    starttls_required: true
-  -
-    port: 5269
-    ip: "{ip}"
-    module: ejabberd_s2s_in
-auth_method: internal
-acl:
-  local:
-    user_regexp: ""
-access_rules:
-  local:
-    allow: local
-  c2s:
-    allow: all
-  s2s:
-    allow: all
-modules:
-  mod_disco: {{}}
-  mod_ping: {{}}
-  mod_roster: {{}}
-  mod_s2s_dialback: {{}}
-"""
-
-
 @pytest.fixture(scope="module")
 def ejabberd(lab) -> Iterator[str]:
-    """ejabberd (Debian's) serving ej.example in its own namespace; yields its IP."""
-    import shutil
-    if shutil.which("ejabberdctl") is None:
-        pytest.skip("ejabberd is not installed (apt-get install ejabberd)")
+    """ejabberd (Debian's) serving ej.example and, with ej.example's certificate (so for another
+    name), ejdb.example; in its own namespace; yields its IP."""
+    why = ejabberd_unavailable()
+    if why:
+        pytest.skip(why)
     net = lab.net
-    ip = net.ips["ej"]
-    d = os.path.join(net.tmp, "ejabberd")
-    for sub in ("db", "logs"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
-    cert, key = net.ca.issue("ej", ["ej.example"])
-    pem = os.path.join(d, "ej.pem")
-    with open(pem, "w") as f, open(key) as k, open(cert) as c:
-        f.write(k.read() + c.read())
-    cfg = os.path.join(d, "ejabberd.yml")
-    with open(cfg, "w") as f:
-        f.write(EJABBERD_CONFIG.format(pem=pem, ca=net.ca.path, ip=ip))
-    ctl_cfg = os.path.join(d, "ejabberdctl.cfg")
-    with open(ctl_cfg, "w") as f:
-        # a fixed distribution port: no epmd daemon (it would outlive the test)
-        f.write(f"EXEC_CMD=as_current_user\nERLANG_NODE=ejs2s{os.getpid()}@localhost\n"
-                f"ERL_DIST_PORT=4370\n"
-                f"EJABBERD_PID_PATH={d}/ejabberd.pid\nEJABBERD_BYPASS_WARNINGS=true\n")
-    ctl = ["ejabberdctl", "--config", cfg, "--ctl-config", ctl_cfg, "--logs", f"{d}/logs",
-           "--spool", f"{d}/db"]
-    proc = net.spawn("ej", [*ctl, "foreground"], "ejabberd.out")
-    wait_port(net, ip, 5222, proc, "ejabberd.out", timeout=60)
-    deadline = time.monotonic() + 60
-    while True:
-        r = net.nsexec("ej", *ctl, "register", "eve", "ej.example", PASSWORD, check=False)
-        if r.returncode == 0 or "already registered" in r.stdout + r.stderr:
-            break
-        assert time.monotonic() < deadline, r.stdout + r.stderr + net.log("ejabberd.out")[-3000:]
-        time.sleep(1)
-    yield ip
-    net.nsexec("ej", *ctl, "stop", check=False)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    cert = net.ca.issue("ej", ["ej.example"])
+    server = Ejabberd(net, "ej", {"ej.example": cert, "ejdb.example": None})
+    server.start()
+    server.register("eve", "ej.example", PASSWORD)
+    server.register("eda", "ejdb.example", PASSWORD)
+    yield net.ips["ej"]
+    server.stop()
 
 
 async def test_ejabberd_messages_both_ways(lab, ejabberd):
@@ -763,8 +701,26 @@ async def test_ejabberd_messages_both_ways(lab, ejabberd):
     assert "s2s out mb.example -> ej.example: ready (pkix, TLSv1.3, peer certificate: pkix" in log
     assert "ej.example authenticated by certificate (SASL EXTERNAL)" in log
     # (ejabberd writes its log asynchronously)
-    await log_says(lab, "ejabberd/logs/ejabberd.log",
+    await log_says(lab, "ejabberd-ej/logs/ejabberd.log",
                    "Accepted inbound s2s EXTERNAL authentication mb.example -> ej.example")
+
+
+async def test_dialback_with_ejabberd_both_ways(lab, ejabberd):
+    """ejabberd presents ej.example's certificate for ejdb.example, and mb2.example's comes from a
+    CA ejabberd does not trust: neither side can authenticate the other by certificate, so each
+    direction (ejabberd has no XEP-0288: a stream each way) falls back to dialback (XEP-0220),
+    each server asking the other's authoritative server."""
+    await chat_both_ways(lab.mb_ip, "amy@mb2.example/ejdb", ejabberd, "eda@ejdb.example/e")
+    log = lab.net.log("mbxmpp.log")
+    # Our stream: we authenticated by dialback, ejabberd's certificate did not name ejdb.example.
+    assert "s2s out mb2.example -> ejdb.example: ready (dialback, TLSv1.3, peer certificate: none)" in log, \
+        log[-5000:]
+    # ejabberd's stream: no SASL EXTERNAL for it, we asked ejdb.example's authoritative server.
+    assert "ejdb.example authenticated for mb2.example (dialback)" in log, log[-5000:]
+    assert "ejdb.example authenticated by certificate" not in log
+    ejlog = "ejabberd-ej/logs/ejabberd.log"
+    await log_says(lab, ejlog, "Accepted inbound s2s dialback authentication mb2.example -> ejdb.example")
+    await log_says(lab, ejlog, "Accepted outbound s2s dialback authentication ejdb.example -> mb2.example")
 
 
 async def test_our_onion_host_federates_only_through_tor(lab):
