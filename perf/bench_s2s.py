@@ -2,8 +2,8 @@
 one user on each. Measures the first message's delay (s2s set-up: DNS, TCP, TLS, authentication)
 and, across the established link, the message rate (at most ``--window`` messages in flight),
 per-message latency p50/p99 and messages per second of server CPU (both servers together).
-Pairs: mbxmpp-mbxmpp, prosody-prosody, mbxmpp-prosody and mbxmpp-ejabberd (issue 15). Not
-ejabberd-ejabberd: the interop lab's ejabberd (reused, not copied) is one fixed node per lab.
+Pairs: mbxmpp-mbxmpp, prosody-prosody, ejabberd-ejabberd, mbxmpp-prosody and mbxmpp-ejabberd
+(issue 15); each ejabberd is its own Erlang node in its own namespace (tests/interop/netlab.Ejabberd).
 
     sudo python -m perf.bench_s2s [--messages 20000] [--pairs mbxmpp-mbxmpp,prosody-prosody]
 
@@ -21,7 +21,15 @@ import sys
 import time
 
 from perf.servers import cpu_seconds, proc_children
-from tests.interop.netlab import NetLab, lab_unavailable, mbxmpp_env, prosody_config, wait_port
+from tests.interop.netlab import (
+    Ejabberd,
+    NetLab,
+    ejabberd_unavailable,
+    lab_unavailable,
+    mbxmpp_env,
+    prosody_config,
+    wait_port,
+)
 from tests.rawclient import RawClient
 
 PASSWORD = "bench"
@@ -86,12 +94,11 @@ def _cpu(pids: list[int]) -> list[float]:
     return [sum(cpu_seconds(p) for p in [pid, *proc_children(pid)]) for pid in pids]
 
 
-async def _run(net: NetLab, n: int, window: int, pids: list[int],
-               receiver: tuple[str, str, str, str]) -> dict[str, object]:
-    """``receiver``: (namespace, user, domain, password) of the user on the second server."""
+async def _run(net: NetLab, n: int, window: int, pids: list[int]) -> dict[str, object]:
+    """sender@a.example sends to receiver@b.example."""
     a = await _login(net.ips["a"], "sender", "a.example")
-    short, user, domain, password = receiver
-    b = await _login(net.ips[short], user, domain, password)
+    user, domain = "receiver", "b.example"
+    b = await _login(net.ips["b"], user, domain)
     msg = f"<message to='{user}@{domain}/bench' type='chat'><body>{{}}</body></message>"
     t0 = time.perf_counter()
     await a.send(msg.format(t0))
@@ -119,8 +126,10 @@ async def _run(net: NetLab, n: int, window: int, pids: list[int],
             "messages_per_server_cpu_s": round(n / sum(cpu), 1)}
 
 
-def _start(net: NetLab, kind: str, short: str, domain: str, user: str) -> int:
-    """Start a ``kind`` server for ``domain`` in namespace ``short`` with ``user``; its pid."""
+def _start(net: NetLab, kind: str, short: str, domain: str, user: str,
+           stops: list[Ejabberd]) -> int:
+    """Start a ``kind`` server for ``domain`` in namespace ``short`` with ``user``; its pid
+    (ejabberd: appended to ``stops``, to be stopped through ejabberdctl)."""
     cert = net.ca.issue(short, [domain])
     if kind == "mbxmpp":
         env = mbxmpp_env()
@@ -129,6 +138,12 @@ def _start(net: NetLab, kind: str, short: str, domain: str, user: str) -> int:
                         "--password", PASSWORD], check=True, capture_output=True,
                        env=dict(os.environ, **env))
         p = net.spawn(short, [sys.executable, "-m", "mbxmpp", "-c", cfg], f"{short}.log", env)
+    elif kind == "ejabberd":
+        ej = Ejabberd(net, short, {domain: cert}, loglevel="warning")
+        stops.append(ej)
+        p = ej.start()
+        ej.register(user, domain, PASSWORD)
+        return p.pid
     else:
         cfg = prosody_config(os.path.join(net.tmp, short), net.ips[short], net.ca.path, {domain: cert})
         with open(cfg) as f:   # the lab's Prosody logs at debug: a bench measures it at warn
@@ -145,30 +160,19 @@ def _start(net: NetLab, kind: str, short: str, domain: str, user: str) -> int:
 def bench_pair(pair: str, n: int, window: int) -> dict[str, object]:
     kinds = pair.split("-")
     net = NetLab()
-    ejabberd = None
+    ejabberds: list[Ejabberd] = []
     try:
         net.up()
-        net.add_namespace("a")
-        second = "ej" if kinds[1] == "ejabberd" else "b"
-        net.add_namespace(second)
-        net.start_dns(srv=[("_xmpp-server._tcp.a.example", "xmpp.a.example", 5269, 0),
-                           (f"_xmpp-server._tcp.{second}.example", f"xmpp.{second}.example", 5269, 0)],
-                      hosts={"xmpp.a.example": net.ips["a"], f"xmpp.{second}.example": net.ips[second]})
-        pids = [_start(net, kinds[0], "a", "a.example", "sender")]
-        if kinds[1] == "ejabberd":
-            # The interop lab's ejabberd (ej.example, user eve): its fixture, driven by hand.
-            from tests.interop import test_s2s_prosody as interop
-            ejabberd = interop.ejabberd.__wrapped__(interop.Lab(net))  # type: ignore[attr-defined]
-            next(ejabberd)
-            pids.append(net.procs[-1].pid)
-            receiver = ("ej", "eve", "ej.example", interop.PASSWORD)
-        else:
-            pids.append(_start(net, kinds[1], "b", "b.example", "receiver"))
-            receiver = ("b", "receiver", "b.example", PASSWORD)
-        return {"pair": pair, **asyncio.run(_run(net, n, window, pids, receiver))}
+        for short in ("a", "b"):
+            net.add_namespace(short)
+        net.start_dns(srv=[(f"_xmpp-server._tcp.{s}.example", f"xmpp.{s}.example", 5269, 0) for s in "ab"],
+                      hosts={f"xmpp.{s}.example": net.ips[s] for s in "ab"})
+        pids = [_start(net, kinds[0], "a", "a.example", "sender", ejabberds),
+                _start(net, kinds[1], "b", "b.example", "receiver", ejabberds)]
+        return {"pair": pair, **asyncio.run(_run(net, n, window, pids))}
     finally:
-        if ejabberd is not None:
-            next(ejabberd, None)
+        for ej in ejabberds:
+            ej.stop()
         net.down()
 
 
@@ -176,15 +180,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--window", type=int, default=1000, help="messages in flight at most")
-    ap.add_argument("--pairs", default="mbxmpp-mbxmpp,prosody-prosody,mbxmpp-prosody,mbxmpp-ejabberd")
+    ap.add_argument("--pairs", default="mbxmpp-mbxmpp,prosody-prosody,ejabberd-ejabberd,"
+                                       "mbxmpp-prosody,mbxmpp-ejabberd")
     args = ap.parse_args()
-    why = lab_unavailable()
+    why = lab_unavailable() or ("ejabberd" in args.pairs and ejabberd_unavailable())
     if why:
         print(why, file=sys.stderr)
         return 2
     print(json.dumps({"loadavg": open("/proc/loadavg").read().split()[:3]}))
+    per_cpu: dict[str, float] = {}
     for pair in args.pairs.split(","):
-        print(json.dumps(bench_pair(pair, args.messages, args.window)), flush=True)
+        result = bench_pair(pair, args.messages, args.window)
+        per_cpu[pair] = result["messages_per_server_cpu_s"]  # type: ignore[assignment]
+        print(json.dumps(result), flush=True)
+    ours = per_cpu.get("mbxmpp-mbxmpp")
+    if ours:   # issue 15's goal: mbxmpp<->mbxmpp >= 2x ejabberd<->ejabberd per server CPU second
+        print(json.dumps({f"mbxmpp-mbxmpp / {pair} per server CPU s": round(ours / v, 2)
+                          for pair, v in per_cpu.items() if pair != "mbxmpp-mbxmpp" and v}))
     return 0
 
 

@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from asyncio.staggered import staggered_race
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import dns.exception
 
@@ -70,6 +70,32 @@ async def happy_connect(addrs: list[str], port: int, delay: float = HAPPY_EYEBAL
         raise OSError("; ".join(f"{a}: {e}" for a, e in zip(addrs, errors) if e is not None)
                       or "no address")
     return winner
+
+
+async def race_targets(targets: list[s2sdns.Target],
+                       addresses: Callable[[s2sdns.Target], Awaitable[list[str]]],
+                       delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[int, socket.socket]:
+    """Happy Eyeballs across the SRV targets, in their RFC 6120 §3.2 order: each target's attempt
+    (its addresses looked up, then ``happy_connect`` over them) starts ``delay`` after the
+    previous target's, or at once when that one fails; the first TCP connection wins and the
+    others are closed (a target that drops SYNs costs ``delay``, not the timeout). Returns the
+    winner's index in ``targets`` and its socket; OSError when none connects. TLS and the stream
+    run on the winner; if they fail, the caller races the remaining targets again."""
+
+    async def one(target: s2sdns.Target) -> socket.socket:
+        try:
+            addrs = await addresses(target)
+        except dns.exception.DNSException as e:
+            raise OSError(f"{target.host}: {e}") from None
+        if not addrs:
+            raise OSError(f"{target.host} has no address")
+        return await happy_connect(addrs, target.port, delay)
+
+    winner, index, errors = await staggered_race([functools.partial(one, t) for t in targets], delay)
+    if winner is None or index is None:
+        raise OSError("; ".join(f"{t.host}:{t.port}: {e}" for t, e in zip(targets, errors) if e is not None)
+                      or "no candidates")
+    return index, winner
 
 
 class S2SConnection(asyncio.Protocol):
@@ -478,23 +504,29 @@ class S2SService:
         except dns.exception.DNSException as e:
             targets, reason = [], f"DNS: {e}"
         proxy = self.config.tor_socks if self.config.tor_all or _onion(entry.local) else None
-        for target in targets:
-            if proxy is not None:  # all s2s through Tor: the proxy resolves the target's name
-                ok, why, timed_out = await self._attempt(entry, target, [target.host], proxy)
+        if proxy is not None:  # all s2s through Tor: the proxy resolves each target's name
+            for target in targets:
+                ok, why, timed_out = await self._attempt(entry, target, socks=proxy)
                 if ok:
                     return
                 reason = why
                 condition = "remote-server-timeout" if timed_out else "remote-server-not-found"
-                continue
+            targets = []
+
+        def addresses(target: s2sdns.Target) -> Awaitable[list[str]]:
+            return asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
+
+        while targets:
             try:
-                addrs = await asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
-            except (TimeoutError, dns.exception.DNSException) as e:
-                reason = f"{target.host}: {e}"
-                continue
-            if not addrs:
-                reason = f"{target.host} has no address"
-                continue
-            ok, why, timed_out = await self._attempt(entry, target, addrs)
+                index, sock = await asyncio.wait_for(race_targets(targets, addresses), timeout)
+            except TimeoutError:
+                condition, reason = "remote-server-timeout", "no candidate answered in time"
+                break
+            except OSError as e:
+                condition, reason = "remote-server-not-found", str(e)
+                break
+            target = targets.pop(index)
+            ok, why, timed_out = await self._attempt(entry, target, sock=sock)
             if ok:
                 return
             reason = why
@@ -509,16 +541,16 @@ class S2SService:
             self._fail_entry(entry, "remote-server-not-found", "no Tor proxy configured ([s2s] tor_socks)")
             return
         target = s2sdns.Target(entry.remote, s2sdns.DEFAULT_PORT, False)
-        ok, why, timed_out = await self._attempt(entry, target, [entry.remote], proxy)
+        ok, why, timed_out = await self._attempt(entry, target, socks=proxy)
         if ok:
             return
         log.info("s2s out %s -> %s failed: %s", entry.local, entry.remote, why)
         self._fail_entry(entry, "remote-server-timeout" if timed_out else "remote-server-not-found", why)
 
-    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, addrs: list[str],
+    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, sock: socket.socket | None = None,
                        socks: tuple[str, int] | None = None) -> tuple[bool, str, bool]:
-        """One stream to one target, over the first of its addresses to connect (or, through
-        ``socks``, to its host name): (ready?, why not, timed out?)."""
+        """One stream to one target over ``sock`` (connected by ``race_targets``) or, through
+        ``socks``, to its host name: (ready?, why not, timed out?). ``sock`` is closed on failure."""
         loop = asyncio.get_running_loop()
         addr = f"{target.host}:{target.port}"
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
@@ -527,6 +559,8 @@ class S2SService:
         if not _onion(target.host):  # (onion names are never looked up in DNS)
             why = await self._dane(stream, target)
             if why:
+                if sock is not None:
+                    sock.close()
                 return False, f"{addr}: {why}", False
         for originating, receiving, sid, key in entry.verifies:
             stream.send_verify(originating, receiving, sid, key)
@@ -535,7 +569,7 @@ class S2SService:
         entry.conn = conn
         entry.attempt = loop.create_future()
         try:
-            await asyncio.wait_for(self._open(loop, conn, target, addrs, ctx, entry.attempt, socks),
+            await asyncio.wait_for(self._open(loop, conn, target, sock, ctx, entry.attempt, socks),
                                    self.config.timeout)
         except TimeoutError:
             stream.close_reason = "timed out"
@@ -569,12 +603,12 @@ class S2SService:
         return ""
 
     async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
-                    target: s2sdns.Target, addrs: list[str], ctx: ssl.SSLContext,
+                    target: s2sdns.Target, sock: socket.socket | None, ctx: ssl.SSLContext,
                     attempt: asyncio.Future, socks: tuple[str, int] | None) -> None:
-        if socks is not None:
+        if sock is None:
+            assert socks is not None
             sock = await socks5_connect(socks, target.host, target.port)
         else:
-            sock = await happy_connect(addrs, target.port)
             ip, port = sock.getpeername()[:2]
             conn.stream.peer = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         try:

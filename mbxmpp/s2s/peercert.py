@@ -8,6 +8,20 @@ that authenticate with dialback. Python offers no verify callback, so one is ins
 context's ``SSL_CTX`` through ctypes: it accepts every certificate, and the server decides after
 the handshake (certs.TrustStore, DANE, dialback). Where that is not possible, the context falls
 back to not requesting certificates (SASL EXTERNAL is then not offered to incoming peers).
+
+Why a ctypes hack (reviewed for Python 3.11, still true up to 3.13): ``ssl`` has no verify
+callback and no flag that accepts an unknown issuer; ``verify_mode`` only chooses between not
+asking (CERT_NONE) and aborting on any failure (CERT_OPTIONAL/REQUIRED). Reading the chain after
+the handshake is supported (``getpeercert(binary_form=True)``, and ``get_unverified_chain``,
+public in 3.13, used by certs.peer_chain), but with CERT_NONE there is no chain to read, and with
+CERT_OPTIONAL there is no handshake. pyOpenSSL has ``set_verify`` but is not an ``ssl.SSLContext``:
+asyncio's TLS transport (start_tls, create_server(ssl=...)) would have to be replaced by one of
+our own. Guards: CPython only; the SSL_CTX pointer is used only when OpenSSL reads back both the
+verify mode and the option bits Python set through its own API (the layout, PyObject_HEAD then
+the SSL_CTX pointer, is that of Modules/_ssl.c from 3.7 to 3.13; were it to change, the pointer
+would be read through, never written to); a missing symbol or a failed check takes the fallback.
+tests/unit/test_s2s_peercert.py covers a real handshake with an untrusted certificate and the
+fallback.
 """
 
 from __future__ import annotations
@@ -36,12 +50,14 @@ def _libssl() -> ctypes.CDLL | None:
         lib.SSL_CTX_set_verify.restype = None
         lib.SSL_CTX_get_verify_mode.argtypes = [ctypes.c_void_p]
         lib.SSL_CTX_get_verify_mode.restype = ctypes.c_int
+        lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+        lib.SSL_CTX_get_options.restype = ctypes.c_uint64
         return lib
     except (OSError, AttributeError, ImportError):
         return None
 
 
-_LIB = _libssl()
+_LIB = _libssl() if sys.implementation.name == "cpython" else None
 
 
 def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
@@ -55,8 +71,9 @@ def request_any_peer_certificate(ctx: ssl.SSLContext) -> bool:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     if _LIB is not None:
         ptr = _ssl_ctx_pointer(ctx)
-        # The pointer is trusted only if OpenSSL reads back the mode Python just set.
-        if ptr and _LIB.SSL_CTX_get_verify_mode(ptr) == SSL_VERIFY_PEER:
+        # The pointer is trusted only if OpenSSL reads back what Python just set.
+        if ptr and _LIB.SSL_CTX_get_verify_mode(ptr) == SSL_VERIFY_PEER \
+                and _LIB.SSL_CTX_get_options(ptr) == int(ctx.options):
             _LIB.SSL_CTX_set_verify(ptr, SSL_VERIFY_PEER, _accept_any)
             return True
     log.warning("s2s: cannot install a certificate verify callback here; incoming peers are "

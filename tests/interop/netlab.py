@@ -120,6 +120,7 @@ class NetLab:
         self.namespaces: dict[str, str] = {}   # short name -> namespace name
         self.ips: dict[str, str] = {}
         self.procs: list[subprocess.Popen] = []
+        self.host_ifs: list[str] = []
         self.tmp = tempfile.mkdtemp(prefix="mbxmpp-s2s-lab-")
         os.chmod(self.tmp, 0o755)
         self.ca = CA(self.tmp)
@@ -139,6 +140,7 @@ class NetLab:
         host_if, ns_if = f"mbv{self.tag}{short[:3]}", "eth0"
         run("ip", "netns", "add", ns)
         self.namespaces[short] = ns
+        self.host_ifs.append(host_if)
         self.ips[short] = ip
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns)
         run("ip", "link", "set", host_if, "master", self.bridge, "up")
@@ -221,6 +223,10 @@ class NetLab:
                     pass
             run("ip", "netns", "del", ns, check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+        for host_if in self.host_ifs:
+            # (a veth goes with its namespace only once nothing holds that any more: deleted
+            # here, so that a next lab of this process can reuse the name at once)
+            run("ip", "link", "del", host_if, check=False)
         run("ip", "link", "del", self.bridge, check=False)
         if os.environ.get("MBXMPP_KEEP_LAB"):
             print("lab files kept in", self.tmp, file=sys.stderr)
