@@ -72,24 +72,74 @@ async def happy_connect(addrs: list[str], port: int, delay: float = HAPPY_EYEBAL
     return winner
 
 
+class Held(asyncio.Protocol):
+    """A connection that is in the race (or just won it) before its S2SConnection exists: what
+    arrives is kept and handed over (the initiating side speaks first, so normally nothing)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.data: list[bytes] = []
+        self.lost: tuple[Exception | None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+    def hand_over(self, protocol: asyncio.Protocol) -> None:
+        t = self.transport
+        assert t is not None
+        t.set_protocol(protocol)
+        protocol.connection_made(t)
+        for data in self.data:
+            protocol.data_received(data)
+        if self.lost is not None:
+            protocol.connection_lost(self.lost[0])
+
+
+async def open_held(target: s2sdns.Target, sock: socket.socket, tls: ssl.SSLContext | None,
+                    server_hostname: str, timeout: float) -> Held:
+    """Make the connected ``sock`` a transport held by a ``Held``; for a direct TLS target
+    (``tls`` given) once the TLS handshake is complete."""
+    loop = asyncio.get_running_loop()
+    try:
+        if target.direct_tls and tls is not None:
+            _, held = await loop.create_connection(Held, sock=sock, ssl=tls, server_hostname=server_hostname,
+                                                   ssl_handshake_timeout=timeout)
+        else:
+            _, held = await loop.create_connection(Held, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return held
+
+
 async def race_targets(targets: list[s2sdns.Target],
                        addresses: Callable[[s2sdns.Target], Awaitable[list[str]]],
-                       delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[int, socket.socket]:
+                       finish: Callable[[s2sdns.Target, socket.socket], Awaitable[Any]] | None = None,
+                       delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[int, Any]:
     """Happy Eyeballs across the SRV targets, in their RFC 6120 §3.2 order: each target's attempt
-    (its addresses looked up, then ``happy_connect`` over them) starts ``delay`` after the
-    previous target's, or at once when that one fails; the first TCP connection wins and the
-    others are closed (a target that drops SYNs costs ``delay``, not the timeout). Returns the
-    winner's index in ``targets`` and its socket; OSError when none connects. TLS and the stream
-    run on the winner; if they fail, the caller races the remaining targets again."""
+    (its addresses looked up, ``happy_connect`` over them, then ``finish`` on the socket: for a
+    direct TLS target the TLS handshake) starts ``delay`` after the previous target's, or at
+    once when that one fails; the first to complete wins and the others are closed (a target
+    that drops SYNs, or accepts TCP and stalls TLS, costs ``delay``, not the timeout). Returns
+    the winner's index in ``targets`` and what ``finish`` returned (without it: the socket);
+    OSError when none completes. A STARTTLS target's TLS comes after the stream is opened, on
+    the winner alone; if the stream fails, the caller races the remaining targets again."""
 
-    async def one(target: s2sdns.Target) -> socket.socket:
+    async def one(target: s2sdns.Target) -> Any:
         try:
             addrs = await addresses(target)
         except dns.exception.DNSException as e:
             raise OSError(f"{target.host}: {e}") from None
         if not addrs:
             raise OSError(f"{target.host} has no address")
-        return await happy_connect(addrs, target.port, delay)
+        sock = await happy_connect(addrs, target.port, delay)
+        return sock if finish is None else await finish(target, sock)
 
     winner, index, errors = await staggered_race([functools.partial(one, t) for t in targets], delay)
     if winner is None or index is None:
@@ -516,9 +566,12 @@ class S2SService:
         def addresses(target: s2sdns.Target) -> Awaitable[list[str]]:
             return asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
 
+        def finish(target: s2sdns.Target, sock: socket.socket) -> Awaitable[Held]:
+            return open_held(target, sock, self.client_context(entry.local, True), remote, timeout)
+
         while targets:
             try:
-                index, sock = await asyncio.wait_for(race_targets(targets, addresses), timeout)
+                index, held = await asyncio.wait_for(race_targets(targets, addresses, finish), timeout)
             except TimeoutError:
                 condition, reason = "remote-server-timeout", "no candidate answered in time"
                 break
@@ -526,7 +579,7 @@ class S2SService:
                 condition, reason = "remote-server-not-found", str(e)
                 break
             target = targets.pop(index)
-            ok, why, timed_out = await self._attempt(entry, target, sock=sock)
+            ok, why, timed_out = await self._attempt(entry, target, held=held)
             if ok:
                 return
             reason = why
@@ -547,10 +600,11 @@ class S2SService:
         log.info("s2s out %s -> %s failed: %s", entry.local, entry.remote, why)
         self._fail_entry(entry, "remote-server-timeout" if timed_out else "remote-server-not-found", why)
 
-    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, sock: socket.socket | None = None,
+    async def _attempt(self, entry: Outgoing, target: s2sdns.Target, held: Held | None = None,
                        socks: tuple[str, int] | None = None) -> tuple[bool, str, bool]:
-        """One stream to one target over ``sock`` (connected by ``race_targets``) or, through
-        ``socks``, to its host name: (ready?, why not, timed out?). ``sock`` is closed on failure."""
+        """One stream to one target over ``held`` (the connection that won ``race_targets``) or,
+        through ``socks``, to its host name: (ready?, why not, timed out?). ``held`` is closed on
+        failure."""
         loop = asyncio.get_running_loop()
         addr = f"{target.host}:{target.port}"
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
@@ -559,8 +613,8 @@ class S2SService:
         if not _onion(target.host):  # (onion names are never looked up in DNS)
             why = await self._dane(stream, target)
             if why:
-                if sock is not None:
-                    sock.close()
+                if held is not None and held.transport is not None:
+                    held.transport.abort()
                 return False, f"{addr}: {why}", False
         for originating, receiving, sid, key in entry.verifies:
             stream.send_verify(originating, receiving, sid, key)
@@ -569,7 +623,7 @@ class S2SService:
         entry.conn = conn
         entry.attempt = loop.create_future()
         try:
-            await asyncio.wait_for(self._open(loop, conn, target, sock, ctx, entry.attempt, socks),
+            await asyncio.wait_for(self._open(loop, conn, target, held, ctx, entry.attempt, socks),
                                    self.config.timeout)
         except TimeoutError:
             stream.close_reason = "timed out"
@@ -603,24 +657,28 @@ class S2SService:
         return ""
 
     async def _open(self, loop: asyncio.AbstractEventLoop, conn: S2SConnection,
-                    target: s2sdns.Target, sock: socket.socket | None, ctx: ssl.SSLContext,
+                    target: s2sdns.Target, held: Held | None, ctx: ssl.SSLContext,
                     attempt: asyncio.Future, socks: tuple[str, int] | None) -> None:
-        if sock is None:
+        if held is not None:
+            assert held.transport is not None
+            peer = held.transport.get_extra_info("peername")
+            if peer:
+                ip, port = peer[:2]
+                conn.stream.peer = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+            held.hand_over(conn)
+        else:
             assert socks is not None
             sock = await socks5_connect(socks, target.host, target.port)
-        else:
-            ip, port = sock.getpeername()[:2]
-            conn.stream.peer = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        try:
-            if target.direct_tls:
-                await loop.create_connection(lambda: conn, sock=sock, ssl=ctx,
-                                             server_hostname=conn.stream.remote,
-                                             ssl_handshake_timeout=self.config.timeout)
-            else:
-                await loop.create_connection(lambda: conn, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+            try:
+                if target.direct_tls:
+                    await loop.create_connection(lambda: conn, sock=sock, ssl=ctx,
+                                                 server_hostname=conn.stream.remote,
+                                                 ssl_handshake_timeout=self.config.timeout)
+                else:
+                    await loop.create_connection(lambda: conn, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
         await attempt
 
     def _flush_queue(self, entry: Outgoing) -> None:

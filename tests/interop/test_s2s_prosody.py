@@ -76,7 +76,10 @@ def lab() -> Iterator[Lab]:
                  ("_xmpps-server._tcp.pro.example", "xmpp.pro.example", 5270, 0),
                  ("_xmpp-server._tcp.pro.example", "xmpp.pro.example", 5269, 10),
                  ("_xmpp-server._tcp.slow.example", "slow-host.example", 15269, 0),
-                 ("_xmpp-server._tcp.two.example", "xmpp.two.example", 5269, 0),
+                 # two.example: its first candidate (direct TLS) accepts TCP and never answers
+                 # (Happy Eyeballs across targets: the second wins 250 ms later)
+                 ("_xmpps-server._tcp.two.example", "slow-host.example", 15269, 0),
+                 ("_xmpp-server._tcp.two.example", "xmpp.two.example", 5269, 10),
                  ("_xmpp-server._tcp.ej.example", "xmpp.ej.example", 5269, 0),
                  ("_xmpp-server._tcp.ejdb.example", "xmpp.ej.example", 5269, 0),
                  # the raw authoritative server of the piggybacking test
@@ -644,6 +647,8 @@ async def test_mbxmpp_with_mbxmpp_bidirectional_and_idle_streams_closed(lab):
     log = lab.net.log("mbxmpp.log")
     ready = "s2s out mb.example -> two.example: ready (pkix, TLSv1.3, peer certificate: pkix, bidirectional)"
     assert log.count(ready) == 2
+    # two.example's first SRV target stalls in TLS; the second one won the race, each time.
+    assert log.count(f"s2s out mb.example -> two.example: connected to {lab.two_ip}:5269 in ") == 2
 
 
 async def test_another_of_our_domains_piggybacks_on_an_established_stream(lab):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Iterator
 
 import dns.exception
 import pytest
 
 from mbxmpp.s2s.dns import Target
-from mbxmpp.s2s.net import race_targets
+from mbxmpp.s2s.net import Held, open_held, race_targets
+from tests.unit.test_s2s_peercert import self_signed
 
 ADDRESSES = {"blackhole.example": ["127.0.0.1"], "good.example": ["127.0.0.1"],
              "refused.example": ["127.0.0.1"], "empty.example": []}
@@ -97,3 +99,69 @@ async def test_failed_targets_hand_over_at_once_and_all_failing_is_an_oserror(li
     text = str(err.value)
     assert "nxdomain.example" in text and "empty.example has no address" in text
     assert f"refused.example:{refused_port}" in text
+
+
+async def test_for_direct_tls_the_first_completed_handshake_wins_and_the_loser_is_closed(tmp_path):
+    """The first target accepts TCP but never answers the TLS ClientHello; the second completes
+    TLS 50 ms later and wins; the first connection is closed (its server sees the end)."""
+    silent_ends: asyncio.Queue = asyncio.Queue()
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()          # never answers; returns when the client goes away
+        silent_ends.put_nowait(True)
+        w.close()
+
+    async def tls_peer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()
+        w.close()
+
+    cert, key, _ = self_signed(tmp_path, "good.example")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    stalled = await asyncio.start_server(silent, "127.0.0.1", 0)
+    good = await asyncio.start_server(tls_peer, "127.0.0.1", 0, ssl=server_ctx)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    targets = [Target("good.example", stalled.sockets[0].getsockname()[1], True),
+               Target("good.example", good.sockets[0].getsockname()[1], True)]
+
+    def finish(target: Target, sock: socket.socket):
+        return open_held(target, sock, client_ctx, "good.example", 30)
+
+    try:
+        index, held = await asyncio.wait_for(race_targets(targets, lookup, finish, delay=0.05), 5)
+        assert index == 1 and isinstance(held, Held)
+        assert held.transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        assert await asyncio.wait_for(silent_ends.get(), 5)   # the loser was closed
+        held.transport.close()
+    finally:
+        stalled.close()
+        good.close()
+
+
+async def test_what_arrives_before_the_hand_over_is_handed_over(listener):
+    port = listener.getsockname()[1]
+    index, held = await race_targets([Target("good.example", port, False)], lookup,
+                                     lambda t, s: open_held(t, s, None, "good.example", 5))
+    peer, _ = listener.accept()
+    peer.sendall(b"<early/>")
+    peer.close()
+
+    class Sink(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.data = b""
+            self.ended: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data: bytes) -> None:
+            self.data += data
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.ended.set_result(exc)
+
+    while held.lost is None:      # the peer's data and its end reach the held connection
+        await asyncio.sleep(0.01)
+    sink = Sink()
+    held.hand_over(sink)
+    assert sink.data == b"<early/>"
+    assert sink.ended.done()
