@@ -21,7 +21,9 @@ import dns.exception
 from ..errors import StanzaError, StreamError
 from ..jid import JID
 from ..net.tls import DEFAULT_CIPHERS
-from ..xml.element import Element
+from ..xml import STREAM_END, PyXMLParser, XMLError
+from ..xml.element import Element, _escape_attr
+from ..xml.ns import NS_STREAMS, NS_TLS
 from . import dns as s2sdns
 from .certs import TrustStore, dane_authenticates, peer_chain
 from .dialback import dialback_key, key_matches, load_secret
@@ -73,22 +75,40 @@ async def happy_connect(addrs: list[str], port: int, delay: float = HAPPY_EYEBAL
 
 
 class Held(asyncio.Protocol):
-    """A connection that is in the race (or just won it) before its S2SConnection exists: what
-    arrives is kept and handed over (the initiating side speaks first, so normally nothing)."""
+    """A connection in the race (or that just won it) before its S2SConnection exists: what
+    arrives is kept (``starttls_first`` reads it) and the rest handed over."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.data: list[bytes] = []
         self.lost: tuple[Exception | None] | None = None
+        self._waiter: asyncio.Future | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.data.append(data)
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = (exc,)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """What arrived so far, waiting for something; ConnectionError once the peer is gone."""
+        while not self.data:
+            if self.lost is not None:
+                raise ConnectionError(f"connection closed ({self.lost[0] or 'by the peer'})")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = b"".join(self.data)
+        self.data.clear()
+        return data
 
     def hand_over(self, protocol: asyncio.Protocol) -> None:
         t = self.transport
@@ -101,20 +121,68 @@ class Held(asyncio.Protocol):
             protocol.connection_lost(self.lost[0])
 
 
+async def starttls_first(held: Held, local: str, remote: str, tls: ssl.SSLContext, timeout: float) -> None:
+    """The plaintext part of a STARTTLS stream (RFC 6120 §5.4.2): our header, the peer's
+    features, <starttls/>, <proceed/>, then the TLS handshake. The stream then starts over on
+    TLS (§5.4.3.3), exactly as on a direct TLS connection: that is where S2SStream takes it."""
+    assert held.transport is not None
+    held.transport.write(
+        f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+        f"xmlns:stream='{NS_STREAMS}' xmlns:db='jabber:server:dialback' "
+        f"from='{_escape_attr(local)}' to='{_escape_attr(remote)}' version='1.0'>".encode())
+    parser = PyXMLParser(max_stanza_size=65536)
+    events: list[Any] = []
+
+    async def element() -> Element:
+        while True:
+            while not events:
+                events.extend(parser.feed(await held.read()))
+            ev = events.pop(0)
+            if ev is STREAM_END:
+                raise ConnectionError("the peer closed the stream")
+            if isinstance(ev, Element):
+                if ev.tag == "error" and ev.ns == NS_STREAMS:
+                    child = ev.first_child()
+                    raise ConnectionError(f"stream error: {child.tag if child is not None else '?'}")
+                return ev
+
+    try:
+        features = await element()
+        if features.tag != "features" or features.find("starttls", NS_TLS) is None:
+            raise ConnectionError("the peer offers no STARTTLS (TLS is required)")
+        held.transport.write(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        answer = await element()
+    except XMLError as e:
+        raise ConnectionError(f"not XML: {e}") from None
+    if answer.tag != "proceed" or answer.ns != NS_TLS:
+        raise ConnectionError(f"STARTTLS refused (<{answer.tag}/>)")
+    loop = asyncio.get_running_loop()
+    new = await loop.start_tls(held.transport, held, tls, server_hostname=remote,
+                               ssl_handshake_timeout=timeout)
+    held.transport = new  # type: ignore[assignment]
+
+
 async def open_held(target: s2sdns.Target, sock: socket.socket, tls: ssl.SSLContext | None,
-                    server_hostname: str, timeout: float) -> Held:
-    """Make the connected ``sock`` a transport held by a ``Held``; for a direct TLS target
-    (``tls`` given) once the TLS handshake is complete."""
+                    local: str, remote: str, timeout: float) -> Held:
+    """Make the connected ``sock`` a transport held by a ``Held`` and, ``tls`` given, secure
+    it: direct TLS (XEP-0368) or STARTTLS (``starttls_first``)."""
     loop = asyncio.get_running_loop()
     try:
         if target.direct_tls and tls is not None:
-            _, held = await loop.create_connection(Held, sock=sock, ssl=tls, server_hostname=server_hostname,
+            _, held = await loop.create_connection(Held, sock=sock, ssl=tls, server_hostname=remote,
                                                    ssl_handshake_timeout=timeout)
         else:
             _, held = await loop.create_connection(Held, sock=sock)
     except BaseException:
         sock.close()
         raise
+    if tls is not None and not target.direct_tls:
+        try:
+            await starttls_first(held, local, remote, tls, timeout)
+        except BaseException:
+            if held.transport is not None:
+                held.transport.abort()
+            raise
     return held
 
 
@@ -123,13 +191,13 @@ async def race_targets(targets: list[s2sdns.Target],
                        finish: Callable[[s2sdns.Target, socket.socket], Awaitable[Any]] | None = None,
                        delay: float = HAPPY_EYEBALLS_DELAY) -> tuple[int, Any]:
     """Happy Eyeballs across the SRV targets, in their RFC 6120 §3.2 order: each target's attempt
-    (its addresses looked up, ``happy_connect`` over them, then ``finish`` on the socket: for a
-    direct TLS target the TLS handshake) starts ``delay`` after the previous target's, or at
-    once when that one fails; the first to complete wins and the others are closed (a target
-    that drops SYNs, or accepts TCP and stalls TLS, costs ``delay``, not the timeout). Returns
-    the winner's index in ``targets`` and what ``finish`` returned (without it: the socket);
-    OSError when none completes. A STARTTLS target's TLS comes after the stream is opened, on
-    the winner alone; if the stream fails, the caller races the remaining targets again."""
+    (its addresses looked up, ``happy_connect`` over them, then ``finish`` on the socket: the
+    service's ``open_held``, TLS direct or by STARTTLS) starts ``delay`` after the previous
+    target's, or at once when that one fails; the first to complete wins and the others are
+    closed (a target that drops SYNs, or accepts TCP and never answers, costs ``delay``, not the
+    timeout). Returns the winner's index in ``targets`` and what ``finish`` returned (without
+    it: the socket); OSError when none completes. Authentication runs on the winner alone; if
+    it fails, the caller races the remaining targets again."""
 
     async def one(target: s2sdns.Target) -> Any:
         try:
@@ -567,7 +635,8 @@ class S2SService:
             return asyncio.wait_for(s2sdns.resolve_addresses(target.host, timeout), timeout)
 
         def finish(target: s2sdns.Target, sock: socket.socket) -> Awaitable[Held]:
-            return open_held(target, sock, self.client_context(entry.local, True), remote, timeout)
+            ctx = self.client_context(entry.local, target.direct_tls)
+            return open_held(target, sock, ctx, entry.local, remote, timeout)
 
         while targets:
             try:
@@ -608,7 +677,9 @@ class S2SService:
         loop = asyncio.get_running_loop()
         addr = f"{target.host}:{target.port}"
         stream = S2SStream(self, _no_write, outgoing=True, local=entry.local, remote=entry.remote,
-                           secure=target.direct_tls, peer=addr + (" through Tor" if socks else ""),
+                           # (a held connection won the race with its TLS done)
+                           secure=target.direct_tls or held is not None,
+                           peer=addr + (" through Tor" if socks else ""),
                            max_stanza_size=self.config.max_stanza_size)
         if not _onion(target.host):  # (onion names are never looked up in DNS)
             why = await self._dane(stream, target)

@@ -127,7 +127,7 @@ async def test_for_direct_tls_the_first_completed_handshake_wins_and_the_loser_i
                Target("good.example", good.sockets[0].getsockname()[1], True)]
 
     def finish(target: Target, sock: socket.socket):
-        return open_held(target, sock, client_ctx, "good.example", 30)
+        return open_held(target, sock, client_ctx, "us.example", "good.example", 30)
 
     try:
         index, held = await asyncio.wait_for(race_targets(targets, lookup, finish, delay=0.05), 5)
@@ -143,7 +143,7 @@ async def test_for_direct_tls_the_first_completed_handshake_wins_and_the_loser_i
 async def test_what_arrives_before_the_hand_over_is_handed_over(listener):
     port = listener.getsockname()[1]
     index, held = await race_targets([Target("good.example", port, False)], lookup,
-                                     lambda t, s: open_held(t, s, None, "good.example", 5))
+                                     lambda t, s: open_held(t, s, None, "us.example", "good.example", 5))
     peer, _ = listener.accept()
     peer.sendall(b"<early/>")
     peer.close()
@@ -165,3 +165,85 @@ async def test_what_arrives_before_the_hand_over_is_handed_over(listener):
     held.hand_over(sink)
     assert sink.data == b"<early/>"
     assert sink.ended.done()
+
+
+STARTTLS_HEADER = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                   b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='good.example' "
+                   b"to='us.example' version='1.0'>")
+
+
+async def test_starttls_targets_race_through_their_tls_too(tmp_path):
+    """Two STARTTLS targets: the first accepts TCP and never says a word, the second goes
+    through header, features, <starttls/>, <proceed/> and TLS; it wins, the first is closed,
+    and what the winner's peer sends over TLS afterwards reaches whoever takes it over."""
+    silent_ends: asyncio.Queue = asyncio.Queue()
+    heard: list[bytes] = []
+
+    async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read()
+        silent_ends.put_nowait(True)
+        w.close()
+
+    cert, key, _ = self_signed(tmp_path, "good.example")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def starttls_peer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        heard.append(await r.readuntil(b"version='1.0'>"))
+        w.write(STARTTLS_HEADER + b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                b"<required/></starttls></stream:features>")
+        heard.append(await r.readuntil(b"/>"))
+        w.write(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        await w.drain()
+        await w.start_tls(server_ctx)
+        w.write(b"after tls")
+        await w.drain()
+        await r.read()
+        w.close()
+
+    stalled = await asyncio.start_server(silent, "127.0.0.1", 0)
+    good = await asyncio.start_server(starttls_peer, "127.0.0.1", 0)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    targets = [Target("good.example", stalled.sockets[0].getsockname()[1], False),
+               Target("good.example", good.sockets[0].getsockname()[1], False)]
+    try:
+        index, held = await asyncio.wait_for(race_targets(
+            targets, lookup, lambda t, s: open_held(t, s, client_ctx, "us.example", "good.example", 30),
+            delay=0.05), 5)
+        assert index == 1
+        assert held.transport.get_extra_info("ssl_object") is not None
+        assert b"from='us.example' to='good.example'" in heard[0]
+        assert heard[1] == b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+        assert await asyncio.wait_for(silent_ends.get(), 5)
+        assert await asyncio.wait_for(held.read(), 5) == b"after tls"
+        held.transport.close()
+    finally:
+        stalled.close()
+        good.close()
+
+
+@pytest.mark.parametrize("answer, why", [
+    (b"<stream:features/>", "the peer offers no STARTTLS (TLS is required)"),
+    (b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>"
+     b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", "STARTTLS refused (<failure/>)"),
+    (b"<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+     "stream error: host-unknown"),
+])
+async def test_a_peer_that_will_not_do_starttls_loses(answer, why):
+    async def peer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"version='1.0'>")
+        w.write(STARTTLS_HEADER + answer)
+        await r.read()
+        w.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        with pytest.raises(OSError) as err:
+            await race_targets([Target("good.example", server.sockets[0].getsockname()[1], False)], lookup,
+                               lambda t, s: open_held(t, s, ctx, "us.example", "good.example", 5))
+        assert why in str(err.value)
+    finally:
+        server.close()
