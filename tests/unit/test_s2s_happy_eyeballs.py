@@ -37,11 +37,16 @@ def blackhole() -> Iterator[int]:
     listener.close()
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
+def listening() -> socket.socket:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(8)
+    return s
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    s = listening()
     yield s
     s.close()
 
@@ -59,35 +64,26 @@ async def test_a_blackholed_first_target_does_not_hold_up_the_second(blackhole, 
     # second one starts 50 ms later and wins; the whole race is bounded far below any
     # connect timeout.
     index, sock = await asyncio.wait_for(race_targets(targets, lookup, delay=0.05), 5)
-    try:
+    with sock:
         assert index == 1
         assert sock.getpeername() == ("127.0.0.1", port)
-        accepted, _ = listener.accept()
-        accepted.close()
-    finally:
-        sock.close()
+        listener.accept()[0].close()
 
 
 async def test_the_first_target_wins_when_it_answers(listener):
     port = listener.getsockname()[1]
-    other = socket.socket()
-    other.bind(("127.0.0.1", 0))
-    other.listen(8)
-    try:
+    with listening() as other:
         targets = [Target("good.example", port, False), Target("good.example", other.getsockname()[1], True)]
         index, sock = await race_targets(targets, lookup, delay=1.0)
-        assert index == 0 and sock.getpeername()[1] == port
-        sock.close()
-    finally:
-        other.close()
+        with sock:
+            assert index == 0 and sock.getpeername()[1] == port
 
 
 async def test_failed_targets_hand_over_at_once_and_all_failing_is_an_oserror(listener):
     port = listener.getsockname()[1]
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
+    closed = listening()
     refused_port = closed.getsockname()[1]
-    closed.close()   # nothing listens there: connection refused
+    closed.close()   # nothing listens there any more: connection refused
     targets = [Target("nxdomain.example", 5269, False), Target("empty.example", 5269, False),
                Target("refused.example", refused_port, False), Target("good.example", port, False)]
     # Each failure starts the next target at once: no 10 s delay is ever waited for.
