@@ -1,0 +1,207 @@
+"""Stream Management sessions across a graceful restart (issue 17, item 9), over the wire: the
+daemon gets SIGTERM, says <system-shutdown/>, saves its resumable sessions, and after the
+restart a client resumes with its h and gets exactly what it had not handled; a wrong previd,
+an expired window and a kill -9 of the restarted daemon end as any hibernated session does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.daemon import Daemon
+from tests.rawclient import RawClient
+
+PW = "restart-pass"
+NS_SM = "urn:xmpp:sm:3"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def daemon(timeout: str = "60s") -> Daemon:
+    d = Daemon(extra=f'[sm]\nresume_timeout = "{timeout}"\n')
+    for u in ("alice", "bob"):
+        d.add_user(f"{u}@localhost", PW)
+    d.start()
+    return d
+
+
+async def sm_client(d: Daemon, user: str, resource: str) -> tuple[RawClient, str, str]:
+    c = await RawClient.connect(d.c2s)
+    await c.auth(user, PW)
+    jid = await c.bind(resource)
+    await c.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+    en = await c.element()
+    assert en.tag == "enabled" and en.get("resume") == "true"
+    await c.send("<presence/>")
+    c.handled = 0  # type: ignore[attr-defined]
+    return c, jid, en.get("id")  # type: ignore[return-value]
+
+
+async def stanzas(c: RawClient, n: int, tag: str = "message") -> list:
+    """The next n stanzas named ``tag``; every stanza seen counts in c.handled (the client's h)."""
+    out = []
+    while len(out) < n:
+        el = await c.element()
+        if el.tag in ("message", "presence", "iq"):
+            c.handled = getattr(c, "handled", 0) + 1  # type: ignore[attr-defined]
+            if el.tag == tag:
+                out.append(el)
+    return out
+
+
+async def bodies(c: RawClient, n: int) -> list[str]:
+    return [m.findtext("body") for m in await stanzas(c, n)]
+
+
+async def sender(d: Daemon, user: str = "bob") -> RawClient:
+    b = await RawClient.connect(d.c2s)
+    await b.login(user, PW, resource="desk")
+    return b
+
+
+async def send_all(b: RawClient, to: str, texts: list[str]) -> None:
+    """Messages to ``to``, then a ping answered after them (they have been routed)."""
+    for t in texts:
+        await b.send(f"<message to='{to}' type='chat'><body>{t}</body></message>")
+    await b.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while (await b.element()).get("id") != "sync":
+        pass
+
+
+async def resume(d: Daemon, user: str, previd: str, h: int) -> tuple[RawClient, object]:
+    c = await RawClient.connect(d.c2s)
+    feats = await c.auth(user, PW)
+    assert feats.find("sm", NS_SM) is not None
+    await c.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{h}'/>")
+    return c, await c.element()
+
+
+def item_not_found(el) -> bool:  # type: ignore[no-untyped-def]
+    return el.tag == "failed" and el.ns == NS_SM and el.find("item-not-found", NS_STANZAS) is not None
+
+
+async def test_resume_after_restart_gets_exactly_the_unhandled_stanzas():
+    d = daemon()
+    try:
+        a, a_jid, sm_id = await sm_client(d, "alice", "phone")
+        assert await stanzas(a, 1, "presence")  # own presence echo: h = 1
+        b = await sender(d)
+        await send_all(b, a_jid, ["one", "two", "three"])
+        assert await bodies(a, 3) == ["one", "two", "three"]  # read, never acked
+        await b.close()
+        assert d.stop() == 0  # SIGTERM
+        assert await a.stream_error() == "system-shutdown"
+        await a.close()
+        d.start()
+        b = await sender(d)
+        # While the client is away after the restart: to its bare JID (the restored session is
+        # available and the only resource) and to its full JID.
+        await send_all(b, "alice@localhost", ["four"])
+        await send_all(b, a_jid, ["five"])
+        # Someone else's id, and an id that never existed: not found, and nothing is taken over.
+        m, failed = await resume(d, "bob", sm_id, 0)
+        assert item_not_found(failed), failed
+        await m.close()
+        w, failed = await resume(d, "alice", "no-such-id", 0)
+        assert item_not_found(failed), failed
+        assert (await w.bind("other")).startswith("alice@localhost/")  # may still bind
+        await w.close()
+        # The phone had handled its presence and 'one' (h=2): 'two' and 'three' come again.
+        a2, res = await resume(d, "alice", sm_id, 2)
+        assert res.tag == "resumed" and res.get("previd") == sm_id  # type: ignore[attr-defined]
+        assert res.get("h") == "1"  # type: ignore[attr-defined]  # the server had its presence
+        a2.handled = 2  # type: ignore[attr-defined]
+        assert await bodies(a2, 4) == ["two", "three", "four", "five"]
+        # The same session, bound resource and all: its full JID reaches the resumed stream.
+        await send_all(b, a_jid, ["after"])
+        assert await bodies(a2, 1) == ["after"]
+        await a2.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        (iq,) = await stanzas(a2, 1, "iq")
+        assert iq.get("type") == "result" and iq.get("to") == a_jid
+        await a2.send(f"<a xmlns='{NS_SM}' h='{a2.handled}'/>")  # type: ignore[attr-defined]
+        await a2.send("</stream:stream>")
+        await a2.close()
+        await b.close()
+        assert d.stop() == 0
+        assert "Traceback" not in d.log(), d.log()
+    finally:
+        d.cleanup()
+
+
+async def test_restored_session_not_resumed_in_time_goes_offline():
+    d = daemon("2s")
+    try:
+        a, a_jid, sm_id = await sm_client(d, "alice", "tablet")
+        b = await sender(d)
+        await send_all(b, a_jid, ["before the stop"])
+        assert await bodies(a, 1) == ["before the stop"]
+        await b.close()
+        assert d.stop() == 0
+        await a.close()
+        d.start()
+        b = await sender(d)
+        await send_all(b, a_jid, ["after the start"])
+        await asyncio.sleep(3.5)  # the 2 s window, counted again from the start, is over
+        a2, res = await resume(d, "alice", sm_id, 1)
+        assert item_not_found(res), res
+        await a2.bind("new")
+        await a2.send("<presence/>")
+        # Both unacknowledged messages were moved to offline storage when the session ended.
+        assert sorted(await bodies(a2, 2)) == ["after the start", "before the stop"]
+        await a2.close()
+        await b.close()
+        assert d.stop() == 0
+        assert "Traceback" not in d.log(), d.log()
+    finally:
+        d.cleanup()
+
+
+async def test_kill9_after_the_restart_loses_nothing_and_resumes_nothing():
+    """The saved session is restored; the daemon is then killed: its record (counters as of the
+    stop) is not trusted again, the session ends at the next start and its queue goes offline."""
+    d = daemon()
+    try:
+        a, a_jid, sm_id = await sm_client(d, "alice", "laptop")
+        b = await sender(d)
+        await send_all(b, a_jid, ["saved at the stop"])
+        assert await bodies(a, 1) == ["saved at the stop"]
+        await b.close()
+        assert d.stop() == 0
+        await a.close()
+        d.start()
+        b = await sender(d)
+        await send_all(b, "localhost", [])  # (served: the restored session is back)
+        await b.close()
+        d.kill9()
+        d.start()
+        a2, res = await resume(d, "alice", sm_id, 0)
+        assert item_not_found(res), res
+        await a2.bind("again")
+        await a2.send("<presence/>")
+        assert await bodies(a2, 1) == ["saved at the stop"]
+        await a2.close()
+        assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
+async def test_clean_close_and_plain_sessions_are_not_kept():
+    """Only hibernated resumable sessions are saved: a session without SM ends at the stop as
+    before (its full JID is free after the restart, and nothing waits for it)."""
+    d = daemon()
+    try:
+        plain = await sender(d, "alice")  # no SM
+        a, a_jid, sm_id = await sm_client(d, "alice", "kept")
+        assert d.stop() == 0
+        await plain.close()
+        await a.close()
+        d.start()
+        again = await RawClient.connect(d.c2s)
+        assert await again.login("alice", PW, resource="desk") == "alice@localhost/desk"
+        await again.close()
+        a2, res = await resume(d, "alice", sm_id, 0)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        await a2.send("</stream:stream>")
+        await a2.close()
+        assert d.stop() == 0
+        assert "Traceback" not in d.log(), d.log()
+    finally:
+        d.cleanup()
