@@ -24,7 +24,7 @@ from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 from .carbons import Carbons
-from .sm_restart import SavedSessions, restore_fields, saved_jid, session_record, sm_state
+from .sm_restart import SavedSessions, down_too_long, restore_fields, saved_jid, session_record, sm_state
 
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
@@ -322,8 +322,8 @@ class StreamManagement(Module):
             if session is None:
                 self.log.warning("saved session %s of %s not restored", sm_id, bare)
                 self._saved.forget(bare, sm_id)
-            elif rec.get("restored"):
-                stale.append(session)  # its run ended without saving it: counters unknown
+            elif rec.get("restored") or down_too_long(rec):
+                stale.append(session)
             else:
                 self._saved.mark_restored(bare, sm_id)
                 resumable += 1
@@ -334,7 +334,8 @@ class StreamManagement(Module):
         await self._storage.flush()
         if resumable or stale:
             self.log.info("%d session(s) restored for resumption; %d ended (saved by a run that "
-                          "did not stop gracefully)", resumable, len(stale))
+                          "did not stop gracefully, or the server was down longer than their "
+                          "resume window)", resumable, len(stale))
         return resumable
 
     def _restore(self, sm_id: str, rec: Any) -> Any:

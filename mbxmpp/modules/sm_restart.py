@@ -15,7 +15,9 @@ Choices:
   offline-then-online. Never resumed, it ends as any hibernated session: unavailable presence
   to its contacts, the unacknowledged messages to offline storage.
 * The resume window left at the stop counts again from the start: the client could not resume
-  while the server was down (a reboot longer than the window would otherwise end them all).
+  while the server was down (a reboot longer than what was left would otherwise end them all).
+  But a server that was down longer than the whole window (``[sm] resume_timeout``, or the
+  push one) brings none of them back resumable: they end at the start.
 * ``kill -9``: a record stays stored until its session is resumed or ended. A record that a
   previous run restored but never saved again (that run did not stop gracefully) has stale
   counters: it is not resumable, its session ends at once and its saved queue goes to offline
@@ -82,6 +84,14 @@ def restore_fields(session: Session, rec: dict[str, Any]) -> None:
     session.directed = set(rec.get("directed") or ())
     session.created = float(rec.get("created") or session.created)
     session.mod["peer"] = rec.get("peer") or ""
+
+
+def down_too_long(rec: dict[str, Any]) -> bool:
+    """Saved longer ago than the session's whole resume window."""
+    try:
+        return time.time() - float(rec["saved_at"]) > float(rec["max"])
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 def saved_jid(rec: dict[str, Any]) -> JID | None:
