@@ -285,7 +285,8 @@ class StreamManagement(Module):
         them back). Returns how many were saved."""
         server = self.server
         kept = [s for s in server.sessions.full.values()
-                if isinstance(s.stream, Hibernated) and s.mod.get(StreamManagement) is not None]
+                if isinstance(s.stream, Hibernated) and s.mod.get(StreamManagement) is not None
+                and not s.closed]
         kept_ids = {id(s) for s in kept}
         for s in list(server.sessions.full.values()):
             if id(s) not in kept_ids:
@@ -293,24 +294,30 @@ class StreamManagement(Module):
         csi = cast("CSI | None", server.module("csi"))
         loop = asyncio.get_event_loop()
         records: dict[str, dict[str, dict[str, Any]]] = {}
+        saved = []
         for s in kept:
-            if csi is not None:
-                csi.reset(s)  # what CSI held goes into the unacknowledged queue
-            h = s.mod.pop(Hibernated)
-            sm = s.mod.pop(StreamManagement)
-            remaining = float(sm.max)
+            h, sm = s.mod[Hibernated], s.mod[StreamManagement]
+            remaining = float(sm.max) if h.timer is None else h.timer.when() - loop.time()
+            try:
+                if csi is not None:
+                    csi.reset(s)  # what CSI held goes into the unacknowledged queue
+                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True)
+            except Exception:  # not saved: it ends below like the others (queue to offline)
+                self.log.exception("session %s could not be saved for the restart", s.full)
+                continue
+            records.setdefault(s.bare, {})[sm.id] = rec
+            saved.append(s)
+        self._saved.replace_all(records)
+        for s in saved:
+            h, sm = s.mod.pop(Hibernated), s.mod.pop(StreamManagement)
             if h.timer is not None:
-                remaining = max(1.0, h.timer.when() - loop.time())
                 h.timer.cancel()
             self.by_id.pop(sm.id, None)
-            carbons = s.mod.get(Carbons) is True
-            records.setdefault(s.bare, {})[sm.id] = session_record(s, sm, remaining, carbons)
             s.stream = None
             server.sessions.unbind(s)  # gone without SESSION_CLOSED: it lives on in storage
-        self._saved.replace_all(records)
-        if kept:
-            self.log.info("%d resumable session(s) saved for the restart", len(kept))
-        return len(kept)
+        if saved:
+            self.log.info("%d resumable session(s) saved for the restart", len(saved))
+        return len(saved)
 
     async def restore_sessions(self) -> int:
         """At start, before the listeners: bring back, hibernated, the sessions that the last
@@ -318,9 +325,14 @@ class StreamManagement(Module):
         stale = []
         resumable = 0
         for bare, sm_id, rec in list(self._saved.all()):
-            session = self._restore(sm_id, rec)
+            try:
+                session = self._restore(sm_id, rec)
+            except Exception:  # one bad record must not keep the server from starting
+                self.log.exception("saved session %s of %s could not be restored", sm_id, bare)
+                session = None
             if session is None:
-                self.log.warning("saved session %s of %s not restored", sm_id, bare)
+                self.log.warning("saved session %s of %s dropped (its domain is no longer "
+                                 "served, or the record is unreadable)", sm_id, bare)
                 self._saved.forget(bare, sm_id)
             elif rec.get("restored") or down_too_long(rec):
                 stale.append(session)
