@@ -74,6 +74,33 @@ async def resume(d: Daemon, user: str, previd: str, h: int) -> tuple[RawClient, 
     return c, await c.element()
 
 
+async def stopped_with_unacked(d: Daemon, resource: str, text: str) -> tuple[str, str]:
+    """alice's session (on ``resource``) got ``text`` and never acked it when the daemon got
+    SIGTERM; returns its full JID and resumption id."""
+    a, a_jid, sm_id = await sm_client(d, "alice", resource)
+    b = await sender(d)
+    await send_all(b, a_jid, [text])
+    assert await bodies(a, 1) == [text]
+    await b.close()
+    assert d.stop() == 0
+    await a.close()
+    return a_jid, sm_id
+
+
+async def offline_bodies(c: RawClient, resource: str, n: int) -> list[str]:
+    """Bind ``resource`` on authenticated ``c``, go available: what waited offline."""
+    jid = await c.bind(resource)
+    await c.send("<presence/>")
+    got = await bodies(c, n)
+    assert jid.endswith("/" + resource)
+    return got
+
+
+def finish(d: Daemon) -> None:
+    assert d.stop() == 0
+    assert "Traceback" not in d.log(), d.log()
+
+
 def item_not_found(el) -> bool:  # type: ignore[no-untyped-def]
     return el.tag == "failed" and el.ns == NS_SM and el.find("item-not-found", NS_STANZAS) is not None
 
@@ -120,8 +147,7 @@ async def test_resume_after_restart_gets_exactly_the_unhandled_stanzas():
         await a2.send("</stream:stream>")
         await a2.close()
         await b.close()
-        assert d.stop() == 0
-        assert "Traceback" not in d.log(), d.log()
+        finish(d)
     finally:
         d.cleanup()
 
@@ -129,27 +155,18 @@ async def test_resume_after_restart_gets_exactly_the_unhandled_stanzas():
 async def test_restored_session_not_resumed_in_time_goes_offline():
     d = daemon("5s")
     try:
-        a, a_jid, sm_id = await sm_client(d, "alice", "tablet")
-        b = await sender(d)
-        await send_all(b, a_jid, ["before the stop"])
-        assert await bodies(a, 1) == ["before the stop"]
-        await b.close()
-        assert d.stop() == 0
-        await a.close()
+        a_jid, sm_id = await stopped_with_unacked(d, "tablet", "before the stop")
         d.start()
         b = await sender(d)
         await send_all(b, a_jid, ["after the start"])
         await asyncio.sleep(6)  # the 5 s window, counted again from the start, is over
         a2, res = await resume(d, "alice", sm_id, 1)
         assert item_not_found(res), res
-        await a2.bind("new")
-        await a2.send("<presence/>")
         # Both unacknowledged messages were moved to offline storage when the session ended.
-        assert sorted(await bodies(a2, 2)) == ["after the start", "before the stop"]
+        assert sorted(await offline_bodies(a2, "new", 2)) == ["after the start", "before the stop"]
         await a2.close()
         await b.close()
-        assert d.stop() == 0
-        assert "Traceback" not in d.log(), d.log()
+        finish(d)
     finally:
         d.cleanup()
 
@@ -159,26 +176,17 @@ async def test_kill9_after_the_restart_loses_nothing_and_resumes_nothing():
     stop) is not trusted again, the session ends at the next start and its queue goes offline."""
     d = daemon()
     try:
-        a, a_jid, sm_id = await sm_client(d, "alice", "laptop")
-        b = await sender(d)
-        await send_all(b, a_jid, ["saved at the stop"])
-        assert await bodies(a, 1) == ["saved at the stop"]
-        await b.close()
-        assert d.stop() == 0
-        await a.close()
+        _, sm_id = await stopped_with_unacked(d, "laptop", "saved at the stop")
         d.start()
-        b = await sender(d)
-        await send_all(b, "localhost", [])  # (served: the restored session is back)
+        b = await sender(d)  # (served: the restored session is back)
         await b.close()
         d.kill9()
         d.start()
         a2, res = await resume(d, "alice", sm_id, 0)
         assert item_not_found(res), res
-        await a2.bind("again")
-        await a2.send("<presence/>")
-        assert await bodies(a2, 1) == ["saved at the stop"]
+        assert await offline_bodies(a2, "again", 1) == ["saved at the stop"]
         await a2.close()
-        assert d.stop() == 0
+        finish(d)
     finally:
         d.cleanup()
 
@@ -201,8 +209,7 @@ async def test_clean_close_and_plain_sessions_are_not_kept():
         assert res.tag == "resumed", res  # type: ignore[attr-defined]
         await a2.send("</stream:stream>")
         await a2.close()
-        assert d.stop() == 0
-        assert "Traceback" not in d.log(), d.log()
+        finish(d)
     finally:
         d.cleanup()
 
@@ -251,8 +258,7 @@ async def test_restored_session_keeps_its_presence_for_contacts():
         await _presence_from(a2, b_jid, None)
         await a2.close()
         await b.close()
-        assert d.stop() == 0
-        assert "Traceback" not in d.log(), d.log()
+        finish(d)
     finally:
         d.cleanup()
 
@@ -260,22 +266,14 @@ async def test_restored_session_keeps_its_presence_for_contacts():
 async def test_server_down_longer_than_the_window_restores_nothing_resumable():
     d = daemon("2s")
     try:
-        a, a_jid, sm_id = await sm_client(d, "alice", "watch")
-        b = await sender(d)
-        await send_all(b, a_jid, ["kept in storage"])
-        assert await bodies(a, 1) == ["kept in storage"]
-        await b.close()
-        assert d.stop() == 0
-        await a.close()
+        a_jid, sm_id = await stopped_with_unacked(d, "watch", "kept in storage")
         await asyncio.sleep(3)  # down longer than the whole 2 s window
         d.start()
         a2, res = await resume(d, "alice", sm_id, 1)
         assert item_not_found(res), res
-        assert await a2.bind("watch") == a_jid  # free again: the session ended at the start
-        await a2.send("<presence/>")
-        assert await bodies(a2, 1) == ["kept in storage"]
+        # The resource is free again (the session ended at the start); its message waited.
+        assert await offline_bodies(a2, "watch", 1) == ["kept in storage"]
         await a2.close()
-        assert d.stop() == 0
-        assert "Traceback" not in d.log(), d.log()
+        finish(d)
     finally:
         d.cleanup()
