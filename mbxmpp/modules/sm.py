@@ -24,7 +24,8 @@ from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 from .carbons import Carbons
-from .sm_restart import SavedSessions, down_too_long, restore_fields, saved_jid, session_record, sm_state
+from .sm_restart import (SavedSessions, down_too_long, restore_fields, restore_pep_interest,
+                         saved_jid, session_record, sm_state)
 
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
@@ -301,7 +302,8 @@ class StreamManagement(Module):
             try:
                 if csi is not None:
                     csi.reset(s)  # what CSI held goes into the unacknowledged queue
-                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True)
+                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True,
+                                     server.module("pep"))
             except Exception:  # not saved: it ends below like the others (queue to offline)
                 self.log.exception("session %s could not be saved for the restart", s.full)
                 continue
@@ -365,6 +367,7 @@ class StreamManagement(Module):
         restore_fields(session, rec)
         if rec.get("carbons"):
             session.mod[Carbons] = True
+        restore_pep_interest(server.module("pep"), session, rec.get("caps_features"))
         h.overflow = lambda: self._expire(session)
         h.timer = asyncio.get_event_loop().call_later(remaining, self._expire, session)
         session.mod[StreamManagement] = sm

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..jid import JID, JIDError
+from .pep.caps import from_presence
 from ..stream.smstate import SMState
 from ..xml.fragment import parse_fragment
 
@@ -43,7 +45,8 @@ STORE = "sm_sessions"
 RECORD_VERSION = 1
 
 
-def session_record(session: Session, sm: Any, remaining: float, carbons: bool) -> dict[str, Any]:
+def session_record(session: Session, sm: Any, remaining: float, carbons: bool,
+                   pep: Any) -> dict[str, Any]:
     """What a resumption after the restart needs, as a msgpack-able dict."""
     return {
         "full": session.full,
@@ -55,6 +58,7 @@ def session_record(session: Session, sm: Any, remaining: float, carbons: bool) -
         "presence": None if session.presence is None else session.presence.to_bytes(),
         "interested": session.interested, "directed": sorted(session.directed),
         "carbons": carbons, "created": session.created, "peer": session.mod.get("peer", ""),
+        "caps_features": caps_features(pep, session),
         "restored": False,  # set once a start brought it back (see the module docstring)
     }
 
@@ -92,6 +96,25 @@ def down_too_long(rec: dict[str, Any]) -> bool:
         return time.time() - float(rec["saved_at"]) > float(rec["max"])
     except (KeyError, TypeError, ValueError):
         return True
+
+
+def caps_features(pep: Any, session: Session) -> list[str] | None:
+    """The verified features behind the caps of the session's presence (XEP-0115), if PEP
+    knows them: what tells PEP the session's "+notify" interests (XEP-0163 §4.3)."""
+    caps = None if pep is None or session.presence is None else from_presence(session.presence)
+    feats = None if caps is None else pep.caps.lookup(caps)
+    return None if feats is None else sorted(feats)
+
+
+def restore_pep_interest(pep: Any, session: Session, feats: list[str] | None) -> None:
+    """Tell PEP again what the session's presence announced, its caps known without asking the
+    absent client: contacts' PEP events reach the restored session (its queue) as before."""
+    presence = session.presence
+    caps = None if presence is None else from_presence(presence)
+    if pep is None or feats is None or caps is None or caps.hash is None:
+        return
+    pep.caps.verified.put((caps.hash, caps.ver), frozenset(feats))
+    pep._own_presence(SimpleNamespace(origin=session, stanza=presence))
 
 
 def saved_jid(rec: dict[str, Any]) -> JID | None:

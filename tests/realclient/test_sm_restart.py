@@ -1,6 +1,7 @@
 """slixmpp's own XEP-0198 plugin resumes its session across a graceful restart of the daemon
 (SIGTERM, <system-shutdown/>, start on the same data): no new session, same bound resource,
-what was sent to it meanwhile arrives."""
+what was sent to it meanwhile arrives, PEP events included (its caps' +notify interest was
+kept)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.daemon import Daemon
 from tests.realclient.conftest import PASSWORD, connect, disconnect
+from tests.realclient.test_pep import DEVICELIST, PLUGINS, devicelist, event_items, watch_events
 
 pytestmark = pytest.mark.realclient
 
@@ -27,7 +29,12 @@ async def test_slixmpp_resumes_across_a_restart():
         for u in ("alice", "bob"):
             d.add_user(f"{u}@localhost", PASSWORD)
         d.start()
-        a = await connect(d, "alice@localhost/phone", plugins=("xep_0198",))
+        a = await connect(d, "alice@localhost/phone", plugins=PLUGINS + ("xep_0198",),
+                          send_presence=False)
+        a.plugin["xep_0030"].add_feature(DEVICELIST + "+notify")  # (OMEMO's device list)
+        await a.plugin["xep_0115"].update_caps(broadcast=False)
+        a.send_presence()
+        events = watch_events(a)
         sm = a.plugin["xep_0198"]
         for _ in range(100):
             if sm.sm_id:
@@ -56,6 +63,14 @@ async def test_slixmpp_resumes_across_a_restart():
         assert await _body(a.messages) == "while away"
         b.send_message(mto="alice@localhost/phone", mbody="after", mtype="chat")
         assert await _body(a.messages) == "after"
+        # Another device of alice's publishes her device list: the resumed phone hears of it.
+        other = await connect(d, "alice@localhost/laptop", plugins=PLUGINS)
+        await other.plugin["xep_0060"].publish(None, DEVICELIST, id="current",
+                                               payload=devicelist(42))
+        m = await asyncio.wait_for(events.get(), 10)
+        while event_items(m) is None or event_items(m).get("node") != DEVICELIST:
+            m = await asyncio.wait_for(events.get(), 10)
+        await disconnect(other)
         await disconnect(a, b)
         assert d.stop() == 0
         assert "Traceback" not in d.log(), d.log()
