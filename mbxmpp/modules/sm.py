@@ -4,7 +4,9 @@ The counters live in an SMState (compiled twin in mbxmpp._ext.smstate) that the 
 every stanza in and out. A session whose connection drops without a clean close hibernates for
 ``[sm] resume_timeout`` (``push_resume_timeout`` when it registered for push); while hibernated,
 stanzas for it are counted into the unacked queue and re-sent on resumption. When it finally
-dies, unacked messages go to offline storage or bounce: never silently away.
+dies, unacked messages go to offline storage or bounce: never silently away. A graceful stop
+saves the resumable sessions instead of ending them, and the next start restores them
+(sm_restart.py).
 """
 
 from __future__ import annotations

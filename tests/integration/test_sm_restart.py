@@ -277,3 +277,39 @@ async def test_server_down_longer_than_the_window_restores_nothing_resumable():
         finish(d)
     finally:
         d.cleanup()
+
+
+async def tamper(d: Daemon, change) -> None:  # type: ignore[no-untyped-def]
+    """Edit the saved sessions while the daemon is stopped: ``change(records)`` per account."""
+    from mbxmpp.modules.sm_restart import RECORD_VERSION, STORE
+    from mbxmpp.storage import open_storage
+    storage = open_storage("lmdb", f"{d.dir}/data")
+    try:
+        store = storage.keyval(STORE, RECORD_VERSION)
+        for owner in list(store.owners()):
+            await store.set(owner, change(store.get(owner)))
+    finally:
+        await storage.close()
+
+
+async def test_unreadable_saved_session_is_dropped_and_the_others_resume():
+    d = daemon()
+    try:
+        good, good_jid, good_id = await sm_client(d, "alice", "good")
+        bad, _, bad_id = await sm_client(d, "alice", "bad")
+        assert d.stop() == 0
+        await good.close()
+        await bad.close()
+        await tamper(d, lambda recs: {k: (dict(v, h_out="many", full="@@") if k == bad_id else v)
+                                for k, v in recs.items()})
+        d.start()
+        b2, res = await resume(d, "alice", bad_id, 0)
+        assert item_not_found(res), res
+        await b2.close()
+        g2, res = await resume(d, "alice", good_id, 0)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        await g2.send("</stream:stream>")
+        await g2.close()
+        finish(d)
+    finally:
+        d.cleanup()
