@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, connect_client
 
 PW = "restart-pass"
 NS_SM = "urn:xmpp:sm:3"
@@ -23,8 +23,9 @@ def daemon(timeout: str = "60s") -> Daemon:
     return d
 
 
-async def sm_client(d: Daemon, user: str, resource: str) -> tuple[RawClient, str, str]:
-    c = await RawClient.connect(d.c2s)
+async def sm_client(d: Daemon, user: str, resource: str,
+                    transport: str = "tcp") -> tuple[RawClient, str, str]:
+    c = await connect_client(d, transport)
     await c.auth(user, PW)
     jid = await c.bind(resource)
     await c.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
@@ -66,8 +67,9 @@ async def send_all(b: RawClient, to: str, texts: list[str]) -> None:
         pass
 
 
-async def resume(d: Daemon, user: str, previd: str, h: int) -> tuple[RawClient, object]:
-    c = await RawClient.connect(d.c2s)
+async def resume(d: Daemon, user: str, previd: str, h: int,
+                 transport: str = "tcp") -> tuple[RawClient, object]:
+    c = await connect_client(d, transport)
     feats = await c.auth(user, PW)
     assert feats.find("sm", NS_SM) is not None
     await c.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='{h}'/>")
@@ -310,6 +312,29 @@ async def test_unreadable_saved_session_is_dropped_and_the_others_resume():
         assert res.tag == "resumed", res  # type: ignore[attr-defined]
         await g2.send("</stream:stream>")
         await g2.close()
+        finish(d)
+    finally:
+        d.cleanup()
+
+
+async def test_resume_across_a_restart_over_each_transport(transport):
+    """WebSocket and BOSH streams get their <system-shutdown/> before the HTTP side stops: their
+    sessions hibernate and are saved like TCP ones, and resume over the same transport."""
+    d = daemon()
+    try:
+        a, a_jid, sm_id = await sm_client(d, "alice", "web", transport)
+        b = await sender(d)
+        await send_all(b, a_jid, ["unacked"])
+        assert await bodies(a, 1) == ["unacked"]
+        await b.close()
+        assert d.stop() == 0
+        await a.close()
+        d.start()
+        a2, res = await resume(d, "alice", sm_id, 0, transport)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        assert await bodies(a2, 1) == ["unacked"]  # (after the re-sent presence echo)
+        await a2.send(f"<a xmlns='{NS_SM}' h='2'/>")
+        await a2.close()
         finish(d)
     finally:
         d.cleanup()
