@@ -33,9 +33,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..jid import JID, JIDError
-from .pep.caps import from_presence
-from ..stream.smstate import SMState
+from ..stream.smstate import MOD, SMState
 from ..xml.fragment import parse_fragment
+from .pep.caps import from_presence
 
 if TYPE_CHECKING:
     from ..core.sessions import Session
@@ -71,6 +71,10 @@ def sm_state(sm_id: str, rec: dict[str, Any]) -> SMState:
     sm.h_out = int(rec["h_out"])
     sm.acked = int(rec["acked"])
     sm.queue = deque(rec["queue"])
+    if not all(0 <= h < MOD for h in (sm.h_in, sm.h_out, sm.acked)) or \
+            (sm.h_out - sm.acked) % MOD != len(sm.queue) or \
+            not all(isinstance(d, bytes) for d in sm.queue):
+        raise ValueError("inconsistent counters or queue")
     return sm
 
 
