@@ -25,6 +25,7 @@ from .domains import with_added_domains
 from .errors import StreamError
 from .jid import JID
 from .modules import REGISTRY
+from .modules.sm import StreamManagement
 from .net.connection import C2SConnection, DeferredWrites
 from .http.server import HTTPService
 from .net.tls import TLSContexts, ensure_self_signed
@@ -239,6 +240,9 @@ class Server:
             from .s2s.net import S2SService
             self.s2s = S2SService(self)
             await self.s2s.start()   # sets router.remote: stanzas to other domains federate
+        sm = self.modules.get("sm")
+        if isinstance(sm, StreamManagement):
+            await sm.restore_sessions()  # saved by the last graceful stop; resumable once we listen
         c2s = self.config.c2s
         starttls_ctx = self.tls.context()
         direct_ctx = self.tls.context(alpn=["xmpp-client"])  # XEP-0368
@@ -277,9 +281,12 @@ class Server:
             for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
                 conn.stream.fail(StreamError("system-shutdown", SHUTDOWN_TEXT))
             await self.http.stop()
-            # Sessions kept for resumption cannot survive the restart (their unacknowledged
-            # queues live in memory only): end them while storage is open, so that what their
-            # clients never acknowledged goes offline (XEP-0198 §5).
+            # Resumable sessions are saved for the next start (modules/sm_restart.py); the
+            # others end while storage is open, so that what their clients never acknowledged
+            # goes offline (XEP-0198 §5).
+            sm = self.modules.get("sm")
+            if isinstance(sm, StreamManagement):
+                sm.save_sessions_for_restart()
             for session in list(self.sessions.full.values()):
                 self.destroy_session(session)
             if self.external is not None:

@@ -4,7 +4,9 @@ The counters live in an SMState (compiled twin in mbxmpp._ext.smstate) that the 
 every stanza in and out. A session whose connection drops without a clean close hibernates for
 ``[sm] resume_timeout`` (``push_resume_timeout`` when it registered for push); while hibernated,
 stanzas for it are counted into the unacked queue and re-sent on resumption. When it finally
-dies, unacked messages go to offline storage or bounce: never silently away.
+dies, unacked messages go to offline storage or bounce: never silently away. A graceful stop
+saves the resumable sessions instead of ending them, and the next start restores them
+(sm_restart.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from ..util.ids import new_id
 from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
+from .carbons import Carbons
+from .sm_restart import (SavedSessions, down_too_long, restore_fields, restore_pep_interest,
+                         saved_jid, session_record, sm_state)
 
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
@@ -85,6 +90,8 @@ class StreamManagement(Module):
         self._iq = server.router.iq
         self._storage = server.storage
         self._ack_delay = self.cfg.ack_delay
+        self._saved = SavedSessions(server.storage)  # kept across a graceful restart
+        self._restored: set[str] = set()  # resumption ids of sessions brought back at start
 
     @hook(ev.STREAM_FEATURES)
     def offer(self, e) -> None:  # type: ignore[no-untyped-def]
@@ -191,6 +198,7 @@ class StreamManagement(Module):
         stream.enable_sm(sm, self.answer)
         stream.attach_session(session)
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
+        self._forget_saved(session, sm)  # live again: a later stop saves it afresh
         for data in list(sm.queue):
             stream.write(data)
         csi = cast("CSI | None", self.server.module("csi"))
@@ -248,6 +256,7 @@ class StreamManagement(Module):
         others = [s for s in self.server.sessions.available(session.bare) if s is not session]
         for st in unacked:
             self._undelivered(st, session, others)
+        self._forget_saved(session, sm)  # (after the offline writes: nothing is lost between)
 
     def _undelivered(self, st: Element, session: Any, others: list) -> None:
         """XEP-0198 §5: what the client never acknowledged is treated as not delivered."""
@@ -270,3 +279,111 @@ class StreamManagement(Module):
         e = RouteEvent(st, None, frm, session.jid.bare_jid(), router)
         if self.server.hooks.fire(ev.MESSAGE_OFFLINE, e) is None:
             router.bounce(st, StanzaError("recipient-unavailable", "the recipient's session ended"))
+
+    # -- across a graceful restart (sm_restart.py) ----------------------------------------------
+    def save_sessions_for_restart(self) -> int:
+        """At a graceful stop, once every stream has had its <system-shutdown/>: end the sessions
+        that cannot be resumed, then save the hibernated resumable ones and let them go without
+        ending them (no unavailable presence, nothing to offline storage: the next start brings
+        them back). Returns how many were saved."""
+        server = self.server
+        kept = [s for s in server.sessions.full.values()
+                if isinstance(s.stream, Hibernated) and s.mod.get(StreamManagement) is not None
+                and not s.closed]
+        kept_ids = {id(s) for s in kept}
+        for s in list(server.sessions.full.values()):
+            if id(s) not in kept_ids:
+                server.destroy_session(s)  # (their unavailable presence reaches the kept ones)
+        csi = cast("CSI | None", server.module("csi"))
+        loop = asyncio.get_event_loop()
+        records: dict[str, dict[str, dict[str, Any]]] = {}
+        saved = []
+        for s in kept:
+            h, sm = s.mod[Hibernated], s.mod[StreamManagement]
+            remaining = float(sm.max) if h.timer is None else h.timer.when() - loop.time()
+            try:
+                if csi is not None:
+                    csi.reset(s)  # what CSI held goes into the unacknowledged queue
+                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True,
+                                     server.module("pep"))
+            except Exception:  # not saved: it ends below like the others (queue to offline)
+                self.log.exception("session %s could not be saved for the restart", s.full)
+                continue
+            records.setdefault(s.bare, {})[sm.id] = rec
+            saved.append(s)
+        self._saved.replace_all(records)
+        for s in saved:
+            h, sm = s.mod.pop(Hibernated), s.mod.pop(StreamManagement)
+            if h.timer is not None:
+                h.timer.cancel()
+            self.by_id.pop(sm.id, None)
+            s.stream = None
+            server.sessions.unbind(s)  # gone without SESSION_CLOSED: it lives on in storage
+        if saved:
+            self.log.info("%d resumable session(s) saved for the restart", len(saved))
+        return len(saved)
+
+    async def restore_sessions(self) -> int:
+        """At start, before the listeners: bring back, hibernated, the sessions that the last
+        graceful stop saved. Returns how many may be resumed."""
+        stale = []
+        resumable = 0
+        for bare, sm_id, rec in list(self._saved.all()):
+            try:
+                session = self._restore(sm_id, rec)
+            except Exception:  # one bad record must not keep the server from starting
+                self.log.exception("saved session %s of %s could not be restored", sm_id, bare)
+                session = None
+            if session is None:
+                self.log.warning("saved session %s of %s dropped (its domain is no longer "
+                                 "served, or the record is unreadable)", sm_id, bare)
+                self._saved.forget(bare, sm_id)
+            elif rec.get("restored") or down_too_long(rec):
+                stale.append(session)
+            else:
+                self._saved.mark_restored(bare, sm_id)
+                resumable += 1
+        for session in stale:  # once all are back: contacts among them see these go
+            self.server.destroy_session(session)
+        # Durable before any client may resume: after a kill -9 a record marked restored is
+        # never resumed again (its counters may be stale), one not yet marked may be.
+        await self._storage.flush()
+        if resumable or stale:
+            self.log.info("%d session(s) restored for resumption; %d ended (saved by a run that "
+                          "did not stop gracefully, or the server was down longer than their "
+                          "resume window)", resumable, len(stale))
+        return resumable
+
+    def _restore(self, sm_id: str, rec: Any) -> Any:
+        server = self.server
+        jid = saved_jid(rec)
+        if jid is None or jid.domain not in server.hosts or server.sessions.get(jid.full):
+            return None
+        try:
+            sm = sm_state(sm_id, rec)
+            remaining = max(1.0, float(rec["remaining"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        h = Hibernated(sm, None, self.cfg.max_unacked)
+        session = server.sessions.bind(jid.bare_jid(), h, jid.resource)
+        restore_fields(session, rec)
+        if rec.get("carbons"):
+            session.mod[Carbons] = True
+        restore_pep_interest(server.module("pep"), session, rec.get("caps_features"))
+        h.overflow = lambda: self._expire(session)
+        h.timer = asyncio.get_event_loop().call_later(remaining, self._expire, session)
+        session.mod[StreamManagement] = sm
+        session.mod[Hibernated] = h
+        self.by_id[sm_id] = session
+        self._restored.add(sm_id)
+        push = server.module("push")
+        woken = getattr(push, "_hibernated", None)
+        if woken is not None:
+            # As after a lost connection: push-registered clients hear of what waits for them.
+            asyncio.get_event_loop().call_soon(woken, session)
+        return session
+
+    def _forget_saved(self, session: Any, sm: Any) -> None:
+        if sm.id in self._restored:
+            self._restored.discard(sm.id)
+            self._saved.forget(session.bare, sm.id)
