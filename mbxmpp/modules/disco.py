@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..core.iq import IQContext
+from ..core.api import Advertised
 from ..core.modules import BARE, HOST, SELF, Module, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
@@ -35,13 +36,8 @@ class Disco(Module):
         self.account_info_providers: list[Callable[[IQContext, str], Element | None]] = []
         self.extra_forms: list[Callable[[str], Element | None]] = []
 
-    def _collect(self, attr: str) -> list:
-        out: list = []
-        for mod in self.server.modules.values():
-            for x in getattr(mod, attr, ()):
-                if x not in out:
-                    out.append(x)
-        return out
+    def _collect(self, attr: Advertised) -> list:
+        return self.server.advertised(attr)
 
     def _info(self, identities: list[tuple[str, str, str]], features: list[str],
               node: str | None) -> Element:

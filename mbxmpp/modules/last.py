@@ -7,16 +7,13 @@ An account's last logout is only told to itself and to contacts subscribed to it
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, cast
 
 from ..core import events as ev
 from ..core.modules import BARE, HOST, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_LAST
-
-if TYPE_CHECKING:
-    from .roster import Roster
+from .roster import Roster
 
 
 class LastActivity(Module):
@@ -25,6 +22,7 @@ class LastActivity(Module):
     xeps = {"0012": "2.0"}
     features = [NS_LAST]
     account_features = [NS_LAST]
+    uses = (Roster,)  # who may see an account's last logout
 
     def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
         super().__init__(server)
@@ -39,7 +37,7 @@ class LastActivity(Module):
     def account_last(self, iq, ctx):  # type: ignore[no-untyped-def]
         owner = ctx.to.bare
         if ctx.scope != SELF:
-            roster = cast("Roster | None", self.server.module("roster"))
+            roster = self.optional(Roster)
             sub = roster.subscription(owner, ctx.frm.bare) if roster is not None else "none"
             if sub not in ("from", "both"):
                 raise StanzaError("forbidden")

@@ -10,7 +10,7 @@ dies, unacked messages go to offline storage or bounce: never silently away.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from ..core import events as ev
 from ..core.modules import Module, hook, nonza
@@ -29,8 +29,6 @@ try:
 except ImportError:  # pragma: no cover - the extension is optional
     from ..stream.smstate import SMState
 
-if TYPE_CHECKING:
-    from .csi import CSI
 
 _ACK_FORMAT = f"<a xmlns='{NS_SM}' h='%d'/>".encode()
 
@@ -193,19 +191,16 @@ class StreamManagement(Module):
         stream.write(_sm("resumed", previd=sm.id, h=str(sm.h_in)))
         for data in list(sm.queue):
             stream.write(data)
-        csi = cast("CSI | None", self.server.module("csi"))
-        if csi is not None:
-            # XEP-0352 §5.2: a resumed stream starts active. What CSI held goes out now, after
-            # <resumed/> and the re-sent stanzas (counted once, in that order).
-            csi.reset(session)
+        # (CSI: a resumed stream starts active, XEP-0352 §5.2; what it held goes out now, after
+        # <resumed/> and the re-sent stanzas, counted once, in that order.)
+        self.server.hooks.fire_all(ev.SESSION_RESUMED, session)
         if sm.queue:
             stream.write(SM_REQUEST_BYTES)
             sm.requested = True
 
     # -- hibernation --------------------------------------------------------------------------
     def _timeout(self, session: Any) -> float:
-        push = self.server.module("push")
-        if push is not None and getattr(push, "is_registered", lambda s: False)(session):
+        if self.server.hooks.fire(ev.HIBERNATE_LONGER, session):
             return self.cfg.push_resume_timeout
         return self.cfg.resume_timeout
 
@@ -215,11 +210,17 @@ class StreamManagement(Module):
         session = stream.session
         if sm is None or not sm.resume or stream.clean_close or session is None:
             return None
+        # A session that registered for push after enabling Stream Management gets the longer
+        # timeout now, unless the client asked for less.
+        longer = int(self.cfg.push_resume_timeout)
+        if int(self.cfg.resume_timeout) <= sm.max < longer and self.server.hooks.fire(ev.HIBERNATE_LONGER, session):
+            sm.max = longer
         h = Hibernated(sm, lambda: self._expire(session), self.cfg.max_unacked)
         session.stream = h
         h.timer = asyncio.get_event_loop().call_later(sm.max, self._expire, session)
         session.mod[Hibernated] = h  # destroy_session() clears session.stream before our hook
         self.log.debug("%s hibernating for %ss", session.full, sm.max)
+        self.server.hooks.fire_all(ev.SESSION_HIBERNATED, session)
         return True
 
     def _expire(self, session: Any) -> None:
