@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..core.iq import IQContext
 from ..core.api import Advertised
@@ -10,6 +10,9 @@ from ..core.modules import BARE, HOST, SELF, Module, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_DISCO_INFO, NS_DISCO_ITEMS
+
+if TYPE_CHECKING:
+    from ..core.api import ModuleServer
 
 NodeHandler = Callable[[IQContext, str], Element]
 
@@ -22,7 +25,7 @@ class Disco(Module):
     account_features = [NS_DISCO_INFO, NS_DISCO_ITEMS]
     identities = [("server", "im", "mbxmpp")]
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         # Extra items of the server domain (components add theirs), node -> handler.
         self.host_items: list[Callable[[str], list[tuple[str, str | None, str | None]]]] = []

@@ -6,6 +6,8 @@ An account's last logout is only told to itself and to contacts subscribed to it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 
 from ..core import events as ev
@@ -14,6 +16,9 @@ from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_LAST
 from .roster import Roster
+
+if TYPE_CHECKING:
+    from ..core.api import ModuleServer
 
 
 class LastActivity(Module):
@@ -24,7 +29,7 @@ class LastActivity(Module):
     account_features = [NS_LAST]
     uses = (Roster,)  # who may see an account's last logout
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.started_at = time.monotonic()
         self.store = server.storage.keyval("lastlog")

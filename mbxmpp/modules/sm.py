@@ -10,7 +10,7 @@ dies, unacked messages go to offline storage or bounce: never silently away.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
 from ..core.modules import Module, hook, nonza
@@ -23,6 +23,9 @@ from ..util.ids import new_id
 from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
+
+if TYPE_CHECKING:
+    from ..core.api import ModuleServer
 
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
@@ -74,7 +77,7 @@ class StreamManagement(Module):
     description = "Stream Management: acks and resumption"
     xeps = {"0198": "1.6.1"}
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.cfg = server.config.sm
         self.by_id: dict[str, Any] = {}  # resumption id -> Session
