@@ -2,7 +2,10 @@
 
 A module declares its metadata (name, XEPs, disco features) and its handlers with decorators;
 the loader collects them into the server's dispatch tables at load time, so that handling a
-stanza costs no lookup (STYLE.md §5.2).
+stanza costs no lookup (STYLE.md §5.2). A module gets the narrow ``ModuleServer`` (core/api.py)
+as ``self.server``, declares the modules it needs (``depends``, loaded first: ``require``) and
+those it works with when loaded (``uses``: ``optional``), and lets others influence its decisions
+through hooks (core/events.py), not by looking into them.
 """
 
 from __future__ import annotations

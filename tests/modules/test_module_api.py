@@ -169,3 +169,24 @@ def test_a_module_reaching_past_the_interface_fails_mypy(tmp_path):
     assert len(errors) == 2, r.stdout
     assert '"ModuleServer" has no attribute "tls"' in errors[0]
     assert '"ModuleServer" has no attribute "module"' in errors[1]
+
+
+def test_only_the_operators_tools_use_the_operator_view():
+    """``operator`` (ending sessions, connections, s2s) is for the administration commands and
+    the metrics; the interface's private parts are for the dependency accessors only."""
+    users: set[str] = set()
+    private: list[str] = []
+    base = os.path.join(ROOT, "mbxmpp", "modules")
+    for folder, _dirs, files in os.walk(base):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            rel = os.path.relpath(path, base)
+            if ".operator" in text:
+                users.add(rel.split(os.sep)[0].removesuffix(".py"))
+            private += [rel for p in ("server._server", "server._modules", "server._loaded") if p in text]
+    assert users == {"adhoc", "metrics"}
+    assert private == []
