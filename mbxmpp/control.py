@@ -39,6 +39,7 @@ from .jid import JID, JIDError
 from .stream.scram import DIGEST_SIZES, HASHES, ScramCredential
 
 if TYPE_CHECKING:
+    from .core.api import Operator
     from .core.sessions import Session
     from .server import Server
 
@@ -363,7 +364,7 @@ class ControlServer:
 # The steps and their order for each operator action, shared by the control socket and the
 # XEP-0133 commands (modules/adhoc) so that both end the same sessions with the same errors.
 
-async def add_account(server: Server, bare: str, creds: dict[str, ScramCredential],
+async def add_account(server: Operator, bare: str, creds: dict[str, ScramCredential],
                       plan: str | None = None) -> None:
     """Create ``bare``; ControlError if it exists."""
     accounts = server.accounts
@@ -373,14 +374,14 @@ async def add_account(server: Server, bare: str, creds: dict[str, ScramCredentia
     log.info("account %s created", bare)
 
 
-async def set_password(server: Server, bare: str, creds: dict[str, ScramCredential]) -> int:
+async def set_password(server: Operator, bare: str, creds: dict[str, ScramCredential]) -> int:
     await server.accounts.set_credentials(bare, creds)
     log.info("password of %s changed", bare)
     # After the commit: a client that reconnects at once meets the new credentials.
     return server.end_sessions(bare, StreamError(*END_PASSWORD))
 
 
-async def delete_account(server: Server, bare: str) -> int:
+async def delete_account(server: Operator, bare: str) -> int:
     # Sessions first: what their clients never acknowledged goes to offline storage before
     # the account's data is deleted, and nothing can log in between (no await until then).
     ended = server.end_sessions(bare, StreamError(*END_DELETED))
@@ -389,7 +390,7 @@ async def delete_account(server: Server, bare: str) -> int:
     return ended
 
 
-async def disable_account(server: Server, bare: str) -> int:
+async def disable_account(server: Operator, bare: str) -> int:
     fut = server.accounts.set_disabled(bare, True)  # seen by the next login at once
     ended = server.end_sessions(bare, StreamError(*END_DISABLED))
     await fut
@@ -397,12 +398,12 @@ async def disable_account(server: Server, bare: str) -> int:
     return ended
 
 
-async def enable_account(server: Server, bare: str) -> None:
+async def enable_account(server: Operator, bare: str) -> None:
     await server.accounts.set_disabled(bare, False)
     log.info("account %s enabled", bare)
 
 
-def kick(server: Server, jid: str) -> int:
+def kick(server: Operator, jid: str) -> int:
     """End the sessions of an account (bare JID) or one session (full JID)."""
     return server.end_sessions(jid, StreamError(*END_KICKED))
 

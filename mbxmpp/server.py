@@ -14,10 +14,12 @@ from .config import DEFAULT_MODULES, Config
 from .control import ControlServer
 from .core import events as ev
 from .core.accounts import Accounts
+from .core.api import ModuleServer
 from .core.admission import PreauthAdmission
 from .core.hooks import HookBus
 from .core.hosts import ComponentHost, ComponentModule
-from .core.modules import COMPONENT, COMPONENT_JID, Module, load_class, order_by_dependencies
+from .core.modules import (COMPONENT, COMPONENT_JID, Module, check_dependencies, load_class,
+                           order_by_dependencies)
 from .core.router import Router
 from .core.sessions import Session, SessionManager
 from .core.limits import ServerLimits
@@ -93,6 +95,7 @@ class Server:
         self.started = False
         self._stopping: asyncio.Future | None = None
         self._cert_watch: asyncio.Task | None = None
+        self.api = ModuleServer(self)  # what the modules get of the server (core/api.py)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def module_names(self) -> list[str]:
@@ -105,7 +108,8 @@ class Server:
             cls = load_class(REGISTRY[name])
             if issubclass(cls, ComponentModule) and not getattr(self.config, cls.component_section).enabled:
                 continue  # e.g. [muc] enabled = false
-            mod = cls(self)
+            check_dependencies(cls, self.modules)
+            mod = cls(self.api)
             self.modules[name] = mod
             iqs, hooks, nonzas = mod.handlers()
             for t, ns, tag, scope, fn in iqs:

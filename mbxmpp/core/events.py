@@ -50,3 +50,11 @@ PRE_EVENTS = {"message": PRE_MESSAGE, "presence": PRE_PRESENCE, "iq": PRE_IQ}
 # A client stream ended (closed or lost). A handler that returns non-None keeps the session
 # alive (Stream Management hibernation); otherwise the session is destroyed.
 STREAM_CLOSED = "stream-closed"
+
+# Stream Management (XEP-0198) asks, carrying the session: may it hibernate for the longer
+# [sm] push_resume_timeout? A handler that returns True says yes (push: it registered).
+HIBERNATE_LONGER = "hibernate-longer"
+# A session's connection was lost and it now hibernates (``session.stream`` is the stand-in).
+SESSION_HIBERNATED = "session-hibernated"
+# A hibernated session was resumed on a new stream, after <resumed/> and the re-sent stanzas.
+SESSION_RESUMED = "session-resumed"

@@ -2,17 +2,20 @@
 
 A module declares its metadata (name, XEPs, disco features) and its handlers with decorators;
 the loader collects them into the server's dispatch tables at load time, so that handling a
-stanza costs no lookup (STYLE.md §5.2).
+stanza costs no lookup (STYLE.md §5.2). A module gets the narrow ``ModuleServer`` (core/api.py)
+as ``self.server``, declares the modules it needs (``depends``, loaded first: ``require``) and
+those it works with when loaded (``uses``: ``optional``), and lets others influence its decisions
+through hooks (core/events.py), not by looking into them.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from .api import ModuleServer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,21 @@ def nonza(ns: str, tag: str) -> Callable:
     return deco
 
 
+class ModuleLoadError(ValueError):
+    """A module cannot be loaded as configured (a required module is missing)."""
+
+
+ModuleT = TypeVar("ModuleT", bound="Module")
+
+
+def _dep_name(dep: type[Module] | str) -> str:
+    return dep if isinstance(dep, str) else dep.name
+
+
+def _declares(decl: tuple[type[Module] | str, ...], cls: type[Module]) -> bool:
+    return any(d is cls or d == cls.name for d in decl)
+
+
 class Module:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -65,11 +83,34 @@ class Module:
     features: ClassVar[list[str]] = []         # disco#info features of the server domain
     account_features: ClassVar[list[str]] = []  # disco#info features of a user's bare JID
     identities: ClassVar[list[tuple[str, str, str]]] = []  # (category, type, name)
-    depends: ClassVar[tuple[str, ...]] = ()
+    account_identities: ClassVar[list[tuple[str, str, str]]] = []  # of a user's bare JID
+    # Modules this one needs: loaded before it (added when not configured); ``require`` them.
+    depends: ClassVar[tuple[type[Module] | str, ...]] = ()
+    # Modules this one works with when they are loaded; ``optional`` them from ``start()`` on.
+    uses: ClassVar[tuple[type[Module] | str, ...]] = ()
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         self.server = server
         self.log = logging.getLogger(f"mbxmpp.modules.{self.name}")
+
+    # Dependencies -----------------------------------------------------------------------------
+    def require(self, cls: type[ModuleT]) -> ModuleT:
+        """The loaded ``cls`` module, declared in ``depends`` (loaded first: usable from
+        ``__init__``)."""
+        if not _declares(self.depends, cls):
+            raise TypeError(f"module {self.name!r} requires {cls.name!r} without declaring it in depends")
+        mod = self.server._loaded(cls.name)
+        if not isinstance(mod, cls):
+            raise ModuleLoadError(f"module {self.name!r} requires module {cls.name!r}, which is not loaded")
+        return mod
+
+    def optional(self, cls: type[ModuleT]) -> ModuleT | None:
+        """The loaded ``cls`` module, or None when it is not loaded; declared in ``uses``.
+        Complete from ``start()`` on (modules are constructed in dependency order only)."""
+        if not (_declares(self.uses, cls) or _declares(self.depends, cls)):
+            raise TypeError(f"module {self.name!r} uses {cls.name!r} without declaring it in uses")
+        mod = self.server._loaded(cls.name)
+        return mod if isinstance(mod, cls) else None
 
     # Lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,8 +145,18 @@ def load_class(spec: str) -> type[Module]:
     return cls
 
 
+def check_dependencies(cls: type[Module], loaded: dict[str, Module]) -> None:
+    """Raise ModuleLoadError when a module ``cls`` requires is not loaded (a component module
+    switched off by its section, say)."""
+    for dep in cls.depends:
+        if _dep_name(dep) not in loaded:
+            raise ModuleLoadError(f"module {cls.name!r} requires module {_dep_name(dep)!r}, which is not "
+                                  "loaded (switched off in its section?)")
+
+
 def order_by_dependencies(names: list[str], registry: dict[str, str]) -> list[str]:
-    """Add missing dependencies and order so that each module comes after what it depends on."""
+    """Add missing dependencies and order so that each module comes after what it depends on.
+    (Optional ones, ``uses``, do not change the order: they are looked up from ``start()`` on.)"""
     out: list[str] = []
     seen: set[str] = set()
 
@@ -117,7 +168,7 @@ def order_by_dependencies(names: list[str], registry: dict[str, str]) -> list[st
         if n not in registry:
             raise ValueError(f"unknown module {n!r}")
         for d in load_class(registry[n]).depends:
-            visit(d, stack + (n,))
+            visit(_dep_name(d), stack + (n,))
         seen.add(n)
         out.append(n)
 

@@ -32,13 +32,14 @@ from ..util.lru import LRU
 from ..xml.build import error_reply
 from ..xml.element import Element
 from ..xml.ns import NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT
+from .roster import Roster
 from .abuse_reports import NS_REPORTING, Reports, parse_report
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,17 @@ class Blocking(Module):
     features = [NS_BLOCKING, NS_REPORTING]
     max_items = 10000        # per account
     cache_size = 10000       # owners whose blocklist is kept in memory
+    uses = (Roster,)  # presence to subscribed contacts on block / unblock
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = server.storage.map("blocklist")
         self._cache: LRU[str, frozenset[str]] = LRU(self.cache_size)
         self.reports = Reports(server.storage)  # XEP-0377, for the operator
+        self.roster: Roster | None = None
+
+    async def start(self) -> None:
+        self.roster = self.optional(Roster)
 
     # -- public API (presence, MUC, admin tools) ----------------------------------------------
     def blocklist(self, owner: str) -> frozenset[str]:
@@ -208,7 +214,7 @@ class Blocking(Module):
         if not sessions or not items:
             return  # offline already, as far as anyone can see
         targets: dict[str, None] = {}
-        roster = self.server.module("roster")
+        roster = self.roster
         if roster is not None:
             contacts: dict[str, Any] | None = None
             for item in items:
@@ -218,11 +224,11 @@ class Blocking(Module):
                     continue
                 if ij.local is not None:
                     # One account (or one resource of it): a direct lookup.
-                    if roster.subscription(owner, ij.bare) in FROM_SUBS:  # type: ignore[attr-defined]
+                    if roster.subscription(owner, ij.bare) in FROM_SUBS:
                         targets[item] = None
                     continue
                 if contacts is None:
-                    contacts = roster.items(owner)  # type: ignore[attr-defined]
+                    contacts = roster.items(owner)
                 for contact, ri in contacts.items():
                     # A domain item covers the domain and every account at it.
                     if ri.subscription in FROM_SUBS and contact.rpartition("@")[2] == ij.domain:

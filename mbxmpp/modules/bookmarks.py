@@ -20,12 +20,12 @@ from ..core.modules import Module
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_BOOKMARKS2, NS_BOOKMARKS_LEGACY
+from .pep import PEP
 from .pep.forms import MAX_ITEMS
+from .private import Private
 
 if TYPE_CHECKING:
-    from ..server import Server
-    from .pep import PEP
-    from .private import Private
+    from ..core.api import ModuleServer
 
 LEGACY_ITEM = "current"
 NODE_CONFIG = {"access_model": "whitelist", "persist_items": True, "max_items": MAX_ITEMS,
@@ -79,20 +79,14 @@ class Bookmarks(Module):
     description = "Bookmarks 2 (PEP) unified with legacy private-storage and PEP bookmarks"
     xeps = {"0402": "1.2.0", "0048": "1.2"}
     account_features = [NS_BOOKMARKS2 + "#compat", NS_BOOKMARKS2 + "#compat-pep"]
-    depends = ("pep", "private")
+    depends = (PEP, Private)
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
+        self.pep = self.require(PEP)
+        self.private = self.require(Private)
         self._busy: set[str] = set()   # owners we are writing for (our own events are ignored)
         self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def pep(self) -> PEP:
-        return self.server.module("pep")  # type: ignore[return-value]
-
-    @property
-    def private(self) -> Private:
-        return self.server.module("private")  # type: ignore[return-value]
 
     async def start(self) -> None:
         self.private.register(NS_BOOKMARKS_LEGACY, "storage", self.legacy_get, self.legacy_set)

@@ -25,12 +25,13 @@ from ..xml.build import error_reply
 from ..xml.element import Element
 from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CHAT_MARKERS, NS_CLIENT, NS_CONFERENCE, NS_FORWARD,
                       NS_HINTS, NS_MUC_USER, NS_RECEIPTS, NS_STANZA_ID)
+from .mam import MAM
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 
 # XEP-0280 §6.1: payloads "typically used in IM" that make a body-less message eligible.
@@ -90,15 +91,20 @@ class Carbons(Module):
     description = "Message Carbons: copies of sent and received messages to all enabled resources"
     xeps = {"0280": "1.0.1"}
     features = [NS_CARBONS]
+    uses = (MAM,)  # the archive id of a sent message goes into its copies
 
     # Eligible messages sent by a user with several resources, remembered so that an error
     # answering one of them is copied too (§6.1): (sender bare, recipient bare, stanza id).
     max_tracked = 20000
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.sessions = server.sessions
         self._sent: LRU[tuple[str, str, str], None] = LRU(self.max_tracked)
+        self.mam: MAM | None = None
+
+    async def start(self) -> None:
+        self.mam = self.optional(MAM)
 
     # -- enable / disable (§4, §5, §10.1: repeated requests are not errors) ----------------
     # Usually sent without 'to' (the account); some clients address the server domain.
@@ -178,8 +184,8 @@ class Carbons(Module):
         if targets:
             copy = st.copy()
             # XEP-0313 §3.5: the sender's archive id goes inside the forwarded copy.
-            mam: Any = self.server.module("mam")
-            sid = mam.sent_id(st) if mam is not None and hasattr(mam, "sent_id") else None
+            mam = self.mam
+            sid = mam.sent_id(st) if mam is not None else None
             if sid is not None:
                 copy.add("stanza-id", NS_STANZA_ID, {"id": sid, "by": origin.bare})
             self._copy(copy, "sent", origin.bare, targets, snapshot=False)

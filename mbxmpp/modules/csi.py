@@ -29,7 +29,7 @@ from ..xml.ns import (NS_CARBONS, NS_CHATSTATES, NS_CLIENT, NS_CONFERENCE, NS_CS
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 
 # Message payloads that make a body-less message urgent (a person is waiting for it).
@@ -123,7 +123,7 @@ class CSI(Module):
     xeps = {"0352": "1.0.0"}
     max_queue = 1000   # stanzas held per session; a full queue is flushed
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         # Streams that said <inactive/> after authentication but before binding: the state is
         # the stream's (XEP-0352 §3), so the session bound on it starts inactive.
@@ -178,6 +178,7 @@ class CSI(Module):
         for stanza in q.values():
             send(stanza)
 
+    @hook(ev.SESSION_RESUMED)
     def reset(self, session: Session) -> None:
         """Back to 'active' with the queue flushed (XEP-0352 §5.2: a resumed stream starts active)."""
         if session.mod.get(CSI) is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..core.iq import IQContext
+from ..core.api import Advertised
 from ..core.modules import BARE, HOST, SELF, Module, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_DISCO_INFO, NS_DISCO_ITEMS
+
+if TYPE_CHECKING:
+    from ..core.api import ModuleServer
 
 NodeHandler = Callable[[IQContext, str], Element]
 
@@ -21,7 +25,7 @@ class Disco(Module):
     account_features = [NS_DISCO_INFO, NS_DISCO_ITEMS]
     identities = [("server", "im", "mbxmpp")]
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         # Extra items of the server domain (components add theirs), node -> handler.
         self.host_items: list[Callable[[str], list[tuple[str, str | None, str | None]]]] = []
@@ -35,13 +39,8 @@ class Disco(Module):
         self.account_info_providers: list[Callable[[IQContext, str], Element | None]] = []
         self.extra_forms: list[Callable[[str], Element | None]] = []
 
-    def _collect(self, attr: str) -> list:
-        out: list = []
-        for mod in self.server.modules.values():
-            for x in getattr(mod, attr, ()):
-                if x not in out:
-                    out.append(x)
-        return out
+    def _collect(self, attr: Advertised) -> list:
+        return self.server.advertised(attr)
 
     def _info(self, identities: list[tuple[str, str, str]], features: list[str],
               node: str | None) -> Element:

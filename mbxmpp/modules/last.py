@@ -6,17 +6,19 @@ An account's last logout is only told to itself and to contacts subscribed to it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
-from typing import TYPE_CHECKING, cast
 
 from ..core import events as ev
 from ..core.modules import BARE, HOST, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_LAST
+from .roster import Roster
 
 if TYPE_CHECKING:
-    from .roster import Roster
+    from ..core.api import ModuleServer
 
 
 class LastActivity(Module):
@@ -25,8 +27,9 @@ class LastActivity(Module):
     xeps = {"0012": "2.0"}
     features = [NS_LAST]
     account_features = [NS_LAST]
+    uses = (Roster,)  # who may see an account's last logout
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.started_at = time.monotonic()
         self.store = server.storage.keyval("lastlog")
@@ -39,7 +42,7 @@ class LastActivity(Module):
     def account_last(self, iq, ctx):  # type: ignore[no-untyped-def]
         owner = ctx.to.bare
         if ctx.scope != SELF:
-            roster = cast("Roster | None", self.server.module("roster"))
+            roster = self.optional(Roster)
             sub = roster.subscription(owner, ctx.frm.bare) if roster is not None else "none"
             if sub not in ("from", "both"):
                 raise StanzaError("forbidden")

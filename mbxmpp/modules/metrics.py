@@ -23,7 +23,7 @@ from ..core import events as ev
 from ..core.modules import Module, hook
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -32,7 +32,7 @@ class Metrics(Module):
     name = "metrics"
     description = "OpenMetrics (/metrics) and health (/health) on the HTTP side"
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         cfg = server.config.metrics
         self.allow = [ipaddress.ip_network(n, strict=False) for n in cfg.allow]
@@ -101,7 +101,7 @@ class _ServerCollector:
         self.mod = mod
 
     def collect(self) -> Iterator[Metric]:
-        server = self.mod.server
+        server = self.mod.server.operator  # (the operator's view: connections, components)
         conns = GaugeMetricFamily("mbxmpp_connections", "Open client connections by transport",
                                   labels=["transport"])
         by_transport: dict[str, int] = {}
@@ -124,7 +124,7 @@ class _ServerCollector:
         yield GaugeMetricFamily("mbxmpp_virtual_hosts", "Virtual hosts served", value=len(server.hosts))
         yield CounterMetricFamily("mbxmpp_logins", "Successful authentications", value=self.mod.logins)
         yield CounterMetricFamily("mbxmpp_sessions_bound", "Resources bound", value=self.mod.bound)
-        storage: Any = server.storage
+        storage: Any = self.mod.server.storage
         yield CounterMetricFamily("mbxmpp_storage_commits", "Storage write transactions committed",
                                   value=getattr(storage, "commits", 0))
         yield GaugeMetricFamily("mbxmpp_uptime_seconds", "Seconds since the server started",

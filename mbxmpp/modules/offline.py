@@ -21,13 +21,14 @@ from ..errors import StanzaError
 from ..xml.element import Element
 from ..xml.ns import NS_CHATSTATES, NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE, NS_STANZA_ID
 from ..xml.fragment import parse_fragment
+from .mam import MAM
 from .mam.quota import Ledger, Tally, offline_bounds
 from .time import xep82_datetime
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 # Children that alone do not make a message worth keeping (XEP-0160 §3, XEP-0085 §5.6:
 # standalone chat states are not stored).
@@ -52,8 +53,9 @@ class Offline(Module):
     description = "Offline message storage"
     xeps = {"0160": "1.0.1"}
     features = [NS_OFFLINE]
+    uses = (MAM,)  # a message refused here is withdrawn from the archive
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = server.storage.archive("offline")
         # Appends not yet durable, which an archive query may not show yet (api.py): owner ->
@@ -62,6 +64,10 @@ class Offline(Module):
         self._unflushed: dict[str, dict[str, tuple[bytes, str]]] = {}
         self.bound, self.sender_bound = offline_bounds(server.config.offline)
         self.ledger = Ledger(self._seed)  # what waits per account, per sender
+        self.mam: MAM | None = None
+
+    async def start(self) -> None:
+        self.mam = self.optional(MAM)
 
     @property
     def max_messages(self) -> int:
@@ -109,9 +115,8 @@ class Offline(Module):
         data = stored.to_bytes()
         why = self.refusal(owner, sender, len(data))
         if why is not None:
-            mam: Any = self.server.module("mam")
-            if mam is not None:
-                mam.withdraw(e)  # bounced: not kept in the recipient's archive either
+            if self.mam is not None:
+                self.mam.withdraw(e)  # bounced: not kept in the recipient's archive either
             e.router.bounce(st, StanzaError("service-unavailable", why))
             return True
         id_, fut = self.store.append(owner, data, when=now, with_=sender)

@@ -23,12 +23,13 @@ from ..jid import JID, JIDError
 from ..util.lru import LRU
 from ..xml.element import Element
 from ..xml.ns import NS_CLIENT
+from .offline import Offline
 from .roster import Roster, RosterItem
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
 FROM_SUBS = ("from", "both")   # the contact receives the user's presence
@@ -68,16 +69,19 @@ def _presence(type_: str | None, frm: str, to: str) -> Element:
 class Presence(Module):
     name = "presence"
     description = "Presence broadcast and the presence subscription state machine"
-    depends = ("roster",)
+    depends = (Roster,)
+    uses = (Offline,)  # hands over what waited offline when a resource becomes eligible
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        roster = server.module("roster")
-        assert isinstance(roster, Roster), "the presence module needs the roster module"
-        self.roster: Roster = roster
+        self.roster = self.require(Roster)
+        self.offline: Offline | None = None
         # RFC 6121 §4.3.2: a probe to an account without available resources may be answered
         # with its last unavailable presence; kept in memory for recently seen accounts only.
         self.last_unavailable: LRU[str, Element] = LRU(10000)
+
+    async def start(self) -> None:
+        self.offline = self.optional(Offline)
 
     # ========================================================================================
     # Outbound: stanzas a local client sends
@@ -127,9 +131,8 @@ class Presence(Module):
             self.server.hooks.fire_all(ev.SESSION_AVAILABLE, session)
         elif old_priority < 0 <= session.priority:
             # Now eligible for messages to the bare JID: hand over what waited offline (XEP-0160).
-            offline = self.server.module("offline")
-            if offline is not None:
-                offline.deliver_to(session)  # type: ignore[attr-defined]
+            if self.offline is not None:
+                self.offline.deliver_to(session)
 
     def _broadcast(self, session: Session, pres: Element) -> tuple[str, ...]:
         """RFC 6121 §4.2.2 / §4.4.2 / §4.5.2: to contacts subscribed to us, and to our own

@@ -18,7 +18,7 @@ from ..xml.ns import NS_CLIENT, NS_PRIVATE, NS_SERVER
 from ..xml.fragment import parse_fragment
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 MAX_FRAGMENT = 128 * 1024       # one stored element
 MAX_TOTAL = 1024 * 1024         # everything one account stores
@@ -40,7 +40,7 @@ class Private(Module):
     xeps = {"0049": "1.2"}
     account_features = [NS_PRIVATE]
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = server.storage.map("private")
         self.overrides: dict[tuple[str, str], tuple[Getter, Setter]] = {}

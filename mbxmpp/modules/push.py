@@ -30,12 +30,13 @@ from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import (NS_CLIENT, NS_DATA, NS_LEGACY_PGP, NS_OMEMO, NS_OMEMO_LEGACY, NS_OPENPGP, NS_PUBSUB,
                       NS_PUBSUB_PUBLISH_OPTIONS, NS_PUSH, NS_PUSH_SUMMARY)
+from .sm import StreamManagement
 
 if TYPE_CHECKING:
     from ..core.iq import IQContext
     from ..core.router import RouteEvent
     from ..core.sessions import Session
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 SUMMARY_KEY = "summary"
 
@@ -112,12 +113,13 @@ class Push(Module):
     description = "Push Notifications to the app servers of hibernated or offline clients"
     xeps = {"0357": "0.4.1"}
     account_features = [NS_PUSH]
+    uses = (StreamManagement,)  # whether a session hibernates
 
     max_node_length = 1024
     max_option_bytes = 4096
     max_body_chars = 256
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         cfg = server.config.push
         self.include_body = cfg.include_body  # XEP-0357 §9: bodies reach third parties only if wanted
@@ -126,7 +128,7 @@ class Push(Module):
         self.wake_margin = cfg.wake_before     # capped at 10% of the hibernation timeout
         self.max_registrations = cfg.max_registrations
         self.store = server.storage.map("push")
-        self._sm: Any = None
+        self._sm: StreamManagement | None = None
         self._summary: dict[str, list[Any]] = {}        # bare -> [count, sender, body] (cache)
         self._limits: dict[tuple[str, str], _Limit] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -134,7 +136,7 @@ class Push(Module):
         self._last: Element | None = None  # the last message counted (one count per stanza)
 
     async def start(self) -> None:
-        self._sm = self.server.module("sm")
+        self._sm = self.optional(StreamManagement)
 
     async def stop(self) -> None:
         for lim in self._limits.values():
@@ -290,25 +292,14 @@ class Push(Module):
         self._online(session.bare)
 
     # -- hibernation -------------------------------------------------------------------------
-    @hook(ev.STREAM_CLOSED, priority=10)
-    def stream_closed(self, stream: Any) -> None:
-        """Before Stream Management hibernates the session (priority 0): a push-registered one
-        gets the longer timeout even if it enabled push after enabling Stream Management."""
-        sm_state = getattr(stream, "sm", None)
-        session = stream.session
-        if (sm_state is None or not sm_state.resume or getattr(stream, "clean_close", False)
-                or session is None or not self.registrations(session.bare)):
-            return None
-        if self.is_registered(session):
-            cfg = self.server.config.sm
-            longer = int(cfg.push_resume_timeout)
-            if int(cfg.resume_timeout) <= sm_state.max < longer:  # not if the client asked for less
-                sm_state.max = longer
-        asyncio.get_running_loop().call_soon(self._hibernated, session)
-        return None
+    @hook(ev.HIBERNATE_LONGER)
+    def hibernate_longer(self, session: Session) -> bool | None:
+        """A push-registered session may hibernate for [sm] push_resume_timeout."""
+        return True if self.is_registered(session) else None
 
+    @hook(ev.SESSION_HIBERNATED)
     def _hibernated(self, session: Session) -> None:
-        if session.closed or not self._hibernating(session):
+        if session.closed or not self._hibernating(session) or not self.registrations(session.bare):
             return
         hib = session.stream
         old = session.mod.pop(Push, None)

@@ -26,7 +26,7 @@ from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CLIENT, NS_PRE_APPROVAL, NS_ROSTER, NS_ROSTER_VER
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 VER_KEY = "\0ver"
 SUBSCRIPTIONS = ("none", "to", "from", "both")
@@ -193,7 +193,7 @@ class Roster(Module):
     xeps = {"0237": "1.3"}
     features = [NS_ROSTER_VER, NS_PRE_APPROVAL]
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = server.storage.map("roster")
         self.pending = server.storage.map("roster_pending")

@@ -12,7 +12,7 @@ saves the resumable sessions instead of ending them, and the next start restores
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
 from ..core.modules import Module, hook, nonza
@@ -29,13 +29,14 @@ from .carbons import Carbons
 from .sm_restart import (SavedSessions, down_too_long, restore_fields, restore_pep_interest,
                          saved_jid, session_record, sm_state)
 
+if TYPE_CHECKING:
+    from ..core.api import ModuleServer
+
 try:
     from .._ext.smstate import SMState  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - the extension is optional
     from ..stream.smstate import SMState
 
-if TYPE_CHECKING:
-    from .csi import CSI
 
 _ACK_FORMAT = f"<a xmlns='{NS_SM}' h='%d'/>".encode()
 
@@ -81,7 +82,7 @@ class StreamManagement(Module):
     description = "Stream Management: acks and resumption"
     xeps = {"0198": "1.6.1"}
 
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.cfg = server.config.sm
         self.by_id: dict[str, Any] = {}  # resumption id -> Session
@@ -201,19 +202,16 @@ class StreamManagement(Module):
         self._forget_saved(session, sm)  # live again: a later stop saves it afresh
         for data in list(sm.queue):
             stream.write(data)
-        csi = cast("CSI | None", self.server.module("csi"))
-        if csi is not None:
-            # XEP-0352 §5.2: a resumed stream starts active. What CSI held goes out now, after
-            # <resumed/> and the re-sent stanzas (counted once, in that order).
-            csi.reset(session)
+        # (CSI: a resumed stream starts active, XEP-0352 §5.2; what it held goes out now, after
+        # <resumed/> and the re-sent stanzas, counted once, in that order.)
+        self.server.hooks.fire_all(ev.SESSION_RESUMED, session)
         if sm.queue:
             stream.write(SM_REQUEST_BYTES)
             sm.requested = True
 
     # -- hibernation --------------------------------------------------------------------------
     def _timeout(self, session: Any) -> float:
-        push = self.server.module("push")
-        if push is not None and getattr(push, "is_registered", lambda s: False)(session):
+        if self.server.hooks.fire(ev.HIBERNATE_LONGER, session):
             return self.cfg.push_resume_timeout
         return self.cfg.resume_timeout
 
@@ -223,11 +221,17 @@ class StreamManagement(Module):
         session = stream.session
         if sm is None or not sm.resume or stream.clean_close or session is None:
             return None
+        # A session that registered for push after enabling Stream Management gets the longer
+        # timeout now, unless the client asked for less.
+        longer = int(self.cfg.push_resume_timeout)
+        if int(self.cfg.resume_timeout) <= sm.max < longer and self.server.hooks.fire(ev.HIBERNATE_LONGER, session):
+            sm.max = longer
         h = Hibernated(sm, lambda: self._expire(session), self.cfg.max_unacked)
         session.stream = h
         h.timer = asyncio.get_event_loop().call_later(sm.max, self._expire, session)
         session.mod[Hibernated] = h  # destroy_session() clears session.stream before our hook
         self.log.debug("%s hibernating for %ss", session.full, sm.max)
+        self.server.hooks.fire_all(ev.SESSION_HIBERNATED, session)
         return True
 
     def _expire(self, session: Any) -> None:

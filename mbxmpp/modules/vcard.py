@@ -26,7 +26,7 @@ from ..xml.fragment import parse_fragment
 
 if TYPE_CHECKING:
     from ..core.router import RouteEvent
-    from ..server import Server
+    from ..core.api import ModuleServer
 
 MAX_VCARD = 128 * 1024
 _MISS: Any = object()  # not cached
@@ -51,7 +51,7 @@ class VCard(Module):
     xeps = {"0054": "1.3.0", "0153": "1.1"}
     account_features = [NS_VCARD]
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = server.storage.keyval("vcard")
         self._hashes: LRU[str, str | None] = LRU(20000)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from ...core.iq import IQContext
 from ...core.modules import HOST, Module, iq_handler
@@ -20,10 +20,12 @@ from ...errors import StanzaError
 from ...util.ids import new_id
 from ...xml.element import Element
 from ...xml.ns import NS_COMMANDS, NS_DATA, NS_DISCO_INFO
-from .commands import COMMANDS, Command, Outcome, command_error
+from ..disco import Disco
+from ..roster import Roster
+from .commands import COMMANDS, Admin, Command, Outcome, command_error
 
 if TYPE_CHECKING:
-    from ...server import Server
+    from ...core.api import ModuleServer
 
 SESSION_TTL = 600.0     # seconds an admin may take to fill a form
 MAX_SESSIONS = 256      # open sessions kept, all requesters together (the oldest go first)
@@ -44,15 +46,17 @@ class AdHoc(Module):
     description = "Ad-hoc commands for the server's administrators (XEP-0050, XEP-0133)"
     xeps: ClassVar[dict[str, str]] = {"0050": "1.3.0", "0133": "1.3.1"}
     features: ClassVar[list[str]] = [NS_COMMANDS]
-    depends = ("disco",)
+    depends = (Disco,)
+    uses = (Roster,)  # (user statistics: roster size)
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.commands: dict[str, Command] = {c.node: c for c in COMMANDS}
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
 
     async def start(self) -> None:
-        disco: Any = self.server.modules["disco"]
+        self.admin = Admin(self.server, self.optional(Roster))
+        disco = self.require(Disco)
         disco.items_nodes[NS_COMMANDS] = self._command_items
         disco.info_nodes[NS_COMMANDS] = self._commands_info
         for node in self.commands:
@@ -102,7 +106,7 @@ class AdHoc(Module):
             if action != "execute":
                 raise command_error("bad-sessionid", "a session starts with 'execute'")
             if not cmd.fields:
-                return self._completed(cmd, new_id(), await cmd.run(self.server, ctx, {}), ctx)
+                return self._completed(cmd, new_id(), await cmd.run(self.admin, ctx, {}), ctx)
             return self._start(cmd, ctx)
         self._take(sid, cmd, ctx)
         if action == "cancel":
@@ -113,7 +117,7 @@ class AdHoc(Module):
             raise command_error("bad-action", "this command has a single stage: complete or cancel")
         try:
             values = cmd.parse(req.find("x", NS_DATA))
-            outcome = await cmd.run(self.server, ctx, values)
+            outcome = await cmd.run(self.admin, ctx, values)
         except StanzaError as e:
             if e.type == "modify":
                 self._keep(sid, cmd, ctx)  # the admin may correct the form and submit again

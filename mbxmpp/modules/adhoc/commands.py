@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...control import (ControlError, add_account, delete_account, disable_account,
                         enable_account, kick, set_password)
@@ -26,9 +26,25 @@ from ...xml.element import Element
 from ...xml.ns import NS_ADMIN, NS_CLIENT, NS_COMMANDS, NS_DATA
 
 if TYPE_CHECKING:
-    from ...server import Server
+    from ...core.api import ModuleServer, Operator
+    from ..roster import Roster
 
 Values = dict[str, list[str]]
+
+
+class Admin:
+    """What the commands act on: the module's view of the server, the operator's powers (the
+    control socket's account operations) and the roster, when it is loaded."""
+
+    __slots__ = ("accounts", "sessions", "is_local", "route", "operator", "roster")
+
+    def __init__(self, server: ModuleServer, roster: Roster | None) -> None:
+        self.accounts = server.accounts
+        self.sessions = server.sessions
+        self.is_local = server.is_local
+        self.route = server.route
+        self.operator: Operator = server.operator
+        self.roster = roster
 
 
 def command_error(app: str, text: str) -> StanzaError:
@@ -63,7 +79,7 @@ class Field:
         self.options = options
 
 
-Run = Callable[["Server", IQContext, Values], Awaitable[Outcome]]
+Run = Callable[["Admin", IQContext, Values], Awaitable[Outcome]]
 
 
 class Command:
@@ -124,7 +140,7 @@ def _result(fields: list[tuple[str, str, str, list[str]]]) -> Element:
 
 
 # -- reading the submitted values -------------------------------------------------------------
-def _jid(server: Server, raw: str, *, full_ok: bool = False) -> JID:
+def _jid(server: Admin, raw: str, *, full_ok: bool = False) -> JID:
     try:
         j = JID.parse(raw.strip())
     except JIDError:
@@ -136,18 +152,18 @@ def _jid(server: Server, raw: str, *, full_ok: bool = False) -> JID:
     return j
 
 
-def _existing(server: Server, j: JID) -> None:
+def _existing(server: Admin, j: JID) -> None:
     if not server.accounts.exists(j.bare):
         raise StanzaError("item-not-found", f"no account {j.bare}")
 
 
-def _account(server: Server, values: Values) -> str:
+def _account(server: Admin, values: Values) -> str:
     j = _jid(server, values["accountjid"][0])
     _existing(server, j)
     return j.bare
 
 
-def _accounts(server: Server, values: Values, *, full_ok: bool = False) -> list[JID]:
+def _accounts(server: Admin, values: Values, *, full_ok: bool = False) -> list[JID]:
     """Every JID of the jid-multi 'accountjids', checked before anything is changed."""
     jids = [_jid(server, v, full_ok=full_ok) for v in values["accountjids"] if v.strip()]
     for j in jids:
@@ -155,7 +171,7 @@ def _accounts(server: Server, values: Values, *, full_ok: bool = False) -> list[
     return list({j.full: j for j in jids}.values())
 
 
-async def _credentials(server: Server, values: Values, *, verify: bool
+async def _credentials(server: Admin, values: Values, *, verify: bool
                        ) -> dict[str, ScramCredential]:
     password = values["password"][0]
     if verify and values.get("password-verify", [None])[0] != password:
@@ -182,84 +198,84 @@ def _names(jids: list[JID]) -> str:
 
 
 # -- the commands -------------------------------------------------------------------------------
-async def add_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def add_user(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     bare = _jid(server, values["accountjid"][0]).bare
     if server.accounts.get(bare) is not None:
         raise StanzaError("conflict", f"{bare} already exists")
     creds = await _credentials(server, values, verify=True)
     try:
-        await add_account(server, bare, creds)
+        await add_account(server.operator, bare, creds)
     except ControlError as e:  # created meanwhile
         raise StanzaError("conflict", str(e)) from None
     return Outcome(f"Account {bare} created.")
 
 
-def _ending(op: Callable[[Server, str], Awaitable[int]], done: str) -> Run:
+def _ending(op: Callable[[Operator, str], Awaitable[int]], done: str) -> Run:
     """A command applying ``op`` (which ends the account's sessions) to each of 'accountjids'."""
-    async def run(server: Server, ctx: IQContext, values: Values) -> Outcome:
+    async def run(server: Admin, ctx: IQContext, values: Values) -> Outcome:
         jids = _accounts(server, values)
         ended = 0
         for j in jids:
-            ended += await op(server, j.bare)
+            ended += await op(server.operator, j.bare)
         return Outcome(f"{done} {_names(jids)}; {ended} session(s) ended.")
     return run
 
 
-async def reenable_user(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def reenable_user(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     jids = _accounts(server, values)
     for j in jids:
-        await enable_account(server, j.bare)
+        await enable_account(server.operator, j.bare)
     return Outcome(f"Re-enabled {_names(jids)}.")
 
 
-async def end_user_session(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def end_user_session(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     jids = _accounts(server, values, full_ok=True)
-    ended = sum(kick(server, j.full) for j in jids)
+    ended = sum(kick(server.operator, j.full) for j in jids)
     if not ended:
         return Outcome(f"No session of {_names(jids)} was open.", note_type="warn")
     return Outcome(f"Ended {ended} session(s) of {_names(jids)}.")
 
 
-async def change_user_password(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def change_user_password(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     bare = _account(server, values)
-    ended = await set_password(server, bare, await _credentials(server, values, verify=False))
+    ended = await set_password(server.operator, bare, await _credentials(server, values, verify=False))
     return Outcome(f"Password of {bare} changed; {ended} session(s) ended.")
 
 
-async def user_stats(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def user_stats(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     bare = _account(server, values)
-    sessions = [s for s in server.describe_sessions() if s["jid"].partition("/")[0] == bare]
+    sessions = [s for s in server.operator.describe_sessions() if s["jid"].partition("/")[0] == bare]
     fields = [("ipaddresses", "text-multi", "IP addresses",
                sorted({s["ip"] for s in sessions if s["ip"]})),
               ("onlineresources", "text-multi", "Online resources",
                sorted(s["jid"].partition("/")[2] for s in sessions))]
-    roster: Any = server.modules.get("roster")
+    roster = server.roster
     if roster is not None:
         fields.insert(1, ("rostersize", "text-single", "Roster size", [str(len(roster.items(bare)))]))
     return Outcome(f"Statistics of {bare}.", _result(fields))
 
 
-def _online(server: Server, domain: str) -> list[str]:
+def _online(server: Admin, domain: str) -> list[str]:
     return sorted(b for b in server.sessions.by_bare if b.endswith("@" + domain))
 
 
-def _registered(server: Server, domain: str) -> list[str]:
+def _registered(server: Admin, domain: str) -> list[str]:
     return sorted(server.accounts.list(domain))
 
 
-def _disabled(server: Server, domain: str) -> list[str]:
+def _disabled(server: Admin, domain: str) -> list[str]:
     return [b for b in _registered(server, domain) if (server.accounts.get(b) or {}).get("disabled")]
 
 
-def _count(var: str, label: str, of: Callable[[Server, str], list[str]]) -> Run:
-    async def run(server: Server, ctx: IQContext, values: Values) -> Outcome:
+def _count(var: str, label: str, of: Callable[[Admin, str], list[str]]) -> Run:
+    async def run(server: Admin, ctx: IQContext, values: Values) -> Outcome:
         n = len(of(server, ctx.to.domain))
         return Outcome(f"{label}: {n}.", _result([(var, "text-single", label, [str(n)])]))
     return run
 
 
-def _listing(var: str, label: str, of: Callable[[Server, str], list[str]]) -> Run:
-    async def run(server: Server, ctx: IQContext, values: Values) -> Outcome:
+def _listing(var: str, label: str, of: Callable[[Admin, str], list[str]]) -> Run:
+    async def run(server: Admin, ctx: IQContext, values: Values) -> Outcome:
         limit = _max_items(values)
         jids = of(server, ctx.to.domain)
         shown = jids if limit is None else jids[:limit]
@@ -268,7 +284,7 @@ def _listing(var: str, label: str, of: Callable[[Server, str], list[str]]) -> Ru
     return run
 
 
-async def announce(server: Server, ctx: IQContext, values: Values) -> Outcome:
+async def announce(server: Admin, ctx: IQContext, values: Values) -> Outcome:
     body = "\n".join(values["announcement"])
     domain = ctx.to.domain
     recipients = [full for full in list(server.sessions.full) if full.partition("/")[0].endswith("@" + domain)]

@@ -26,6 +26,7 @@ from ...xml.element import Element
 from ...xml.ns import (NS_CHAT_MARKERS, NS_CLIENT, NS_CONFERENCE, NS_EME, NS_HINTS, NS_JINGLE_MESSAGE_0,
                        NS_JINGLE_MESSAGE_1, NS_LEGACY_PGP, NS_MAM, NS_MAM_EXT, NS_MUC_USER, NS_OMEMO,
                        NS_OMEMO_LEGACY, NS_OPENPGP, NS_REACTIONS, NS_RETRACT, NS_STANZA_ID)
+from ..roster import Roster
 from .prefs import Prefs, PrefsStore, parse_prefs, prefs_element
 from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query, query_form,
                     result_messages, run_query, stamp, stored_bytes)
@@ -34,7 +35,7 @@ from .retention import Sweeper, oldest_kept
 
 if TYPE_CHECKING:
     from ...core.router import RouteEvent
-    from ...server import Server
+    from ...core.api import ModuleServer
     from ...storage.api import Storage
 
 __all__ = ["MAM", "archive_report", "format_archive_report", "should_store", "ARCHIVE_STORE",
@@ -134,8 +135,9 @@ class MAM(Module):
     description = "Message Archive Management: server-side history of one-to-one messages"
     xeps = {"0313": "1.1.3", "0359": "0.7.0", "0441": "0.2.0", "0059": "1.0"}
     account_features = [NS_MAM, NS_MAM_EXT, NS_STANZA_ID]
+    uses = (Roster,)  # the 'roster' preference (XEP-0441)
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         cfg = server.config.mam
         self.archive: ArchiveStore = server.storage.archive(ARCHIVE_STORE, RECORD_VERSION)
@@ -154,8 +156,10 @@ class MAM(Module):
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.default_max = DEFAULT_MAX
         self.max_max = MAX_MAX
+        self.roster: Roster | None = None
 
     async def start(self) -> None:
+        self.roster = self.optional(Roster)
         self.sweeper.start()
 
     async def stop(self) -> None:
@@ -194,15 +198,11 @@ class MAM(Module):
         return None if fut is None or fut.done() else fut
 
     def _in_roster(self, owner: str) -> Callable[[str], bool]:
+        roster = self.roster
+
         def check(contact: str) -> bool:
-            roster: Any = self.server.module("roster")
-            if roster is None:
-                return False  # no roster: nobody is in it
-            get_item = getattr(roster, "get_item", None)
-            if get_item is not None:
-                return get_item(owner, contact) is not None
-            sub = getattr(roster, "subscription", None)
-            return sub is not None and sub(owner, contact) not in (None, "none")
+            # (no roster module: nobody is in it)
+            return roster is not None and roster.get_item(owner, contact) is not None
         return check
 
     def wants(self, owner: str, contact: JID) -> bool:
@@ -452,7 +452,7 @@ class MAM(Module):
 
 # -- operator report ------------------------------------------------------------------------------
 
-def archive_report(server_or_storage: Server | Storage, *, domain: str | None = None,
+def archive_report(server_or_storage: ModuleServer | Storage, *, domain: str | None = None,
                    top: int | None = None) -> list[tuple[str, int]]:
     """(owner, item count) of every non-empty archive, largest first (ties by owner).
 

@@ -26,6 +26,7 @@ from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODE
                        NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_SELF_PING_OPT, NS_MUC_STABLE_ID,
                        NS_MUC_UNIQUE, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT,
                        NS_STANZAS, NS_STANZA_ID, NS_VCARD, NS_VERSION)
+from ..mam import MAM
 from ..mam.query import StanzaDecoder, query_form, stamp, stored_bytes
 from ..vcard import MAX_VCARD, photo_hash
 from . import admin
@@ -35,8 +36,7 @@ from .room import Room
 from .service import ROOMS_STORE, Service, room_vcard
 
 if TYPE_CHECKING:
-    from ...modules.mam import MAM
-    from ...server import Server
+    from ...core.api import ModuleServer
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,16 @@ class MUC(ComponentModule):
     component_identities = [("conference", "text", "Chatrooms")]
     component_features = [NS_MUC, NS_MUC_UNIQUE, NS_MUC_STABLE_ID, NS_PING, NS_OCCUPANT_ID,
                           NS_MODERATE, NS_MUC_SELF_PING_OPT, NS_VCARD]
+    uses = (MAM,)  # room archives (XEP-0313 in MUC) are kept by the MAM module
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store: KeyValStore = server.storage.keyval(ROOMS_STORE, 1)
         self.services: dict[str, Service] = {}
         self.mam: MAM | None = None
 
     async def start(self) -> None:
-        self.mam = self.server.module("mam")  # type: ignore[assignment]
+        self.mam = self.optional(MAM)
 
     def host_added(self, host: ComponentHost) -> None:
         self.services[host.domain] = Service(self, host)

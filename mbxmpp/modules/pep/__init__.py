@@ -22,6 +22,9 @@ from ...storage import keys
 from ...util.ids import new_id
 from ...xml.element import Element
 from ...xml.ns import NS_DATA, NS_DISCO_INFO, NS_PUBSUB, NS_PUBSUB_EVENT
+from ..blocking import Blocking
+from ..disco import Disco
+from ..roster import Roster
 from .access import may_access
 from .caps import CapsCache
 from .forms import check_preconditions, default_config, pubsub_error
@@ -30,7 +33,7 @@ from .nodes import Item, Node, NodeStore, valid_name
 from .notify import NotifyMixin
 
 if TYPE_CHECKING:
-    from ...server import Server
+    from ...core.api import ModuleServer
 
 MAX_PAYLOAD = 128 * 1024        # one item's payload (XEP-0060 §7.1.3.6 payload-too-big)
 MAX_NODES = 1000                # nodes per account
@@ -59,21 +62,23 @@ class PEP(HandlersMixin, NotifyMixin, Module):
     # XEP-0223 §5 (and XEP-0163 §8.1 clients that ask the server): the domain too.
     features = FEATURES
     identities = [("pubsub", "pep", "")]
-    depends = ("disco", "roster")
+    depends = (Disco, Roster)
+    uses = (Blocking,)  # no notifications to JIDs the owner blocked
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.store = NodeStore(server.storage)
         self.caps = CapsCache(server.router.iq.request)
         self.listeners: list[Listener] = []
+        self.roster = self.require(Roster)
+        self.blocking = None
         self._init_notify()
 
     async def start(self) -> None:
-        disco = self.server.module("disco")
-        if disco is not None:
-            disco.account_items_providers.append(self.disco_items)
-            if hasattr(disco, "account_info_providers"):
-                disco.account_info_providers.append(self.disco_info)
+        self.blocking = self.optional(Blocking)
+        disco = self.require(Disco)
+        disco.account_items_providers.append(self.disco_items)
+        disco.account_info_providers.append(self.disco_info)
 
     async def stop(self) -> None:
         for t in list(self._tasks):

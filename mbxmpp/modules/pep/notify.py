@@ -13,7 +13,7 @@ published item of the nodes it can see (``send_last_published_item`` != never).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ...core import events as ev
 from ...core.modules import hook
@@ -26,7 +26,10 @@ from .caps import Caps, Features, from_presence
 from .nodes import Item, Node
 
 if TYPE_CHECKING:
+    from ...core.api import ModuleServer
     from ...core.router import RouteEvent
+    from ..blocking import Blocking
+    from ..roster import Roster
     from ...core.sessions import Session
     from .caps import CapsCache
     from .nodes import NodeStore
@@ -55,7 +58,9 @@ def bare_of(jid: str) -> str:
 
 
 class NotifyMixin:
-    server: Any
+    server: ModuleServer
+    roster: Roster
+    blocking: Blocking | None
     store: NodeStore
     caps: CapsCache
 
@@ -67,17 +72,13 @@ class NotifyMixin:
 
     # -- relations -------------------------------------------------------------------------
     def subscription(self, owner: str, contact: str) -> str:
-        roster = self.server.module("roster")
-        return "none" if roster is None else roster.subscription(owner, contact)
+        return self.roster.subscription(owner, contact)
 
     def _roster(self, owner: str) -> dict[str, str]:
-        roster = self.server.module("roster")
-        if roster is None:
-            return {}
-        return {c: it.subscription for c, it in roster.items(owner).items()}
+        return {c: it.subscription for c, it in self.roster.items(owner).items()}
 
     def _blocked(self, owner: str, jid: str) -> bool:
-        blocking = self.server.module("blocking")
+        blocking = self.blocking
         if blocking is None or not blocking.blocklist(owner):
             return False
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...core.hosts import ComponentModule
 from ...core.iq import IQContext
@@ -16,6 +16,9 @@ from ...jid import JID, JIDError
 from ...xml.element import Element
 from ...xml.ns import NS_BYTESTREAMS
 from .relay import Relay, SocksConnection
+
+if TYPE_CHECKING:
+    from ...core.api import ModuleServer
 
 
 class Proxy65(ComponentModule):
@@ -27,7 +30,7 @@ class Proxy65(ComponentModule):
     component_identities = [("proxy", "bytestreams", "SOCKS5 Bytestreams Proxy")]
     component_features = [NS_BYTESTREAMS]
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.cfg = server.config.proxy65
         self.relay = Relay(self.cfg)

@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ...core import events as ev
@@ -36,6 +36,9 @@ from ...xml.ns import NS_DATA, NS_UPLOAD
 from .http import UploadHTTP
 from .names import b64, is_media_type, media_type, sanitize_filename
 from .store import UploadStore
+
+if TYPE_CHECKING:
+    from ...core.api import ModuleServer
 
 SLOT_LIFETIME = 300.0      # seconds a PUT URL stays valid
 RATE_WINDOW = 3600.0       # slots_per_hour counts requests in this window
@@ -55,7 +58,7 @@ class Upload(ComponentModule):
     component_identities = [("store", "file", "HTTP File Upload")]
     component_features = [NS_UPLOAD]
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         self.cfg = server.config.upload
         root = self.cfg.storage_dir or os.path.join(server.data_dir, "upload")

@@ -15,7 +15,7 @@ from ...core.modules import Module
 from . import assets
 
 if TYPE_CHECKING:
-    from ...server import Server
+    from ...core.api import ModuleServer
 
 # Converse.js loads its own chunks, emoji data and the OMEMO library (WebAssembly) from
 # assets_path; lit and Bootstrap set inline style attributes; avatars come as data: URIs and
@@ -53,7 +53,7 @@ class WebChat(Module):
     name = "webchat"
     description = "Converse.js web chat at /chat on the HTTP side"
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
         cfg = server.config.webchat
         self.assets_dir = cfg.assets_dir or os.path.join(server.config.server.data_dir, "webchat")
