@@ -26,6 +26,8 @@ from ..xml.element import Element
 from ..xml.fragment import parse_fragment
 from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 from .carbons import Carbons
+from .csi import CSI
+from .pep import PEP
 from .sm_restart import (SavedSessions, down_too_long, restore_fields, restore_pep_interest,
                          saved_jid, session_record, sm_state)
 
@@ -81,6 +83,7 @@ class StreamManagement(Module):
     name = "sm"
     description = "Stream Management: acks and resumption"
     xeps = {"0198": "1.6.1"}
+    uses = (CSI, PEP)  # across a restart: what CSI held is saved, PEP learns the caps again
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
@@ -298,7 +301,8 @@ class StreamManagement(Module):
         for s in list(server.sessions.full.values()):
             if id(s) not in kept_ids:
                 server.destroy_session(s)  # (their unavailable presence reaches the kept ones)
-        csi = cast("CSI | None", server.module("csi"))
+        csi = self.optional(CSI)
+        pep = self.optional(PEP)
         loop = asyncio.get_event_loop()
         records: dict[str, dict[str, dict[str, Any]]] = {}
         saved = []
@@ -308,8 +312,7 @@ class StreamManagement(Module):
             try:
                 if csi is not None:
                     csi.reset(s)  # what CSI held goes into the unacknowledged queue
-                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True,
-                                     server.module("pep"))
+                rec = session_record(s, sm, max(1.0, remaining), s.mod.get(Carbons) is True, pep)
             except Exception:  # not saved: it ends below like the others (queue to offline)
                 self.log.exception("session %s could not be saved for the restart", s.full)
                 continue
@@ -373,18 +376,15 @@ class StreamManagement(Module):
         restore_fields(session, rec)
         if rec.get("carbons"):
             session.mod[Carbons] = True
-        restore_pep_interest(server.module("pep"), session, rec.get("caps_features"))
+        restore_pep_interest(self.optional(PEP), session, rec.get("caps_features"))
         h.overflow = lambda: self._expire(session)
         h.timer = asyncio.get_event_loop().call_later(remaining, self._expire, session)
         session.mod[StreamManagement] = sm
         session.mod[Hibernated] = h
         self.by_id[sm_id] = session
         self._restored.add(sm_id)
-        push = server.module("push")
-        woken = getattr(push, "_hibernated", None)
-        if woken is not None:
-            # As after a lost connection: push-registered clients hear of what waits for them.
-            asyncio.get_event_loop().call_soon(woken, session)
+        # As after a lost connection: push-registered clients hear of what waits for them.
+        asyncio.get_event_loop().call_soon(self.server.hooks.fire_all, ev.SESSION_HIBERNATED, session)
         return session
 
     def _forget_saved(self, session: Any, sm: Any) -> None:
