@@ -36,6 +36,7 @@ from .util.tuning import tune_for_serving
 from .xml.element import Element
 
 if TYPE_CHECKING:
+    from .components.service import ComponentService
     from .s2s.net import S2SService
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Server:
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None
         self.s2s: S2SService | None = None
+        self.external_components: ComponentService | None = None  # [components] (XEP-0114)
         self.started = False
         self._stopping: asyncio.Future | None = None
         self._cert_watch: asyncio.Task | None = None
@@ -239,6 +241,10 @@ class Server:
             from .s2s.net import S2SService
             self.s2s = S2SService(self)
             await self.s2s.start()   # sets router.remote: stanzas to other domains federate
+        if self.config.components.hosts:  # (nothing listens without [components.hosts])
+            from .components.service import ComponentService
+            self.external_components = ComponentService(self)
+            await self.external_components.start()
         c2s = self.config.c2s
         starttls_ctx = self.tls.context()
         direct_ctx = self.tls.context(alpn=["xmpp-client"])  # XEP-0368
@@ -274,6 +280,8 @@ class Server:
                 srv.close()
             if self.s2s is not None:
                 await self.s2s.stop()
+            if self.external_components is not None:
+                self.external_components.stop()
             for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
                 conn.stream.fail(StreamError("system-shutdown", SHUTDOWN_TEXT))
             await self.http.stop()

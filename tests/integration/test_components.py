@@ -1,0 +1,365 @@
+"""External components (XEP-0114) over the wire: a raw-socket component and raw clients against
+the spawned daemon. The handshake, stanzas both ways (messages and IQs), each bad input with its
+exact stream error, bounces while the component is away, reconnection, the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Iterator
+
+import pytest
+
+from mbxmpp.xml import STREAM_END, Element, StreamHeader
+from tests.daemon import Daemon, free_ports
+from tests.rawclient import RawClient
+
+SECRET = "s3cret-for-the-bridge"
+OTHER_SECRET = "another-secret"
+BRIDGE = "bridge.localhost"
+OTHER = "other.example"          # configured, not a subdomain of a served host
+PASSWORD = "pw-comp"
+HEADER = ("<stream:stream xmlns='jabber:component:accept' "
+          "xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>")
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def component_config(port: int, extra: str = "") -> str:
+    return f"""
+[components]
+listen = ["127.0.0.1:{port}"]
+max_stanza_size = "16KiB"
+auth_timeout = "1s"
+{extra}
+[components.hosts."{BRIDGE}"]
+secret = "{SECRET}"
+name = "Test bridge"
+
+[components.hosts."{OTHER}"]
+secret = "{OTHER_SECRET}"
+"""
+
+
+def with_components(d: Daemon, extra: str = "") -> int:
+    """Add a [components] section on a port of its own to the daemon's configuration."""
+    taken = {d.c2s, d.tls, d.s2s, d.http, d.proxy}
+    port = next(p for p in free_ports(8) if p not in taken)
+    with open(d.config_path, "a") as f:
+        f.write(component_config(port, extra))
+    return port
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    d = Daemon()
+    d.component_port = with_components(d)  # type: ignore[attr-defined]
+    for u in ("alice@localhost", "bob@localhost"):
+        d.add_user(u, PASSWORD)
+    d.start()
+    yield d
+    d.finish()
+
+
+def digest(stream_id: str, secret: str) -> str:
+    return hashlib.sha1((stream_id + secret).encode()).hexdigest()
+
+
+async def open_component(daemon: Daemon, domain: str = BRIDGE) -> tuple[RawClient, StreamHeader]:
+    c = await RawClient.connect(daemon.component_port)  # type: ignore[attr-defined]
+    await c.send(HEADER.format(to=domain))
+    h = await c.next()
+    assert isinstance(h, StreamHeader), h
+    return c, h
+
+
+async def component(daemon: Daemon, domain: str = BRIDGE, secret: str = SECRET) -> RawClient:
+    """A component connected and authenticated (the accepted handshake checked)."""
+    c, h = await open_component(daemon, domain)
+    assert h.default_ns == "jabber:component:accept"
+    assert h.attrs["from"] == domain
+    await c.send(f"<handshake>{digest(h.attrs['id'], secret)}</handshake>")
+    ok = await c.element()
+    assert ok.tag == "handshake" and ok.ns == "jabber:component:accept", ok
+    assert not ok.children
+    return c
+
+
+async def client(daemon: Daemon, user: str = "alice", resource: str = "raw") -> RawClient:
+    c = await RawClient.connect(daemon.c2s)
+    await c.login(user, PASSWORD, resource=resource)
+    return c
+
+
+async def stanza(c: RawClient, tag: str, timeout: float = 5.0) -> Element:
+    while True:
+        el = await c.element(timeout)
+        if el.tag == tag:
+            return el
+
+
+def condition(el: Element) -> tuple[str, str]:
+    err = next(x for x in el.elements() if x.tag == "error")
+    cond = next(x.tag for x in err.elements() if x.ns == NS_STANZAS and x.tag != "text")
+    return err.attrs["type"], cond
+
+
+async def test_messages_and_iqs_both_ways(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    alice = await client(daemon)
+    # client -> component: any JID at the domain
+    await alice.send(f"<message to='irc-user@{BRIDGE}' type='chat' id='m1'><body>hello bridge</body></message>")
+    m = await stanza(comp, "message")
+    assert m.attrs["from"] == "alice@localhost/raw" and m.attrs["to"] == f"irc-user@{BRIDGE}"
+    assert m.findtext("body", "jabber:component:accept") == "hello bridge"
+    # component -> client, from a user at its domain (in the component's namespace)
+    await comp.send(f"<message from='irc-user@{BRIDGE}/nick' to='alice@localhost/raw' type='chat'>"
+                    "<body>hello alice</body></message>")
+    m = await stanza(alice, "message")
+    assert m.attrs["from"] == f"irc-user@{BRIDGE}/nick"
+    assert m.findtext("body") == "hello alice"
+    # client IQ to the component's domain, answered by the component
+    await alice.send(f"<iq type='get' id='q1' to='{BRIDGE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    iq = await stanza(comp, "iq")
+    assert iq.attrs["type"] == "get" and iq.attrs["from"] == "alice@localhost/raw"
+    await comp.send(f"<iq type='result' id='q1' from='{BRIDGE}' to='alice@localhost/raw'>"
+                    "<query xmlns='http://jabber.org/protocol/disco#info'><identity category='gateway' "
+                    "type='irc' name='IRC'/></query></iq>")
+    res = await stanza(alice, "iq")
+    assert res.attrs["type"] == "result" and res.attrs["id"] == "q1" and res.attrs["from"] == BRIDGE
+    assert res.first_child().find("identity", "http://jabber.org/protocol/disco#info") is not None  # type: ignore[union-attr]
+    # component IQ to a client, answered by the client
+    await comp.send(f"<iq type='get' id='v1' from='bot@{BRIDGE}' to='alice@localhost/raw'>"
+                    "<query xmlns='jabber:iq:version'/></iq>")
+    iq = await stanza(alice, "iq")
+    assert iq.attrs["from"] == f"bot@{BRIDGE}"
+    await alice.send(f"<iq type='result' id='v1' to='bot@{BRIDGE}'><query xmlns='jabber:iq:version'>"
+                     "<name>raw</name></query></iq>")
+    res = await stanza(comp, "iq")
+    assert res.attrs["type"] == "result" and res.attrs["id"] == "v1"
+    assert res.attrs["from"] == "alice@localhost/raw" and res.attrs["to"] == f"bot@{BRIDGE}"
+    # component IQ to the server itself (slixmpp's itest: ping from whatever@component)
+    await comp.send(f"<iq type='get' id='p1' from='whatever@{BRIDGE}' to='localhost'>"
+                    "<ping xmlns='urn:xmpp:ping'/></iq>")
+    res = await stanza(comp, "iq")
+    assert res.attrs["type"] == "result" and res.attrs["to"] == f"whatever@{BRIDGE}"
+    assert res.attrs["from"] == "localhost"
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
+    await alice.close()
+
+
+async def test_presence_to_and_from_the_component(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    alice = await client(daemon, resource="pres")
+    await alice.send(f"<presence to='room@{BRIDGE}/alice'/>")
+    p = await stanza(comp, "presence")
+    assert p.attrs["from"] == "alice@localhost/pres" and p.attrs["to"] == f"room@{BRIDGE}/alice"
+    await comp.send(f"<presence from='room@{BRIDGE}/alice' to='alice@localhost/pres'/>")
+    p = await stanza(alice, "presence")
+    assert p.attrs["from"] == f"room@{BRIDGE}/alice"
+    await comp.close()
+    await alice.close()
+
+
+async def test_stanza_without_from_comes_from_the_domain(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    alice = await client(daemon, resource="nofrom")
+    await comp.send("<message to='alice@localhost/nofrom'><body>from the domain</body></message>")
+    m = await stanza(alice, "message")
+    assert m.attrs["from"] == BRIDGE
+    await comp.close()
+    await alice.close()
+
+
+async def test_stanza_without_to_is_refused_with_bad_request(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send(f"<iq type='get' id='nt' from='{BRIDGE}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    err = await stanza(comp, "iq")
+    assert err.attrs["type"] == "error" and err.attrs["id"] == "nt"
+    assert condition(err) == ("modify", "bad-request")
+    # the stream stays up
+    await comp.send(f"<iq type='get' id='p2' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert (await stanza(comp, "iq")).attrs["type"] == "result"
+    await comp.close()
+
+
+async def test_message_to_an_unknown_local_user_bounces_to_the_component(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send(f"<message from='x@{BRIDGE}' to='nobody@localhost' id='u1'><body>hi</body></message>")
+    err = await stanza(comp, "message")
+    assert err.attrs["type"] == "error" and err.attrs["to"] == f"x@{BRIDGE}"
+    assert condition(err) == ("cancel", "service-unavailable")
+    await comp.close()
+
+
+async def test_two_components_talk_through_the_server(daemon: Daemon) -> None:
+    a = await component(daemon)
+    b = await component(daemon, OTHER, OTHER_SECRET)
+    await a.send(f"<message from='u@{BRIDGE}' to='v@{OTHER}'><body>across</body></message>")
+    m = await stanza(b, "message")
+    assert m.attrs["from"] == f"u@{BRIDGE}" and m.findtext("body", "jabber:component:accept") == "across"
+    await a.close()
+    await b.close()
+
+
+async def test_disconnected_component_bounces_then_reconnects(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
+    alice = await client(daemon, resource="bounce")
+    await alice.send(f"<message to='u@{BRIDGE}' type='chat' id='b1'><body>anyone?</body></message>")
+    err = await stanza(alice, "message")
+    assert err.attrs["type"] == "error" and err.attrs["from"] == f"u@{BRIDGE}" and err.attrs["id"] == "b1"
+    assert condition(err) == ("wait", "service-unavailable")
+    await alice.send(f"<iq type='get' id='b2' to='{BRIDGE}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    err = await stanza(alice, "iq")
+    assert err.attrs["type"] == "error" and condition(err) == ("wait", "service-unavailable")
+    # a component that is cut off (no closing tag) is noticed as well
+    comp = await component(daemon)
+    comp.abort()
+    await asyncio.sleep(0.3)
+    await alice.send(f"<message to='u@{BRIDGE}' type='chat' id='b3'><body>still?</body></message>")
+    err = await stanza(alice, "message")
+    assert err.attrs["id"] == "b3" and condition(err) == ("wait", "service-unavailable")
+    # back again: stanzas reach it
+    comp = await component(daemon)
+    await alice.send(f"<message to='u@{BRIDGE}' type='chat' id='b4'><body>welcome back</body></message>")
+    m = await stanza(comp, "message")
+    assert m.attrs["id"] == "b4"
+    await comp.close()
+    await alice.close()
+
+
+async def test_disco_items_of_the_parent_domain_list_the_component(daemon: Daemon) -> None:
+    alice = await client(daemon, resource="disco")
+    await alice.send("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    res = await stanza(alice, "iq")
+    items = {i.attrs["jid"]: i.attrs.get("name") for i in res.first_child().elements()}  # type: ignore[union-attr]
+    assert items[BRIDGE] == "Test bridge"
+    assert OTHER not in items  # not a subdomain of localhost
+    await alice.close()
+
+
+# -- bad inputs, each with its stream error -------------------------------------------------------
+
+async def expect_error(c: RawClient, cond: str) -> None:
+    assert await c.stream_error() == cond
+    await c.expect_closed()
+
+
+async def test_wrong_secret_is_not_authorized(daemon: Daemon) -> None:
+    c, h = await open_component(daemon)
+    await c.send(f"<handshake>{digest(h.attrs['id'], 'wrong')}</handshake>")
+    await expect_error(c, "not-authorized")
+
+
+async def test_handshake_with_another_domains_secret_is_not_authorized(daemon: Daemon) -> None:
+    c, h = await open_component(daemon)
+    await c.send(f"<handshake>{digest(h.attrs['id'], OTHER_SECRET)}</handshake>")
+    await expect_error(c, "not-authorized")
+
+
+async def test_unknown_domain_is_host_unknown(daemon: Daemon) -> None:
+    c, h = await open_component(daemon, "unknown.localhost")
+    assert "from" not in h.attrs
+    await expect_error(c, "host-unknown")
+
+
+async def test_served_domain_is_host_unknown(daemon: Daemon) -> None:
+    c, _ = await open_component(daemon, "localhost")
+    await expect_error(c, "host-unknown")
+
+
+async def test_header_without_to_is_improper_addressing(daemon: Daemon) -> None:
+    c = await RawClient.connect(daemon.component_port)  # type: ignore[attr-defined]
+    await c.send(HEADER.replace(" to='{to}'", ""))
+    await expect_error(c, "improper-addressing")
+
+
+@pytest.mark.parametrize("ns", ["jabber:client", "jabber:component:connect"])
+async def test_other_namespace_is_invalid_namespace(daemon: Daemon, ns: str) -> None:
+    c = await RawClient.connect(daemon.component_port)  # type: ignore[attr-defined]
+    await c.send(HEADER.format(to=BRIDGE).replace("jabber:component:accept", ns))
+    await expect_error(c, "invalid-namespace")
+
+
+async def test_stanza_before_handshake_is_not_authorized(daemon: Daemon) -> None:
+    c, _ = await open_component(daemon)
+    await c.send(f"<message from='u@{BRIDGE}' to='alice@localhost'><body>early</body></message>")
+    await expect_error(c, "not-authorized")
+
+
+async def test_second_connection_is_refused_with_conflict(daemon: Daemon) -> None:
+    first = await component(daemon)
+    c, h = await open_component(daemon)
+    await c.send(f"<handshake>{digest(h.attrs['id'], SECRET)}</handshake>")
+    await expect_error(c, "conflict")
+    # the connected one stays and keeps working
+    await first.send(f"<iq type='get' id='c1' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert (await stanza(first, "iq")).attrs["type"] == "result"
+    await first.close()
+
+
+async def test_foreign_from_is_invalid_from(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send("<message from='alice@localhost' to='bob@localhost'><body>spoof</body></message>")
+    await expect_error(comp, "invalid-from")
+    # (and the domain is free again)
+    comp = await component(daemon)
+    await comp.send(f"<message from='u@sub.{BRIDGE}' to='bob@localhost'><body>spoof</body></message>")
+    await expect_error(comp, "invalid-from")
+
+
+async def test_too_large_stanza_is_policy_violation(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    body = "x" * (20 * 1024)  # [components] max_stanza_size = 16KiB here
+    await comp.send(f"<message from='u@{BRIDGE}' to='alice@localhost'><body>{body}</body></message>")
+    await expect_error(comp, "policy-violation")
+
+
+async def test_no_handshake_in_time_is_connection_timeout(daemon: Daemon) -> None:
+    c, _ = await open_component(daemon)  # [components] auth_timeout = 1s here
+    await expect_error(c, "connection-timeout")
+
+
+async def test_unknown_element_after_handshake_is_unsupported_stanza_type(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send("<foo xmlns='urn:example'/>")
+    await expect_error(comp, "unsupported-stanza-type")
+
+
+async def test_neither_secret_nor_handshake_in_the_log(daemon: Daemon) -> None:
+    c, h = await open_component(daemon)
+    sent = digest(h.attrs["id"], "a-guess")
+    await c.send(f"<handshake>{sent}</handshake>")
+    await expect_error(c, "not-authorized")
+    comp = await component(daemon)
+    await comp.close()
+    await asyncio.sleep(0.2)
+    log = daemon.log()
+    assert "wrong handshake for " + BRIDGE in log  # (the log was written)
+    assert SECRET not in log and OTHER_SECRET not in log and sent not in log
+
+
+async def test_stream_header_is_answered_before_a_header_error(daemon: Daemon) -> None:
+    """XEP-0114 §3 / RFC 6120 §4.7.1: a header error comes after our own header."""
+    c = await RawClient.connect(daemon.component_port)  # type: ignore[attr-defined]
+    await c.send(HEADER.format(to="nope.localhost"))
+    first = await c.next()
+    assert isinstance(first, StreamHeader) and first.attrs.get("id")
+    assert await c.stream_error() == "host-unknown"
+    assert await c.next() is STREAM_END
+
+
+def test_nothing_listens_without_configured_domains() -> None:
+    d = Daemon()
+    port = next(p for p in free_ports(8) if p not in {d.c2s, d.tls, d.s2s, d.http, d.proxy})
+    with open(d.config_path, "a") as f:
+        f.write(f'\n[components]\nlisten = ["127.0.0.1:{port}"]\n')
+    d.start()
+    try:
+        import socket
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        d.finish()
