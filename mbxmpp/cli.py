@@ -226,6 +226,8 @@ def _check(cfg: Config) -> int:
         return EXIT_USAGE
     _print_storage_bounds(cfg)
     _print_limits(cfg)
+    from .components.options import describe as describe_components
+    print("\n".join(describe_components(cfg)))
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     from ..config import Config, Listen, _Table
@@ -90,11 +90,22 @@ def _quoted(domain: str) -> str:
     return f'"{domain}"'
 
 
-def describe(cfg: Any) -> str:
-    """One line for check-config: what listens for which domains."""
+def describe(cfg: Config) -> list[str]:
+    """What check-config says: what listens for which domains, and a listener off loopback."""
+    import ipaddress
+
     from ..config import format_listen
-    comp: ComponentsConfig = cfg.components
+    comp = cfg.components
     if not comp.hosts:
-        return "external components: none configured ([components.hosts]), nothing listens"
+        return ["external components: none configured ([components.hosts]), nothing listens"]
     where = ", ".join(format_listen(a) for a in comp.listen) or "nowhere (listen = [])"
-    return f"external components: {', '.join(sorted(comp.hosts))} on {where}"
+    lines = [f"external components: {', '.join(sorted(comp.hosts))} on {where}"]
+    for host, port in comp.listen:
+        try:
+            local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            lines.append(f"note: components.listen {format_listen((host, port))} is not loopback: "
+                         "component streams are not encrypted (XEP-0114 has no TLS)")
+    return lines

@@ -363,3 +363,9 @@ def test_nothing_listens_without_configured_domains() -> None:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
     finally:
         d.finish()
+
+
+def test_check_config_names_the_component_listener(daemon: Daemon) -> None:
+    out = daemon.cli("check-config").stdout
+    port = daemon.component_port  # type: ignore[attr-defined]
+    assert f"external components: {BRIDGE}, {OTHER} on 127.0.0.1:{port}\n" in out
