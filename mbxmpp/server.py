@@ -529,6 +529,8 @@ class Server:
             clash = self.components.get(d)
             if clash is not None:
                 raise ValueError(f"{d} is already served as a component of {clash.parent}")
+            if d in self.router.components:  # (the router's other ones: external, [components])
+                raise ValueError(f"{d} is already served by an external component")
             for comp in self.component_domains(d):
                 if comp in self.hosts or comp in self.components:
                     raise ValueError(f"{d}'s component domain {comp} is already served")

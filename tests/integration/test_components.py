@@ -12,6 +12,7 @@ import pytest
 
 from mbxmpp.xml import STREAM_END, Element, StreamHeader
 from tests.daemon import Daemon, free_ports
+from tests.interop.netlab import S2S_HEADER
 from tests.rawclient import RawClient
 
 SECRET = "s3cret-for-the-bridge"
@@ -351,6 +352,29 @@ async def test_stream_header_is_answered_before_a_header_error(daemon: Daemon) -
     assert await c.next() is STREAM_END
 
 
+async def test_component_domain_is_ours_to_federation(daemon: Daemon) -> None:
+    """A server connecting to the component's domain over s2s is answered for it (the start
+    of dialback, which verifies the domain through us), not refused with host-unknown."""
+    peer = await RawClient.connect(daemon.s2s)
+    await peer.send(S2S_HEADER.format(ns="jabber:server", frm="peer.example", to=BRIDGE))
+    h = await peer.next()
+    assert isinstance(h, StreamHeader) and h.attrs.get("from") == BRIDGE
+    features = await peer.element()
+    assert features.tag == "features" and features.find("starttls", "urn:ietf:params:xml:ns:xmpp-tls") is not None
+    await peer.close()
+
+
+async def test_component_stanza_to_another_server_goes_to_federation(daemon: Daemon) -> None:
+    """From the component's domain to a remote one: sent over s2s (not refused as from a
+    foreign domain); a domain that does not exist bounces back to the component."""
+    comp = await component(daemon)
+    await comp.send(f"<message from='u@{BRIDGE}' to='x@nowhere.invalid' id='r1'><body>out</body></message>")
+    err = await stanza(comp, "message", timeout=30)
+    assert err.attrs["id"] == "r1" and err.attrs["to"] == f"u@{BRIDGE}"
+    assert condition(err)[1] in ("remote-server-not-found", "remote-server-timeout")
+    await comp.close()
+
+
 def test_nothing_listens_without_configured_domains() -> None:
     d = Daemon()
     port = next(p for p in free_ports(8) if p not in {d.c2s, d.tls, d.s2s, d.http, d.proxy})
@@ -369,3 +393,13 @@ def test_check_config_names_the_component_listener(daemon: Daemon) -> None:
     out = daemon.cli("check-config").stdout
     port = daemon.component_port  # type: ignore[attr-defined]
     assert f"external components: {BRIDGE}, {OTHER} on 127.0.0.1:{port}\n" in out
+
+
+def test_a_component_domain_cannot_be_added_as_a_virtual_host(daemon: Daemon) -> None:
+    r = daemon.cli("domains", "add", BRIDGE, check=False)
+    assert r.returncode == 1 and f"{BRIDGE} is already served by an external component" in r.stderr, r
+    assert BRIDGE not in daemon.cli("domains", "list").stdout
+
+
+def test_xeps_lists_the_component_protocol(daemon: Daemon) -> None:
+    assert "0114" in daemon.cli("xeps").stdout
