@@ -13,7 +13,7 @@ from slixmpp import JID
 from slixmpp.componentxmpp import ComponentXMPP
 
 from tests.daemon import Daemon
-from tests.integration.test_components import BRIDGE, SECRET, with_components
+from tests.integration.test_components import BRIDGE, SECRET, component_daemon
 from tests.realclient.conftest import PASSWORD, connect, disconnect
 
 pytestmark = pytest.mark.realclient
@@ -21,13 +21,7 @@ pytestmark = pytest.mark.realclient
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    d = Daemon()
-    d.component_port = with_components(d)  # type: ignore[attr-defined]
-    for u in ("alice@localhost", "bob@localhost"):
-        d.add_user(u, PASSWORD)
-    d.start()
-    yield d
-    d.finish()
+    yield from component_daemon(PASSWORD)
 
 
 class EchoComponent(ComponentXMPP):
