@@ -178,6 +178,22 @@ async def test_stanza_without_from_comes_from_the_domain(daemon: Daemon) -> None
     await alice.close()
 
 
+async def test_stanzas_in_jabber_client_and_foreign_payloads_pass(daemon: Daemon) -> None:
+    """Components that write their stanzas in jabber:client (slixmpp's use_jc_ns) are served
+    too; payloads in their own namespaces reach the client as they were."""
+    comp = await component(daemon)
+    alice = await client(daemon, resource="jc")
+    await comp.send(f"<message xmlns='jabber:client' from='u@{BRIDGE}' to='alice@localhost/jc'>"
+                    "<body>in jabber:client</body><x xmlns='jabber:x:oob'><url>https://example.org/a</url></x>"
+                    "</message>")
+    m = await stanza(alice, "message")
+    assert m.ns == "jabber:client" and m.findtext("body") == "in jabber:client"
+    oob = m.find("x", "jabber:x:oob")
+    assert oob is not None and oob.findtext("url", "jabber:x:oob") == "https://example.org/a"
+    await comp.close()
+    await alice.close()
+
+
 async def test_stanza_without_to_is_refused_with_bad_request(daemon: Daemon) -> None:
     comp = await component(daemon)
     await comp.send(f"<iq type='get' id='nt' from='{BRIDGE}'><ping xmlns='urn:xmpp:ping'/></iq>")
