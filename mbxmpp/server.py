@@ -172,6 +172,7 @@ class Server:
         names = list(self.config.server.domains)
         for h in self.config.server.domains:
             names += self.component_domains(h)
+        names += self.config.components.hosts  # external ones federate under their own name
         return names
 
     async def _watch_certificates(self) -> None:

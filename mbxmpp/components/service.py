@@ -64,7 +64,9 @@ class ComponentService:
         router = self.server.router
         for domain, route in self.routes.items():
             if domain in router.components or domain in self.server.hosts:
-                raise ValueError(f"components.hosts: {domain} is already served")
+                # (a domain added at run time since: the host keeps it, the component waits)
+                log.error("components.hosts: %s is already served here; no component for it", domain)
+                continue
             router.components[domain] = route
         disco = self.server.modules.get("disco")
         if disco is not None:

@@ -409,3 +409,37 @@ def test_a_component_domain_cannot_be_added_as_a_virtual_host(daemon: Daemon) ->
 
 def test_xeps_lists_the_component_protocol(daemon: Daemon) -> None:
     assert "0114" in daemon.cli("xeps").stdout
+
+
+async def test_component_domain_gets_its_certificate_from_certificates_dir(tmp_path) -> None:
+    """[tls] certificates_dir: the component's own folder, as for a served host (it federates
+    under its own name)."""
+    import os
+    import shutil
+    import ssl
+
+    from cryptography import x509
+
+    from tests.interop.netlab import CA
+    ca = CA(str(tmp_path / "ca"))
+    live = tmp_path / "live"
+    serials = {}
+    for domain in ("localhost", BRIDGE):
+        cert, key = ca.issue(domain, [domain])
+        os.makedirs(live / domain)
+        shutil.copy(cert, live / domain / "fullchain.pem")
+        shutil.copy(key, live / domain / "privkey.pem")
+        with open(cert, "rb") as f:
+            serials[domain] = x509.load_pem_x509_certificate(f.read()).serial_number
+    d = Daemon(extra=f'[tls]\ncertificates_dir = "{live}"\n')
+    with_components(d)
+    d.start()
+    try:
+        ctx = ssl.create_default_context(cafile=ca.path)
+        for name in ("localhost", BRIDGE):
+            r, w = await asyncio.open_connection("127.0.0.1", d.tls, ssl=ctx, server_hostname=name)
+            der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            assert x509.load_der_x509_certificate(der).serial_number == serials[name]
+            w.close()
+    finally:
+        d.finish()
