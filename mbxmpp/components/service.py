@@ -46,7 +46,10 @@ class ExternalComponent:
         stream = self.stream
         if stream is not None:
             stream.send_stanza(stanza)
-        elif stanza.attrs.get("type") not in ("result", "unavailable"):  # (nor errors: router.bounce)
+        elif stanza.attrs.get("type") not in ("result", "unavailable"):
+            # (errors are never answered either: router.bounce). Unavailable presence asks for
+            # nothing; bouncing it would also reach presence.py's _go_away while it iterates
+            # session.directed (a synchronous bounce removes the target: RuntimeError).
             self.router.bounce(stanza, StanzaError("service-unavailable", "the component is not connected",
                                                    type="wait"))
 

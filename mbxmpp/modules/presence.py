@@ -196,8 +196,7 @@ class Presence(Module):
                 last.clear_cache()
                 self.last_unavailable.put(session.bare, last)
         route = self.server.route
-        # (a copy: a bounce, routed at once, takes its sender out of session.directed)
-        for target in list(session.directed):
+        for target in session.directed:
             if target not in sent and target.partition("/")[0] not in sent:
                 route(readdress(pres, session.full, target))
         session.directed.clear()
