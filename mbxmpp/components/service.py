@@ -65,10 +65,11 @@ class ComponentService:
 
     async def start(self) -> None:
         router = self.server.router
-        for domain, route in self.routes.items():
+        for domain, route in list(self.routes.items()):
             if domain in router.components or domain in self.server.hosts:
-                # (a domain added at run time since: the host keeps it, the component waits)
+                # (a domain added at run time since: the host keeps it, no component may serve it)
                 log.error("components.hosts: %s is already served here; no component for it", domain)
+                del self.routes[domain]
                 continue
             router.components[domain] = route
         disco = self.server.modules.get("disco")
@@ -101,7 +102,7 @@ class ComponentService:
     # -- what the streams call --------------------------------------------------------------
     def secret_of(self, domain: str) -> str | None:
         host = self.config.hosts.get(domain)
-        return host.secret if host is not None else None
+        return host.secret if host is not None and domain in self.routes else None
 
     def authenticated(self, stream: ComponentStream) -> StreamError | None:
         route = self.routes[stream.domain]

@@ -446,3 +446,18 @@ async def test_component_domain_gets_its_certificate_from_certificates_dir(tmp_p
             w.close()
     finally:
         d.finish()
+
+
+async def test_a_domain_added_as_a_host_before_wins_over_the_component() -> None:
+    """`domains add` (kept in data_dir) made BRIDGE a virtual host before [components] named
+    it: the server starts, serves the host, and refuses the component with host-unknown."""
+    d = Daemon()
+    d.cli("domains", "add", BRIDGE)
+    d.component_port = with_components(d)  # type: ignore[attr-defined]
+    d.start()
+    try:
+        c, _ = await open_component(d)
+        assert await c.stream_error() == "host-unknown"
+        assert f"components.hosts: {BRIDGE} is already served here; no component for it" in d.log()
+    finally:
+        d.finish()
