@@ -342,6 +342,20 @@ async def test_no_handshake_in_time_is_connection_timeout(daemon: Daemon) -> Non
     await expect_error(c, "connection-timeout")
 
 
+async def test_uppercase_handshake_is_accepted(daemon: Daemon) -> None:
+    """XEP-0114 asks for lowercase hex; an uppercase one is the same digest (Prosody agrees)."""
+    c, h = await open_component(daemon)
+    await c.send(f"<handshake>{digest(h.attrs['id'], SECRET).upper()}</handshake>")
+    assert (await c.element()).tag == "handshake"
+    await c.close()
+
+
+async def test_second_handshake_is_policy_violation(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send("<handshake>0000</handshake>")
+    await expect_error(comp, "policy-violation")
+
+
 async def test_unknown_element_after_handshake_is_unsupported_stanza_type(daemon: Daemon) -> None:
     comp = await component(daemon)
     await comp.send("<foo xmlns='urn:example'/>")
