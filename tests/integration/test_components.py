@@ -25,13 +25,7 @@ HEADER = ("<stream:stream xmlns='jabber:component:accept' "
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-def component_config(port: int, extra: str = "") -> str:
-    return f"""
-[components]
-listen = ["127.0.0.1:{port}"]
-max_stanza_size = "16KiB"
-auth_timeout = "1s"
-{extra}
+HOSTS = f"""
 [components.hosts."{BRIDGE}"]
 secret = "{SECRET}"
 name = "Test bridge"
@@ -41,12 +35,21 @@ secret = "{OTHER_SECRET}"
 """
 
 
-def with_components(d: Daemon, extra: str = "") -> int:
+def component_config(port: int, hosts: str = HOSTS) -> str:
+    return f"""
+[components]
+listen = ["127.0.0.1:{port}"]
+max_stanza_size = "16KiB"
+auth_timeout = "1s"
+{hosts}"""
+
+
+def with_components(d: Daemon, hosts: str = HOSTS) -> int:
     """Add a [components] section on a port of its own to the daemon's configuration."""
     taken = {d.c2s, d.tls, d.s2s, d.http, d.proxy}
     port = next(p for p in free_ports(8) if p not in taken)
     with open(d.config_path, "a") as f:
-        f.write(component_config(port, extra))
+        f.write(component_config(port, hosts))
     return port
 
 
@@ -400,9 +403,7 @@ async def test_component_stanza_to_another_server_goes_to_federation(daemon: Dae
 
 def test_nothing_listens_without_configured_domains() -> None:
     d = Daemon()
-    port = next(p for p in free_ports(8) if p not in {d.c2s, d.tls, d.s2s, d.http, d.proxy})
-    with open(d.config_path, "a") as f:
-        f.write(f'\n[components]\nlisten = ["127.0.0.1:{port}"]\n')
+    port = with_components(d, hosts="")
     d.start()
     try:
         import socket

@@ -15,14 +15,14 @@ from typing import Iterator
 import pytest
 
 from mbxmpp.xml import Element
-from tests.daemon import Daemon, free_ports
+from tests.daemon import Daemon
+from tests.integration.test_components import PASSWORD, client, stanza, with_components
 from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.interop
 
 IRC = "irc.localhost"
 SECRET = "biboumi-test-secret"
-PASSWORD = "pw-bib"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -68,10 +68,7 @@ def lab() -> Iterator[tuple[Daemon, Biboumi]]:
     if shutil.which("biboumi") is None:
         pytest.skip("biboumi is not installed (scripts/test.sh installs it)")
     d = Daemon()
-    port = next(p for p in free_ports(8) if p not in {d.c2s, d.tls, d.s2s, d.http, d.proxy})
-    with open(d.config_path, "a") as f:
-        f.write(f'\n[components]\nlisten = ["127.0.0.1:{port}"]\n'
-                f'[components.hosts."{IRC}"]\nsecret = "{SECRET}"\nname = "IRC"\n')
+    port = with_components(d, hosts=f'[components.hosts."{IRC}"]\nsecret = "{SECRET}"\nname = "IRC"\n')
     d.add_user("alice@localhost", PASSWORD)
     d.start()
     tmp = tempfile.mkdtemp(prefix="mbxmpp-biboumi-")
@@ -86,35 +83,22 @@ def lab() -> Iterator[tuple[Daemon, Biboumi]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def client(d: Daemon, resource: str) -> RawClient:
-    c = await RawClient.connect(d.c2s)
-    await c.login("alice", PASSWORD, resource=resource)
-    return c
-
-
-async def reply(c: RawClient, tag: str, timeout: float = 10.0) -> Element:
-    while True:
-        el = await c.element(timeout)
-        if el.tag == tag:
-            return el
-
-
 async def disco_info(c: RawClient, id_: str) -> Element:
     await c.send(f"<iq type='get' id='{id_}' to='{IRC}'><query xmlns='{NS_DISCO_INFO}'/></iq>")
-    res = await reply(c, "iq")
+    res = await stanza(c, "iq")
     assert res.attrs["id"] == id_ and res.attrs["from"] == IRC
     return res
 
 
 async def test_biboumi_answers_a_clients_iqs(lab: tuple[Daemon, Biboumi]) -> None:
     d, _ = lab
-    alice = await client(d, "iq")
+    alice = await client(d, resource="iq")
     res = await disco_info(alice, "i1")
     assert res.attrs["type"] == "result", res
     ident = res.first_child().find("identity", NS_DISCO_INFO)  # type: ignore[union-attr]
     assert ident is not None and (ident.attrs["category"], ident.attrs["type"]) == ("conference", "irc")
     await alice.send(f"<iq type='get' id='v1' to='{IRC}'><query xmlns='jabber:iq:version'/></iq>")
-    ver = await reply(alice, "iq")
+    ver = await stanza(alice, "iq")
     assert ver.attrs["type"] == "result"
     assert ver.first_child().findtext("name", "jabber:iq:version") == "biboumi"  # type: ignore[union-attr]
     await alice.close()
@@ -124,14 +108,14 @@ async def test_joining_an_unreachable_irc_server_is_answered_by_biboumi(lab: tup
     """Presence to a channel on an IRC server that refuses connections: biboumi, through the
     server, tells the client from the IRC server's JID at the gateway."""
     d, _ = lab
-    alice = await client(d, "join")
+    alice = await client(d, resource="join")
     room = f"#test%127.0.0.1@{IRC}"  # biboumi's channel%server@gateway (no IRC server here)
     await alice.send(f"<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
-    m = await reply(alice, "message", timeout=20)
+    m = await stanza(alice, "message", timeout=20)
     assert m.attrs["from"] == f"127.0.0.1@{IRC}" and m.attrs["to"] == "alice@localhost/join"
     assert (m.findtext("body") or "").startswith("Connecting to 127.0.0.1:")
     while "Connection failed" not in (m.findtext("body") or ""):
-        m = await reply(alice, "message", timeout=20)
+        m = await stanza(alice, "message", timeout=20)
     await alice.close()
 
 
@@ -139,7 +123,7 @@ async def test_biboumi_away_bounces_then_reconnects(lab: tuple[Daemon, Biboumi])
     d, bib = lab
     bib.stop()
     wait_for_log(d, f"{IRC} disconnected", 1)
-    alice = await client(d, "away")
+    alice = await client(d, resource="away")
     res = await disco_info(alice, "i2")
     assert res.attrs["type"] == "error"
     err = next(x for x in res.elements() if x.tag == "error")
