@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..core.admission import PreauthAdmission
 from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
-from ..net.core import StreamConnection
+from ..net.connection import TCPStreamConnection
 from ..xml.element import Element
 from .stream import ComponentStream
 
@@ -142,7 +142,7 @@ class ComponentService:
             log.info("component %s: %s disconnected", stream.peer, stream.domain)
 
 
-class ComponentConnection(StreamConnection, asyncio.Protocol):
+class ComponentConnection(TCPStreamConnection):
     """One component's TCP connection (plain: components connect over loopback)."""
 
     __slots__ = ()
@@ -155,33 +155,3 @@ class ComponentConnection(StreamConnection, asyncio.Protocol):
         # [limits] stanzas_per_session is one user's budget; a bridge speaks for many.
         self._throttle = None
         self._attach(ComponentStream(service, self._write, max_stanza_size=cfg.max_stanza_size))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._started(transport.get_extra_info("peername"), None)
-
-    def data_received(self, data: bytes) -> None:
-        if self._closing:
-            if self.transport is not None:
-                self.transport.pause_reading()
-            return
-        ticket = self._preauth
-        if ticket is None:
-            self.stream.receive_data(data)
-        else:
-            self._receive_preauth(ticket, data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._connection_lost()
-
-    def _shutdown(self, t: asyncio.Transport) -> bool:
-        if self.stream.clean_close:
-            t.close()
-            return False
-        t.pause_reading()
-        if t.can_write_eof():
-            t.write_eof()
-        return True
