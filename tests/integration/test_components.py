@@ -476,3 +476,24 @@ async def test_a_domain_added_as_a_host_before_wins_over_the_component() -> None
         assert f"components.hosts: {BRIDGE} is already served here; no component for it" in d.log()
     finally:
         d.finish()
+
+
+async def test_metrics_count_component_connections(daemon: Daemon) -> None:
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.rawclient import client_ssl
+
+    async def connections() -> float:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"https://127.0.0.1:{daemon.http}/metrics", ssl=client_ssl()) as r:
+                text = await r.text()
+        return next((s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                     if s.name == "mbxmpp_connections" and s.labels == {"transport": "component"}), 0.0)
+
+    comp = await component(daemon)
+    assert await connections() == 1
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
+    await asyncio.sleep(0.2)
+    assert await connections() == 0
