@@ -79,15 +79,12 @@ def load_components(t: _Table) -> ComponentsConfig:
 def check_component_domains(cfg: Config, owner: dict[str, str], errors: list[str]) -> None:
     """A component's domain may not be a served domain or an internal component's
     (``owner``: domain -> the key that serves it)."""
+    from ..config import _dotted
     for domain in cfg.components.hosts:
         prev = owner.get(domain)
         if prev is not None:
-            errors.append(f"components.hosts.{_quoted(domain)}: {domain!r} is already served "
+            errors.append(f"{_dotted(('components', 'hosts', domain))}: {domain!r} is already served "
                           f"by {prev}")
-
-
-def _quoted(domain: str) -> str:
-    return f'"{domain}"'
 
 
 def describe(cfg: Config) -> list[str]:
