@@ -497,3 +497,18 @@ async def test_metrics_count_component_connections(daemon: Daemon) -> None:
     await comp.expect_closed()
     await asyncio.sleep(0.2)
     assert await connections() == 0
+
+
+async def test_server_stop_ends_the_component_with_system_shutdown() -> None:
+    d = Daemon()
+    d.component_port = with_components(d)  # type: ignore[attr-defined]
+    d.start()
+    try:
+        comp = await component(d)
+        stopped = asyncio.ensure_future(asyncio.to_thread(d.stop))
+        assert await comp.stream_error() == "system-shutdown"
+        await comp.expect_closed()
+        assert await stopped == 0
+        assert "Traceback" not in d.log()
+    finally:
+        d.cleanup()
