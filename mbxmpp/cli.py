@@ -226,6 +226,8 @@ def _check(cfg: Config) -> int:
         return EXIT_USAGE
     _print_storage_bounds(cfg)
     _print_limits(cfg)
+    from .components.options import describe as describe_components
+    print("\n".join(describe_components(cfg)))
     print(f"configuration OK ({cfg.source or 'embedded defaults'}): "
           f"domains {', '.join(cfg.server.domains)}")
     if "webchat" in cfg.enabled_modules:
@@ -288,6 +290,7 @@ def _xeps(cfg: Config) -> int:
     # Implemented by the core (streams, TLS, SASL) rather than by a feature module.
     rows = [("0368", "1.1.0", "core", "SRV records for XMPP over TLS: direct TLS listeners (c2s, s2s) "
                                       "and _xmpps-server lookups"),
+            ("0114", "1.6", "components", "Jabber Component Protocol: external components ([components])"),
             ("0178", "1.2", "s2s", "SASL EXTERNAL with certificates, both ways"),
             ("0220", "1.1.1", "s2s", "Server Dialback, every role, with dialback errors"),
             ("0288", "1.0.1", "s2s", "Bidirectional server-to-server streams"),

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from mbxmpp.util.units import format_duration, format_size, parse_duration, parse_size
 from mbxmpp.util.ratelimit import Rate
+from mbxmpp.components.options import ComponentsConfig, check_component_domains, load_components
 
 __all__ = [
     "ConfigError", "Config", "ServerConfig", "TLSConfig", "TLSCertConfig", "C2SConfig", "S2SConfig",
@@ -326,6 +327,7 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)  # external (XEP-0114)
     source: str | None = None                  # the file it was read from; None: embedded defaults
 
     def component_domain(self, section: str, host: str) -> str:
@@ -335,7 +337,7 @@ class Config:
         template: str = getattr(self, section).domain
         return template.replace("{domain}", host.lower())
 
-    def components(self, host: str) -> dict[str, str]:
+    def served_components(self, host: str) -> dict[str, str]:
         """Enabled components of `host`: section -> component domain."""
         return {s: self.component_domain(s, host) for s in COMPONENT_SECTIONS
                 if getattr(self, s).enabled}
@@ -985,18 +987,20 @@ _SECTIONS = {
     "sm": _load_sm, "mam": _load_mam, "muc": _load_muc, "upload": _load_upload,
     "proxy65": _load_proxy65, "webchat": _load_webchat, "metrics": _load_metrics, "offline": _load_offline, "push": _load_push,
     "accounts": _load_accounts, "auth": _load_auth, "limits": _load_limits,
+    "components": load_components,
 }
 
 
 def _check_component_domains(cfg: Config, errors: list[str]) -> None:
     owner: dict[str, str] = {h: f"server.domains ({h})" for h in cfg.server.domains}
     for host in cfg.server.domains:
-        for section, dom in cfg.components(host).items():
+        for section, dom in cfg.served_components(host).items():
             what = f"{section}.domain ({dom} for {host})"
             prev = owner.get(dom)
             if prev is not None and not prev.startswith(f"{section}.domain"):
                 errors.append(f"{section}.domain: {dom!r} for {host} is already used by {prev}")
             owner.setdefault(dom, what)
+    check_component_domains(cfg, owner, errors)
 
 
 def _build(data: dict[str, Any], source: str | None) -> Config:
@@ -1158,6 +1162,7 @@ def _check_listeners(cfg: Config, errors: list[str]) -> None:
         groups += [("s2s.listen", cfg.s2s.listen), ("s2s.direct_tls", cfg.s2s.direct_tls)]
     if cfg.proxy65.enabled:
         groups.append(("proxy65.listen", cfg.proxy65.listen))
+    groups.append(("components.listen", cfg.components.listening))
     seen: list[tuple[str, Listen]] = []
     for key, addrs in groups:
         for addr in addrs:

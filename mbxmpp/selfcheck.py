@@ -330,7 +330,7 @@ async def run_check(cfg: Config, nameserver: str | None = None, hosts: Iterable[
     names: list[tuple[str, bool]] = []
     for h in hosts or cfg.server.domains:
         names.append((h, True))
-        names.extend((c, False) for c in cfg.components(h).values())
+        names.extend((c, False) for c in cfg.served_components(h).values())
     for name, is_host in names:
         chain = cert_chain_for(cfg, name)
         if chain is None:

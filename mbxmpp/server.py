@@ -39,6 +39,7 @@ from .util.tuning import tune_for_serving
 from .xml.element import Element
 
 if TYPE_CHECKING:
+    from .components.service import ComponentService
     from .s2s.net import S2SService
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Server:
         self.tls: TLSContexts | None = None
         self.control: ControlServer | None = None
         self.s2s: S2SService | None = None
+        self.external_components: ComponentService | None = None  # [components] (XEP-0114)
         self.started = False
         self._stopping: asyncio.Future | None = None
         self._cert_watch: asyncio.Task | None = None
@@ -175,6 +177,7 @@ class Server:
         names = list(self.config.server.domains)
         for h in self.config.server.domains:
             names += self.component_domains(h)
+        names += self.config.components.hosts  # external ones federate under their own name
         return names
 
     async def _watch_certificates(self) -> None:
@@ -244,6 +247,10 @@ class Server:
             from .s2s.net import S2SService
             self.s2s = S2SService(self)
             await self.s2s.start()   # sets router.remote: stanzas to other domains federate
+        if self.config.components.hosts:  # (nothing listens without [components.hosts])
+            from .components.service import ComponentService
+            self.external_components = ComponentService(self)
+            await self.external_components.start()
         sm = self.modules.get("sm")
         if isinstance(sm, StreamManagement):
             await sm.restore_sessions()  # saved by the last graceful stop; resumable once we listen
@@ -282,6 +289,8 @@ class Server:
                 srv.close()
             if self.s2s is not None:
                 await self.s2s.stop()
+            if self.external_components is not None:
+                self.external_components.stop()
             for conn in list(self.connections):  # WebSocket ones too: before the HTTP side stops
                 conn.stream.fail(StreamError("system-shutdown", SHUTDOWN_TEXT))
             await self.http.stop()
@@ -532,6 +541,8 @@ class Server:
             clash = self.components.get(d)
             if clash is not None:
                 raise ValueError(f"{d} is already served as a component of {clash.parent}")
+            if d in self.router.components:  # (the router's other ones: external, [components])
+                raise ValueError(f"{d} is already served by an external component")
             for comp in self.component_domains(d):
                 if comp in self.hosts or comp in self.components:
                     raise ValueError(f"{d}'s component domain {comp} is already served")

@@ -16,6 +16,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v slapd >/dev/null || need+=(slapd ldap-utils)  # ... and against LDAP
   command -v unbound >/dev/null || need+=(unbound)   # the validating resolver of the DANE cases
   command -v ip >/dev/null || need+=(iproute2)        # network namespaces of the federation lab
+  command -v biboumi >/dev/null || need+=(biboumi)    # a real external component (XEP-0114)
   if [ ${#need[@]} -gt 0 ]; then
     # Debian starts a package's service on install; the tests run their own instances.
     made_policy=0

@@ -199,7 +199,7 @@ class Presence(Module):
                 last.clear_cache()
                 self.last_unavailable.put(session.bare, last)
         route = self.server.route
-        for target in session.directed:
+        for target in list(session.directed):  # (a bounce may discard from it)
             if target not in sent and target.partition("/")[0] not in sent:
                 route(readdress(pres, session.full, target))
         session.directed.clear()

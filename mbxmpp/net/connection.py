@@ -1,5 +1,6 @@
 """The TCP side of a client connection: moves bytes between the asyncio transport and the
 sans-IO C2SStream, and upgrades to TLS on request (STARTTLS; direct TLS is TLS from the start).
+``TCPStreamConnection`` is the part any stream over TCP shares (external components use it too).
 Batching, output bounds, the closing sequence, timeouts and the pre-authentication limits are
 the shared transport core's (net/core.py), which the WebSocket transport uses as well."""
 
@@ -17,14 +18,58 @@ if TYPE_CHECKING:
     from ..core.admission import Ticket
     from ..server import Server
 
-__all__ = ["C2SConnection", "DeferredWrites"]
+__all__ = ["C2SConnection", "DeferredWrites", "TCPStreamConnection"]
 
 log = logging.getLogger(__name__)
 
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
-class C2SConnection(StreamConnection, asyncio.Protocol):
+class TCPStreamConnection(StreamConnection, asyncio.Protocol):
+    """A stream over a TCP connection (TLS or not): what is read goes to the stream, and the
+    connection ends after our closing element. The subclass creates and attaches the stream."""
+
+    __slots__ = ()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._started(transport.get_extra_info("peername"), transport.get_extra_info("ssl_object"))
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            # Reading is paused after our closing tag, but uvloop starts reading after
+            # connection_made whatever it did (a refusal): pause again, read nothing more.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        ticket = self._preauth
+        if ticket is None:
+            self.stream.receive_data(data)
+        else:
+            self._receive_preauth(ticket, data)
+        self._charge_reads()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connection_lost()
+
+    def _shutdown(self, t: asyncio.Transport) -> bool:
+        """After our </stream:stream> (RFC 6120 §4.4)."""
+        if self.stream.clean_close:
+            t.close()  # the peer closed its stream first: both are closed
+            return False
+        # Nothing after the end is read: a peer that keeps sending (an endless stanza after a
+        # stream error) fills its own buffers, not our CPU, and is reset when the time is up.
+        t.pause_reading()
+        if t.can_write_eof():
+            t.write_eof()  # FIN after our closing tag
+        return True
+
+
+class C2SConnection(TCPStreamConnection):
     __slots__ = ("ssl_context",)
 
     def __init__(self, server: Server, ssl_context: ssl.SSLContext, direct_tls: bool,
@@ -42,49 +87,15 @@ class C2SConnection(StreamConnection, asyncio.Protocol):
         stream.write_soon = self._write_soon
         self._attach(stream)
 
-    # -- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._started(transport.get_extra_info("peername"), transport.get_extra_info("ssl_object"))
-
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            # Reading is paused after our closing tag, but uvloop starts reading after
-            # connection_made whatever it did (a refusal): pause again, read nothing more.
-            if self.transport is not None:
-                self.transport.pause_reading()
-            return
-        stream = self.stream
-        ticket = self._preauth
-        if ticket is None:
-            stream.receive_data(data)
-        else:
-            self._receive_preauth(ticket, data)
-        self._charge_reads()
-        if stream.tls_requested and self.transport is not None and not self.transport.is_closing():
+        super().data_received(data)
+        t = self.transport
+        if self.stream.tls_requested and not self._closing and t is not None and not t.is_closing():
             self._flush()
-            self.transport.pause_reading()
+            t.pause_reading()
             asyncio.ensure_future(self._start_tls())
 
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._connection_lost()
-
     # -- internals ----------------------------------------------------------------------------
-    def _shutdown(self, t: asyncio.Transport) -> bool:
-        """After our </stream:stream> (RFC 6120 §4.4)."""
-        if self.stream.clean_close:
-            t.close()  # the peer closed its stream first: both are closed
-            return False
-        # Nothing after the end is read: a peer that keeps sending (an endless stanza after a
-        # stream error) fills its own buffers, not our CPU, and is reset when the time is up.
-        t.pause_reading()
-        if t.can_write_eof():
-            t.write_eof()  # FIN after our closing tag
-        return True
-
     async def _start_tls(self) -> None:
         t = self.transport
         if t is None:

@@ -772,7 +772,8 @@ class S2SService:
 
     # -- what the streams call ------------------------------------------------------------------
     def is_local(self, domain: str) -> bool:
-        return domain in self.server.hosts or domain in self.server.components
+        # (the router's components: internal ones and external ones, XEP-0114)
+        return domain in self.server.hosts or domain in self.server.router.components
 
     def default_host(self) -> str:
         return self.server.config.server.domains[0]

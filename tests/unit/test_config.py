@@ -433,7 +433,7 @@ def test_component_domain_expansion(tmp_path):
     assert cfg.component_domain("muc", "customer.example") == "rooms.customer.example"
     assert cfg.component_domain("upload", "customer.example") == "upload.customer.example"
     assert cfg.component_domain("proxy65", "example.org") == "proxy.shared.example"
-    assert cfg.components("example.org") == {
+    assert cfg.served_components("example.org") == {
         "muc": "rooms.example.org", "upload": "upload.example.org", "proxy65": "proxy.shared.example"}
     with pytest.raises(ValueError):
         cfg.component_domain("c2s", "example.org")
@@ -441,7 +441,7 @@ def test_component_domain_expansion(tmp_path):
 
 def test_disabled_component_not_listed(tmp_path):
     cfg = load_text(tmp_path, MINIMAL + "[upload]\nenabled = false\n")
-    assert set(cfg.components("example.org")) == {"muc", "proxy65"}
+    assert set(cfg.served_components("example.org")) == {"muc", "proxy65"}
 
 
 def test_component_domain_collisions(tmp_path):
