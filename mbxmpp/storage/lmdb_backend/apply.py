@@ -15,8 +15,8 @@ from typing import Any, Callable
 from .. import keys
 from ..records import unpack
 from .env import LmdbEnv, scan
-from .ops import (AppendRun, ArDbs, ArDelete, ArExpire, ArPut, ArRec, DelOwner, DelPrefix,
-                  LoopPut, Put)
+from .ops import (AppendRun, ArDbs, ArDelete, ArExpire, ArPut, DelOwner, DelPrefix, LoopPut,
+                  Put)
 
 Counts = dict[ArDbs, dict[bytes, int]]  # item count changes per archive and owner prefix
 
@@ -28,30 +28,29 @@ def apply_items(env: LmdbEnv, txn: Any, items: list[Any]) -> None:
     for it in items:
         cls = it.__class__
         if cls is AppendRun:
-            ar_puts(txn, it.dbs, it.recs, counts)
+            ar_puts(txn, it, counts)
             continue
         if cls is LoopPut:
             put(env, txn, it)
             continue
-        dbs: ArDbs | None = None
-        recs: list[ArRec] = []
+        run: AppendRun | None = None
         for op in it.ops:
             kind = op.__class__
             if kind is ArPut:  # consecutive appends to one archive go together
-                if op.dbs is not dbs:
-                    if recs:
-                        ar_puts(txn, dbs, recs, counts)  # type: ignore[arg-type]
-                    dbs, recs = op.dbs, []
-                recs.append(op.rec)
+                if run is None or op.dbs is not run.dbs:
+                    if run is not None:
+                        ar_puts(txn, run, counts)
+                    run = AppendRun(op.dbs)
+                run.add(op.rec)
                 continue
-            if recs:
-                ar_puts(txn, dbs, recs, counts)  # type: ignore[arg-type]
-                dbs, recs = None, []
+            if run is not None:
+                ar_puts(txn, run, counts)
+                run = None
             if counts and kind in _READS_COUNTS:
                 flush_counts(txn, counts)
             it.result = APPLY[kind](env, txn, op)
-        if recs:
-            ar_puts(txn, dbs, recs, counts)  # type: ignore[arg-type]
+        if run is not None:
+            ar_puts(txn, run, counts)
             it.result = None
     if counts:
         flush_counts(txn, counts)
@@ -88,35 +87,38 @@ def flush_counts(txn: Any, counts: Counts) -> None:
     counts.clear()
 
 
-def ar_puts(txn: Any, a: ArDbs, recs: list[ArRec], counts: Counts) -> None:
-    """Appends to archive ``a``: each item (new, or replacing the owner's item of that id), its
-    time-index and with-index entries; the owners' item counts go to ``counts``.  The writer's
-    hot loop: when every id is fresh (allocated in this process and used once: no item can have
-    it), one ``putmulti`` per database, loops in C; otherwise item by item."""
+def ar_puts(txn: Any, run: AppendRun, counts: Counts) -> None:
+    """A run of appends: each item (new, or replacing the owner's item of that id), its time-index
+    and with-index entries; the owners' item counts go to ``counts``.  The writer's hot loop: when
+    every id is fresh (allocated in this process and used once: no item can have it), one
+    ``putmulti`` per database, loops in C; otherwise item by item."""
+    a = run.dbs
     cnt = counts.get(a)
     if cnt is None:
         cnt = counts[a] = {}
-    if not all(r.fresh for r in recs):
-        _ar_put_each(txn, a, recs, cnt)
+    if not all(run.fresh):
+        _ar_put_each(txn, run, cnt)
         return
+    prefixes, id16s = run.prefixes, run.id16s
     consumed, added = txn.cursor(db=a.main).putmulti(
-        [(r.prefix + r.id16, r.raw) for r in recs], overwrite=False)
+        [(p + i, raw) for p, i, raw in zip(prefixes, id16s, run.raws)], overwrite=False)
     if added != consumed:  # a fresh id already stored: the id allocator is broken
         raise RuntimeError(f"archive: {consumed - added} fresh id(s) already in use")
-    txn.cursor(db=a.t).putmulti([(r.id16 + r.prefix[:-1], b"") for r in recs])
-    txn.cursor(db=a.w).putmulti([(r.wkey, r.wval) for r in recs if r.wkey is not None])
-    for prefix, n in Counter(r.prefix for r in recs).items():
+    txn.cursor(db=a.t).putmulti([(i + p[:-1], b"") for i, p in zip(id16s, prefixes)])
+    txn.cursor(db=a.w).putmulti([(k, v) for k, v in zip(run.wkeys, run.wvals) if k is not None])
+    for prefix, n in Counter(prefixes).items():
         cnt[prefix] = cnt.get(prefix, 0) + n
 
 
-def _ar_put_each(txn: Any, a: ArDbs, recs: list[ArRec], cnt: dict[bytes, int]) -> None:
+def _ar_put_each(txn: Any, run: AppendRun, cnt: dict[bytes, int]) -> None:
     """Appends whose id may name an existing item (imports, explicit ids), in order."""
+    a = run.dbs
     mput = txn.cursor(db=a.main).put
     tput = txn.cursor(db=a.t).put
     wput = txn.cursor(db=a.w).put
-    for r in recs:
-        prefix, id16 = r.prefix, r.id16
-        if mput(prefix + id16, r.raw, True, False):  # (dupdata, overwrite=False): a new item
+    for prefix, id16, wkey, wval, raw in zip(run.prefixes, run.id16s, run.wkeys, run.wvals,
+                                              run.raws):
+        if mput(prefix + id16, raw, True, False):  # (dupdata, overwrite=False): a new item
             tput(id16 + prefix[:-1], b"")
             cnt[prefix] = cnt.get(prefix, 0) + 1
         else:  # the same id again: replace the item, and its with-index entry
@@ -124,9 +126,9 @@ def _ar_put_each(txn: Any, a: ArDbs, recs: list[ArRec], cnt: dict[bytes, int]) -
             old_with = unpack(txn.get(mk, db=a.main))[1][0]
             if old_with is not None:
                 txn.delete(prefix + keys.with_hash(old_with) + id16, db=a.w)
-            txn.put(mk, r.raw, db=a.main)
-        if r.wkey is not None:
-            wput(r.wkey, r.wval)
+            txn.put(mk, raw, db=a.main)
+        if wkey is not None:
+            wput(wkey, wval)
 
 
 def _ar_unlink(txn: Any, a: ArDbs, prefix: bytes, id16: bytes, raw: bytes) -> None:

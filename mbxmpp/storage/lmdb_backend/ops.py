@@ -3,12 +3,18 @@ of queued writes, and the cached parts of archive records.
 
 They live in memory only.  On disk, every value is still ``msgpack([version, value])`` (an archive
 item: ``msgpack([version, [with_, value]])``) under the keys of ``keys.py``; nothing here is stored.
-NamedTuples keep the cost of plain tuples where it matters (one :class:`ArRec` per archive append).
+The writes made in a loop, where their cost matters, make few objects: a :class:`LoopPut` per
+keyval/map set, nothing per archive append (an :class:`AppendRun` holds its appends by column).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+#: ``make(Record, (field, ...))``: a NamedTuple built without the Python frame of its ``__new__``
+#: (~150 ns less), for a record made once per write in a loop (``LoopPut``); the fields in
+#: declaration order, all of them
+make = tuple.__new__
 
 
 class ArDbs:
@@ -40,8 +46,7 @@ class DelPrefix(NamedTuple):
 
 
 class ArRec(NamedTuple):
-    """One archive append, ready for the writer: only bytes and flags (the garbage collector does
-    not track it)."""
+    """One archive append, ready for the writer."""
     fresh: bool             # the id was allocated for this append: no item can have it yet
     prefix: bytes           # owner prefix
     id16: bytes
@@ -83,19 +88,48 @@ Op = Put | DelPrefix | ArPut | ArDelete | ArExpire | DelOwner
 
 
 class AppendRun:
-    """Consecutive appends to one archive, as the writer applies them together."""
+    """Consecutive appends to one archive, as the writer applies them together, held column by
+    column: an append made in a loop adds one entry to each list and makes no object of its own
+    (that the garbage collector would track until the commit).  Entry ``i`` of the columns is
+    the :class:`ArRec` ``rec(i)``."""
 
-    __slots__ = ("dbs", "recs")
+    __slots__ = ("dbs", "fresh", "prefixes", "id16s", "wkeys", "wvals", "raws")
 
-    def __init__(self, dbs: ArDbs, recs: list[ArRec]) -> None:
+    def __init__(self, dbs: ArDbs) -> None:
         self.dbs = dbs
-        self.recs = recs
+        self.fresh: list[bool] = []
+        self.prefixes: list[bytes] = []
+        self.id16s: list[bytes] = []
+        self.wkeys: list[bytes | None] = []
+        self.wvals: list[bytes | None] = []
+        self.raws: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.raws)
+
+    def add(self, r: ArRec) -> None:
+        self.fresh.append(r.fresh)
+        self.prefixes.append(r.prefix)
+        self.id16s.append(r.id16)
+        self.wkeys.append(r.wkey)
+        self.wvals.append(r.wval)
+        self.raws.append(r.raw)
+
+    def rec(self, i: int) -> ArRec:
+        return ArRec(self.fresh[i], self.prefixes[i], self.id16s[i], self.wkeys[i], self.wvals[i],
+                     self.raws[i])
+
+    def one(self, i: int) -> AppendRun:
+        """A run of append ``i`` alone (to retry it in a transaction of its own)."""
+        run = AppendRun(self.dbs)
+        run.add(self.rec(i))
+        return run
 
 
 # -- overlays: queued keyval/map writes that reads must see before their commit ---------------
 
 class Touch(NamedTuple):
-    """A queued write's overlay entry: ``store._pend_apply(token, seq, raw)`` when queued,
+    """A queued write's overlay entry: ``store._pend_set(token, Pending(seq, raw))`` when queued,
     ``store._unpend(token, seq)`` once committed.  ``token`` is the keyval key, or for a map
     ``(owner prefix, map key)`` with map key None for ``delete_all``."""
     store: Any
@@ -112,7 +146,8 @@ class Pending(NamedTuple):
 
 class LoopPut(NamedTuple):
     """A single keyval/map set made in a running loop: its :class:`Put` fields first (the writer
-    applies it as a Put), then its overlay entry and its own future."""
+    applies it as a Put), then its overlay entry and its own future.  It is its own overlay value
+    (it has the ``seq`` and ``raw`` of a :class:`Pending`)."""
     db: Any
     key: bytes
     raw: bytes | None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from .. import keys
 from ..records import Upgrade, _packer, decode, pack
 from .env import scan
-from .ops import DelPrefix, Op, Pending, Put, Touch
+from .ops import DelPrefix, LoopPut, Op, Pending, Put, Touch
 
 if TYPE_CHECKING:
     from .storage import LmdbStorage
@@ -44,7 +44,7 @@ class LmdbKeyVal(Store):
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         self._db = self._env.open_db(b"kv:" + self.name.encode())
-        self._pend: dict[bytes, Pending] = {}
+        self._pend: dict[bytes, Pending | LoopPut] = {}
 
     def get(self, owner: str) -> Any | None:
         key = keys.owner_prefix(owner)
@@ -66,8 +66,8 @@ class LmdbKeyVal(Store):
         raw = None if value is None else _pack([self.version, value])  # (version checked at open)
         return self._w.put1(self, self._db, key, key, raw, loop)
 
-    def _pend_apply(self, token: bytes, seq: int, raw: bytes | None) -> None:
-        self._pend[token] = Pending(seq, raw)
+    def _pend_set(self, token: bytes, p: Pending | LoopPut) -> None:
+        self._pend[token] = p
 
     def _unpend(self, token: bytes, seq: int) -> None:
         p = self._pend.get(token)
@@ -111,7 +111,7 @@ class MapPending:
 
     def __init__(self) -> None:
         self.cleared = 0                                     # seq of a queued delete_all
-        self.keys: dict[bytes, Pending] = {}
+        self.keys: dict[bytes, Pending | LoopPut] = {}
 
 
 class LmdbMap(Store):
@@ -178,16 +178,16 @@ class LmdbMap(Store):
         prefix = keys.owner_prefix(owner)
         return self._w.submit([DelPrefix(self._db, prefix)], [Touch(self, (prefix, None), None)])
 
-    def _pend_apply(self, token: tuple[bytes, bytes | None], seq: int, raw: bytes | None) -> None:
+    def _pend_set(self, token: tuple[bytes, bytes | None], p: Pending | LoopPut) -> None:
         prefix, k = token
         mp = self._pend.get(prefix)
         if mp is None:
             mp = self._pend[prefix] = MapPending()
         if k is None:
-            mp.cleared = seq
+            mp.cleared = p.seq
             mp.keys.clear()
         else:
-            mp.keys[k] = Pending(seq, raw)
+            mp.keys[k] = p
 
     def _unpend(self, token: tuple[bytes, bytes | None], seq: int) -> None:
         prefix, k = token

@@ -32,7 +32,7 @@ from .. import keys
 from ..api import SyncFuture
 from .apply import apply_items
 from .env import LmdbEnv
-from .ops import AppendRun, ArDbs, ArRec, LoopPut, Op, Touch, WithEntry
+from .ops import AppendRun, ArDbs, LoopPut, Op, Pending, Touch, WithEntry, make
 
 _get_running_loop = asyncio._get_running_loop
 _new_id_locked = keys.ids.new_locked
@@ -145,7 +145,7 @@ class GroupCommitWriter:
         with self.lock:
             seq = self._seq = self._seq + 1
             for t in touches:
-                t.store._pend_apply(t.token, seq, t.raw)
+                t.store._pend_set(t.token, Pending(seq, t.raw))
             if loop is not None and self._buf_loop is not loop:
                 self._rebind(loop)
             self._buf.append(Job(seq, ops, touches, fut))
@@ -164,20 +164,23 @@ class GroupCommitWriter:
         with self.lock:
             if id16 is None:
                 id16 = _new_id_locked()
-            utf8 = e.utf8
-            rec = ArRec(fresh, prefix, id16, None if utf8 is None else prefix + e.with_hash + id16,
-                        utf8, raw)
             if self._buf_loop is not loop:
                 self._rebind(loop)
             fut = self._buf_fut
             if fut is None:
                 fut = self._buf_fut = SharedFuture(loop=loop)
             buf = self._buf
-            last = buf[-1] if buf else None
-            if last.__class__ is AppendRun and last.dbs is a:  # type: ignore[union-attr]
-                last.recs.append(rec)  # type: ignore[union-attr]
-            else:
-                buf.append(AppendRun(a, [rec]))
+            run: Any = buf[-1] if buf else None
+            if run.__class__ is not AppendRun or run.dbs is not a:
+                run = AppendRun(a)
+                buf.append(run)
+            utf8 = e.utf8  # (an ArRec, column by column)
+            run.fresh.append(fresh)
+            run.prefixes.append(prefix)
+            run.id16s.append(id16)
+            run.wkeys.append(None if utf8 is None else prefix + e.with_hash + id16)
+            run.wvals.append(utf8)
+            run.raws.append(raw)
             self._one_more_locked()
         if self._thread is None:
             self._start()
@@ -191,10 +194,11 @@ class GroupCommitWriter:
         fut = loop.create_future()
         with self.lock:
             seq = self._seq = self._seq + 1
-            store._pend_apply(token, seq, raw)
+            put = make(LoopPut, (db, key, raw, store, token, seq, fut))
+            store._pend_set(token, put)
             if self._buf_loop is not loop:
                 self._rebind(loop)
-            self._buf.append(LoopPut(db, key, raw, store, token, seq, fut))
+            self._buf.append(put)
             self._one_more_locked()
         if self._thread is None:
             self._start()
@@ -305,7 +309,7 @@ class GroupCommitWriter:
             err = self._commit(items)
             if err is not None:
                 self._isolate(hands, len(items) == 1 and (
-                    items[0].__class__ is not AppendRun or len(items[0].recs) == 1), err)
+                    items[0].__class__ is not AppendRun or len(items[0]) == 1), err)
 
     def _commit(self, items: list[Any]) -> Exception | None:
         """Apply ``items`` in one write transaction and commit; the error if that failed."""
@@ -336,8 +340,8 @@ class GroupCommitWriter:
         for h in hands:
             for it in h.items:
                 if it.__class__ is AppendRun:
-                    for rec in it.recs:
-                        e = err if single else self._commit([AppendRun(it.dbs, [rec])])
+                    for i in range(len(it)):
+                        e = err if single else self._commit([it.one(i)])
                         if e is not None and h.error is None:
                             h.error = e
                 else:
