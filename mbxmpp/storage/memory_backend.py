@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from . import keys
 from .api import ArchiveItem, ItemNotFound, make_future, run_sync
 from .records import Upgrade, decode, pack
+from .registry import StoreRegistry
 
 
 def _done(result: Any = None) -> Any:
@@ -52,6 +53,12 @@ class _Store:
 
     def _pack(self, value: Any) -> bytes:
         return pack(self.version, value)
+
+    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
+        """This store read and written with another schema version (same data)."""
+        st = copy.copy(self)
+        st.version, st._upgrade = version, upgrade
+        return st
 
 
 class MemoryKeyVal(_Store):
@@ -339,25 +346,13 @@ class MemoryStorage:
     commits = 0
 
     def __init__(self, **opts: Any) -> None:
-        self._stores: dict[tuple[str, str, int], Any] = {}
-        self._first: dict[tuple[str, str], Any] = {}
+        self._registry = StoreRegistry()
         self._closed = False
 
     def _open(self, cls: Any, name: str, version: int, upgrade: Upgrade | None) -> Any:
         if self._closed:
             raise RuntimeError("storage is closed")
-        keys.check_store(name, version)
-        k = (cls.kind, name, version)
-        st = self._stores.get(k)
-        if st is None:
-            first = self._first.get((cls.kind, name))
-            if first is None:
-                st = self._first[(cls.kind, name)] = cls(self, name, version, upgrade)
-            else:  # another schema version over the same data
-                st = copy.copy(first)
-                st.version, st._upgrade = version, upgrade
-            self._stores[k] = st
-        return st
+        return self._registry.open(self, cls, name, version, upgrade)
 
     def keyval(self, name: str, version: int = 1, upgrade: Upgrade | None = None) -> MemoryKeyVal:
         return self._open(MemoryKeyVal, name, version, upgrade)  # type: ignore[no-any-return]
@@ -394,7 +389,7 @@ class MemoryStorage:
 
     def _delete_owner(self, owner: str) -> None:
         keys.owner_prefix(owner)
-        for st in self._first.values():
+        for st in self._registry.stores():
             st._delete_owner(owner)
 
     async def delete_owner(self, owner: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 from .. import keys
 from ..api import ArchiveItem, ItemNotFound
-from ..records import current, unpack
+from ..records import Upgrade, current, unpack
 from .env import CHUNK, scan
 from .ops import NO_LAST_ID, ArDelete, ArExpire, ArPut, ArRec, LastId, WithEntry
 from .stores import Store, _get_running_loop, _pack
@@ -28,8 +28,12 @@ class LmdbArchive(Store):
         self._reset_caches()
 
     def _reset_caches(self) -> None:
-        """(Also for a copy of this store with another schema version.)"""
-        self._wcache: dict[str | None, WithEntry] = {}
+        self._wcache: dict[str | None, WithEntry] = {}  # record heads depend on the version
+
+    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
+        st = super().with_version(version, upgrade)
+        st._reset_caches()
+        return st
 
     def _with_entry(self, with_: str | None) -> WithEntry:
         if with_ is not None and not isinstance(with_, str):

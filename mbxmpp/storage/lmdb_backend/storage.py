@@ -3,12 +3,12 @@ stores opened over them (``stores.py``, ``archive.py``); ``LmdbBatch`` for bulk 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable
 
 from .. import keys
 from ..api import SyncFuture, run_sync
 from ..records import Upgrade
+from ..registry import StoreRegistry
 from .archive import LmdbArchive
 from .env import GiB, LmdbEnv
 from .ops import NO_LAST_ID, DelOwner, LastId, Op, Touch
@@ -83,8 +83,7 @@ class LmdbStorage:
         self._env.on_resized = self._writer.adopt_new_size
         self._last_id: LastId = NO_LAST_ID  # the last new_id() of any archive
         self._closed = False
-        self._stores: dict[tuple[str, str, int], Any] = {}
-        self._first: dict[tuple[str, str], Any] = {}
+        self._registry = StoreRegistry()
 
     # counters for tests and metrics
     @property
@@ -115,20 +114,7 @@ class LmdbStorage:
     def _open(self, cls: Any, name: str, version: int, upgrade: Upgrade | None) -> Any:
         if self._closed:
             raise RuntimeError("storage is closed")
-        keys.check_store(name, version)
-        k = (cls.kind, name, version)
-        st = self._stores.get(k)
-        if st is None:
-            first = self._first.get((cls.kind, name))
-            if first is None:
-                st = self._first[(cls.kind, name)] = cls(self, name, version, upgrade)
-            else:  # another schema version over the same data and the same overlay
-                st = copy.copy(first)
-                st.version, st._upgrade = version, upgrade
-                if isinstance(st, LmdbArchive):
-                    st._reset_caches()
-            self._stores[k] = st
-        return st
+        return self._registry.open(self, cls, name, version, upgrade)
 
     def keyval(self, name: str, version: int = 1, upgrade: Upgrade | None = None) -> LmdbKeyVal:
         return self._open(LmdbKeyVal, name, version, upgrade)  # type: ignore[no-any-return]
@@ -174,7 +160,7 @@ class LmdbStorage:
     def _delete_owner_job(self, owner: str, fut: Any = None) -> Any:
         prefix = keys.owner_prefix(owner)
         touches: list[Touch] = []
-        for st in self._first.values():
+        for st in self._registry.stores():
             if st.kind == "keyval":
                 touches.append(Touch(st, prefix, None))
             elif st.kind == "map":

@@ -8,6 +8,7 @@ see a write at once, before its commit; the writer removes an entry once its wri
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -36,6 +37,12 @@ class Store:
 
     def _decode(self, raw: bytes) -> Any:
         return decode(raw, self.version, self.name, self._upgrade)
+
+    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
+        """This store read and written with another schema version (same data, same overlay)."""
+        st = copy.copy(self)
+        st.version, st._upgrade = version, upgrade
+        return st
 
 
 class LmdbKeyVal(Store):
