@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import copy
 from typing import Any, Callable, Iterator, NamedTuple
 
 from . import keys
 from .api import ArchiveItem, ItemNotFound, make_future, run_sync
-from .records import Upgrade, decode, pack
-from .registry import StoreRegistry
+from .records import Upgrade, pack
+from .registry import StoreRegistry, VersionedStore
 
 
 def _done(result: Any = None) -> Any:
@@ -39,26 +38,13 @@ def _check_with(with_: str | None) -> None:
         raise TypeError("with_ must be a str or None")
 
 
-class _Store:
-    kind = ""
-
+class _Store(VersionedStore):
     def __init__(self, storage: MemoryStorage, name: str, version: int, upgrade: Upgrade | None):
+        super().__init__(name, version, upgrade)
         self._storage = storage
-        self.name = name
-        self.version = version
-        self._upgrade = upgrade
-
-    def _decode(self, raw: bytes) -> Any:
-        return decode(raw, self.version, self.name, self._upgrade)
 
     def _pack(self, value: Any) -> bytes:
         return pack(self.version, value)
-
-    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
-        """This store read and written with another schema version (same data)."""
-        st = copy.copy(self)
-        st.version, st._upgrade = version, upgrade
-        return st
 
 
 class MemoryKeyVal(_Store):

@@ -1,4 +1,5 @@
-"""The stores a backend has opened (both backends): one object per kind, name and schema version.
+"""What both backends share about their stores: the registry of opened stores (one object per
+kind, name and schema version) and the stores' common base.
 
 The first one opened of a kind and name holds the data (and, for LMDB, the overlay of queued
 writes); a store opened later with another schema version is a copy of it that decodes with that
@@ -7,10 +8,32 @@ version (``with_version``), so that both see the same data.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable
 
 from . import keys
-from .records import Upgrade
+from .records import Upgrade, decode
+
+
+class VersionedStore:
+    """A store's name and the schema version its code reads and writes."""
+
+    kind = ""
+
+    def __init__(self, name: str, version: int, upgrade: Upgrade | None) -> None:
+        self.name = name
+        self.version = version
+        self._upgrade = upgrade
+
+    def _decode(self, raw: bytes) -> Any:
+        return decode(raw, self.version, self.name, self._upgrade)
+
+    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
+        """This store read and written with another schema version (the same data and, for
+        LMDB, the same overlay of queued writes)."""
+        st = copy.copy(self)
+        st.version, st._upgrade = version, upgrade
+        return st
 
 
 class StoreRegistry:

@@ -8,12 +8,12 @@ see a write at once, before its commit; the writer removes an entry once its wri
 from __future__ import annotations
 
 import asyncio
-import copy
 import heapq
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import keys
-from ..records import Upgrade, _packer, decode, pack
+from ..records import Upgrade, _packer, pack
+from ..registry import VersionedStore
 from .env import scan
 from .ops import DelPrefix, LoopPut, Op, Pending, Put, Touch
 
@@ -24,25 +24,12 @@ _pack = _packer.pack
 _get_running_loop = asyncio._get_running_loop
 
 
-class Store:
-    kind = ""
-
+class Store(VersionedStore):
     def __init__(self, s: LmdbStorage, name: str, version: int, upgrade: Upgrade | None) -> None:
+        super().__init__(name, version, upgrade)
         self._s = s
         self._env = s._env
         self._w = s._writer
-        self.name = name
-        self.version = version
-        self._upgrade = upgrade
-
-    def _decode(self, raw: bytes) -> Any:
-        return decode(raw, self.version, self.name, self._upgrade)
-
-    def with_version(self, version: int, upgrade: Upgrade | None) -> Any:
-        """This store read and written with another schema version (same data, same overlay)."""
-        st = copy.copy(self)
-        st.version, st._upgrade = version, upgrade
-        return st
 
 
 class LmdbKeyVal(Store):
