@@ -107,10 +107,10 @@ async def bench_get(st: LmdbStorage, n: int = 200_000) -> None:
         lat.append((time.perf_counter_ns() - t) / 1e9)
     print(f"keyval get (inline, short read txn, decode): mean {us(mean)}, p50 {us(pct(lat, .5))},"
           f" p99 {us(pct(lat, .99))}")
-    env, db, key = st._env, kv._db, b"user5000@example.org\0"
+    env, db, key = st._env.env, kv._db, b"user5000@example.org\0"
     t0 = time.perf_counter()
     for _ in range(n):
-        with st._rlock:
+        with st._env.rlock:
             txn = env.begin(db=db)
             txn.get(key)
             txn.abort()
@@ -148,7 +148,7 @@ async def bench_archive(st: LmdbStorage, scale: int, users: int, samples: int) -
                          with_=peers[(i // users) % len(peers)] + "/res")
     fill = time.perf_counter() - t0
     print(f"archive: {scale:,} messages over {users:,} users filled in {fill:.1f} s "
-          f"({scale / fill:,.0f} appends/s in batches), map {st._env.info()['map_size'] >> 20} MiB, "
+          f"({scale / fill:,.0f} appends/s in batches), map {st._env.env.info()['map_size'] >> 20} MiB, "
           f"used {os.path.getsize(os.path.join(st.path, 'data.mdb')) >> 20} MiB")
     owners = [f"user{random.randrange(users)}@example.org" for _ in range(samples)]
     mids = {}

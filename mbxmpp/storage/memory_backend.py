@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import copy
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from . import keys
 from .api import ArchiveItem, ItemNotFound, make_future, run_sync
-from .records import Upgrade, decode, pack
+from .records import Upgrade, pack
+from .registry import StoreRegistry, VersionedStore
 
 
 def _done(result: Any = None) -> Any:
@@ -38,17 +38,10 @@ def _check_with(with_: str | None) -> None:
         raise TypeError("with_ must be a str or None")
 
 
-class _Store:
-    kind = ""
-
+class _Store(VersionedStore):
     def __init__(self, storage: MemoryStorage, name: str, version: int, upgrade: Upgrade | None):
+        super().__init__(name, version, upgrade)
         self._storage = storage
-        self.name = name
-        self.version = version
-        self._upgrade = upgrade
-
-    def _decode(self, raw: bytes) -> Any:
-        return decode(raw, self.version, self.name, self._upgrade)
 
     def _pack(self, value: Any) -> bytes:
         return pack(self.version, value)
@@ -145,7 +138,11 @@ class MemoryMap(_Store):
         self._d.pop(owner, None)
 
 
-_Item = tuple[bytes, "str | None", bytes]  # id16, with_, packed value
+class StoredItem(NamedTuple):
+    """An archive item as stored (the LMDB backend stores ``with_`` inside the record instead)."""
+    id16: bytes
+    with_: str | None
+    raw: bytes              # the packed value
 
 
 class MemoryArchive(_Store):
@@ -153,7 +150,7 @@ class MemoryArchive(_Store):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        self._d: dict[str, list[_Item]] = {}
+        self._d: dict[str, list[StoredItem]] = {}
 
     def new_id(self, when: float | None = None) -> str:
         return keys.id_bytes_to_str(keys.ids.new(when))
@@ -169,12 +166,12 @@ class MemoryArchive(_Store):
             if b is None:
                 raise ValueError(f"not an archive id: {id!r}")
             id16 = b
-        item = (id16, with_, self._pack(value))
+        item = StoredItem(id16, with_, self._pack(value))
 
         def apply() -> None:
             lst = self._d.setdefault(owner, [])
-            i = bisect.bisect_left(lst, id16, key=lambda it: it[0])
-            if i < len(lst) and lst[i][0] == id16:
+            i = bisect.bisect_left(lst, id16, key=lambda it: it.id16)
+            if i < len(lst) and lst[i].id16 == id16:
                 lst[i] = item
             else:
                 lst.insert(i, item)
@@ -186,17 +183,17 @@ class MemoryArchive(_Store):
         apply()
         return sid, _done()
 
-    def _item(self, it: _Item) -> ArchiveItem:
-        return ArchiveItem(keys.id_bytes_to_str(it[0]), keys.id_when(it[0]), it[1],
-                           self._decode(it[2]))
+    def _item(self, it: StoredItem) -> ArchiveItem:
+        return ArchiveItem(keys.id_bytes_to_str(it.id16), keys.id_when(it.id16), it.with_,
+                           self._decode(it.raw))
 
     def _select(self, owner: str, start: float | None, end: float | None, with_: str | None,
                 after_id: str | None, before_id: str | None,
-                ids: list[str] | None) -> list[_Item]:
+                ids: list[str] | None) -> list[StoredItem]:
         keys.owner_prefix(owner)
         _check_with(with_)
         lst = self._d.get(owner, [])
-        present = {it[0] for it in lst}
+        present = {it.id16 for it in lst}
 
         def existing(s: str) -> bytes:
             b = keys.id_str_to_bytes(s)
@@ -209,12 +206,12 @@ class MemoryArchive(_Store):
         hi = keys.clamp_us(end) if end is not None else None
         idset = None if ids is None else {keys.id_str_to_bytes(s) for s in ids}
         return [it for it in lst
-                if (lo is None or keys.id_ts_us(it[0]) >= lo)
-                and (hi is None or keys.id_ts_us(it[0]) <= hi)
-                and (after is None or it[0] > after)
-                and (before is None or it[0] < before)
-                and (with_ is None or keys.with_matches(with_, it[1]))
-                and (idset is None or it[0] in idset)]
+                if (lo is None or keys.id_ts_us(it.id16) >= lo)
+                and (hi is None or keys.id_ts_us(it.id16) <= hi)
+                and (after is None or it.id16 > after)
+                and (before is None or it.id16 < before)
+                and (with_ is None or keys.with_matches(with_, it.with_))
+                and (idset is None or it.id16 in idset)]
 
     def query(self, owner: str, *, start: float | None = None, end: float | None = None,
               with_: str | None = None, after_id: str | None = None, before_id: str | None = None,
@@ -238,7 +235,7 @@ class MemoryArchive(_Store):
         keys.owner_prefix(owner)
         b = keys.id_str_to_bytes(id)
         for it in self._d.get(owner, []):
-            if it[0] == b:
+            if it.id16 == b:
                 return self._item(it)
         return None
 
@@ -255,8 +252,8 @@ class MemoryArchive(_Store):
         idset = None if ids is None else {keys.id_str_to_bytes(s) for s in ids}
         lim = None if before is None else keys.clamp_us(before)
         keep = [it for it in lst
-                if not ((idset is None or it[0] in idset)
-                        and (lim is None or keys.id_ts_us(it[0]) < lim))]
+                if not ((idset is None or it.id16 in idset)
+                        and (lim is None or keys.id_ts_us(it.id16) < lim))]
         n = len(lst) - len(keep)
         if keep:
             self._d[owner] = keep
@@ -266,10 +263,10 @@ class MemoryArchive(_Store):
 
     def expire(self, before: float, budget: int = 1000) -> Any:
         lim = keys.clamp_us(before)
-        old = sorted((it[0] + o.encode(), o, it[0]) for o, lst in self._d.items()
-                     for it in lst if keys.id_ts_us(it[0]) < lim)
+        old = sorted((it.id16 + o.encode(), o, it.id16) for o, lst in self._d.items()
+                     for it in lst if keys.id_ts_us(it.id16) < lim)
         for _, owner, id16 in old[:max(budget, 0)]:
-            lst = [it for it in self._d[owner] if it[0] != id16]
+            lst = [it for it in self._d[owner] if it.id16 != id16]
             if lst:
                 self._d[owner] = lst
             else:
@@ -335,25 +332,13 @@ class MemoryStorage:
     commits = 0
 
     def __init__(self, **opts: Any) -> None:
-        self._stores: dict[tuple[str, str, int], Any] = {}
-        self._first: dict[tuple[str, str], Any] = {}
+        self._registry = StoreRegistry()
         self._closed = False
 
     def _open(self, cls: Any, name: str, version: int, upgrade: Upgrade | None) -> Any:
         if self._closed:
             raise RuntimeError("storage is closed")
-        keys.check_store(name, version)
-        k = (cls.kind, name, version)
-        st = self._stores.get(k)
-        if st is None:
-            first = self._first.get((cls.kind, name))
-            if first is None:
-                st = self._first[(cls.kind, name)] = cls(self, name, version, upgrade)
-            else:  # another schema version over the same data
-                st = copy.copy(first)
-                st.version, st._upgrade = version, upgrade
-            self._stores[k] = st
-        return st
+        return self._registry.open(self, cls, name, version, upgrade)
 
     def keyval(self, name: str, version: int = 1, upgrade: Upgrade | None = None) -> MemoryKeyVal:
         return self._open(MemoryKeyVal, name, version, upgrade)  # type: ignore[no-any-return]
@@ -390,7 +375,7 @@ class MemoryStorage:
 
     def _delete_owner(self, owner: str) -> None:
         keys.owner_prefix(owner)
-        for st in self._first.values():
+        for st in self._registry.stores():
             st._delete_owner(owner)
 
     async def delete_owner(self, owner: str) -> None:

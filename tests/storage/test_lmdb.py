@@ -16,7 +16,7 @@ import pytest
 
 from mbxmpp.storage import keys
 from mbxmpp.storage.api import open_storage
-from mbxmpp.storage.lmdb_backend import LmdbStorage
+from mbxmpp.storage.lmdb_backend import LmdbStorage, apply, writer
 
 aio = pytest.mark.asyncio
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,12 +104,12 @@ async def test_read_your_writes_while_commit_in_flight(tmp_path, monkeypatch):
     kv, m = st.keyval("acc"), st.map("priv")
     await kv.set("a@x", 0)
     gate = threading.Event()
-    real = LmdbStorage._apply
+    real = writer.apply_items
 
-    def slow_apply(self, txn, op):
+    def slow_apply(env, txn, items):
         gate.wait(10)
-        return real(self, txn, op)
-    monkeypatch.setattr(LmdbStorage, "_apply", slow_apply)
+        return real(env, txn, items)
+    monkeypatch.setattr(writer, "apply_items", slow_apply)
     f1 = kv.set("a@x", 1)
     f2 = m.set_many("a@x", {"k": 1})
     f3 = m.delete_all("a@x")
@@ -134,12 +134,12 @@ async def test_idle_only_when_every_accepted_write_is_committed(tmp_path, monkey
     await kv.set("a@x", 0)
     assert st.idle()
     gate = threading.Event()
-    real = LmdbStorage._commit
+    real = writer.GroupCommitWriter._commit
 
     def slow_commit(self, items):
         gate.wait(10)
         return real(self, items)
-    monkeypatch.setattr(LmdbStorage, "_commit", slow_commit)
+    monkeypatch.setattr(writer.GroupCommitWriter, "_commit", slow_commit)
     _, fut = ar.append("a@x", [b"<message/>"], with_="b@x")
     assert not st.idle()  # buffered in this loop iteration
     await asyncio.sleep(0.05)
@@ -156,13 +156,13 @@ async def test_failed_job_does_not_fail_the_batch(tmp_path, monkeypatch):
     st = LmdbStorage(str(tmp_path))
     kv = st.keyval("acc")
     await kv.set("warm@x", 1)
-    real = LmdbStorage._apply
+    real = apply.put
 
-    def bad_apply(self, txn, op):
-        if op[2] == b"bad@x\0":
+    def bad_put(env, txn, op):
+        if op.key == b"bad@x\0":
             raise OSError("simulated disk trouble")
-        return real(self, txn, op)
-    monkeypatch.setattr(LmdbStorage, "_apply", bad_apply)
+        return real(env, txn, op)
+    monkeypatch.setattr(apply, "put", bad_put)
     futs = [kv.set(f"u{i}@x", i) for i in range(5)] + [kv.set("bad@x", 1)] + \
            [kv.set(f"v{i}@x", i) for i in range(5)]
     res = await asyncio.gather(*futs, return_exceptions=True)
@@ -257,7 +257,7 @@ def test_bulk_import_speed(tmp_path):
 GROW_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
-    from mbxmpp.storage.lmdb_backend import LmdbStorage
+    from mbxmpp.storage.lmdb_backend import LmdbStorage, apply, writer
     st = LmdbStorage(sys.argv[1], map_size=1 << 20)
     kv = st.keyval("acc")
     with st.batch() as b:
@@ -417,12 +417,12 @@ async def test_cancelling_an_awaiter_does_not_cancel_the_shared_future(tmp_path,
     ar = st.archive("mam")
     await ar.append("warm@x", 0)[1]
     gate = threading.Event()
-    real = LmdbStorage._apply_items
+    real = writer.apply_items
 
-    def slow(self, txn, items):
+    def slow(env, txn, items):
         gate.wait(10)
-        return real(self, txn, items)
-    monkeypatch.setattr(LmdbStorage, "_apply_items", slow)
+        return real(env, txn, items)
+    monkeypatch.setattr(writer, "apply_items", slow)
     _, f = ar.append("u@x", 1)
     _, g = ar.append("v@x", 2)
     assert f is g
@@ -494,18 +494,19 @@ async def test_counts_and_indexes_with_other_archive_ops_in_the_same_transaction
 def test_record_head_is_the_packed_record():
     """An append's record is packed as a cached head + pack(value): the bytes of pack(version,
     [with_, value]) (the on-disk format is unchanged)."""
-    from mbxmpp.storage.lmdb_backend import LmdbArchive  # noqa: F401
+    from mbxmpp.storage.lmdb_backend import LmdbArchive
+    from mbxmpp.storage.lmdb_backend.ops import NO_LAST_ID
     from mbxmpp.storage.records import pack
     for version, with_, value in [(1, None, [b"x"]), (3, "a@b/c", {"k": [1, 2]}),
                                   (200, "é" * 40, "s" * 300), (70000, "x", None)]:
         st = LmdbStorage.__new__(LmdbStorage)
-        st._last_id = (None, b"")
+        st._last_id = NO_LAST_ID
         ar = LmdbArchive.__new__(LmdbArchive)
         ar._s, ar.version, ar._a = st, version, None
         ar._reset_caches()
         rec = ar._prep("o@x", value, 5.0, with_, None)
-        assert rec[5] == pack(version, [with_, value])
-        assert rec[3] == (None if with_ is None else b"o@x\0" + keys.with_hash(with_) + rec[0])
+        assert rec.raw == pack(version, [with_, value])
+        assert rec.wkey == (None if with_ is None else b"o@x\0" + keys.with_hash(with_) + rec.id16)
 
 
 def test_writes_from_two_loops_in_two_threads(tmp_path):
