@@ -366,6 +366,9 @@ class Server:
         """SASL succeeded on ``stream`` (not bound yet)."""
         self.hooks.fire_all(ev.AUTHENTICATED, stream)
 
+    def login_failed(self, condition: str) -> None:
+        self.hooks.fire_all(ev.LOGIN_FAILED, condition)
+
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session:
         session = self.sessions.bind(jid, stream, resource)
         session.mod["peer"] = stream.peer  # for the operator's list while it hibernates

@@ -1,7 +1,9 @@
 """OpenMetrics at /metrics and a health check at /health on the HTTP side.
 
-Figures are read from the server's own state when scraped (no counting on the stanza path),
-except the storage commit latency, observed once per group commit. /metrics answers only the
+Figures are read from the server's own state when scraped: plain integers that the router, the
+archive and the upload service already keep (one addition where the work happens: no
+prometheus-client call per stanza), queue lengths summed at scrape time; the storage commit
+latency is observed once per group commit. /metrics answers only the
 configured addresses (loopback by default) or a bearer token; /health says only whether the
 server is up and its storage writes.
 """
@@ -39,6 +41,7 @@ class Metrics(Module):
         self.token = cfg.token
         self.started = time.time()
         self.logins = 0
+        self.login_failures: dict[str, int] = {}  # by SASL <failure/> condition
         self.bound = 0
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(namespace="mbxmpp", registry=self.registry)
@@ -62,6 +65,10 @@ class Metrics(Module):
     @hook(ev.AUTHENTICATED, priority=100)
     def _authenticated(self, _stream: Any) -> None:
         self.logins += 1
+
+    @hook(ev.LOGIN_FAILED, priority=100)
+    def _login_failed(self, condition: str) -> None:
+        self.login_failures[condition] = self.login_failures.get(condition, 0) + 1
 
     @hook(ev.SESSION_BOUND, priority=100)
     def _bound(self, _session: Any) -> None:
@@ -123,10 +130,20 @@ class _ServerCollector:
                                 value=len(server.components))
         yield GaugeMetricFamily("mbxmpp_virtual_hosts", "Virtual hosts served", value=len(server.hosts))
         yield CounterMetricFamily("mbxmpp_logins", "Successful authentications", value=self.mod.logins)
+        failed = CounterMetricFamily("mbxmpp_login_failures", "Failed SASL exchanges by condition",
+                                     labels=["condition"])
+        for condition, n in sorted(self.mod.login_failures.items()):
+            failed.add_metric([condition], n)
+        yield failed
         yield CounterMetricFamily("mbxmpp_sessions_bound", "Resources bound", value=self.mod.bound)
+        yield from _routing(server)
         storage: Any = server.storage
         yield CounterMetricFamily("mbxmpp_storage_commits", "Storage write transactions committed",
                                   value=getattr(storage, "commits", 0))
+        pending = getattr(storage, "pending_writes", None)
+        yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
+                                "writer's next commit", value=pending() if pending is not None else 0)
+        yield from _archive_and_upload(server)
         yield GaugeMetricFamily("mbxmpp_uptime_seconds", "Seconds since the server started",
                                 value=time.time() - self.mod.started)
         s2s = GaugeMetricFamily("mbxmpp_s2s_streams", "Server-to-server streams by direction and "
@@ -142,3 +159,43 @@ class _ServerCollector:
         yield s2s
         yield GaugeMetricFamily("mbxmpp_s2s_peers", "Remote domains with a server-to-server stream",
                                 value=len(peers))
+        queued = sum(len(entry.queue) for entry in server.s2s.out.values()) if server.s2s is not None else 0
+        yield GaugeMetricFamily("mbxmpp_s2s_queued_stanzas", "Stanzas waiting for an outgoing "
+                                "server-to-server stream to be ready", value=queued)
+
+
+def _routing(server: Server) -> Iterator[Metric]:
+    routed = server.router.routed
+    by_kind = CounterMetricFamily("mbxmpp_stanzas_routed", "Stanzas routed, by kind",
+                                  labels=["kind"])
+    for kind in ("message", "presence", "iq"):
+        by_kind.add_metric([kind], routed[kind])
+    yield by_kind
+    out = CounterMetricFamily("mbxmpp_stanzas_routed_out", "Stanzas routed to a component or to "
+                              "the federation", labels=["to"])
+    for to in ("component", "s2s"):
+        out.add_metric([to], routed[to])
+    yield out
+    unacked = 0
+    for session in server.sessions.full.values():
+        sm = getattr(session.stream, "sm", None)  # (a live stream, or Hibernated)
+        if sm is not None:
+            unacked += len(sm.queue)
+    yield GaugeMetricFamily("mbxmpp_sm_unacked_stanzas", "Stanzas sent to Stream Management "
+                            "sessions and not acknowledged yet (hibernated sessions included)",
+                            value=unacked)
+
+
+def _archive_and_upload(server: Server) -> Iterator[Metric]:
+    mam: Any = server.module("mam")
+    if mam is not None:
+        yield CounterMetricFamily("mbxmpp_mam_archived_bytes", "Bytes of stanzas appended to "
+                                  "message archives (MAM, rooms included)", value=mam.archived_bytes)
+    upload: Any = server.module("upload")
+    if upload is not None:
+        yield GaugeMetricFamily("mbxmpp_upload_stored_bytes", "Bytes of uploaded files kept",
+                                value=sum(s.size for s in upload.store.slots.values() if s.done))
+        yield CounterMetricFamily("mbxmpp_upload_received_bytes", "Bytes of files uploaded",
+                                  value=upload.http.received_bytes)
+        yield CounterMetricFamily("mbxmpp_upload_served_bytes", "Bytes of files downloaded",
+                                  value=upload.http.served_bytes)

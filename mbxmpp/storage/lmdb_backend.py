@@ -1179,6 +1179,10 @@ class LmdbStorage:
         """Whether every write accepted so far is committed (no flush needed to be sure)."""
         return self._finished == self._accepted
 
+    def pending_writes(self) -> int:
+        """Writes accepted and not committed yet: the writer's queue depth (metrics)."""
+        return self._accepted - self._finished
+
     async def flush(self) -> None:
         if self._writer is not None and not self._closed:
             await self._submit([], [])
