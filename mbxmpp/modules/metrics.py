@@ -165,16 +165,17 @@ class _ServerCollector:
 
 
 def _routing(server: Server) -> Iterator[Metric]:
-    routed = server.router.routed
+    router = server.router
     by_kind = CounterMetricFamily("mbxmpp_stanzas_routed", "Stanzas routed, by kind",
                                   labels=["kind"])
-    for kind in ("message", "presence", "iq"):
-        by_kind.add_metric([kind], routed[kind])
+    by_kind.add_metric(["message"], router.routed_messages)
+    by_kind.add_metric(["presence"], router.routed_presences)
+    by_kind.add_metric(["iq"], router.routed_iqs)
     yield by_kind
     out = CounterMetricFamily("mbxmpp_stanzas_routed_out", "Stanzas routed to a component or to "
                               "the federation", labels=["to"])
-    for to in ("component", "s2s"):
-        out.add_metric([to], routed[to])
+    out.add_metric(["component"], router.routed_to_components)
+    out.add_metric(["s2s"], router.routed_to_s2s)
     yield out
     unacked = 0
     for session in server.sessions.full.values():
