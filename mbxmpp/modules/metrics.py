@@ -6,6 +6,13 @@ prometheus-client call per stanza), queue lengths summed at scrape time; the sto
 latency is observed once per group commit. /metrics answers only the
 configured addresses (loopback by default) or a bearer token; /health says only whether the
 server is up and its storage writes.
+
+The families (counters end in ``_total`` on the wire): connections by transport, sessions
+(connected / hibernated), logins, login failures by SASL condition, resources bound, stanzas
+routed by kind and those handed to components or the federation, queue depths (storage writes
+waiting for a commit, Stream Management unacked stanzas, stanzas waiting for an s2s stream),
+storage commits and commit latency, MAM archived bytes, upload bytes (stored, received, served),
+s2s streams and peers, virtual and component hosts, uptime, and the process (CPU, memory, fds).
 """
 
 from __future__ import annotations
