@@ -67,6 +67,7 @@ async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     measuring = True
     cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+    loop0 = _loop_cpu(server_pid) if server_pid else 0.0
     client0 = time.process_time()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
@@ -80,6 +81,8 @@ async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable
            "client_cpu_busy": round((time.process_time() - client0) / elapsed, 2)}
     if server_pid:  # load-independent: the server's own CPU per call
         res["server_cpu_ms_per_call"] = round(1000 * (cpu_seconds(server_pid) - cpu0) / len(lat), 3)
+        # the event loop's thread alone: what bounds the logins/s of one process
+        res["server_loop_cpu_ms_per_call"] = round(1000 * (_loop_cpu(server_pid) - loop0) / len(lat), 3)
     return res
 
 
@@ -94,6 +97,14 @@ class _Client(RawClient):
         proceed = await self.element()
         assert proceed.tag == "proceed", proceed
         await self.writer.start_tls(_TLS)
+
+
+def _loop_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s main thread (the event loop), user and kernel."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _xmpp_login(d: Daemon, users: list[tuple[str, str]]) -> Callable[[int], Awaitable[None]]:
