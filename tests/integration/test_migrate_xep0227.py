@@ -23,6 +23,7 @@ from tests.rawclient import RawClient
 from tests.realclient.conftest import connect, disconnect
 
 D = "example.test"
+MAM_PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
 PHOTO = base64.b64encode(b"\x89PNG" + bytes(range(200))).decode()
 
 FULL = f"""<?xml version='1.0' encoding='UTF-8'?>
@@ -99,6 +100,11 @@ def scram_fields(password: str) -> dict[str, str]:
 def daemon() -> Iterator[Daemon]:
     d = Daemon(domains=(D,))
     yield d
+    end(d)
+
+
+def end(d: Daemon) -> None:
+    """Stop the daemon if it runs, and remove its directory."""
     if d.proc is not None:
         d.finish()
     else:
@@ -161,8 +167,7 @@ def test_round_trip_is_identical_and_the_old_passwords_work(daemon: Daemon) -> N
         again.start()
 
         async def login() -> None:
-            c = await connect(again, f"juliet@{D}/r", "balcony pw", plugins=(
-                "xep_0030", "xep_0059", "xep_0297", "xep_0313"))
+            c = await connect(again, f"juliet@{D}/r", "balcony pw", plugins=MAM_PLUGINS)
             assert c.client_roster["romeo@montague.net"]["subscription"] == "both"
             hist = [m async for m in c.plugin["xep_0313"].iterate(jid=JID(f"juliet@{D}"))]
             assert [m["mam_result"]["forwarded"]["stanza"]["body"] for m in hist] == [
@@ -171,10 +176,7 @@ def test_round_trip_is_identical_and_the_old_passwords_work(daemon: Daemon) -> N
             await disconnect(c, n)
         asyncio.run(login())
     finally:
-        if again.proc is not None:
-            again.finish()
-        else:
-            again.cleanup()
+        end(again)
 
 
 def test_archives_made_over_the_wire_survive_export_and_import(daemon: Daemon) -> None:
@@ -214,22 +216,17 @@ def test_archives_made_over_the_wire_survive_export_and_import(daemon: Daemon) -
         fresh.start()
 
         async def history() -> None:
-            c = await connect(fresh, f"juliet@{D}/r", "j pw", plugins=(
-                "xep_0030", "xep_0059", "xep_0297", "xep_0313"))
+            c = await connect(fresh, f"juliet@{D}/r", "j pw", plugins=MAM_PLUGINS)
             hist = [m async for m in c.plugin["xep_0313"].iterate(jid=JID(f"juliet@{D}"))]
             got = {m["mam_result"]["id"]: m["mam_result"]["forwarded"]["stanza"]["body"] for m in hist}
             assert got == ids
-            romeo = await connect(fresh, f"romeo@{D}/r", "r pw", plugins=(
-                "xep_0030", "xep_0059", "xep_0297", "xep_0313"))
+            romeo = await connect(fresh, f"romeo@{D}/r", "r pw", plugins=MAM_PLUGINS)
             sent = [m async for m in romeo.plugin["xep_0313"].iterate(jid=JID(f"romeo@{D}"))]
             assert [m["mam_result"]["forwarded"]["stanza"]["body"] for m in sent] == bodies
             await disconnect(c, romeo)
         asyncio.run(history())
     finally:
-        if fresh.proc is not None:
-            fresh.finish()
-        else:
-            fresh.cleanup()
+        end(fresh)
 
 
 def test_ejabberd_xinclude_layout_with_scram_password(daemon: Daemon) -> None:
