@@ -137,20 +137,10 @@ class _ServerCollector:
                                 value=len(server.components))
         yield GaugeMetricFamily("mbxmpp_virtual_hosts", "Virtual hosts served", value=len(server.hosts))
         yield CounterMetricFamily("mbxmpp_logins", "Successful authentications", value=self.mod.logins)
-        failed = CounterMetricFamily("mbxmpp_login_failures", "Failed SASL exchanges by condition",
-                                     labels=["condition"])
-        for condition, n in sorted(self.mod.login_failures.items()):
-            failed.add_metric([condition], n)
-        yield failed
         yield CounterMetricFamily("mbxmpp_sessions_bound", "Resources bound", value=self.mod.bound)
-        yield from _routing(server)
         storage: Any = server.storage
         yield CounterMetricFamily("mbxmpp_storage_commits", "Storage write transactions committed",
                                   value=getattr(storage, "commits", 0))
-        pending = getattr(storage, "pending_writes", None)
-        yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
-                                "writer's next commit", value=pending() if pending is not None else 0)
-        yield from _archive_and_upload(server)
         yield GaugeMetricFamily("mbxmpp_uptime_seconds", "Seconds since the server started",
                                 value=time.time() - self.mod.started)
         s2s = GaugeMetricFamily("mbxmpp_s2s_streams", "Server-to-server streams by direction and "
@@ -166,12 +156,19 @@ class _ServerCollector:
         yield s2s
         yield GaugeMetricFamily("mbxmpp_s2s_peers", "Remote domains with a server-to-server stream",
                                 value=len(peers))
-        queued = sum(len(entry.queue) for entry in server.s2s.out.values()) if server.s2s is not None else 0
-        yield GaugeMetricFamily("mbxmpp_s2s_queued_stanzas", "Stanzas waiting for an outgoing "
-                                "server-to-server stream to be ready", value=queued)
+        failed = CounterMetricFamily("mbxmpp_login_failures", "Failed SASL exchanges by condition",
+                                     labels=["condition"])
+        for condition, n in sorted(self.mod.login_failures.items()):
+            failed.add_metric([condition], n)
+        yield failed
+        yield from _routing(server)
+        yield from _queues(server)
+        yield from _archive_and_upload(server)
 
 
-def _routing(server: Server) -> Iterator[Metric]:
+# The helpers below take the running Server (router, sessions, storage, s2s, module()).
+
+def _routing(server: Any) -> Iterator[Metric]:
     router = server.router
     by_kind = CounterMetricFamily("mbxmpp_stanzas_routed", "Stanzas routed, by kind",
                                   labels=["kind"])
@@ -184,6 +181,12 @@ def _routing(server: Server) -> Iterator[Metric]:
     out.add_metric(["component"], router.routed_to_components)
     out.add_metric(["s2s"], router.routed_to_s2s)
     yield out
+
+
+def _queues(server: Any) -> Iterator[Metric]:
+    pending = getattr(server.storage, "pending_writes", None)
+    yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
+                            "writer's next commit", value=pending() if pending is not None else 0)
     unacked = 0
     for session in server.sessions.full.values():
         sm = getattr(session.stream, "sm", None)  # (a live stream, or Hibernated)
@@ -192,9 +195,13 @@ def _routing(server: Server) -> Iterator[Metric]:
     yield GaugeMetricFamily("mbxmpp_sm_unacked_stanzas", "Stanzas sent to Stream Management "
                             "sessions and not acknowledged yet (hibernated sessions included)",
                             value=unacked)
+    s2s = server.s2s
+    yield GaugeMetricFamily("mbxmpp_s2s_queued_stanzas", "Stanzas waiting for an outgoing "
+                            "server-to-server stream to be ready",
+                            value=sum(len(e.queue) for e in s2s.out.values()) if s2s is not None else 0)
 
 
-def _archive_and_upload(server: Server) -> Iterator[Metric]:
+def _archive_and_upload(server: Any) -> Iterator[Metric]:
     mam: Any = server.module("mam")
     if mam is not None:
         yield CounterMetricFamily("mbxmpp_mam_archived_bytes", "Bytes of stanzas appended to "
