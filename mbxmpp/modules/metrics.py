@@ -184,9 +184,10 @@ def _routing(server: Any) -> Iterator[Metric]:
 
 
 def _queues(server: Any) -> Iterator[Metric]:
-    pending = getattr(server.storage, "pending_writes", None)
-    yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
-                            "writer's next commit", value=pending() if pending is not None else 0)
+    pending = getattr(server.storage, "pending_writes", None)  # (LMDB: a group-commit writer)
+    if pending is not None:
+        yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
+                                "writer's next commit", value=pending())
     unacked = 0
     for session in server.sessions.full.values():
         sm = getattr(session.stream, "sm", None)  # (a live stream, or Hibernated)
