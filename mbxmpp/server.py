@@ -344,10 +344,10 @@ class Server:
 
     def check_password(self, username: str, host: str, password: str,
                        peer_ip: str | None = None) -> Any:
-        """True/False for the internal store; an awaitable Verdict for an external backend."""
+        """An awaitable Verdict (the internal store hashes in a thread; an external backend)."""
         if self.external is not None:
             return self.external.login(f"{username}@{host}", password, peer_ip)
-        return self.accounts.check_password(f"{username}@{host}", password)
+        return self.accounts.login(f"{username}@{host}", password)  # (PBKDF2 off the loop)
 
     def await_login(self, verdict: Any, done: Callable[[Any], None]) -> None:
         """Wait for an external backend's verdict on a login, then ``done(verdict)`` (a stream
@@ -385,6 +385,9 @@ class Server:
     def authenticated(self, stream: C2SStream) -> None:
         """SASL succeeded on ``stream`` (not bound yet)."""
         self.hooks.fire_all(ev.AUTHENTICATED, stream)
+
+    def login_failed(self, condition: str) -> None:
+        self.hooks.fire_all(ev.LOGIN_FAILED, condition)
 
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session:
         session = self.sessions.bind(jid, stream, resource)

@@ -5,7 +5,7 @@ directly (pipelined AUTH PLAIN requests), and ldap3 doing what a login needs (fi
 bind as it) and a bare bind. "mbxmpp / direct" shows whether the backend's own speed is the limit
 (goal: within 20%).
 
-    python -m perf.bench_auth [--seconds 8] [--concurrency 16] [--users 20]
+    python -m perf.bench_auth [--seconds 8] [--concurrency 16] [--users 20] [--only internal,...]
 
 Uses the real Dovecot and slapd of tests/authservers.py. Prints one JSON object. The clients run
 on the same (2-core) machine as the servers: every figure includes their CPU too.
@@ -28,7 +28,7 @@ import ldap3
 from perf.servers import cpu_seconds
 from tests.authservers import Dovecot, Slapd
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, client_ssl
 
 DOMAIN = "mb.example"
 # Login limits off: the bench logs in the same few accounts from one address hundreds of times/s.
@@ -67,6 +67,7 @@ async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     measuring = True
     cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+    loop0 = _loop_cpu(server_pid) if server_pid else 0.0
     client0 = time.process_time()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
@@ -80,13 +81,36 @@ async def _rate(concurrency: int, seconds: float, one: Callable[[int], Awaitable
            "client_cpu_busy": round((time.process_time() - client0) / elapsed, 2)}
     if server_pid:  # load-independent: the server's own CPU per call
         res["server_cpu_ms_per_call"] = round(1000 * (cpu_seconds(server_pid) - cpu0) / len(lat), 3)
+        # the event loop's thread alone: what bounds the logins/s of one process
+        res["server_loop_cpu_ms_per_call"] = round(1000 * (_loop_cpu(server_pid) - loop0) / len(lat), 3)
     return res
+
+
+# One client TLS context for the whole run: ssl.create_default_context() loads the system's CA
+# bundle, ~27 ms of CPU here, which was most of what a login cost this bench before.
+_TLS = client_ssl()
+
+
+class _Client(RawClient):
+    async def starttls(self) -> None:
+        await self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        proceed = await self.element()
+        assert proceed.tag == "proceed", proceed
+        await self.writer.start_tls(_TLS)
+
+
+def _loop_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s main thread (the event loop), user and kernel."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _xmpp_login(d: Daemon, users: list[tuple[str, str]]) -> Callable[[int], Awaitable[None]]:
     async def one(i: int) -> None:
         jid, pw = users[i % len(users)]
-        c = await RawClient.connect(d.c2s)
+        c = await _Client.connect(d.c2s)
         await c.login(jid.split("@")[0], pw, to=DOMAIN, resource=None)  # authcid: the localpart
         await c.send("</stream:stream>")
         await c.close()
@@ -192,23 +216,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, object]:
         time.sleep(1.1)   # Dovecot re-reads its users file by mtime
 
         # Direct clients first.
-        direct = _DovecotDirect(dovecot.client_socket)
-        await direct.start()
-        out["dovecot_direct"] = await _rate(args.concurrency, args.seconds,
-                                            lambda i: direct.auth(*pairs[i % len(pairs)]))
-        direct.close()
-        loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(args.concurrency)
-        dns = {jid: f"uid={jid.split('@')[0]},ou=people,{slapd.SUFFIX}" for jid, _ in pairs}
-        out["ldap_direct_search_bind"] = await _rate(
-            args.concurrency, args.seconds,
-            lambda i: loop.run_in_executor(pool, _ldap_login, slapd, *pairs[i % len(pairs)]), slapd.proc.pid)
-        out["ldap_direct_bind"] = await _rate(
-            args.concurrency, args.seconds,
-            lambda i: loop.run_in_executor(pool, _ldap_bind, slapd, dns[pairs[i % len(pairs)][0]],
-                                           pairs[i % len(pairs)][1]), slapd.proc.pid)
-        pool.shutdown()
-
+        parts = set(args.only.split(",")) if args.only else set(PARTS)
+        if "direct" in parts:
+            await _direct(args, out, dovecot, slapd, pairs)
         backends = {
             "internal": "",
             "dovecot": f'[auth]\nbackend = "dovecot"\n[auth.dovecot]\nclient_socket = "{dovecot.client_socket}"\n'
@@ -217,6 +227,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, object]:
                     f'base_dn = "ou=people,{slapd.SUFFIX}"\nplan_attribute = "employeeType"\n',
         }
         for name, auth in backends.items():
+            if name not in parts:
+                continue
             d = _start_daemon(auth, pairs if name == "internal" else [])
             daemons.append(d)
             assert d.proc is not None
@@ -230,13 +242,40 @@ async def _bench(args: argparse.Namespace) -> dict[str, object]:
         dovecot.stop()
         slapd.stop()
 
-    def ratio(a: str, b: str) -> float:
-        return round(out[a]["per_s"] / out[b]["per_s"], 3)  # type: ignore[index]
-    out["ratio_mbxmpp_dovecot_vs_direct"] = ratio("mbxmpp_dovecot", "dovecot_direct")
-    out["ratio_mbxmpp_ldap_vs_direct_search_bind"] = ratio("mbxmpp_ldap", "ldap_direct_search_bind")
-    out["ratio_mbxmpp_dovecot_vs_internal"] = ratio("mbxmpp_dovecot", "mbxmpp_internal")
-    out["ratio_mbxmpp_ldap_vs_internal"] = ratio("mbxmpp_ldap", "mbxmpp_internal")
+    for name, (a, b) in RATIOS.items():
+        if a in out and b in out:
+            out[name] = round(out[a]["per_s"] / out[b]["per_s"], 3)  # type: ignore[index]
     return out
+
+
+async def _direct(args: argparse.Namespace, out: dict[str, object], dovecot: Dovecot, slapd: Slapd,
+                  pairs: list[tuple[str, str]]) -> None:
+    """The backends' own speed: a direct client of each (no XMPP, no TLS)."""
+    direct = _DovecotDirect(dovecot.client_socket)
+    await direct.start()
+    out["dovecot_direct"] = await _rate(args.concurrency, args.seconds,
+                                        lambda i: direct.auth(*pairs[i % len(pairs)]))
+    direct.close()
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(args.concurrency)
+    dns = {jid: f"uid={jid.split('@')[0]},ou=people,{slapd.SUFFIX}" for jid, _ in pairs}
+    out["ldap_direct_search_bind"] = await _rate(
+        args.concurrency, args.seconds,
+        lambda i: loop.run_in_executor(pool, _ldap_login, slapd, *pairs[i % len(pairs)]), slapd.proc.pid)
+    out["ldap_direct_bind"] = await _rate(
+        args.concurrency, args.seconds,
+        lambda i: loop.run_in_executor(pool, _ldap_bind, slapd, dns[pairs[i % len(pairs)][0]],
+                                       pairs[i % len(pairs)][1]), slapd.proc.pid)
+    pool.shutdown()
+
+
+PARTS = ("direct", "internal", "dovecot", "ldap")
+RATIOS = {
+    "ratio_mbxmpp_dovecot_vs_direct": ("mbxmpp_dovecot", "dovecot_direct"),
+    "ratio_mbxmpp_ldap_vs_direct_search_bind": ("mbxmpp_ldap", "ldap_direct_search_bind"),
+    "ratio_mbxmpp_dovecot_vs_internal": ("mbxmpp_dovecot", "mbxmpp_internal"),
+    "ratio_mbxmpp_ldap_vs_internal": ("mbxmpp_ldap", "mbxmpp_internal"),
+}
 
 
 def main() -> int:
@@ -244,6 +283,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--only", default="", help=f"comma-separated parts, from: {', '.join(PARTS)} "
+                    "(default all)")
     args = ap.parse_args()
     print(json.dumps(asyncio.run(_bench(args))))
     return 0

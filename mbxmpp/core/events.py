@@ -31,6 +31,8 @@ SESSION_AVAILABLE = "session-available"
 SESSION_CLOSED = "session-closed"
 # A stream has been authenticated (SASL success), before binding.
 AUTHENTICATED = "authenticated"
+# A SASL exchange failed (the arg is the <failure/> condition; never the username).
+LOGIN_FAILED = "login-failed"
 # Account lifecycle.
 ACCOUNT_CREATED = "account-created"
 ACCOUNT_DELETED = "account-deleted"

@@ -65,11 +65,21 @@ class Router:
         self.components: dict[str, Component] = {}
         self.remote: Remote | None = None
         self.iq = IQDispatcher(self.route)
+        # stanzas routed, and those handed to a component or to the federation (metrics; plain
+        # attributes: an attribute's += costs less than half a dict item's, see perf/README.md)
+        self.routed_messages = self.routed_presences = self.routed_iqs = 0
+        self.routed_to_components = self.routed_to_s2s = 0
 
     # -- entry point --------------------------------------------------------------------------
     def route(self, stanza: Element, origin: Session | None = None) -> None:
         attrs = stanza.attrs
         tag = stanza.tag
+        if tag == "message":
+            self.routed_messages += 1
+        elif tag == "presence":
+            self.routed_presences += 1
+        else:
+            self.routed_iqs += 1
         try:
             frm = origin.jid if origin is not None else _parse(attrs["from"])
         except (KeyError, JIDError):
@@ -120,8 +130,10 @@ class Router:
             return
         comp = self.components.get(domain)
         if comp is not None:
+            self.routed_to_components += 1
             comp.receive(stanza, frm, to)
         elif self.remote is not None:
+            self.routed_to_s2s += 1
             self.remote.send(stanza, frm, to)
         else:
             self.bounce(stanza, StanzaError("remote-server-not-found",

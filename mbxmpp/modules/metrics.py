@@ -1,9 +1,18 @@
 """OpenMetrics at /metrics and a health check at /health on the HTTP side.
 
-Figures are read from the server's own state when scraped (no counting on the stanza path),
-except the storage commit latency, observed once per group commit. /metrics answers only the
+Figures are read from the server's own state when scraped: plain integers that the router, the
+archive and the upload service already keep (one addition where the work happens: no
+prometheus-client call per stanza), queue lengths summed at scrape time; the storage commit
+latency is observed once per group commit. /metrics answers only the
 configured addresses (loopback by default) or a bearer token; /health says only whether the
 server is up and its storage writes.
+
+The families (counters end in ``_total`` on the wire): connections by transport, sessions
+(connected / hibernated), logins, login failures by SASL condition, resources bound, stanzas
+routed by kind and those handed to components or the federation, queue depths (storage writes
+waiting for a commit, Stream Management unacked stanzas, stanzas waiting for an s2s stream),
+storage commits and commit latency, MAM archived bytes, upload bytes (stored, received, served),
+s2s streams and peers, virtual and component hosts, uptime, and the process (CPU, memory, fds).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class Metrics(Module):
         self.token = cfg.token
         self.started = time.time()
         self.logins = 0
+        self.login_failures: dict[str, int] = {}  # by SASL <failure/> condition
         self.bound = 0
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(namespace="mbxmpp", registry=self.registry)
@@ -62,6 +72,10 @@ class Metrics(Module):
     @hook(ev.AUTHENTICATED, priority=100)
     def _authenticated(self, _stream: Any) -> None:
         self.logins += 1
+
+    @hook(ev.LOGIN_FAILED, priority=100)
+    def _login_failed(self, condition: str) -> None:
+        self.login_failures[condition] = self.login_failures.get(condition, 0) + 1
 
     @hook(ev.SESSION_BOUND, priority=100)
     def _bound(self, _session: Any) -> None:
@@ -142,3 +156,62 @@ class _ServerCollector:
         yield s2s
         yield GaugeMetricFamily("mbxmpp_s2s_peers", "Remote domains with a server-to-server stream",
                                 value=len(peers))
+        failed = CounterMetricFamily("mbxmpp_login_failures", "Failed SASL exchanges by condition",
+                                     labels=["condition"])
+        for condition, n in sorted(self.mod.login_failures.items()):
+            failed.add_metric([condition], n)
+        yield failed
+        yield from _routing(server)
+        yield from _queues(server)
+        yield from _archive_and_upload(server)
+
+
+# The helpers below take the running Server (router, sessions, storage, s2s, module()).
+
+def _routing(server: Any) -> Iterator[Metric]:
+    router = server.router
+    by_kind = CounterMetricFamily("mbxmpp_stanzas_routed", "Stanzas routed, by kind",
+                                  labels=["kind"])
+    by_kind.add_metric(["message"], router.routed_messages)
+    by_kind.add_metric(["presence"], router.routed_presences)
+    by_kind.add_metric(["iq"], router.routed_iqs)
+    yield by_kind
+    out = CounterMetricFamily("mbxmpp_stanzas_routed_out", "Stanzas routed to a component or to "
+                              "the federation", labels=["to"])
+    out.add_metric(["component"], router.routed_to_components)
+    out.add_metric(["s2s"], router.routed_to_s2s)
+    yield out
+
+
+def _queues(server: Any) -> Iterator[Metric]:
+    pending = getattr(server.storage, "pending_writes", None)  # (LMDB: a group-commit writer)
+    if pending is not None:
+        yield GaugeMetricFamily("mbxmpp_storage_pending_writes", "Writes waiting for the storage "
+                                "writer's next commit", value=pending())
+    unacked = 0
+    for session in server.sessions.full.values():
+        sm = getattr(session.stream, "sm", None)  # (a live stream, or Hibernated)
+        if sm is not None:
+            unacked += len(sm.queue)
+    yield GaugeMetricFamily("mbxmpp_sm_unacked_stanzas", "Stanzas sent to Stream Management "
+                            "sessions and not acknowledged yet (hibernated sessions included)",
+                            value=unacked)
+    s2s = server.s2s
+    yield GaugeMetricFamily("mbxmpp_s2s_queued_stanzas", "Stanzas waiting for an outgoing "
+                            "server-to-server stream to be ready",
+                            value=sum(len(e.queue) for e in s2s.out.values()) if s2s is not None else 0)
+
+
+def _archive_and_upload(server: Any) -> Iterator[Metric]:
+    mam: Any = server.module("mam")
+    if mam is not None:
+        yield CounterMetricFamily("mbxmpp_mam_archived_bytes", "Bytes of stanzas appended to "
+                                  "message archives (MAM, rooms included)", value=mam.archived_bytes)
+    upload: Any = server.module("upload")
+    if upload is not None:
+        yield GaugeMetricFamily("mbxmpp_upload_stored_bytes", "Bytes of uploaded files kept",
+                                value=sum(s.size for s in upload.store.slots.values() if s.done))
+        yield CounterMetricFamily("mbxmpp_upload_received_bytes", "Bytes of files uploaded",
+                                  value=upload.http.received_bytes)
+        yield CounterMetricFamily("mbxmpp_upload_served_bytes", "Bytes of files downloaded",
+                                  value=upload.http.served_bytes)

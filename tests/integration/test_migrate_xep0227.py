@@ -19,9 +19,11 @@ from mbxmpp.migrate.account import Stores
 from mbxmpp.storage import open_storage
 from mbxmpp.stream.scram import derive
 from tests.daemon import Daemon
+from tests.rawclient import RawClient
 from tests.realclient.conftest import connect, disconnect
 
 D = "example.test"
+MAM_PLUGINS = ("xep_0030", "xep_0059", "xep_0297", "xep_0313")
 PHOTO = base64.b64encode(b"\x89PNG" + bytes(range(200))).decode()
 
 FULL = f"""<?xml version='1.0' encoding='UTF-8'?>
@@ -98,6 +100,11 @@ def scram_fields(password: str) -> dict[str, str]:
 def daemon() -> Iterator[Daemon]:
     d = Daemon(domains=(D,))
     yield d
+    end(d)
+
+
+def end(d: Daemon) -> None:
+    """Stop the daemon if it runs, and remove its directory."""
     if d.proc is not None:
         d.finish()
     else:
@@ -160,8 +167,7 @@ def test_round_trip_is_identical_and_the_old_passwords_work(daemon: Daemon) -> N
         again.start()
 
         async def login() -> None:
-            c = await connect(again, f"juliet@{D}/r", "balcony pw", plugins=(
-                "xep_0030", "xep_0059", "xep_0297", "xep_0313"))
+            c = await connect(again, f"juliet@{D}/r", "balcony pw", plugins=MAM_PLUGINS)
             assert c.client_roster["romeo@montague.net"]["subscription"] == "both"
             hist = [m async for m in c.plugin["xep_0313"].iterate(jid=JID(f"juliet@{D}"))]
             assert [m["mam_result"]["forwarded"]["stanza"]["body"] for m in hist] == [
@@ -170,10 +176,57 @@ def test_round_trip_is_identical_and_the_old_passwords_work(daemon: Daemon) -> N
             await disconnect(c, n)
         asyncio.run(login())
     finally:
-        if again.proc is not None:
-            again.finish()
-        else:
-            again.cleanup()
+        end(again)
+
+
+def test_archives_made_over_the_wire_survive_export_and_import(daemon: Daemon) -> None:
+    """Messages archived by the running server, exported, imported into a fresh data directory:
+    a MAM query there returns the same messages under the same archive ids (stanza-ids)."""
+    daemon.add_user(f"romeo@{D}", "r pw")
+    daemon.add_user(f"juliet@{D}", "j pw")
+    daemon.start()
+    bodies = ["But soft, what light", "through yonder window breaks?", "It is the east <&>"]
+
+    async def chat() -> dict[str, str]:
+        romeo = await RawClient.connect(daemon.c2s)
+        await romeo.login("romeo", "r pw", to=D, resource="garden")
+        juliet = await RawClient.connect(daemon.c2s)
+        await juliet.login("juliet", "j pw", to=D, resource="balcony")
+        ids = {}
+        for b in bodies:
+            text = b.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            await romeo.send(f"<message to='juliet@{D}/balcony' type='chat'><body>{text}</body></message>")
+            m = await juliet.element()
+            sid = m.find("stanza-id", "urn:xmpp:sid:0")
+            assert m.findtext("body") == b and sid is not None and sid.get("by") == f"juliet@{D}", m
+            ids[sid.get("id")] = b
+        await romeo.close()
+        await juliet.close()
+        return ids
+    ids = asyncio.run(chat())
+    daemon.stop()  # a clean stop: every archive write is committed
+    out = os.path.join(daemon.dir, "wire.xml")
+    r = daemon.cli("export", out)
+    assert "exported 2 accounts" in r.stdout
+    fresh = Daemon(domains=(D,))
+    try:
+        r = fresh.cli("import", out, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"imported 2 accounts, {2 * len(bodies)} archived and offline messages" in r.stdout
+        fresh.start()
+
+        async def history() -> None:
+            c = await connect(fresh, f"juliet@{D}/r", "j pw", plugins=MAM_PLUGINS)
+            hist = [m async for m in c.plugin["xep_0313"].iterate(jid=JID(f"juliet@{D}"))]
+            got = {m["mam_result"]["id"]: m["mam_result"]["forwarded"]["stanza"]["body"] for m in hist}
+            assert got == ids
+            romeo = await connect(fresh, f"romeo@{D}/r", "r pw", plugins=MAM_PLUGINS)
+            sent = [m async for m in romeo.plugin["xep_0313"].iterate(jid=JID(f"romeo@{D}"))]
+            assert [m["mam_result"]["forwarded"]["stanza"]["body"] for m in sent] == bodies
+            await disconnect(c, romeo)
+        asyncio.run(history())
+    finally:
+        end(fresh)
 
 
 def test_ejabberd_xinclude_layout_with_scram_password(daemon: Daemon) -> None:
@@ -223,8 +276,18 @@ def _doc(users: str, extra: str = "") -> str:
     (("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='1'>"
       "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded></result>"
       "</archive></user>"), "no <forwarded> with a <delay>"),
+    (("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='1'>"
+      "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='yesterday'/>"
+      "<message xmlns='jabber:client'/></forwarded></result></archive></user>"),
+     "'yesterday' is not a XEP-0082 date-time"),
+    (("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='1'>"
+      "<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>"
+      "<message xmlns='jabber:client' from='a@@b'/></forwarded></result></archive></user>"),
+     "archive result '1': a bad address"),
+    (("<user name='bad'><archive xmlns='urn:xmpp:pie:0#mam'><message xmlns='jabber:client'/>"
+      "</archive></user>"), "unknown element <message xmlns='jabber:client'> in the archive"),
 ], ids=["unknown-element", "bad-roster-jid", "bad-user-jid", "bad-subscription", "huge-text",
-        "archive-without-delay"])
+        "archive-without-delay", "archive-bad-stamp", "archive-bad-address", "archive-not-a-result"])
 def test_a_bad_account_is_refused_whole_and_the_others_imported(daemon: Daemon, bad: str,
                                                                  reason: str) -> None:
     # The bad account comes with a roster item before its fault: none of it may be written.

@@ -48,6 +48,9 @@ class FakeServer:
     def authenticated(self, stream):
         self.authenticated_streams.append(stream)
 
+    def login_failed(self, condition):
+        pass
+
     def bind(self, stream, jid, resource):
         return FakeSession(jid.with_resource(resource or "gen"), stream)
 

@@ -93,7 +93,10 @@ async def _bound_connection(h: ServerHarness) -> tuple[C2SConnection, FakeTransp
     conn.data_received(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{tok}</auth>".encode())
     conn.data_received(hdr)
     conn.data_received(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
-    await asyncio.sleep(0)
+    for _ in range(500):  # the password is hashed in a thread (Accounts.login); input waits for it
+        await asyncio.sleep(0.01)
+        if conn.stream.stage == ST_READY:
+            break
     assert conn.stream.stage == ST_READY, bytes(t.data)
     return conn, t
 

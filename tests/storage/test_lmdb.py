@@ -638,3 +638,19 @@ async def test_key_caches_drop_the_oldest_entry_not_everything(tmp_path, monkeyp
         assert [it.value["n"] for it in ar.query("o@x", with_="c@x")] == list(range(6))
     finally:
         await s.close()
+
+
+@aio
+async def test_pending_writes_is_the_writer_queue_depth(tmp_path):
+    # (the metrics' mbxmpp_storage_pending_writes) Writes of one loop iteration wait for the
+    # hand-off to the writer at the iteration's end: all of them are pending until committed.
+    st = open_storage("lmdb", str(tmp_path))
+    kv, ar = st.keyval("acc"), st.archive("mam")
+    assert st.pending_writes() == 0
+    futs = [kv.set(f"u{i}@x", {"n": i}) for i in range(5)]
+    futs.append(ar.append("u0@x", "msg", with_="b@y/r")[1])
+    assert st.pending_writes() == 6
+    await asyncio.gather(*futs)
+    await st.flush()
+    assert st.pending_writes() == 0
+    await st.close()

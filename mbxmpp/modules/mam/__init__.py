@@ -154,6 +154,7 @@ class MAM(Module):
         # size), to be withdrawn if this routing bounces it after all (offline storage full).
         self._last_received: tuple[RouteEvent, str, str, str, int] | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
+        self.archived_bytes = 0  # stanza bytes appended since start (metrics)
         self.default_max = DEFAULT_MAX
         self.max_max = MAX_MAX
         self.roster: Roster | None = None
@@ -179,7 +180,9 @@ class MAM(Module):
         ``id`` is one from ``self.archive.new_id()`` when the caller needed it first.  The record's
         value is ``[stanza_bytes]`` (a list: room archives may append fields); durability: the
         write is in the next group commit, ``storage.flush()`` waits for it."""
-        id_, fut = self.archive.append(owner, [stanza.to_bytes()], with_=with_, id=id)
+        raw = stanza.to_bytes()
+        self.archived_bytes += len(raw)  # (metrics)
+        id_, fut = self.archive.append(owner, [raw], with_=with_, id=id)
         if isinstance(fut, asyncio.Future) and not fut.done() and self._pending.get(owner) is not fut:
             # Writes commit in call order: the owner's latest append settles all earlier ones
             # (appends of one loop iteration share a future: one callback per owner).

@@ -96,6 +96,7 @@ class UploadHTTP:
     def __init__(self, module: Upload) -> None:
         self.mod = module
         self.store = module.store
+        self.received_bytes = self.served_bytes = 0  # file bytes stored and sent (metrics)
 
     def register(self, http: HTTPService) -> None:
         http.add_route("PUT", PATH, self.put)
@@ -196,6 +197,7 @@ class UploadHTTP:
                     "meta": cipher.seal_meta({"name": name, "type": ctype}),
                     "verify": crypto.verifier(secret, slot)}
         await self.store.complete(slot, owner, done_rec)
+        self.received_bytes += size
         self.mod.wake_sweeper()
         return _plain(201, "Created")
 
@@ -270,6 +272,7 @@ class UploadHTTP:
                         await resp.write(plain[lo:hi])
                     except ConnectionError:
                         return resp  # the client went away: nothing to answer
+                    self.served_bytes += hi - lo
                     index += 1
                 if index > last_chunk:
                     break

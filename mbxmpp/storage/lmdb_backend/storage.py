@@ -86,6 +86,9 @@ class LmdbStorage:
         self._registry = StoreRegistry()
 
     # counters for tests and metrics
+    def pending_writes(self) -> int:
+        return self._writer.pending_writes()
+
     @property
     def commits(self) -> int:
         """Committed write transactions of the writer."""

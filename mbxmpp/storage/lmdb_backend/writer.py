@@ -235,6 +235,10 @@ class GroupCommitWriter:
         """Whether every write accepted so far is committed (no flush needed to be sure)."""
         return self._finished == self._accepted
 
+    def pending_writes(self) -> int:
+        """Writes accepted but not yet committed (the queue depth /metrics shows)."""
+        return self._accepted - self._finished
+
     async def flush(self) -> None:
         if self._thread is not None and not self.closed:
             await self.submit([], [])
