@@ -1,0 +1,160 @@
+"""Fixtures for the aioxmpp tier: a spawned daemon with its shipped defaults and aioxmpp clients
+that verify its certificate (the self-signed one it made, trusted as a CA)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from datetime import timedelta
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import aioxmpp
+import aioxmpp.connector
+import aioxmpp.dispatcher
+import aioxmpp.security_layer
+import aiosasl
+import OpenSSL.SSL
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tests.daemon import Daemon
+
+USERS = ["alice@localhost", "bob@localhost", "carol@localhost", "dave@localhost"]
+PASSWORD = "correct horse"
+
+
+def _certificate_names(cert: OpenSSL.crypto.X509) -> dict[str, Any]:
+    """aioxmpp 0.13.3 reads subjectAltName with X509.get_extension, which pyOpenSSL 24.3 removed;
+    this is the same dict (the shape ssl.match_hostname takes) read through cryptography."""
+    parsed = cert.to_cryptography()
+    cn = parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    names: dict[str, Any] = {"subject": ((("commonName", cn[0].value if cn else None),),)}
+    try:
+        san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return names
+    names["subjectAltName"] = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)]
+    return names
+
+
+aioxmpp.security_layer.extract_python_dict_from_x509 = _certificate_names
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    d = Daemon()
+    for u in USERS:
+        d.add_user(u, PASSWORD)
+    d.start()
+    yield d
+    d.finish()
+
+
+def trusting_context(daemon: Daemon) -> Callable[[], OpenSSL.SSL.Context]:
+    """aioxmpp's default context (peer verification on) trusting the daemon's certificate."""
+    cafile = os.path.join(daemon.dir, "data", "selfsigned.crt")
+
+    def factory() -> OpenSSL.SSL.Context:
+        ctx = aioxmpp.security_layer.default_ssl_context()
+        ctx.load_verify_locations(cafile)
+        return ctx
+    return factory
+
+
+class ServerEndPoint(aiosasl.channel_binding.TLSServerEndPoint):
+    """RFC 5929 tls-server-end-point. aiosasl 0.5 derives the hash from the signature algorithm's
+    name by splitting at "with", which for "ecdsa-with-SHA256" (the daemon's certificate) gives
+    "ecdsa-"; read the hash from cryptography instead (MD5 and SHA-1 become SHA-256)."""
+
+    def extract_cb_data(self) -> bytes:
+        cert = self._connection.get_peer_certificate().to_cryptography()
+        algorithm = cert.signature_hash_algorithm
+        if algorithm is None or algorithm.name in ("md5", "sha1"):
+            algorithm = hashes.SHA256()
+        return cert.fingerprint(algorithm)
+
+
+class OneMechanism(aioxmpp.security_layer.SASLProvider):
+    """SASL with exactly one named mechanism (aioxmpp itself picks the strongest SCRAM and has no
+    -PLUS); a -PLUS name binds to the channel with tls-server-end-point."""
+
+    def __init__(self, mechanism: str, password: str) -> None:
+        super().__init__()
+        self.mechanism = mechanism
+        self.password = password
+
+    async def execute(self, client_jid, features, xmlstream, tls_transport):  # type: ignore[no-untyped-def]
+        offered = features[aioxmpp.security_layer.SASLMechanisms].get_mechanism_list()
+        if self.mechanism not in offered:
+            raise aiosasl.AuthenticationFailure("mechanism-not-offered", text=self.mechanism)
+
+        async def credentials() -> tuple[str, str]:
+            return client_jid.localpart, self.password
+
+        mechanism: aiosasl.SASLMechanism
+        if self.mechanism == "PLAIN":
+            mechanism, token = aiosasl.PLAIN(credentials), "PLAIN"
+        elif self.mechanism.endswith("-PLUS"):
+            binding = ServerEndPoint(tls_transport.get_extra_info("ssl_object"))
+            mechanism = aiosasl.SCRAMPLUS(credentials, binding)
+            token = aiosasl.SCRAMPLUS.any_supported([self.mechanism])
+        else:
+            mechanism = aiosasl.SCRAM(credentials)
+            token = aiosasl.SCRAM.any_supported([self.mechanism])
+        assert token is not None, self.mechanism
+        return await self._execute(aioxmpp.sasl.SASLXMPPInterface(xmlstream), mechanism, token)
+
+
+def make_client(daemon: Daemon, jid: str, password: str = PASSWORD, *, direct_tls: bool = False,
+                mechanism: str | None = None) -> aioxmpp.Client:
+    if mechanism is None:
+        security = aioxmpp.make_security_layer(password, ssl_context_factory=trusting_context(daemon))
+    else:
+        security = aioxmpp.security_layer.SecurityLayer(trusting_context(daemon),
+                                         aioxmpp.security_layer.PKIXCertificateVerifier, True,
+                                         (OneMechanism(mechanism, password),))
+    connector = (aioxmpp.connector.XMPPOverTLSConnector() if direct_tls
+                 else aioxmpp.connector.STARTTLSConnector())
+    port = daemon.tls if direct_tls else daemon.c2s
+    return aioxmpp.Client(aioxmpp.JID.fromstr(jid), security,
+                          override_peer=[("127.0.0.1", port, connector)])
+
+
+@contextlib.asynccontextmanager
+async def online(daemon: Daemon, jid: str, password: str = PASSWORD, *, available: bool = True,
+                 **kw: Any) -> AsyncIterator[aioxmpp.Client]:
+    """A connected client (available by default), stopped on exit."""
+    client = make_client(daemon, jid, password, **kw)
+    if available:
+        client.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
+    async with client.connected(timeout=timedelta(seconds=15)):
+        yield client
+
+
+def inbox(client: aioxmpp.Client) -> asyncio.Queue:
+    """Every message stanza the client receives."""
+    q: asyncio.Queue = asyncio.Queue()
+    client.summon(aioxmpp.dispatcher.SimpleMessageDispatcher).register_callback(
+        None, None, q.put_nowait)
+    return q
+
+
+async def next_match(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
+        if pred(item):
+            return item
+
+
+def body(msg: aioxmpp.Message) -> str | None:
+    return msg.body.any() if msg.body else None
+
+
+def chat(to: str, text: str) -> aioxmpp.Message:
+    msg = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr(to))
+    msg.body[None] = text
+    return msg
