@@ -25,21 +25,25 @@ USERS = ["alice@localhost", "bob@localhost", "carol@localhost", "dave@localhost"
 PASSWORD = "correct horse"
 
 
-def _certificate_names(cert: OpenSSL.crypto.X509) -> dict[str, Any]:
-    """aioxmpp 0.13.3 reads subjectAltName with X509.get_extension, which pyOpenSSL 24.3 removed;
-    this is the same dict (the shape ssl.match_hostname takes) read through cryptography."""
+def _matches_hostname(cert: OpenSSL.crypto.X509, hostname: str) -> bool:
+    """RFC 6125 DNS-ID check for aioxmpp's verifier. aioxmpp 0.13.3 reads subjectAltName with
+    X509.get_extension (removed in pyOpenSSL 24.3) and matches with ssl.match_hostname (removed in
+    Python 3.12); this reads the names through cryptography (the server's certificate is
+    verified against the trusted file by OpenSSL all the same)."""
     parsed = cert.to_cryptography()
-    cn = parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    names: dict[str, Any] = {"subject": ((("commonName", cn[0].value if cn else None),),)}
     try:
-        san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = parsed.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
-        return names
-    names["subjectAltName"] = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)]
-    return names
+        names = [str(a.value) for a in parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    host = hostname.lower().rstrip(".")
+    for name in (n.lower().rstrip(".") for n in names):
+        if name == host or (name.startswith("*.") and host.partition(".")[2] == name[2:]):
+            return True
+    return False
 
 
-aioxmpp.security_layer.extract_python_dict_from_x509 = _certificate_names
+aioxmpp.security_layer.check_x509_hostname = _matches_hostname
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +128,13 @@ def make_client(daemon: Daemon, jid: str, password: str = PASSWORD, *, direct_tl
 
 @contextlib.asynccontextmanager
 async def online(daemon: Daemon, jid: str, password: str = PASSWORD, *, available: bool = True,
-                 **kw: Any) -> AsyncIterator[aioxmpp.Client]:
-    """A connected client (available by default), stopped on exit."""
+                 services: tuple[type, ...] = (), **kw: Any) -> AsyncIterator[aioxmpp.Client]:
+    """A connected client (available by default), stopped on exit. ``services`` are summoned
+    before the stream starts, as an application does (RosterClient then asks for the roster and
+    so becomes an interested resource, RFC 6121 §2.1.6)."""
     client = make_client(daemon, jid, password, **kw)
+    for service in services:
+        client.summon(service)
     if available:
         client.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True))
     async with client.connected(timeout=timedelta(seconds=15)):

@@ -3,7 +3,12 @@ channel binding (aiosasl's tls-server-end-point), STARTTLS and direct TLS, and b
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import aioxmpp
+import aioxmpp.connector
 import aiosasl
+import OpenSSL.SSL
 import pytest
 
 from tests.realclient_aioxmpp.conftest import PASSWORD, make_client, online
@@ -52,3 +57,17 @@ async def test_requested_resource_kept_and_conflict_gets_another(daemon):
             # RFC 6120 §7.7.2.2: the server may give the second session another resource.
             assert second.local_jid.resource and second.local_jid.resource != "phone"
         assert first.established
+
+
+async def test_untrusted_certificate_is_refused(daemon):
+    """The tier's trust is real: without the daemon's certificate, aioxmpp refuses the server."""
+    client = aioxmpp.Client(aioxmpp.JID.fromstr("alice@localhost"),
+                            aioxmpp.make_security_layer(PASSWORD),
+                            override_peer=[("127.0.0.1", daemon.c2s,
+                                            aioxmpp.connector.STARTTLSConnector())])
+    with pytest.raises(Exception) as err:
+        async with client.connected(timeout=timedelta(seconds=15)):
+            pass
+    # aioopenssl 0.6 then fails its own waiter twice: the handshake error is the context.
+    cause = err.value if isinstance(err.value, OpenSSL.SSL.Error) else err.value.__context__
+    assert isinstance(cause, OpenSSL.SSL.Error) and "certificate verify failed" in str(cause)
