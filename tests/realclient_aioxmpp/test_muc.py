@@ -1,0 +1,125 @@
+"""Multi-user chat (XEP-0045) with aioxmpp.muc: create and configure a room with the owner form,
+join, groupchat both ways, subject, history on rejoin, nick conflict, affiliations, members-only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aioxmpp
+import aioxmpp.disco
+import aioxmpp.muc
+import pytest
+
+from tests.realclient_aioxmpp.conftest import online
+
+pytestmark = pytest.mark.realclient
+
+SERVICE = "conference.localhost"
+
+
+def groupchat(text: str) -> aioxmpp.Message:
+    msg = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT)
+    msg.body[None] = text
+    return msg
+
+
+def collect(room: aioxmpp.muc.Room) -> asyncio.Queue:
+    q: asyncio.Queue = asyncio.Queue()
+    room.on_message.connect(lambda msg, member, source, **_kw: q.put_nowait((msg, member)))
+    return q
+
+
+async def _text(q: asyncio.Queue, text: str, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    while True:
+        msg, member = await asyncio.wait_for(q.get(), timeout)
+        if msg.body and msg.body.any() == text:
+            return msg, member
+
+
+async def join(client: aioxmpp.Client, room: str, nick: str, **kw) -> aioxmpp.muc.Room:  # type: ignore[no-untyped-def]
+    room_obj, joined = client.summon(aioxmpp.MUCClient).join(aioxmpp.JID.fromstr(room), nick, **kw)
+    await asyncio.wait_for(joined, 10)
+    return room_obj
+
+
+async def test_create_configure_chat_and_rejoin_with_history(daemon):
+    room_jid = aioxmpp.JID.fromstr(f"aiox@{SERVICE}")
+    async with online(daemon, "alice@localhost/muc") as a, online(daemon, "bob@localhost/muc") as b:
+        muc = a.summon(aioxmpp.MUCClient)
+        room = await join(a, str(room_jid), "Alice")
+        assert room.me.nick == "Alice" and room.me.affiliation == "owner"
+
+        form = aioxmpp.muc.ConfigurationForm.from_xso(await muc.get_room_config(room_jid))
+        form.roomname.value = "aioxmpp room"
+        form.roomdesc.value = "configured by aioxmpp"
+        form.persistentroom.value = True
+        await muc.set_room_config(room_jid, form.render_reply())
+        info = await a.summon(aioxmpp.DiscoClient).query_info(room_jid, require_fresh=True)
+        assert "muc_persistent" in info.features and "http://jabber.org/protocol/muc" in info.features
+        assert any(i.name == "aioxmpp room" for i in info.identities)
+        again = aioxmpp.muc.ConfigurationForm.from_xso(await muc.get_room_config(room_jid))
+        assert again.roomdesc.value == "configured by aioxmpp" and again.persistentroom.value
+
+        joined = asyncio.Event()
+        room.on_join.connect(lambda member, **_kw: joined.set() if member.nick == "Bob" else None)
+        room_b = await join(b, str(room_jid), "Bob")
+        await asyncio.wait_for(joined.wait(), 10)
+        assert {m.nick for m in room_b.members} == {"Alice", "Bob"}
+
+        qa, qb = collect(room), collect(room_b)
+        await room.send_message(groupchat("hi from Alice"))
+        _msg, member = await _text(qb, "hi from Alice")
+        assert member.nick == "Alice"
+        room_b.send_message(groupchat("hi from Bob"))
+        _msg, member = await _text(qa, "hi from Bob")
+        assert member.nick == "Bob"
+
+        topic = asyncio.Event()
+        room_b.on_topic_changed.connect(lambda member, new_topic, **_kw: topic.set())
+        await room.set_topic({None: "today: aioxmpp"})
+        await asyncio.wait_for(topic.wait(), 10)
+        assert room_b.muc_subject.any() == "today: aioxmpp"
+
+        await room_b.leave()
+        # The subject ends the join (XEP-0045 §7.2.15), after the occupants and the history.
+        room_b, joined_b = b.summon(aioxmpp.MUCClient).join(room_jid, "Bob")
+        subject: asyncio.Future = asyncio.get_running_loop().create_future()
+        room_b.on_topic_changed.connect(
+            lambda member, new_topic, **_kw: subject.done() or subject.set_result(new_topic.any()))
+        await asyncio.wait_for(joined_b, 10)
+        assert await asyncio.wait_for(subject, 10) == "today: aioxmpp"
+
+    # A fresh occupant gets the discussion history, stamped.
+    async with online(daemon, "carol@localhost/muc") as c:
+        room_c, joined_c = c.summon(aioxmpp.MUCClient).join(room_jid, "Carol")
+        qc = collect(room_c)
+        await asyncio.wait_for(joined_c, 10)
+        msg, _member = await _text(qc, "hi from Bob")
+        assert msg.xep0203_delay, "history carries a delay stamp (XEP-0203)"
+
+
+async def test_nick_conflict_and_members_only(daemon):
+    room_jid = aioxmpp.JID.fromstr(f"closed@{SERVICE}")
+    async with online(daemon, "alice@localhost/own") as a, online(daemon, "bob@localhost/own") as b:
+        muc = a.summon(aioxmpp.MUCClient)
+        room = await join(a, str(room_jid), "Alice")
+        form = aioxmpp.muc.ConfigurationForm.from_xso(await muc.get_room_config(room_jid))
+        form.membersonly.value = True
+        await muc.set_room_config(room_jid, form.render_reply())
+
+        _room_b, joined = b.summon(aioxmpp.MUCClient).join(room_jid, "Bob")
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await asyncio.wait_for(joined, 10)
+        assert err.value.condition == aioxmpp.ErrorCondition.REGISTRATION_REQUIRED
+
+        await room.muc_set_affiliation(aioxmpp.JID.fromstr("bob@localhost"), "member")
+        members = await muc.get_affiliated(room_jid, "member")
+        assert [str(j) for j in members] == ["bob@localhost"]
+
+        _room_b, joined = b.summon(aioxmpp.MUCClient).join(room_jid, "Alice")
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await asyncio.wait_for(joined, 10)
+        assert err.value.condition == aioxmpp.ErrorCondition.CONFLICT
+
+        room_b = await join(b, str(room_jid), "Bob")
+        assert room_b.me.affiliation == "member"
