@@ -1,0 +1,171 @@
+"""Server services through aioxmpp's own clients: disco#info/#items of the server and its
+components, ping, software version, blocking (XEP-0191), private XML (XEP-0049) with bookmarks,
+vCard (XEP-0054), PEP (XEP-0163) publish, notify and retrieve."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aioxmpp
+import aioxmpp.blocking
+import aioxmpp.bookmarks
+import aioxmpp.disco
+import aioxmpp.ping
+import aioxmpp.private_xml
+import aioxmpp.pubsub
+import aioxmpp.vcard
+import aioxmpp.vcard.xso
+import aioxmpp.version
+import aioxmpp.xso
+import pytest
+
+from tests.realclient_aioxmpp.conftest import body, chat, inbox, next_match, online
+
+pytestmark = pytest.mark.realclient
+
+SERVER = aioxmpp.JID.fromstr("localhost")
+NOTES = "urn:example:aioxmpp-notes"
+
+
+class Note(aioxmpp.xso.XSO):
+    TAG = (NOTES, "note")
+    text = aioxmpp.xso.Text(default=None)
+
+    def __init__(self, text: str | None = None) -> None:
+        super().__init__()
+        self.text = text
+
+
+aioxmpp.private_xml.Query.as_payload_class(Note)
+aioxmpp.pubsub.xso.as_payload_class(Note)
+
+
+async def test_disco_server_and_components(daemon):
+    async with online(daemon, "alice@localhost/disco") as a:
+        disco = a.summon(aioxmpp.DiscoClient)
+        info = await disco.query_info(SERVER)
+        assert ("server", "im") in {(i.category, i.type_) for i in info.identities}
+        for ns in ("urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:blocking", "urn:xmpp:carbons:2",
+                   "http://jabber.org/protocol/disco#items"):
+            assert ns in info.features, ns
+        account = await disco.query_info(a.local_jid.bare())
+        assert ("pubsub", "pep") in {(i.category, i.type_) for i in account.identities}
+        for ns in ("jabber:iq:private", "vcard-temp", "urn:xmpp:mam:2"):
+            assert ns in account.features, ns
+
+        items = await disco.query_items(SERVER)
+        components = {str(i.jid): i for i in items.items}
+        assert "conference.localhost" in components
+        kinds = set()
+        for jid in components:
+            cinfo = await disco.query_info(aioxmpp.JID.fromstr(jid))
+            assert cinfo.identities, jid
+            kinds |= {(i.category, i.type_) for i in cinfo.identities}
+        assert ("conference", "text") in kinds
+        assert ("store", "file") in kinds  # HTTP upload (XEP-0363)
+        assert ("proxy", "bytestreams") in kinds  # SOCKS5 proxy (XEP-0065)
+
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await disco.query_info(aioxmpp.JID.fromstr("nosuch.localhost"))
+        # RFC 6120 §10.4.3 / §8.3.3.14: a domain nobody serves (and no federation to it).
+        assert err.value.condition in (aioxmpp.ErrorCondition.REMOTE_SERVER_NOT_FOUND,
+                                       aioxmpp.ErrorCondition.ITEM_NOT_FOUND,
+                                       aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE)
+
+
+async def test_ping_and_version(daemon):
+    async with online(daemon, "bob@localhost/pv") as b:
+        await aioxmpp.ping.ping(b, SERVER)
+        version = await aioxmpp.version.query_version(b.stream, SERVER)
+        assert version.name == "mbxmpp" and version.version
+        # An offline user's bare JID: the server answers (RFC 6121 §8.5.1) with an error.
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await aioxmpp.version.query_version(b.stream, aioxmpp.JID.fromstr("dave@localhost/gone"))
+        assert err.value.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
+
+
+async def test_blocking(daemon):
+    services = (aioxmpp.blocking.BlockingClient,)
+    async with online(daemon, "alice@localhost/blk", services=services) as a, \
+            online(daemon, "carol@localhost/blk") as c:
+        blocking = a.summon(aioxmpp.blocking.BlockingClient)
+        carol = aioxmpp.JID.fromstr("carol@localhost")
+        pushed = asyncio.Event()
+        blocking.on_jids_blocked.connect(lambda jids: pushed.set())
+        await blocking.block_jids([carol])
+        await asyncio.wait_for(pushed.wait(), 10)
+        assert carol in blocking.blocklist
+
+        c_in = inbox(c)
+        await c.send(chat("alice@localhost/blk", "let me in"))
+        err = await next_match(c_in, lambda m: m.type_ == aioxmpp.MessageType.ERROR)
+        assert err.error.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
+
+        unblocked = asyncio.Event()
+        blocking.on_jids_unblocked.connect(lambda jids: unblocked.set())
+        await blocking.unblock_jids([carol])
+        await asyncio.wait_for(unblocked.wait(), 10)
+        a_in = inbox(a)
+        await c.send(chat("alice@localhost/blk", "hello again"))
+        m = await next_match(a_in, lambda m: body(m) == "hello again")
+        assert m.from_.bare() == carol
+
+
+async def test_private_xml_and_bookmarks(daemon):
+    async with online(daemon, "bob@localhost/px") as b:
+        private = b.summon(aioxmpp.private_xml.PrivateXMLService)
+        await private.set_private_xml(Note(text="remember the milk"))
+        stored = await private.get_private_xml(Note())
+        assert stored.registered_payload.text == "remember the milk"
+
+        bookmarks = b.summon(aioxmpp.BookmarkClient)
+        room = aioxmpp.bookmarks.Conference("Lobby", aioxmpp.JID.fromstr("lobby@conference.localhost"),
+                                            autojoin=True, nick="Bob")
+        await bookmarks.add_bookmark(room)
+        assert room in await bookmarks.get_bookmarks()
+
+    async with online(daemon, "bob@localhost/px2") as b2:  # stored, not per session
+        assert room in await b2.summon(aioxmpp.BookmarkClient).get_bookmarks()
+
+
+async def test_vcard_own_and_others(daemon):
+    async with online(daemon, "carol@localhost/vc") as c, online(daemon, "dave@localhost/vc") as d:
+        vcards = c.summon(aioxmpp.vcard.VCardService)
+        card = aioxmpp.vcard.xso.VCard()
+        card.set_photo_data("image/png", b"\x89PNG not really")
+        await vcards.set_vcard(card)
+        mine = await vcards.get_vcard()
+        assert mine.get_photo_data() == b"\x89PNG not really"
+        theirs = await d.summon(aioxmpp.vcard.VCardService).get_vcard(aioxmpp.JID.fromstr("carol@localhost"))
+        assert theirs.get_photo_mime_type() == "image/png"
+        # No vCard answers like no account (XEP-0054 1.3 §3.3, no directory harvesting);
+        # aioxmpp maps only item-not-found to an empty vCard, so it raises here.
+        with pytest.raises(aioxmpp.errors.XMPPCancelError) as err:
+            await vcards.get_vcard(aioxmpp.JID.fromstr("dave@localhost"))
+        assert err.value.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
+
+
+async def test_pep_publish_notify_and_retrieve(daemon):
+    async with online(daemon, "dave@localhost/pep", services=(aioxmpp.PEPClient,)) as d, \
+            online(daemon, "alice@localhost/pep") as a:
+        pep = d.summon(aioxmpp.PEPClient)
+        await pep.publish(NOTES, Note(text="before +notify"), id_="current", access_model="open")
+        # aioxmpp leaves re-announcing changed caps (now with NOTES+notify) to the application.
+        ver_changed = asyncio.Event()
+        d.summon(aioxmpp.EntityCapsService).on_ver_changed.connect(lambda: ver_changed.set())
+        node = pep.claim_pep_node(NOTES, notify=True)
+        items: asyncio.Queue = asyncio.Queue()
+        node.on_item_publish.connect(lambda jid, node, item, **_kw: items.put_nowait((jid, item)))
+        await asyncio.wait_for(ver_changed.wait(), 10)
+        d.summon(aioxmpp.PresenceServer).resend_presence()
+        # Caps that gain +notify bring the last published item (XEP-0163 §4.3.2, after the
+        # server verified them with a disco#info query).
+        jid, item = await asyncio.wait_for(items.get(), 10)
+        assert jid == d.local_jid.bare() and item.registered_payload.text == "before +notify"
+
+        await pep.publish(NOTES, Note(text="hello pep"), id_="current", access_model="open")
+        jid, item = await asyncio.wait_for(items.get(), 10)
+        assert item.registered_payload.text == "hello pep"
+
+        got = await a.summon(aioxmpp.PubSubClient).get_items(d.local_jid.bare(), NOTES)
+        assert [i.registered_payload.text for i in got.payload.items] == ["hello pep"]
