@@ -7,6 +7,8 @@ import asyncio
 
 import aioxmpp
 import aioxmpp.disco
+import aioxmpp.forms
+import aioxmpp.im
 import aioxmpp.muc
 import pytest
 
@@ -39,6 +41,15 @@ async def _text(q: asyncio.Queue, text: str, timeout: float = 10.0):  # type: ig
 async def join(client: aioxmpp.Client, room: str, nick: str, **kw) -> aioxmpp.muc.Room:  # type: ignore[no-untyped-def]
     room_obj, joined = client.summon(aioxmpp.MUCClient).join(aioxmpp.JID.fromstr(room), nick, **kw)
     await asyncio.wait_for(joined, 10)
+    return room_obj
+
+
+async def create(client: aioxmpp.Client, room: str, nick: str) -> aioxmpp.muc.Room:
+    """Join a new room and accept the default configuration: a new room stays locked until its
+    owner does (XEP-0045 §10.1.2, an instant room)."""
+    room_obj = await join(client, room, nick)
+    data = aioxmpp.forms.Data(aioxmpp.forms.DataType.SUBMIT)
+    await client.summon(aioxmpp.MUCClient).set_room_config(room_obj.jid, data)
     return room_obj
 
 
@@ -123,3 +134,61 @@ async def test_nick_conflict_and_members_only(daemon):
 
         room_b = await join(b, str(room_jid), "Bob")
         assert room_b.me.affiliation == "member"
+
+
+def _signal_future(signal, pick=lambda *a, **kw: (a, kw)):  # type: ignore[no-untyped-def]
+    fut: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def fire(*args, **kw):  # type: ignore[no-untyped-def]
+        if not fut.done():
+            fut.set_result(pick(*args, **kw))
+        return True  # disconnect after the first emission
+    signal.connect(fire)
+    return fut
+
+
+async def test_moderation_nick_change_invite_kick_ban(daemon):
+    room_jid = aioxmpp.JID.fromstr(f"moderated@{SERVICE}")
+    async with online(daemon, "alice@localhost/mod") as a, online(daemon, "bob@localhost/mod") as b, \
+            online(daemon, "carol@localhost/mod") as c:
+        room = await create(a, str(room_jid), "Alice")
+        room_b = await join(b, str(room_jid), "Bob")
+
+        renamed = _signal_future(room.on_nick_changed, lambda member, old, new, **kw: (old, new))
+        await room_b.set_nick("Robert")
+        assert await asyncio.wait_for(renamed, 10) == ("Bob", "Robert")
+        assert room_b.me.nick == "Robert"
+
+        # A mediated invitation (XEP-0045 §7.8.2) comes from the room, naming the inviter.
+        invited = _signal_future(c.summon(aioxmpp.MUCClient).on_muc_invitation,
+                                 lambda stanza, muc, inviter, mode, **kw: (muc, inviter, mode,
+                                                                           kw.get("reason")))
+        await room.invite(aioxmpp.JID.fromstr("carol@localhost"), "join us",
+                          mode=aioxmpp.im.InviteMode.MEDIATED)
+        muc, inviter, mode, reason = await asyncio.wait_for(invited, 10)
+        assert (muc, mode, reason) == (room_jid, aioxmpp.im.InviteMode.MEDIATED, "join us")
+        assert inviter.bare() == aioxmpp.JID.fromstr("alice@localhost")
+
+        room_c = await join(c, str(room_jid), "Carol")
+        # Only a moderator may kick (XEP-0045 §8.2): Carol is a participant.
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await room_c.muc_set_role("Robert", "none")
+        assert err.value.condition == aioxmpp.ErrorCondition.FORBIDDEN
+
+        kicked = _signal_future(room_b.on_exit, lambda **kw: (kw["muc_leave_mode"],
+                                                                kw.get("muc_reason")))
+        member_b = next(m for m in room.members if m.nick == "Robert")
+        await room.kick(member_b, "behave")
+        assert await asyncio.wait_for(kicked, 10) == (aioxmpp.muc.LeaveMode.KICKED, "behave")
+
+        banned = _signal_future(room_c.on_exit, lambda **kw: kw["muc_leave_mode"])
+        member_c = next(m for m in room.members if m.nick == "Carol")
+        await room.ban(member_c, "spam")
+        assert await asyncio.wait_for(banned, 10) == aioxmpp.muc.LeaveMode.BANNED
+        outcasts = await a.summon(aioxmpp.MUCClient).get_affiliated(room_jid, "outcast")
+        assert aioxmpp.JID.fromstr("carol@localhost") in outcasts
+
+        _room, joined = c.summon(aioxmpp.MUCClient).join(room_jid, "Carol again")
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await asyncio.wait_for(joined, 10)
+        assert err.value.condition == aioxmpp.ErrorCondition.FORBIDDEN

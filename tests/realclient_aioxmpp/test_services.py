@@ -76,11 +76,11 @@ async def test_disco_server_and_components(daemon):
 async def test_ping_and_version(daemon):
     async with online(daemon, "bob@localhost/pv") as b:
         await aioxmpp.ping.ping(b, SERVER)
-        version = await aioxmpp.version.query_version(b.stream, SERVER)
+        version = await aioxmpp.version.query_version(b, SERVER)
         assert version.name == "mbxmpp" and version.version
         # An offline user's bare JID: the server answers (RFC 6121 §8.5.1) with an error.
         with pytest.raises(aioxmpp.errors.XMPPError) as err:
-            await aioxmpp.version.query_version(b.stream, aioxmpp.JID.fromstr("dave@localhost/gone"))
+            await aioxmpp.version.query_version(b, aioxmpp.JID.fromstr("dave@localhost/gone"))
         assert err.value.condition == aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE
 
 
