@@ -10,7 +10,7 @@ import aioxmpp.carbons
 import aioxmpp.roster
 import pytest
 
-from tests.realclient_aioxmpp.conftest import body, chat, inbox, next_match, online
+from tests.realclient_aioxmpp.conftest import body, chat, inbox, make_client, next_match, online
 
 pytestmark = pytest.mark.realclient
 
@@ -96,3 +96,38 @@ async def test_carbons_to_second_resource(daemon):
         await b.send(chat("alice@localhost/c2", "marker"))
         m = await next_match(copies, lambda m: m.xep0280_received is not None or body(m) == "marker")
         assert body(m) == "marker", "no carbon after disable"
+
+
+async def test_roster_versioning_across_sessions(daemon):
+    """RFC 6121 §2.6: a client that kept its roster and version gets only what changed."""
+    carol = aioxmpp.JID.fromstr("carol@localhost")
+    dave = aioxmpp.JID.fromstr("dave@localhost")
+    async with online(daemon, "bob@localhost/ver", services=ROSTER) as b:
+        roster = b.summon(aioxmpp.RosterClient)
+        assert b.stream_features.has_feature(aioxmpp.roster.xso.RosterVersioningFeature)
+        await roster.set_entry(carol, name="Carol")
+        await _until(lambda: carol in roster.items, asyncio.Event())
+        saved = roster.export_as_json()
+    assert saved["ver"], "the roster result carries a version"
+
+    # Unchanged: the same version comes back as an empty result and the kept roster stands.
+    client = make_client(daemon, "bob@localhost/ver")
+    client.summon(aioxmpp.RosterClient).import_from_json(saved)
+    async with client.connected():
+        kept = client.summon(aioxmpp.RosterClient)
+        assert {str(j) for j in kept.items} == set(saved["items"])
+        assert kept.items[carol].name == "Carol"
+
+    async with online(daemon, "bob@localhost/other", services=ROSTER) as other:
+        await other.summon(aioxmpp.RosterClient).set_entry(dave, name="Dave")
+
+    # Changed meanwhile: the new item arrives (as a push or a full roster) and the version moves.
+    client = make_client(daemon, "bob@localhost/ver")
+    client.summon(aioxmpp.RosterClient).import_from_json(saved)
+    changed = asyncio.Event()
+    client.summon(aioxmpp.RosterClient).on_entry_added.connect(lambda _item: changed.set())
+    async with client.connected():
+        roster = client.summon(aioxmpp.RosterClient)
+        await _until(lambda: dave in roster.items, changed)
+        assert roster.items[dave].name == "Dave" and carol in roster.items
+        assert roster.version != saved["ver"]
