@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import aioxmpp
 import aioxmpp.connector
 import aioxmpp.dispatcher
+import aioxmpp.node
 import aioxmpp.security_layer
 import aiosasl
 import OpenSSL.SSL
@@ -44,6 +45,15 @@ def _matches_hostname(cert: OpenSSL.crypto.X509, hostname: str) -> bool:
 
 
 aioxmpp.security_layer.check_x509_hostname = _matches_hostname
+
+
+async def _no_discovery(domain: str, **_kw: Any) -> list:
+    return []
+
+
+# Clients reach the daemon only through override_peer; when that fails (a restarted daemon),
+# aioxmpp would look up SRV records next: the tier stays on loopback and never resolves names.
+aioxmpp.node.discover_connectors = _no_discovery  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import aioxmpp
+import aioxmpp.avatar
 import aioxmpp.blocking
 import aioxmpp.bookmarks
 import aioxmpp.disco
@@ -169,3 +170,39 @@ async def test_pep_publish_notify_and_retrieve(daemon):
 
         got = await a.summon(aioxmpp.PubSubClient).get_items(d.local_jid.bare(), NOTES)
         assert [i.registered_payload.text for i in got.payload.items] == ["hello pep"]
+
+
+async def _mutual_subscription(a: aioxmpp.Client, b: aioxmpp.Client) -> None:
+    ra, rb = a.summon(aioxmpp.RosterClient), b.summon(aioxmpp.RosterClient)
+    changed = asyncio.Event()
+    for roster in (ra, rb):
+        roster.on_entry_added.connect(lambda _item: changed.set())
+        roster.on_entry_subscription_state_changed.connect(lambda _item: changed.set())
+    ja, jb = a.local_jid.bare(), b.local_jid.bare()
+    rb.on_subscribe.connect(lambda st: (rb.approve(st.from_), rb.subscribe(st.from_)))
+    ra.on_subscribe.connect(lambda st: ra.approve(st.from_))
+    ra.subscribe(jb)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while not (jb in ra.items and ra.items[jb].subscription == "both"
+               and ja in rb.items and rb.items[ja].subscription == "both"):
+        changed.clear()
+        await asyncio.wait_for(changed.wait(), max(0.01, end - loop.time()))
+
+
+async def test_avatar_published_to_a_contact(daemon):
+    """XEP-0084 user avatar (PEP data + metadata) with aioxmpp.avatar, seen by a contact."""
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    services = (aioxmpp.RosterClient, aioxmpp.avatar.AvatarService)
+    async with online(daemon, "alice@localhost/av", services=services) as a, \
+            online(daemon, "carol@localhost/av", services=services) as c:
+        await _mutual_subscription(a, c)
+        avatar_set = aioxmpp.avatar.AvatarSet()
+        avatar_set.add_avatar_image("image/png", image_bytes=png, width=8, height=8)
+        await a.summon(aioxmpp.avatar.AvatarService).publish_avatar_set(avatar_set)
+
+        metadata = await c.summon(aioxmpp.avatar.AvatarService).get_avatar_metadata(
+            a.local_jid.bare(), require_fresh=True)
+        assert [m.mime_type for m in metadata] == ["image/png"]
+        assert metadata[0].normalized_id == avatar_set.png_id
+        assert await metadata[0].get_image_bytes() == png
