@@ -11,6 +11,8 @@ import aioxmpp.avatar
 import aioxmpp.blocking
 import aioxmpp.bookmarks
 import aioxmpp.disco
+import aioxmpp.pep
+import aioxmpp.service
 import aioxmpp.ping
 import aioxmpp.private_xml
 import aioxmpp.pubsub
@@ -206,3 +208,21 @@ async def test_avatar_published_to_a_contact(daemon):
         assert [m.mime_type for m in metadata] == ["image/png"]
         assert metadata[0].normalized_id == avatar_set.png_id
         assert await metadata[0].get_image_bytes() == png
+
+
+class NotesService(aioxmpp.service.Service):
+    """How an aioxmpp application declares PEP interest: +notify is in the caps from the first
+    presence on."""
+    ORDER_AFTER = [aioxmpp.PEPClient]
+    notes = aioxmpp.pep.register_pep_node(NOTES, notify=True)
+
+
+async def test_pep_publish_right_after_login_still_notifies(daemon):
+    """The first publish can race the server's disco#info check of the new caps; the item still
+    reaches the +notify resource (as the last published item once the caps are known)."""
+    async with online(daemon, "bob@localhost/pep2", services=(NotesService,)) as b:
+        items: asyncio.Queue = asyncio.Queue()
+        b.summon(NotesService).notes.on_item_publish.connect(
+            lambda jid, node, item, **_kw: items.put_nowait(item.registered_payload.text))
+        await b.summon(aioxmpp.PEPClient).publish(NOTES, Note(text="at once"), id_="current")
+        assert await asyncio.wait_for(items.get(), 10) == "at once"
