@@ -10,6 +10,7 @@ import aioxmpp.disco
 import aioxmpp.forms
 import aioxmpp.im
 import aioxmpp.muc
+import aioxmpp.ping
 import pytest
 
 from tests.realclient_aioxmpp.conftest import online
@@ -192,3 +193,19 @@ async def test_moderation_nick_change_invite_kick_ban(daemon):
         with pytest.raises(aioxmpp.errors.XMPPError) as err:
             await asyncio.wait_for(joined, 10)
         assert err.value.condition == aioxmpp.ErrorCondition.FORBIDDEN
+
+
+async def test_self_ping(daemon):
+    """XEP-0410 as aioxmpp's MUCPinger reads it: a ping to one's own occupant JID is answered
+    while joined, and refused (not-acceptable) for someone who is not an occupant."""
+    room_jid = aioxmpp.JID.fromstr(f"pingroom@{SERVICE}")
+    async with online(daemon, "alice@localhost/ping") as a, online(daemon, "bob@localhost/ping") as b:
+        await create(a, str(room_jid), "Alice")
+        try:
+            await aioxmpp.ping.ping(a, room_jid.replace(resource="Alice"))
+        except aioxmpp.errors.XMPPError as e:  # the service answering for the client
+            assert e.condition in (aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE,
+                                   aioxmpp.ErrorCondition.FEATURE_NOT_IMPLEMENTED), e
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await aioxmpp.ping.ping(b, room_jid.replace(resource="Alice"))
+        assert err.value.condition == aioxmpp.ErrorCondition.NOT_ACCEPTABLE
