@@ -21,9 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tests.daemon import Daemon
+from tests.realclient.conftest import PASSWORD, next_match, running_daemon
+
+__all__ = ["PASSWORD", "next_match"]  # the tier's tests take them from here
 
 USERS = ["alice@localhost", "bob@localhost", "carol@localhost", "dave@localhost"]
-PASSWORD = "correct horse"
 
 
 def _matches_hostname(cert: OpenSSL.crypto.X509, hostname: str) -> bool:
@@ -58,12 +60,7 @@ aioxmpp.node.discover_connectors = _no_discovery  # type: ignore[assignment]
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    d = Daemon()
-    for u in USERS:
-        d.add_user(u, PASSWORD)
-    d.start()
-    yield d
-    d.finish()
+    yield from running_daemon(USERS)
 
 
 def trusting_context(daemon: Daemon) -> Callable[[], OpenSSL.SSL.Context]:
@@ -157,15 +154,6 @@ def inbox(client: aioxmpp.Client) -> asyncio.Queue:
     client.summon(aioxmpp.dispatcher.SimpleMessageDispatcher).register_callback(
         None, None, q.put_nowait)
     return q
-
-
-async def next_match(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 10.0) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
-        if pred(item):
-            return item
 
 
 def body(msg: aioxmpp.Message) -> str | None:

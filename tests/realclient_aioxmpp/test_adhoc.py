@@ -11,7 +11,8 @@ import aioxmpp.forms
 import pytest
 
 from tests.daemon import Daemon
-from tests.realclient_aioxmpp.conftest import PASSWORD, online
+from tests.realclient.conftest import running_daemon
+from tests.realclient_aioxmpp.conftest import online
 
 pytestmark = pytest.mark.realclient
 
@@ -22,12 +23,7 @@ SERVER = aioxmpp.JID.fromstr("localhost")
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    d = Daemon(server_extra=f'admins = ["{ADMIN}"]')
-    for u in (ADMIN, "alice@localhost"):
-        d.add_user(u, PASSWORD)
-    d.start()
-    yield d
-    d.finish()
+    yield from running_daemon([ADMIN, "alice@localhost"], server_extra=f'admins = ["{ADMIN}"]')
 
 
 def fill(form: aioxmpp.forms.Data, values: dict[str, str]) -> aioxmpp.forms.Data:
