@@ -11,6 +11,7 @@ import aioxmpp.forms
 import aioxmpp.im
 import aioxmpp.muc
 import aioxmpp.ping
+import aioxmpp.tracking
 import pytest
 
 from tests.realclient_aioxmpp.conftest import online
@@ -77,6 +78,15 @@ async def test_create_configure_chat_and_rejoin_with_history(daemon):
         room_b = await join(b, str(room_jid), "Bob")
         await asyncio.wait_for(joined.wait(), 10)
         assert {m.nick for m in room_b.members} == {"Alice", "Bob"}
+
+        # aioxmpp tracks its groupchat message by the reflected copy's id (XEP-0045 §7.4).
+        _token, tracker = room.send_message_tracked(groupchat("tracked"))
+        delivered = asyncio.Event()
+        tracker.on_state_changed.connect(
+            lambda state, *_a: delivered.set()
+            if state == aioxmpp.tracking.MessageState.DELIVERED_TO_RECIPIENT else None)
+        await asyncio.wait_for(delivered.wait(), 10)
+        assert tracker.response is not None and tracker.response.body.any() == "tracked"
 
         qa, qb = collect(room), collect(room_b)
         await room.send_message(groupchat("hi from Alice"))
