@@ -117,6 +117,8 @@ async def test_blocking(daemon):
 async def test_private_xml_and_bookmarks(daemon):
     async with online(daemon, "bob@localhost/px") as b:
         private = b.summon(aioxmpp.private_xml.PrivateXMLService)
+        empty = await private.get_private_xml(Note())  # XEP-0049 §2.3: nothing stored yet
+        assert isinstance(empty.registered_payload, Note) and empty.registered_payload.text is None
         await private.set_private_xml(Note(text="remember the milk"))
         stored = await private.get_private_xml(Note())
         assert stored.registered_payload.text == "remember the milk"
@@ -129,6 +131,12 @@ async def test_private_xml_and_bookmarks(daemon):
 
     async with online(daemon, "bob@localhost/px2") as b2:  # stored, not per session
         assert room in await b2.summon(aioxmpp.BookmarkClient).get_bookmarks()
+        # Another account's private storage is off limits (XEP-0049 §3: <forbidden/>).
+        peek = aioxmpp.IQ(type_=aioxmpp.IQType.GET, to=aioxmpp.JID.fromstr("alice@localhost"),
+                          payload=aioxmpp.private_xml.Query(Note()))
+        with pytest.raises(aioxmpp.errors.XMPPError) as err:
+            await b2.send(peek)
+        assert err.value.condition == aioxmpp.ErrorCondition.FORBIDDEN
 
 
 async def test_vcard_own_and_others(daemon):
