@@ -13,6 +13,7 @@ import aioxmpp
 import aioxmpp.forms
 import aioxmpp.httpupload
 import aioxmpp.misc
+import aioxmpp.misc.stanzaid  # noqa: F401 (Message.xep0359_stanza_ids)
 import aioxmpp.rsm.xso
 import aioxmpp.xso
 import pytest
@@ -85,7 +86,11 @@ async def test_mam_query_with_filter_and_paging(daemon):
         for i in range(3):
             await c.send(chat("dave@localhost", f"archived {i}"))
         await d.send(chat("carol@localhost", "archived reply"))
-        await next_match(d_in, lambda m: body(m) == "archived 2")
+        live = await next_match(d_in, lambda m: body(m) == "archived 2")
+        # XEP-0359: the server stamps the delivered copy with the id of dave's archive entry.
+        [sid] = [s for s in live.xep0359_stanza_ids if s.by == d.local_jid.bare()]
+        dave_archive, _fin = await query_archive(d, mam_query("d", with_="carol@localhost"))
+        assert sid.id_ in {r.id_ for r in dave_archive}
 
         results, fin = await query_archive(c, mam_query("all", with_="dave@localhost"))
         assert fin.complete
