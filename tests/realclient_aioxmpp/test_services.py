@@ -234,3 +234,30 @@ async def test_pep_publish_right_after_login_still_notifies(daemon):
             lambda jid, node, item, **_kw: items.put_nowait(item.registered_payload.text))
         await b.summon(aioxmpp.PEPClient).publish(NOTES, Note(text="at once"), id_="current")
         assert await asyncio.wait_for(items.get(), 10) == "at once"
+
+
+async def test_blocking_a_contact_hides_presence(daemon):
+    """XEP-0191 §3.3: blocking sends the contact unavailable presence from every resource, and
+    §3.4 unblocking makes the user visible again."""
+    services = (aioxmpp.RosterClient, aioxmpp.PresenceClient, aioxmpp.blocking.BlockingClient)
+    async with online(daemon, "dave@localhost/hide", services=services) as d, \
+            online(daemon, "bob@localhost/hide", services=services) as b:
+        await _mutual_subscription(d, b)
+        presence = b.summon(aioxmpp.PresenceClient)
+        dave = d.local_jid.bare()
+        available, gone = asyncio.Event(), asyncio.Event()
+        presence.on_bare_available.connect(lambda st: available.set() if st.from_.bare() == dave
+                                           else None)
+        presence.on_bare_unavailable.connect(lambda st: gone.set() if st.from_.bare() == dave
+                                             else None)
+        d.summon(aioxmpp.PresenceServer).resend_presence()
+        await asyncio.wait_for(available.wait(), 10)
+
+        blocking = d.summon(aioxmpp.blocking.BlockingClient)
+        await blocking.block_jids([b.local_jid.bare()])
+        await asyncio.wait_for(gone.wait(), 10)
+        assert presence.get_most_available_stanza(dave) is None
+
+        available.clear()
+        await blocking.unblock_jids([b.local_jid.bare()])
+        await asyncio.wait_for(available.wait(), 10)
