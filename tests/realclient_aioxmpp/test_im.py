@@ -52,10 +52,26 @@ async def test_mutual_subscription_roster_and_presence(daemon):
         assert ra.items[BOB].name == "Bob" and ra.items[BOB].groups == {"Friends"}
         await asyncio.wait_for(bob_online.wait(), 10)
 
-        # A second resource of alice gets the whole roster on login.
+        # A second resource of alice gets the whole roster on login, and bob's presence (the
+        # server probes for it, RFC 6121 §4.3); bob sees it come and go.
+        seen = a.summon(aioxmpp.PresenceClient)
+        came, went = asyncio.Event(), asyncio.Event()
+        b.summon(aioxmpp.PresenceClient).on_available.connect(
+            lambda full, st: came.set() if full.resource == "phone" else None)
+        b.summon(aioxmpp.PresenceClient).on_unavailable.connect(
+            lambda full, st: went.set() if full.resource == "phone" else None)
         async with online(daemon, "alice@localhost/phone", services=ROSTER) as a2:
             r2 = a2.summon(aioxmpp.RosterClient)
             assert r2.items[BOB].subscription == "both" and r2.items[BOB].name == "Bob"
+            probed = asyncio.Event()
+            p2 = a2.summon(aioxmpp.PresenceClient)
+            if p2.get_most_available_stanza(BOB) is None:
+                p2.on_bare_available.connect(lambda st: probed.set())
+                await asyncio.wait_for(probed.wait(), 10)
+            assert p2.get_peer_resources(BOB).keys() == {"desk"}
+            await asyncio.wait_for(came.wait(), 10)
+        await asyncio.wait_for(went.wait(), 10)
+        assert seen.get_peer_resources(BOB).keys() == {"desk"}
 
         await ra.remove_entry(BOB)
         await _until(lambda: BOB not in ra.items, changed)
