@@ -9,7 +9,7 @@ import pytest
 
 import mbxmpp.modules.adhoc as adhoc
 from mbxmpp.xml.element import Element
-from mbxmpp.xml.ns import NS_ADMIN, NS_COMMANDS, NS_DATA, NS_STANZAS
+from mbxmpp.xml.ns import NS_ADMIN, NS_COMMANDS, NS_DATA, NS_DISCO_ITEMS, NS_STANZAS
 from tests.harness import FakeClient, ServerHarness
 
 ADMIN = "admin@localhost"
@@ -92,3 +92,23 @@ async def test_errors_without_session(h):
     for c in (admin, user):
         assert error(await command(h, c, f"{NS_ADMIN}#shutdown"))[0] == "item-not-found"
     assert error(await command(h, user, STATS)) == ("forbidden", [])
+
+
+async def test_ping_is_public(h):
+    """Every user may list and run the 'ping' command (as on Prosody and ejabberd); it
+    completes at once with a note."""
+    user = await h.login("user@localhost", "r")
+    h.send(user, "<iq type='get' id='l1' to='localhost'><query "
+                 f"xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'/></iq>")
+    items = await user.expect(lambda s: s.get("id") == "l1")
+    assert [i.get("node") for i in items.find("query", NS_DISCO_ITEMS).elements()] == ["ping"]  # type: ignore[union-attr]
+    reply = await command(h, user, "ping")
+    cmd = reply.find("command", NS_COMMANDS)
+    assert reply.get("type") == "result" and cmd is not None
+    assert cmd.get("status") == "completed" and cmd.findtext("note", NS_COMMANDS) == "Pong"
+    admin = await h.login(ADMIN, "r")
+    h.send(admin, "<iq type='get' id='l2' to='localhost'><query "
+                  f"xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'/></iq>")
+    items = await admin.expect(lambda s: s.get("id") == "l2")
+    nodes = [i.get("node") for i in items.find("query", NS_DISCO_ITEMS).elements()]  # type: ignore[union-attr]
+    assert "ping" in nodes and STATS in nodes

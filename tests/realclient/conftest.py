@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import slixmpp
@@ -15,14 +15,20 @@ USERS = ["alice@localhost", "bob@localhost", "carol@localhost"]
 PASSWORD = "correct horse"
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    d = Daemon()
-    for u in USERS:
+def running_daemon(users: list[str], **kw: Any) -> Iterator[Daemon]:
+    """A started daemon with ``users`` (password PASSWORD), finished afterwards: the body of
+    the module-scoped ``daemon`` fixtures."""
+    d = Daemon(**kw)
+    for u in users:
         d.add_user(u, PASSWORD)
     d.start()
     yield d
     d.finish()
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    yield from running_daemon(USERS)
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -81,6 +87,16 @@ async def _wait_start(c: Client) -> None:
         p.cancel()
     if failed in done:
         raise PermissionError("authentication failed")
+
+
+async def next_match(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    """The next item of ``q`` that satisfies ``pred`` (others are dropped)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
+        if pred(item):
+            return item
 
 
 async def disconnect(*clients: Client) -> None:

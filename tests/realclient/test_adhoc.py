@@ -93,9 +93,9 @@ async def test_admin_discovers_commands_and_others_do_not(daemon):
     assert not any("get-user-password" in n for n in nodes)  # retracted: no password is stored
     cmd_info = await admin.plugin["xep_0030"].get_info("localhost", node=node("add-user"), timeout=10)
     assert ("automation", "command-node") in {i[:2] for i in cmd_info["disco_info"]["identities"]}
-    # A non-admin sees no command, and may not run or inspect one.
+    # A non-admin sees only the public ping, and may not run or inspect an admin command.
     items = await alice.plugin["xep_0050"].get_commands("localhost", timeout=10)
-    assert not items["disco_items"]["items"]
+    assert [n for _jid, n, _name in items["disco_items"]["items"]] == ["ping"]
     with pytest.raises(IqError) as e:
         await execute(alice, "get-registered-users-num")
     assert error_of(e.value) == ("forbidden", None)

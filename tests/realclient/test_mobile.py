@@ -7,17 +7,9 @@ import asyncio
 import pytest
 
 from tests.realclient.conftest import connect, disconnect
+from tests.realclient.conftest import next_match as _next
 
 pytestmark = pytest.mark.realclient
-
-
-async def _next(q: asyncio.Queue, pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
-        if pred(item):
-            return item
 
 
 async def test_carbons_between_two_resources(daemon):

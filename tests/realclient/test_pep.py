@@ -5,7 +5,6 @@ nodes fetched by contacts, publish-options preconditions, and the presence acces
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
 
 import pytest
 from slixmpp import JID
@@ -13,6 +12,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from tests.realclient.conftest import connect, subscribe_both
+from tests.realclient.conftest import next_match as _next
 
 pytestmark = pytest.mark.realclient
 
@@ -24,15 +24,6 @@ DEVICELIST = NS_LEGACY_OMEMO + ".devicelist"
 BUNDLE = NS_LEGACY_OMEMO + ".bundles:1234"
 OMEMO2_DEVICES = "urn:xmpp:omemo:2:devices"
 ALICE, BOB, CAROL = "alice@localhost", "bob@localhost", "carol@localhost"
-
-
-async def _next(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
-        if pred(item):
-            return item
 
 
 async def close(*clients) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from slixmpp import JID
@@ -14,6 +14,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0054.stanza import VCardTemp
 
 from tests.realclient.conftest import connect, subscribe_both
+from tests.realclient.conftest import next_match as _next
 
 pytestmark = pytest.mark.realclient
 
@@ -22,15 +23,6 @@ ALICE, BOB, CAROL = "alice@localhost", "bob@localhost", "carol@localhost"
 # A deterministic "image": long enough that its base64 is several lines in some clients.
 PHOTO = b"\x89PNG\r\n\x1a\n" + bytes((i * 37 + 11) % 256 for i in range(3000))
 PHOTO_SHA1 = hashlib.sha1(PHOTO).hexdigest()
-
-
-async def _next(q: asyncio.Queue, pred: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        item = await asyncio.wait_for(q.get(), max(0.01, end - loop.time()))
-        if pred(item):
-            return item
 
 
 async def close(*clients: Any) -> None:

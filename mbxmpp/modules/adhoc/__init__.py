@@ -1,7 +1,8 @@
 """Ad-Hoc Commands (XEP-0050) on the server domain, carrying the XEP-0133 administration set.
 
 Only the configured admins (``[server] admins``) may list or run them: disco#items of the
-commands node shows a non-admin nothing, and executing answers <forbidden/>. Every command is one
+commands node shows a non-admin only the public ``ping`` command, and executing another answers
+<forbidden/>. Every command is one
 stage: ``execute`` returns the form (status ``executing``, a session id), the submission with
 ``complete`` (or ``execute``, the default action) runs it and answers ``completed`` with a note;
 a command without input fields completes at once. Sessions are bound to the requesting full JID
@@ -67,9 +68,9 @@ class AdHoc(Module):
 
     # -- discovery (XEP-0050 §2.2, §2.3) ------------------------------------------------------
     def _command_items(self, ctx: IQContext, node: str) -> list[tuple[str, str | None, str | None]]:
-        if not self.is_admin(ctx):
-            return []  # §2.2: only the commands the requester may run
-        return [(ctx.to.domain, c.name, c.node) for c in self.commands.values()]
+        admin = self.is_admin(ctx)  # §2.2: only the commands the requester may run
+        return [(ctx.to.domain, c.name, c.node) for c in self.commands.values()
+                if c.public or admin]
 
     def _commands_info(self, ctx: IQContext, node: str) -> Element:
         q = Element("query", NS_DISCO_INFO, {"node": node})
@@ -78,7 +79,7 @@ class AdHoc(Module):
         return q
 
     def _command_info(self, ctx: IQContext, node: str) -> Element:
-        if not self.is_admin(ctx):
+        if not self.commands[node].public and not self.is_admin(ctx):
             raise StanzaError("forbidden", "administrators only")
         q = Element("query", NS_DISCO_INFO, {"node": node})
         q.add("identity", attrs={"category": "automation", "type": "command-node",
@@ -98,7 +99,7 @@ class AdHoc(Module):
         cmd = self.commands.get(req.get("node") or "")
         if cmd is None:
             raise StanzaError("item-not-found", "no such command")
-        if not self.is_admin(ctx):
+        if not cmd.public and not self.is_admin(ctx):
             self.log.info("%s, not an administrator, tried %s", ctx.frm.bare, cmd.node)
             raise StanzaError("forbidden", "administrators only")
         sid = req.get("sessionid")

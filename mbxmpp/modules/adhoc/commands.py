@@ -83,11 +83,13 @@ Run = Callable[["Admin", IQContext, Values], Awaitable[Outcome]]
 
 
 class Command:
-    __slots__ = ("node", "name", "instructions", "fields", "run")
+    __slots__ = ("node", "name", "instructions", "fields", "run", "public")
 
     def __init__(self, action: str, name: str, instructions: str, fields: tuple[Field, ...],
-                 run: Run) -> None:
-        self.node = f"{NS_ADMIN}#{action}"
+                 run: Run, *, public: bool = False) -> None:
+        # A public command is listed for and run by every user, under its bare name.
+        self.node = action if public else f"{NS_ADMIN}#{action}"
+        self.public = public
         self.name = name
         self.instructions = instructions
         self.fields = fields
@@ -302,7 +304,13 @@ _PASSWORD = Field("password", "text-private", "The new password")
 _MAX_ITEMS = Field("max_items", "list-single", "Maximum number of items to show", False,
                    ("25", "50", "75", "100", "150", "200", "none"))
 
+async def ping(_server: object, _ctx: IQContext, _values: Values) -> Outcome:
+    return Outcome("Pong")
+
+
 COMMANDS: tuple[Command, ...] = (
+    # Every user's "is the server there" check (Prosody and ejabberd offer it too).
+    Command("ping", "Ping", "", (), ping, public=True),
     Command("add-user", "Add a user", "Fill out this form to add a user.",
             (_ONE, Field("password", "text-private", "The password for this account"),
              Field("password-verify", "text-private", "Retype password")), add_user),
