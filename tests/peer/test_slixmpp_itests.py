@@ -130,6 +130,7 @@ def test_slixmpp_itest(lab: tuple[NamespacedDaemon, str, dict[str, str]], name: 
                         f"itests/test_{name}.py"], cwd=src, env=env, capture_output=True, text=True,
                        timeout=240, check=False)
     out = r.stdout + r.stderr
-    assert r.returncode == 0, f"{name} ({time.monotonic() - started:.0f}s):\n{out}\n--- server log:\n{daemon.log()[-6000:]}"
+    took = time.monotonic() - started
+    assert r.returncode == 0, f"{name} ({took:.0f}s):\n{out}\n--- server log:\n{daemon.log()[-6000:]}"
     assert "success='True'" in out and "ran='0'" not in out, out
     assert "skipped" not in out, f"{name}: a test skipped itself:\n{out}"

@@ -138,8 +138,8 @@ class MUC(ComponentModule):
         q = Element("query", NS_DISCO_INFO)
         q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
         feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID,
-                 NS_OCCUPANT_ID, NS_MODERATE, NS_MODERATE_0, NS_MUC_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD,
-                 *room_features(cfg)]
+                 NS_OCCUPANT_ID, NS_MODERATE, NS_MODERATE_0, NS_MUC_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS,
+                 NS_VCARD, *room_features(cfg)]
         if cfg.enablearchiving and self.mam is not None:
             feats.append(NS_MAM)
         for f in sorted(set(feats)):
