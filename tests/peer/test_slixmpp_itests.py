@@ -1,9 +1,10 @@
 """slixmpp's own integration suite against mbxmpp: the sdist's ``itests/``, run one module at a time
 by its own ``run_integration_tests.py``, against the daemon with its shipped defaults (the client
 ports 5222 and 5223 the tests hard-code, ``conference.``/``upload.`` components) in a network
-namespace of its own, so those fixed ports never meet another test's. The certificate is issued
-for ``localhost`` by a test CA the clients trust through ``SSL_CERT_FILE``, as slixmpp's CI trusts
-its Prosody's."""
+namespace of its own, so those fixed ports never meet another test's. The domain is their CI's,
+``prosody`` (test_component.py hard-codes it), named in the namespace's hosts file; its
+certificate is issued by a test CA the clients trust through ``SSL_CERT_FILE``, as slixmpp's CI
+trusts its Prosody's."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ pytestmark = [pytest.mark.realclient, pytest.mark.slow]
 SLIXMPP_VERSION = "1.17.0"
 CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      ".cache")
-ACCOUNTS = [("slix-ci-1@localhost", "slix-ci-1-pass"), ("slix-ci-2@localhost", "slix-ci-2-pass")]
+DOMAIN = "prosody"
+ACCOUNTS = [(f"slix-ci-1@{DOMAIN}", "slix-ci-1-pass"), (f"slix-ci-2@{DOMAIN}", "slix-ci-2-pass")]
 # Every module of itests/ but test_component.py: XEP-0114 components are being built on the
 # `component` branch, which adds that module here.
 ITESTS = [
@@ -63,14 +65,14 @@ class NamespacedDaemon(Daemon):
     """The daemon inside network namespace ``ns`` with the shipped listeners, paths aside."""
 
     def __init__(self, ns: str, cert: str, key: str) -> None:
-        super().__init__()
+        super().__init__(domains=(DOMAIN,))
         self.ns = ns
         self.command_prefix = ["ip", "netns", "exec", ns]
         self.c2s, self.tls = 5222, 5223
         with open(self.config_path, "w") as f:
             f.write(f"""
 [server]
-domains = ["localhost"]
+domains = ["{DOMAIN}"]
 data_dir = "{self.dir}/data"
 
 [tls]
@@ -95,13 +97,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDa
         tar.extractall(tmp, filter="data")
     src = os.path.join(tmp, f"slixmpp-{SLIXMPP_VERSION}")
     ca = CA(os.path.join(tmp, "ca"))
-    cert, key = ca.issue("localhost", ["localhost", "conference.localhost", "upload.localhost",
-                                       "proxy.localhost"])
+    cert, key = ca.issue(DOMAIN, [DOMAIN, f"conference.{DOMAIN}", f"upload.{DOMAIN}", f"proxy.{DOMAIN}"])
     ns = f"mbit{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
     with open(f"/etc/netns/{ns}/hosts", "w") as f:
-        f.write("127.0.0.1 localhost\n")
+        f.write(f"127.0.0.1 localhost {DOMAIN}\n")
     with open(f"/etc/netns/{ns}/resolv.conf", "w") as f:
         f.write("nameserver 127.0.0.1\n")  # no DNS here: SRV look-ups fail at once, A from hosts
     subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
@@ -113,7 +114,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDa
         env = dict(os.environ, SSL_CERT_FILE=ca.path, PYTHONPATH=src,
                    CI_ACCOUNT1=ACCOUNTS[0][0], CI_ACCOUNT1_PASSWORD=ACCOUNTS[0][1],
                    CI_ACCOUNT2=ACCOUNTS[1][0], CI_ACCOUNT2_PASSWORD=ACCOUNTS[1][1],
-                   CI_MUC_SERVER="conference.localhost")
+                   CI_MUC_SERVER=f"conference.{DOMAIN}",
+                   CI="woodpecker")  # what their `IN_CI` checks: run everything valid against us
         yield d, src, env
         d.finish()
     finally:
