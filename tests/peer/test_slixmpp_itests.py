@@ -124,13 +124,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDa
         subprocess.run(["rm", "-rf", f"/etc/netns/{ns}"], check=False)
 
 
-@pytest.mark.parametrize("name", ITESTS)
+@pytest.mark.parametrize("name", [*ITESTS, "all"])
 def test_slixmpp_itest(lab: tuple[NamespacedDaemon, str, dict[str, str]], name: str) -> None:
+    """One module of the suite, or ("all") all of them in one run, as their CI runs them."""
     daemon, src, env = lab
     started = time.monotonic()
-    r = subprocess.run([*daemon.command_prefix, sys.executable, "run_integration_tests.py",
-                        f"itests/test_{name}.py"], cwd=src, env=env, capture_output=True, text=True,
-                       timeout=240, check=False)
+    files = [f"itests/test_{n}.py" for n in (ITESTS if name == "all" else [name])]
+    r = subprocess.run([*daemon.command_prefix, sys.executable, "run_integration_tests.py", *files],
+                       cwd=src, env=env, capture_output=True, text=True, timeout=600, check=False)
     out = r.stdout + r.stderr
     took = time.monotonic() - started
     assert r.returncode == 0, f"{name} ({took:.0f}s):\n{out}\n--- server log:\n{daemon.log()[-6000:]}"
