@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from tests.daemon import Daemon
-from tests.interop.netlab import CA
+from tests.interop.netlab import CA, netns_unavailable
 
 pytestmark = [pytest.mark.realclient, pytest.mark.slow]
 
@@ -36,17 +36,6 @@ ITESTS = [
     "reactions", "reconnect", "retract", "selfping", "slow_filters", "sos", "tls_check",
     "user_avatar", "vcard", "vcard_avatar", "version",
 ]
-
-
-def unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "the fixed ports 5222/5223 need a network namespace of their own (root)"
-    probe = f"mbitprobe{os.getpid() % 100000}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
-    if r.returncode != 0:
-        return f"`ip netns add` fails here: {r.stderr.decode().strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
-    return None
 
 
 def slixmpp_sdist() -> str:
@@ -89,8 +78,8 @@ key = "{key}"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDaemon, str, dict[str, str]]]:
-    why = unavailable()
-    if why:
+    why = netns_unavailable()
+    if why:  # the fixed ports 5222/5223 need a network namespace of their own
         pytest.skip(why)
     tmp = str(tmp_path_factory.mktemp("slixmpp-itests"))
     with tarfile.open(slixmpp_sdist()) as tar:
