@@ -2,9 +2,10 @@
 by its own ``run_integration_tests.py``, against the daemon with its shipped defaults (the client
 ports 5222 and 5223 the tests hard-code, ``conference.``/``upload.`` components) in a network
 namespace of its own, so those fixed ports never meet another test's. The domain is their CI's,
-``prosody`` (test_component.py hard-codes it), named in the namespace's hosts file; its
-certificate is issued by a test CA the clients trust through ``SSL_CERT_FILE``, as slixmpp's CI
-trusts its Prosody's."""
+``prosody`` (test_component.py hard-codes it), named in the namespace's hosts file. The
+configuration names only the domain and the data directory: the certificate is the self-signed one
+the daemon generates at first start, which the clients trust through ``SSL_CERT_FILE`` as
+slixmpp's CI trusts its Prosody's."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from tests.daemon import Daemon
-from tests.interop.netlab import CA, netns_unavailable
+from tests.interop.netlab import netns_unavailable
 
 pytestmark = [pytest.mark.realclient, pytest.mark.slow]
 
@@ -53,7 +54,7 @@ def slixmpp_sdist() -> str:
 class NamespacedDaemon(Daemon):
     """The daemon inside network namespace ``ns`` with the shipped listeners, paths aside."""
 
-    def __init__(self, ns: str, cert: str, key: str) -> None:
+    def __init__(self, ns: str) -> None:
         super().__init__(domains=(DOMAIN,))
         self.ns = ns
         self.command_prefix = ["ip", "netns", "exec", ns]
@@ -63,10 +64,6 @@ class NamespacedDaemon(Daemon):
 [server]
 domains = ["{DOMAIN}"]
 data_dir = "{self.dir}/data"
-
-[tls]
-cert = "{cert}"
-key = "{key}"
 """)
 
     def listening(self) -> bool:
@@ -85,8 +82,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDa
     with tarfile.open(slixmpp_sdist()) as tar:
         tar.extractall(tmp, filter="data")
     src = os.path.join(tmp, f"slixmpp-{SLIXMPP_VERSION}")
-    ca = CA(os.path.join(tmp, "ca"))
-    cert, key = ca.issue(DOMAIN, [DOMAIN, f"conference.{DOMAIN}", f"upload.{DOMAIN}", f"proxy.{DOMAIN}"])
     ns = f"mbit{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
@@ -95,12 +90,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NamespacedDa
     with open(f"/etc/netns/{ns}/resolv.conf", "w") as f:
         f.write("nameserver 127.0.0.1\n")  # no DNS here: SRV look-ups fail at once, A from hosts
     subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-    d = NamespacedDaemon(ns, cert, key)
+    d = NamespacedDaemon(ns)
     try:
         for jid, password in ACCOUNTS:
             d.add_user(jid, password)
         d.start()
-        env = dict(os.environ, SSL_CERT_FILE=ca.path, PYTHONPATH=src,
+        env = dict(os.environ, SSL_CERT_FILE=os.path.join(d.dir, "data", "selfsigned.crt"), PYTHONPATH=src,
                    CI_ACCOUNT1=ACCOUNTS[0][0], CI_ACCOUNT1_PASSWORD=ACCOUNTS[0][1],
                    CI_ACCOUNT2=ACCOUNTS[1][0], CI_ACCOUNT2_PASSWORD=ACCOUNTS[1][1],
                    CI_MUC_SERVER=f"conference.{DOMAIN}",
