@@ -1,15 +1,14 @@
-"""slixmpp's own integration suite against mbxmpp: the sdist's ``itests/``, run one module at a time
-by its own ``run_integration_tests.py``, against the daemon with its shipped defaults (the client
-ports 5222 and 5223 the tests hard-code, ``conference.``/``upload.`` components) in a network
-namespace of its own, so those fixed ports never meet another test's. The domain is their CI's,
-``prosody`` (test_component.py hard-codes it), named in the namespace's hosts file. The
-configuration names only the domain and the data directory: the certificate is the self-signed one
-the daemon generates at first start, which the clients trust through ``SSL_CERT_FILE`` as
-slixmpp's CI trusts its Prosody's."""
+"""slixmpp's own integration suite against mbxmpp: the sdist's ``itests/``, run by its own
+``run_integration_tests.py`` one module at a time and then all together (as their CI does),
+against the daemon with its shipped defaults (the client ports 5222 and 5223 the tests hard-code,
+``conference.``/``upload.`` components) in a network namespace of its own, so those fixed ports
+never meet another test's. The domain is their CI's, ``prosody`` (test_component.py hard-codes
+it), named in the namespace's hosts file. The configuration names only the domain and the data
+directory: the certificate is the self-signed one the daemon generates at first start, which the
+clients trust through ``SSL_CERT_FILE`` as slixmpp's CI trusts its Prosody's."""
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
@@ -41,14 +40,13 @@ ITESTS = [
 
 def slixmpp_sdist() -> str:
     """The slixmpp source release (with itests/), downloaded once into .cache/."""
-    found = glob.glob(os.path.join(CACHE, f"slixmpp-{SLIXMPP_VERSION}.tar.gz"))
-    if not found:
+    path = os.path.join(CACHE, f"slixmpp-{SLIXMPP_VERSION}.tar.gz")
+    if not os.path.exists(path):
         os.makedirs(CACHE, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
                         f"slixmpp=={SLIXMPP_VERSION}", "--no-deps", "--no-binary", ":all:",
                         "-d", CACHE], check=True, timeout=300)
-        found = glob.glob(os.path.join(CACHE, f"slixmpp-{SLIXMPP_VERSION}.tar.gz"))
-    return found[0]
+    return path
 
 
 class NamespacedDaemon(Daemon):
