@@ -61,6 +61,7 @@ listen = ["127.0.0.1:{self.proxy}"]
 """)
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen | None = None
+        self.command_prefix: list[str] = []  # e.g. `ip netns exec NS`: where the server runs
         self.log_path = os.path.join(self.dir, "server.log")
 
     def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -76,19 +77,26 @@ listen = ["127.0.0.1:{self.proxy}"]
 
     def start(self, timeout: float = 20.0) -> None:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mbxmpp", "-c", self.config_path],
+        self.proc = subprocess.Popen([*self.command_prefix, sys.executable, "-m", "mbxmpp", "-c",
+                                      self.config_path],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mbxmpp exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.c2s), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.tls), timeout=0.2).close()
+            if self.listening():
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError(f"mbxmpp did not start listening:\n{self.log()}")
+
+    def listening(self) -> bool:
+        """Whether the client ports accept connections yet."""
+        try:
+            socket.create_connection(("127.0.0.1", self.c2s), timeout=0.2).close()
+            socket.create_connection(("127.0.0.1", self.tls), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
 
     def log(self) -> str:
         try:

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "proxy65": "mbxmpp.modules.proxy65:Proxy65",
     "webchat": "mbxmpp.modules.webchat:WebChat",
     "metrics": "mbxmpp.modules.metrics:Metrics",
+    "outage": "mbxmpp.modules.outage:Outage",
     "muc": "mbxmpp.modules.muc:MUC",
     "adhoc": "mbxmpp.modules.adhoc:AdHoc",
 }

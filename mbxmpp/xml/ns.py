@@ -64,6 +64,10 @@ NS_CONFERENCE = "jabber:x:conference"
 NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 NS_RETRACT = "urn:xmpp:message-retract:1"
 NS_MODERATE = "urn:xmpp:message-moderate:1"
+# XEP-0425 0.2 (fastening, XEP-0422), still sent and accepted for the clients that speak only it
+NS_FASTEN = "urn:xmpp:fasten:0"
+NS_MODERATE_0 = "urn:xmpp:message-moderate:0"
+NS_RETRACT_0 = "urn:xmpp:message-retract:0"
 NS_REGISTER = "jabber:iq:register"
 NS_MUC_SELF_PING_OPT = "http://jabber.org/protocol/muc#self-ping-optimization"  # XEP-0410
 

@@ -25,17 +25,25 @@ from mbxmpp.xml import STREAM_END, Element, PyXMLParser, StreamHeader
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def lab_unavailable() -> str | None:
-    """Why this machine cannot build the lab (None: it can)."""
+def netns_unavailable() -> str | None:
+    """Why this machine cannot make network namespaces (None: it can)."""
     if os.geteuid() != 0:
-        return "the federation lab needs root (network namespaces)"
+        return "network namespaces need root"
     if shutil.which("ip") is None:
-        return "the federation lab needs iproute2 (`ip netns`)"
+        return "network namespaces need iproute2 (`ip netns`)"
     probe = f"mbprobe{os.getpid() % 100000}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
     if r.returncode != 0:
         return f"`ip netns add` fails here: {r.stderr.decode().strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return None
+
+
+def lab_unavailable() -> str | None:
+    """Why this machine cannot build the lab (None: it can)."""
+    why = netns_unavailable()
+    if why is not None:
+        return f"the federation lab: {why}"
     for tool in ("dnsmasq", "unbound", "prosody"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/test.sh installs it)"

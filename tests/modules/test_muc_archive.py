@@ -12,12 +12,15 @@ from mbxmpp.server import Server
 from mbxmpp.xml.ns import (
     NS_CLIENT,
     NS_DISCO_INFO,
+    NS_FASTEN,
     NS_FORWARD,
     NS_MAM,
     NS_MODERATE,
+    NS_MODERATE_0,
     NS_MUC_ADMIN,
     NS_PING,
     NS_RETRACT,
+    NS_RETRACT_0,
     NS_STANZA_ID,
 )
 from tests.harness import FakeClient, ServerHarness
@@ -155,6 +158,46 @@ async def test_moderation_retracts_and_leaves_tombstone(storage):
         results, _ = await mam_query(h, b)
         fresh = [m for m in results if m.find("result", NS_MAM).get("id") == sid]
         assert fresh and forwarded(fresh[0]).find("body") is None
+
+
+async def test_moderation_in_the_0_2_form():
+    """XEP-0425 0.2 (<apply-to/> fastening): accepted, and every moderation notice carries it
+    beside 0.3's <retract/>, as Prosody's mod_muc_moderation sends it."""
+    async with ServerHarness(modules=MODULES) as h:
+        a = await h.login(A, "r1")
+        b = await h.login(B, "r1")
+        await create(h, a, "alice")
+        await join(h, b, "bob")
+        await say(h, b, "buy my potions", "bad")
+        sid = messages(await a.settle())[0].find("stanza-id", NS_STANZA_ID).get("id")  # type: ignore[union-attr]
+        await b.settle()
+
+        def apply_to(id_: str | None, inner: str) -> str:
+            at = f" id='{id_}'" if id_ is not None else ""
+            return f"<apply-to xmlns='{NS_FASTEN}'{at}>{inner}</apply-to>"
+        good = f"<moderate xmlns='{NS_MODERATE_0}'><retract xmlns='{NS_RETRACT_0}'/><reason>spam</reason></moderate>"
+        assert error_condition(await iq(h, b, ROOM, apply_to(sid, good), "set")) == "forbidden"
+        assert error_condition(await iq(h, a, ROOM, apply_to(sid, "<external xmlns='urn:x'/>"),
+                                        "set")) == "feature-not-implemented"
+        assert error_condition(await iq(h, a, ROOM, apply_to(None, good), "set")) == "bad-request"
+        assert error_condition(await iq(h, a, ROOM, apply_to(sid, f"<moderate xmlns='{NS_MODERATE_0}'/>"),
+                                        "set")) == "bad-request"
+        assert error_condition(await iq(h, a, f"{ROOM}/alice", apply_to(sid, good), "set")) == "bad-request"
+        assert error_condition(await iq(h, a, ROOM, apply_to("nope", good), "set")) == "item-not-found"
+        assert (await iq(h, a, ROOM, apply_to(sid, good), "set")).get("type") == "result"
+        note = messages(await b.settle())[0]
+        legacy = note.find("apply-to", NS_FASTEN)
+        assert legacy is not None and legacy.get("id") == sid
+        moderated = legacy.find("moderated", NS_MODERATE_0)
+        assert moderated is not None and moderated.get("by") == ROOM + "/alice"
+        assert moderated.find("retract", NS_RETRACT_0) is not None
+        assert moderated.findtext("reason", NS_MODERATE_0) == "spam"
+        current = note.find("retract", NS_RETRACT)
+        assert current is not None and current.get("id") == sid
+        assert current.findtext("reason", NS_RETRACT) == "spam"
+        info = await iq(h, a, ROOM, f"<query xmlns='{NS_DISCO_INFO}'/>", "get")
+        feats = {f.get("var") for f in info.first_child().children if f.__class__ is not str}  # type: ignore[union-attr]
+        assert {NS_MODERATE, NS_MODERATE_0} <= feats
 
 
 async def test_corrections_and_retractions_pass_through():

@@ -105,3 +105,31 @@ async def test_unique_name_and_service_ping(h):
     # Messages to the service itself are not taken.
     h.send(a, f"<message to='{SERVICE}' id='m'><body>hello service</body></message>")
     assert error_of(await a.settle()) == "service-unavailable"
+
+
+async def test_own_copy_of_a_presence_change_comes_last(h):
+    """A nickname or status change reaches the other occupants before the changer's own copy
+    (110): its client may take that copy as "everyone has been told" (slixmpp's set_self_nick
+    does), as after a join (§7.2.3)."""
+    a, b = await room_with(h, "bob")  # alice created it: first in the room's order
+    order: list[tuple[str, str | None, str | None]] = []
+    for who, c in (("alice", a), ("bob", b)):
+        def record(st, who=who, forward=c.send_stanza):  # type: ignore[no-untyped-def]
+            order.append((who, st.get("type"), st.get("from")))
+            forward(st)
+        c.send_stanza = record  # type: ignore[method-assign]
+    h.send(a, f"<presence to='{ROOM}/alicia'/>")
+    await a.settle()
+    await b.settle()
+    assert order == [("bob", "unavailable", f"{ROOM}/alice"), ("alice", "unavailable", f"{ROOM}/alice"),
+                     ("bob", None, f"{ROOM}/alicia"), ("alice", None, f"{ROOM}/alicia")]
+    order.clear()
+    h.send(a, f"<presence to='{ROOM}/alicia'><show>away</show></presence>")
+    await a.settle()
+    await b.settle()
+    assert order == [("bob", None, f"{ROOM}/alicia"), ("alice", None, f"{ROOM}/alicia")]
+    order.clear()
+    h.send(a, f"<presence type='unavailable' to='{ROOM}/alicia'><status>bye</status></presence>")
+    await a.settle()
+    await b.settle()
+    assert order == [("bob", "unavailable", f"{ROOM}/alicia"), ("alice", "unavailable", f"{ROOM}/alicia")]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from mbxmpp.modules.vcard import MAX_VCARD, NS_VCARD_UPDATE
-from mbxmpp.xml.ns import NS_VCARD
+from mbxmpp.modules.vcard import (MAX_VCARD, NS_AVATAR_DATA, NS_AVATAR_METADATA, NS_PEP_VCARD_CONVERSION,
+                                  NS_VCARD_UPDATE)
+from mbxmpp.xml.ns import NS_PUBSUB, NS_VCARD
 from tests.harness import ServerHarness
 from tests.modules.test_mam_support import ALL_MODULES, iq
-from tests.modules.test_pep import A, B, error_of, mutual, reply
+from tests.modules.test_pep import A, B, error_of, items_request, mutual, publish, reply
 
 MODULES = ["disco", "roster", "presence", "vcard"]
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -134,3 +135,101 @@ async def test_xep0054_3_3_no_vcard_is_service_unavailable_like_no_user():
             r = await iq(h, a, f"<vCard xmlns='{NS_VCARD}'/>", to=to)
             conds.append(error_of(r)[0])
         assert conds == ["service-unavailable", "service-unavailable"]
+
+
+# -- XEP-0398: the vCard's photo and the PEP avatar are one ------------------------------------
+
+CONV_MODULES = ["disco", "roster", "presence", "pep", "vcard"]
+
+
+async def avatar_items(h: ServerHarness, c, node: str) -> list:  # type: ignore[no-untyped-def]
+    h.send(c, items_request(node, to=A, iq_id="av"))
+    r = await c.expect(reply("av"))
+    if r.get("type") == "error":
+        return []
+    return list(r.find("pubsub", NS_PUBSUB).first_child().elements())  # type: ignore[union-attr]
+
+
+async def stored_photo(h: ServerHarness, c) -> tuple[str | None, str | None]:  # type: ignore[no-untyped-def]
+    h.send(c, vcard_get("vg"))
+    v = (await c.expect(reply("vg"))).find("vCard", NS_VCARD)
+    p = v.find("PHOTO", NS_VCARD) if v is not None else None
+    if p is None:
+        return None, None
+    return p.findtext("TYPE", NS_VCARD), "".join((p.findtext("BINVAL", NS_VCARD) or "").split())
+
+
+async def settled(h: ServerHarness) -> None:
+    """The PEP -> vCard copy runs after the publish's reply."""
+    for t in list(h.server.module("vcard")._tasks):  # type: ignore[union-attr]
+        await t
+
+
+async def test_xep0398_feature_only_with_pep():
+    for modules, expected in ((CONV_MODULES, True), (MODULES, False)):
+        async with ServerHarness(modules=modules) as h:
+            a = await h.login(A, "r")
+            r = await iq(h, a, "<query xmlns='http://jabber.org/protocol/disco#info'/>", to=A)
+            feats = {f.get("var") for f in r.first_child().elements() if f.tag == "feature"}  # type: ignore[union-attr]
+            assert (NS_PEP_VCARD_CONVERSION in feats) is expected
+            assert NS_VCARD in feats
+
+
+async def test_xep0398_vcard_photo_becomes_the_pep_avatar():
+    async with ServerHarness(modules=CONV_MODULES) as h:
+        a = await h.login(A, "r")
+        h.send(a, vcard_set("<FN>Alice</FN>"))
+        await a.expect(reply("set"))
+        assert await avatar_items(h, a, NS_AVATAR_METADATA) == []  # no photo: nothing published
+        h.send(a, vcard_set("<FN>Alice</FN>" + photo()))
+        assert (await a.expect(reply("set"))).get("type") == "result"
+        data = await avatar_items(h, a, NS_AVATAR_DATA)
+        assert [i.get("id") for i in data] == [PHOTO_SHA1]
+        assert base64.b64decode(data[0].first_child().text) == PNG
+        meta = await avatar_items(h, a, NS_AVATAR_METADATA)
+        info = meta[0].first_child().first_child()
+        assert meta[0].get("id") == PHOTO_SHA1
+        assert (info.get("id"), info.get("bytes"), info.get("type")) == (PHOTO_SHA1, str(len(PNG)), "image/png")
+        node = h.server.module("pep").node(A, NS_AVATAR_DATA)  # type: ignore[union-attr]
+        assert node.config["access_model"] == "open"
+        # The photo removed: the avatar is disabled by empty metadata (XEP-0084 §4.2).
+        h.send(a, vcard_set("<FN>Alice</FN>"))
+        await a.expect(reply("set"))
+        meta = await avatar_items(h, a, NS_AVATAR_METADATA)
+        assert [list(m.first_child().elements()) for m in meta] == [[]]
+        # A corrupt photo is refused and publishes nothing.
+        h.send(a, vcard_set("<PHOTO><TYPE>image/png</TYPE><BINVAL>!!!</BINVAL></PHOTO>"))
+        assert error_of(await a.expect(reply("set")))[0] == "bad-request"
+        meta = await avatar_items(h, a, NS_AVATAR_METADATA)
+        assert [list(m.first_child().elements()) for m in meta] == [[]]
+
+
+async def test_xep0398_pep_avatar_becomes_the_vcard_photo():
+    async with ServerHarness(modules=CONV_MODULES) as h:
+        a = await h.login(A, "r")
+        h.send(a, vcard_set("<FN>Alice</FN>"))
+        await a.expect(reply("set"))
+        # Metadata naming data that was never published, or hosted elsewhere: nothing to copy.
+        for info in (f"<info id='{PHOTO_SHA1}' bytes='{len(PNG)}' type='image/png'/>",
+                     f"<info id='{PHOTO_SHA1}' bytes='{len(PNG)}' type='image/png' url='https://x.example/a.png'/>"):
+            h.send(a, publish(NS_AVATAR_METADATA, f"<metadata xmlns='{NS_AVATAR_METADATA}'>{info}</metadata>",
+                              PHOTO_SHA1, iq_id="m0"))
+            assert (await a.expect(reply("m0"))).get("type") == "result"
+            await settled(h)
+            assert await stored_photo(h, a) == (None, None)
+        h.send(a, publish(NS_AVATAR_DATA, f"<data xmlns='{NS_AVATAR_DATA}'>{PHOTO_B64}</data>", PHOTO_SHA1, iq_id="d"))
+        await a.expect(reply("d"))
+        h.send(a, publish(NS_AVATAR_METADATA, f"<metadata xmlns='{NS_AVATAR_METADATA}'><info id='{PHOTO_SHA1}' "
+                          f"bytes='{len(PNG)}' type='image/jpeg'/></metadata>", PHOTO_SHA1, iq_id="m"))
+        await a.expect(reply("m"))
+        await settled(h)
+        assert await stored_photo(h, a) == ("image/jpeg", PHOTO_B64)
+        assert h.server.module("vcard").hash_of(A) == PHOTO_SHA1  # type: ignore[union-attr]
+        h.send(a, vcard_get("fn"))
+        assert (await a.expect(reply("fn"))).find("vCard", NS_VCARD).findtext("FN", NS_VCARD) == "Alice"  # type: ignore[union-attr]
+        # Empty metadata: the avatar is gone, and so is the PHOTO.
+        h.send(a, publish(NS_AVATAR_METADATA, f"<metadata xmlns='{NS_AVATAR_METADATA}'/>", "off", iq_id="m2"))
+        await a.expect(reply("m2"))
+        await settled(h)
+        assert await stored_photo(h, a) == (None, None)
+        assert h.server.module("vcard").hash_of(A) == ""  # type: ignore[union-attr]

@@ -22,10 +22,10 @@ from ...storage.api import KeyValStore
 from ...util.ids import new_id
 from ...xml.build import error_reply
 from ...xml.element import Element
-from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MAM, NS_MODERATE, NS_MUC, NS_MUC_ADMIN,
-                       NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_SELF_PING_OPT, NS_MUC_STABLE_ID,
-                       NS_MUC_UNIQUE, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER, NS_RETRACT,
-                       NS_STANZAS, NS_STANZA_ID, NS_VCARD, NS_VERSION)
+from ...xml.ns import (NS_CLIENT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_FASTEN, NS_MAM, NS_MODERATE, NS_MODERATE_0,
+                       NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_REGISTER, NS_MUC_REQUEST, NS_MUC_SELF_PING_OPT,
+                       NS_MUC_STABLE_ID, NS_MUC_UNIQUE, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER,
+                       NS_RETRACT, NS_RETRACT_0, NS_STANZAS, NS_STANZA_ID, NS_VCARD, NS_VERSION)
 from ..mam import MAM
 from ..mam.query import StanzaDecoder, query_form, stamp, stored_bytes
 from ..vcard import MAX_VCARD, photo_hash
@@ -46,12 +46,12 @@ class MUC(ComponentModule):
     name = "muc"
     description = "Multi-User Chat: group chat rooms at conference.<domain>"
     xeps = {"0045": "1.35.1", "0249": "1.2", "0359": "0.7.0", "0410": "1.1.0", "0421": "0.1.0",
-            "0425": "0.3.0"}
+            "0425": "0.3.0"}  # and 0425 0.2's <apply-to/> form, for the clients that speak only it
     component_section = "muc"
     component_name = "Chatrooms"
     component_identities = [("conference", "text", "Chatrooms")]
     component_features = [NS_MUC, NS_MUC_UNIQUE, NS_MUC_STABLE_ID, NS_PING, NS_OCCUPANT_ID,
-                          NS_MODERATE, NS_MUC_SELF_PING_OPT, NS_VCARD]
+                          NS_MODERATE, NS_MODERATE_0, NS_MUC_SELF_PING_OPT, NS_VCARD]
     uses = (MAM,)  # room archives (XEP-0313 in MUC) are kept by the MAM module
 
     def __init__(self, server: ModuleServer) -> None:
@@ -139,8 +139,8 @@ class MUC(ComponentModule):
         q = Element("query", NS_DISCO_INFO)
         q.add("identity", attrs={"category": "conference", "type": "text", "name": cfg.name or room.node})
         feats = [NS_MUC, NS_MUC_STABLE_ID, NS_MUC_REQUEST, NS_MUC_REGISTER, NS_REGISTER, NS_STANZA_ID,
-                 NS_OCCUPANT_ID, NS_MODERATE, NS_MUC_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_VCARD,
-                 *room_features(cfg)]
+                 NS_OCCUPANT_ID, NS_MODERATE, NS_MODERATE_0, NS_MUC_SELF_PING_OPT, NS_DISCO_INFO, NS_DISCO_ITEMS,
+                 NS_VCARD, *room_features(cfg)]
         if cfg.enablearchiving and self.mam is not None:
             feats.append(NS_MAM)
         for f in sorted(set(feats)):
@@ -316,28 +316,43 @@ class MUC(ComponentModule):
     def moderate(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
         """XEP-0425: a moderator retracts a message; everyone is told, the archive keeps a
         tombstone, the history forgets it."""
+        req = iq.first_child()
+        assert req is not None
+        return self._moderate_request(req.get("id"), req.find("retract", NS_RETRACT) is not None,
+                                      req.findtext("reason", NS_MODERATE), ctx)
+
+    @iq_handler("set", NS_FASTEN, "apply-to", scope=COMPONENT_JID)
+    def moderate_0(self, iq: Element, ctx: IQContext) -> Awaitable[None] | None:
+        """The same in XEP-0425 0.2's form: <apply-to id=...><moderate><retract/></moderate>."""
+        apply_to = iq.first_child()
+        assert apply_to is not None
+        req = apply_to.find("moderate", NS_MODERATE_0)
+        if req is None:
+            raise StanzaError("feature-not-implemented", "only moderation is applied to messages here")
+        return self._moderate_request(apply_to.get("id"), req.find("retract", NS_RETRACT_0) is not None,
+                                      req.findtext("reason", NS_MODERATE_0), ctx)
+
+    def _moderate_request(self, sid: str | None, retract: bool, reason: str | None,
+                          ctx: IQContext) -> Awaitable[None] | None:
         room = self.room_only(ctx)
+        if not sid or not retract:
+            raise StanzaError("bad-request", "moderate a message by its stanza-id, with <retract/>")
         pending = self.mam.settled(room.jid) if self.mam is not None else None
         if pending is not None:
-            return self._moderate_later(pending, room, iq, ctx)
-        self._moderate(room, iq, ctx)
+            return self._moderate_later(pending, room, sid, reason, ctx)
+        self._moderate(room, sid, reason, ctx)
         return None
 
-    async def _moderate_later(self, pending: asyncio.Future[None], room: Room, iq: Element,
-                              ctx: IQContext) -> None:
+    async def _moderate_later(self, pending: asyncio.Future[None], room: Room, sid: str,
+                              reason: str | None, ctx: IQContext) -> None:
         """The message may be that fresh: its archive write is committed first."""
         await asyncio.wait((pending,))  # not `await pending`: never cancel the storage's future
-        self._moderate(room, iq, ctx)
+        self._moderate(room, sid, reason, ctx)
 
-    def _moderate(self, room: Room, iq: Element, ctx: IQContext) -> None:
+    def _moderate(self, room: Room, sid: str, reason: str | None, ctx: IQContext) -> None:
         occ = room.by_full.get(ctx.frm.full)
         if occ is None or occ.role != MODERATOR:
             raise StanzaError("forbidden", "only moderators may moderate messages")
-        req = iq.first_child()
-        sid = req.get("id")  # type: ignore[union-attr]
-        if not sid or req.find("retract", NS_RETRACT) is None:  # type: ignore[union-attr]
-            raise StanzaError("bad-request", "moderate a message by its stanza-id, with <retract/>")
-        reason = req.findtext("reason", NS_MODERATE)  # type: ignore[union-attr]
         mam = self.mam
         item = mam.archive.get(room.jid, sid) if mam is not None else None
         entry = room.history.forget(sid)
@@ -345,6 +360,12 @@ class MUC(ComponentModule):
             raise StanzaError("item-not-found", "no message with that id in this room")
         by = room.occupant_jid(occ)
         notice = Element("message", NS_CLIENT, {"type": "groupchat", "id": new_id()})
+        # XEP-0425 0.2 (what Prosody's mod_muc_moderation also sends), then 0.3.
+        m0 = notice.add("apply-to", NS_FASTEN, {"id": sid}).add("moderated", NS_MODERATE_0, {"by": by})
+        m0.add("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id})
+        m0.add("retract", NS_RETRACT_0)
+        if reason:
+            m0.add("reason", NS_MODERATE_0, text=reason)
         r = notice.add("retract", NS_RETRACT, {"id": sid})
         m = r.add("moderated", NS_MODERATE, {"by": by})
         m.add("occupant-id", NS_OCCUPANT_ID, {"id": occ.occupant_id})
@@ -353,7 +374,6 @@ class MUC(ComponentModule):
         room.broadcast_message(notice, None)
         if item is not None and mam is not None:
             self.tombstone(room, mam, item, by, occ.occupant_id, reason)
-        return None
 
     def tombstone(self, room: Room, mam: MAM, item: Any, by: str, moderator_id: str, reason: str | None) -> None:
         """XEP-0425 §5: the archived message keeps its envelope, occupant-id and stanza-id; its

@@ -134,6 +134,11 @@ class Room:
             for full in occ.sessions:
                 yield occ, full
 
+    def _others_first(self, occ: Occupant) -> list[Occupant]:
+        """The occupants, ``occ`` last: its own copy of a change it made (self-presence, 110)
+        tells its client that everyone else has been sent theirs, as on join (§7.2.3)."""
+        return sorted(self.occupants.values(), key=lambda r: r is occ)
+
     def moderators(self) -> list[Occupant]:
         return [o for o in self.occupants.values() if o.role == MODERATOR]
 
@@ -215,7 +220,7 @@ class Room:
             pairs: list[tuple[Occupant, Iterable[str]]] = [
                 (only, only.sessions if only_sessions is None else only_sessions)]
         else:
-            pairs = [(r, r.sessions) for r in self.occupants.values()]
+            pairs = [(r, r.sessions) for r in self._others_first(occ)]
         for r, targets in pairs:
             is_self = r is occ
             if not is_self and not broadcast:
@@ -376,7 +381,7 @@ class Room:
     def _nick_unavailable(self, occ: Occupant, new_nick: str, only_session: str | None = None) -> None:
         """The unavailable presence of a nickname change: the item names the new nickname."""
         frm = self.occupant_jid(occ)
-        for r in list(self.occupants.values()):
+        for r in self._others_first(occ):
             is_self = r is occ
             targets = list(r.sessions)
             if is_self and only_session is not None:

@@ -1,0 +1,68 @@
+"""XEP-0455 over the wire: the server's disco#info names /outage.json on the HTTP side, which
+serves the operator's <data_dir>/outage.json, and null without one or with one that is not JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import aiohttp
+import pytest
+
+from mbxmpp.xml.ns import NS_DATA, NS_DISCO_INFO
+from tests.daemon import Daemon
+from tests.rawclient import RawClient, client_ssl
+
+pytestmark = pytest.mark.integration
+
+PLANNED = {"planned": True, "beginning": "2026-12-24T22:00:00Z", "expected_end": "2026-12-24T23:00:00Z",
+           "message": {"en": "Database upgrade"}}
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon()
+    d.add_user("alice@localhost", "secret")
+    d.start()
+    yield d
+    d.finish()
+
+
+async def _status(daemon: Daemon) -> tuple[int, object, aiohttp.typedefs.LooseHeaders]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"https://127.0.0.1:{daemon.http}/outage.json", ssl=client_ssl()) as r:
+            return r.status, json.loads(await r.read()), r.headers
+
+
+async def test_disco_names_the_status_address(daemon):
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", "secret")
+    await c.send(f"<iq type='get' id='d1' to='localhost'><query xmlns='{NS_DISCO_INFO}'/></iq>")
+    reply = await c.element()
+    forms = [x for x in reply.first_child().children  # type: ignore[union-attr]
+             if x.__class__ is not str and x.tag == "x" and x.ns == NS_DATA]
+    sos = [f for f in forms if any(fld.get("var") == "FORM_TYPE" and fld.findtext("value") == "urn:xmpp:sos:0"
+                                   for fld in f.children if fld.__class__ is not str)]
+    assert len(sos) == 1
+    field = next(f for f in sos[0].children if f.__class__ is not str and f.get("var") == "external-status-addresses")
+    assert field.get("type") == "list-multi"
+    assert [v.text for v in field.children if v.__class__ is not str] == [
+        f"https://localhost:{daemon.http}/outage.json"]
+    await c.close()
+
+
+async def test_the_document_is_the_operators(daemon):
+    path = os.path.join(daemon.dir, "data", "outage.json")
+    status, doc, headers = await _status(daemon)
+    assert (status, doc) == (200, None)
+    assert headers["Access-Control-Allow-Origin"] == "*"  # type: ignore[index]
+    with open(path, "w") as f:
+        json.dump(PLANNED, f)
+    assert (await _status(daemon))[:2] == (200, PLANNED)
+    # A document that is not JSON is never passed on: clients would fail to parse it.
+    with open(path, "w") as f:
+        f.write("{planned: soon")
+    assert (await _status(daemon))[:2] == (200, None)
+    assert "is not a JSON status document" in daemon.log()
+    os.remove(path)
+    assert (await _status(daemon))[:2] == (200, None)
