@@ -22,7 +22,7 @@ from .config_form import RoomConfig
 from .room import Room
 
 if TYPE_CHECKING:
-    from ...config import MUCConfig
+    from .options import MUCConfig
     from . import MUC
 
 ROOMS_STORE = "muc_rooms"
