@@ -403,7 +403,7 @@ class Config:
 
 def sections() -> dict[str, type]:
     """Every section's declaration: section name -> class (the field types of Config)."""
-    return {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)  # type: ignore[misc]
+    return {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)  # type: ignore[misc,operator]
             if f.name != "source"}
 
 

@@ -302,7 +302,7 @@ def section_options(cls: type) -> list[tuple[dataclasses.Field[Any], Option]]:
 def _default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    return f.default_factory()  # type: ignore[misc,operator]
 
 
 def load_section(cls: type, t: Table) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -58,7 +58,12 @@ def nonza(ns: str, tag: str) -> Callable:
     return deco
 
 
-class Module:
+OptionsT = TypeVar("OptionsT")
+
+
+class Module(Generic[OptionsT]):
+    """A feature module; ``Module[XConfig]`` when it has a config section of its own, named
+    like the module and declared in its package (mbxmpp/options.py), read as ``self.options``."""
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     xeps: ClassVar[dict[str, str]] = {}        # XEP number -> version implemented
@@ -69,6 +74,8 @@ class Module:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        section: Any = getattr(server.config, self.name, None)  # its [name] section, if it has one
+        self.options: OptionsT = section
         self.log = logging.getLogger(f"mbxmpp.modules.{self.name}")
 
     # Lifecycle ------------------------------------------------------------------------------

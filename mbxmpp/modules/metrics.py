@@ -47,13 +47,13 @@ class MetricsConfig:
                         allow_empty=True)
 
 
-class Metrics(Module):
+class Metrics(Module[MetricsConfig]):
     name = "metrics"
     description = "OpenMetrics (/metrics) and health (/health) on the HTTP side"
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
-        cfg = server.config.metrics
+        cfg = self.options
         self.allow = [ipaddress.ip_network(n, strict=False) for n in cfg.allow]
         self.token = cfg.token
         self.started = time.time()

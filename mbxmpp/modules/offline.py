@@ -60,7 +60,7 @@ class OfflineConfig:
     max_bytes_per_sender: int = option(5 * 1024 * 1024, SIZE, "the same in bytes", minimum=0)
 
 
-class Offline(Module):
+class Offline(Module[OfflineConfig]):
     name = "offline"
     description = "Offline message storage"
     xeps = {"0160": "1.0.1"}
@@ -73,12 +73,12 @@ class Offline(Module):
         # {id: (stanza bytes, sender)}. Without this, a message stored a few ms before its
         # recipient logs in would wait for the next login, and a burst could overshoot the cap.
         self._unflushed: dict[str, dict[str, tuple[bytes, str]]] = {}
-        self.bound, self.sender_bound = offline_bounds(server.config.offline)
+        self.bound, self.sender_bound = offline_bounds(self.options)
         self.ledger = Ledger(self._seed)  # what waits per account, per sender
 
     @property
     def max_messages(self) -> int:
-        return int(self.server.config.offline.max_messages)
+        return self.options.max_messages
 
     def _seed(self, owner: str, since: float | None) -> Tally:
         t = Tally()

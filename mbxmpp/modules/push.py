@@ -120,7 +120,7 @@ class _Hib:
         self.timer = timer
 
 
-class Push(Module):
+class Push(Module[PushConfig]):
     name = "push"
     description = "Push Notifications to the app servers of hibernated or offline clients"
     xeps = {"0357": "0.4.1"}
@@ -132,7 +132,7 @@ class Push(Module):
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
-        cfg = server.config.push
+        cfg = self.options
         self.include_body = cfg.include_body  # XEP-0357 §9: bodies reach third parties only if wanted
         self.min_interval = cfg.min_interval
         self.publish_timeout = cfg.publish_timeout

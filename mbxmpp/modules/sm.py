@@ -92,14 +92,14 @@ class Hibernated:
         pass
 
 
-class StreamManagement(Module):
+class StreamManagement(Module[SMConfig]):
     name = "sm"
     description = "Stream Management: acks and resumption"
     xeps = {"0198": "1.6.1"}
 
     def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
         super().__init__(server)
-        self.cfg = server.config.sm
+        self.cfg = self.options
         self.by_id: dict[str, Any] = {}  # resumption id -> Session
         self._waiting: list[tuple[Any, int]] = []  # (stream, h) waiting for the next flush
         self._flusher: asyncio.Future[None] | None = None

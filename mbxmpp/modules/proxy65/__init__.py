@@ -16,9 +16,10 @@ from ...jid import JID, JIDError
 from ...xml.element import Element
 from ...xml.ns import NS_BYTESTREAMS
 from .relay import Relay, SocksConnection
+from .options import Proxy65Config
 
 
-class Proxy65(ComponentModule):
+class Proxy65(ComponentModule[Proxy65Config]):
     name = "proxy65"
     description = "SOCKS5 Bytestreams proxy"
     xeps = {"0065": "1.8.2"}
@@ -29,7 +30,7 @@ class Proxy65(ComponentModule):
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
-        self.cfg = server.config.proxy65
+        self.cfg = self.options
         self.relay = Relay(self.cfg)
         self.listeners: list[asyncio.AbstractServer] = []
 
