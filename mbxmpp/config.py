@@ -153,8 +153,8 @@ class ServerConfig:
     log_format: str = option("text", STR, '"json": one object per line (time, level, logger, message)',
                              check=one_of(LOG_FORMATS))
     modules: tuple[str, ...] | None = option(
-        None, STR_LIST, "feature modules (omit the key to get exactly this default list)", each=_module_name,
-        example=DEFAULT_MODULES)
+        None, STR_LIST, "Feature modules, one per line (omit the key to get exactly this default list):",
+        each=_module_name, example=DEFAULT_MODULES, default_doc="")
     disabled_modules: tuple[str, ...] = option((), STR_LIST, "names removed from `modules` (handy with the "
                                                "default list)", each=_module_name)
 
@@ -418,11 +418,12 @@ def _check_component_domains(cfg: Config, errors: list[str]) -> None:
             owner.setdefault(dom, what)
 
 
-def _check_served(cfg: Config, present: list[str], errors: list[str]) -> None:
-    """A module's section while the module is not loaded configures nothing: say so."""
+def _check_served(cfg: Config, data: dict[str, Any], errors: list[str]) -> None:
+    """A module's section while the module is not loaded configures nothing: say so (a section
+    that only says `enabled = false` agrees with that)."""
     enabled = set(cfg.enabled_modules)
-    for name in present:
-        if name in MODULE_SECTIONS and name not in enabled:
+    for name in MODULE_SECTIONS:
+        if name in data and name not in enabled and data[name] != {"enabled": False}:
             errors.append(f"[{name}]: the {name} module is not loaded, so this section does nothing; "
                           f"add {name!r} to server.modules (or remove it from server.disabled_modules), "
                           f"or remove the section")
@@ -449,7 +450,7 @@ def _build(data: dict[str, Any], source: str | None) -> Config:
         cfg = dataclasses.replace(cfg, server=dataclasses.replace(
             cfg.server, domains=cfg.server.domains + extra))
     _check_component_domains(cfg, errors)
-    _check_served(cfg, list(parts), errors)
+    _check_served(cfg, data, errors)
     if errors:
         raise ConfigError(errors)
     return cfg

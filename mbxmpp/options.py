@@ -435,18 +435,24 @@ WIDTH = 110
 
 
 def _comment_lines(text: str, indent: str = "") -> list[str]:
-    return [indent + "# " + line for line in textwrap.wrap(text, WIDTH - len(indent) - 2)] if text else []
+    return [indent + "# " + line for line in _wrap(text, WIDTH - len(indent) - 2)] if text else []
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
 
 def _with_comment(code: str, doc: str) -> list[str]:
     """`code` with `doc` as a trailing comment at COMMENT_COLUMN, wrapped onto lines of its own."""
     first_width = WIDTH - max(COMMENT_COLUMN, len(code) + 2) - 2
-    lines = textwrap.wrap(doc, max(first_width, 30))
+    if "\n" in code:  # a multi-line value: the doc goes above it
+        return _comment_lines(doc) + [code]
+    lines = _wrap(doc, max(first_width, 30))
     if not lines:
         return [code]
     out = [f"{code:<{COMMENT_COLUMN - 2}}  # {lines[0]}"]
     rest = " ".join(lines[1:])
-    out += [" " * COMMENT_COLUMN + "# " + ln for ln in textwrap.wrap(rest, WIDTH - COMMENT_COLUMN - 2)]
+    out += [" " * COMMENT_COLUMN + "# " + ln for ln in _wrap(rest, WIDTH - COMMENT_COLUMN - 2)]
     return out
 
 
@@ -474,7 +480,7 @@ def render_section(cls: type, path: tuple[str, ...], value: Any = None,
             out += _comment_lines(opt.before)
         text = (shown(f.name, example) if shown is not None else None) or opt.kind.toml(example)
         doc = opt.doc
-        if opt.example is not MISSING and opt.example != default:
+        if opt.example is not MISSING and opt.example != default and opt.default_doc != "":
             words = opt.default_doc or ("none" if default in (None, (), "") else opt.kind.toml(default))
             doc = f"{doc}; default {words}" if doc else f"default {words}"
         out += _with_comment(f"{f.name} = {text}", doc)

@@ -54,8 +54,5 @@ class AuthConfig:
 
     def validate(self, error: ErrorFn) -> Self:
         if self.backend == "ldap" and not self.ldap.base_dn:
-            if self.ldap == LDAPAuthConfig():
-                error("ldap", 'required with backend = "ldap": [auth.ldap] uri and base_dn')
-            else:
-                error("ldap.base_dn", 'required with backend = "ldap"')
+            error("ldap.base_dn", 'required with backend = "ldap" (in [auth.ldap], with uri)')
         return self

@@ -26,7 +26,8 @@ def _origin(o: str) -> str:
 @dataclass(frozen=True, slots=True)
 class HTTPConfig:
     """HTTPS: upload, BOSH, WebSocket, web chat, metrics"""
-    listen: tuple[Listen, ...] = option((("127.0.0.1", 5443),), LISTEN, "", example=(("::", 5443),))
+    listen: tuple[Listen, ...] = option((("127.0.0.1", 5443),), LISTEN, "HTTPS (or HTTP) listeners",
+                                        example=(("::", 5443),))
     public_url: str | None = option(None, STR, "base URL given to clients", check=_public_url,
                                     example="https://example.org:5443",
                                     default_doc="https://<first domain>:<first listen port>")
