@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib
+import importlib.util
 import ipaddress
 import os
 import ssl
+import sys
 import tomllib
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Self
 
 from .auth.options import AuthConfig, DovecotAuthConfig, LDAPAuthConfig
@@ -32,12 +34,12 @@ from .util.ratelimit import Rate
 
 if TYPE_CHECKING:
     from .modules.mam.options import MAMConfig
-    from .modules.metrics import MetricsConfig
+    from .modules.metrics_options import MetricsConfig
     from .modules.muc.options import MUCConfig
-    from .modules.offline import OfflineConfig
+    from .modules.offline_options import OfflineConfig
     from .modules.proxy65.options import Proxy65Config
-    from .modules.push import PushConfig
-    from .modules.sm import SMConfig
+    from .modules.push_options import PushConfig
+    from .modules.sm_options import SMConfig
     from .modules.upload.options import UploadConfig
     from .modules.webchat.options import WebChatConfig
 
@@ -65,15 +67,15 @@ COMPONENT_SECTIONS = ("muc", "upload", "proxy65")
 # The modules' own sections: section (= module name) -> its declaration, imported when first needed
 # (a module's package imports much of the server).
 MODULE_SECTIONS = {
-    "sm": "mbxmpp.modules.sm:SMConfig",
+    "sm": "mbxmpp.modules.sm_options:SMConfig",
     "mam": "mbxmpp.modules.mam.options:MAMConfig",
     "muc": "mbxmpp.modules.muc.options:MUCConfig",
     "upload": "mbxmpp.modules.upload.options:UploadConfig",
     "proxy65": "mbxmpp.modules.proxy65.options:Proxy65Config",
     "webchat": "mbxmpp.modules.webchat.options:WebChatConfig",
-    "metrics": "mbxmpp.modules.metrics:MetricsConfig",
-    "offline": "mbxmpp.modules.offline:OfflineConfig",
-    "push": "mbxmpp.modules.push:PushConfig",
+    "metrics": "mbxmpp.modules.metrics_options:MetricsConfig",
+    "offline": "mbxmpp.modules.offline_options:OfflineConfig",
+    "push": "mbxmpp.modules.push_options:PushConfig",
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -97,8 +99,31 @@ class ConfigError(Exception):
 def declaration(section: str) -> type:
     """The class declaring a module's section (MODULE_SECTIONS)."""
     mod, _, name = MODULE_SECTIONS[section].partition(":")
-    cls: type = getattr(importlib.import_module(mod), name)
+    cls: type = getattr(_import_declarations(mod), name)
     return cls
+
+
+def _import_declarations(name: str) -> ModuleType:
+    """Import a module's options file. One inside a module's package (modules/muc/options.py) is
+    loaded without running the package's __init__, which imports the module and much of the
+    server (aiohttp for upload): the CLI reads the configuration on every command. The package,
+    imported later, finds it in sys.modules. Options files import only mbxmpp.options and
+    mbxmpp.util (tests/unit/test_config_example.py checks that)."""
+    package = name.rpartition(".")[0]
+    if name in sys.modules or package in sys.modules or package == "mbxmpp.modules":
+        return importlib.import_module(name)
+    import mbxmpp.modules
+    path = os.path.join(os.path.dirname(mbxmpp.modules.__file__), *name.split(".")[2:]) + ".py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from aiohttp import web
@@ -21,30 +20,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from ..core import events as ev
-from ..options import STR, STR_LIST, option, show
+from .metrics_options import MetricsConfig
 from ..core.modules import Module, hook
 
 if TYPE_CHECKING:
     from ..server import Server
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def _network(n: str) -> str:
-    try:
-        return str(ipaddress.ip_network(n, strict=False))
-    except ValueError:
-        raise ValueError(f'expected addresses or networks such as "127.0.0.1" or "10.0.0.0/8", '
-                         f"got {show(n)}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """/metrics (OpenMetrics) on the HTTP side; /health is open to all"""
-    allow: tuple[str, ...] = option(("127.0.0.1/32", "::1/128"), STR_LIST,
-                                    "addresses or networks that may scrape /metrics", each=_network)
-    token: str = option("", STR, 'or any address sending "Authorization: Bearer <token>"; "" = none',
-                        allow_empty=True)
 
 
 class Metrics(Module[MetricsConfig]):

@@ -13,11 +13,10 @@ Offline storage has no expiry: what waits is delivered at the next login.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..options import INT, SIZE, option
+from .offline_options import OfflineConfig
 from ..core.modules import Module, hook
 from ..errors import StanzaError
 from ..xml.element import Element
@@ -47,17 +46,6 @@ def worth_storing(msg: Element) -> bool:
             continue
         return True
     return False
-
-
-@dataclass(frozen=True, slots=True)
-class OfflineConfig:
-    """offline message storage (XEP-0160)"""
-    max_messages: int = option(1000, INT, "per user; further messages are bounced; 0 = store none")
-    max_bytes: int = option(10 * 1024 * 1024, SIZE, "per user; further messages are bounced; 0 = unbounded",
-                            minimum=0)
-    max_messages_per_sender: int = option(500, INT, "one sender's share, so others still get through; "
-                                          "0 = unbounded")
-    max_bytes_per_sender: int = option(5 * 1024 * 1024, SIZE, "the same in bytes", minimum=0)
 
 
 class Offline(Module[OfflineConfig]):

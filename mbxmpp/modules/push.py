@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..options import BOOL, DURATION, INT, option
+from .push_options import PushConfig
 from ..core.modules import SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..jid import JID, JIDError
@@ -87,17 +86,6 @@ def _add_form(parent: Element, form_type: str, fields: list[tuple[str, list[str]
         for v in values:
             f.add("value", text=v)
     return x
-
-
-@dataclass(frozen=True, slots=True)
-class PushConfig:
-    """push notifications (XEP-0357)"""
-    include_body: bool = option(False, BOOL, "send message bodies to app servers (third parties)")
-    min_interval: float = option(2.0, DURATION, "at most one push per registration per interval")
-    publish_timeout: float = option(30.0, DURATION, "wait this long for the app server's reply")
-    wake_before: float = option(60.0, DURATION, "wake-up push before a hibernated session expires "
-                                "(at most 10% of it)")
-    max_registrations: int = option(20, INT, "per account", minimum=1)
 
 
 class _Limit:

@@ -118,3 +118,15 @@ def test_module_sections_still_checked(tmp_path):
     assert errors_of(tmp_path, MINIMAL + '[auth]\nbackend = "ldap"\n[auth.ldap]\nfilter = "(uid=x)"\n') == [
         "auth.ldap.filter: must contain {jid}, got \"(uid=x)\"",
         'auth.ldap.base_dn: required with backend = "ldap" (in [auth.ldap], with uri)']
+
+
+def test_reading_the_config_imports_no_module():
+    """The CLI reads the configuration on every command: the options files are light."""
+    import subprocess
+    import sys
+    code = ("import sys; from mbxmpp.config import load_config; load_config(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('mbxmpp.modules.') and "
+            "not m.endswith('options') or m.split('.')[0] in ('aiohttp', 'prometheus_client')))")
+    out = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -25,7 +25,7 @@ from ...util.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from ...config import Config
-    from ..offline import OfflineConfig
+    from ..offline_options import OfflineConfig
     from .options import MAMConfig
 
 CACHE = 10_000  # owners whose tallies are kept; others are rebuilt from storage when next written
