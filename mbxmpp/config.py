@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import importlib
 import importlib.util
 import ipaddress
@@ -28,7 +29,8 @@ from .auth.options import AuthConfig, DovecotAuthConfig, LDAPAuthConfig
 from .http.options import HTTPConfig
 from .options import MISSING as MISSING_VALUE
 from .options import (BOOL, DURATION, INT, LISTEN, RATE, SIZE, STR, STR_LIST, Kind, Listen, Option, Table,
-                      check_domain, dotted, format_listen, load_section, one_of, option, parse_listen, show)
+                      check_domain, dotted, format_listen, load_section, one_of, option, parse_listen,
+                      section_options, show)
 from .s2s.options import S2SConfig
 from .util.ratelimit import Rate
 
@@ -371,8 +373,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
-    s2s: S2SConfig = field(default_factory=S2SConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
     sm: SMConfig = _module_section("sm")
     mam: MAMConfig = _module_section("mam")
     muc: MUCConfig = _module_section("muc")
@@ -454,17 +456,33 @@ def _check_served(cfg: Config, data: dict[str, Any], errors: list[str]) -> None:
                           f"or remove the section")
 
 
+def _unknown_sections(root: Table, declared: Mapping[str, type], errors: list[str]) -> None:
+    from .modules import REGISTRY
+    for name, value in root.data.items():
+        if name in declared or not isinstance(value, dict):
+            continue  # (a stray top-level key: root.finish() reports it)
+        root.used.add(name)
+        if name in REGISTRY:
+            errors.append(f"[{name}]: the {name} module has no options")
+            continue
+        hint = difflib.get_close_matches(name, sorted(declared), n=1)
+        tail = f" (did you mean [{hint[0]}]?)" if hint else f" (sections: {', '.join(declared)})"
+        errors.append(f"unknown section [{dotted((name,))}]{tail}")
+
+
 def _build(data: dict[str, Any], source: str | None) -> Config:
     errors: list[str] = []
     root = Table(data, (), errors)
     parts: dict[str, Any] = {}
     if "server" not in data:
         errors.append("missing required section [server] (with at least `domains = [...]`)")
-    for name, decl in sections().items():
+    declared = sections()
+    for name, decl in declared.items():
         t = root.get_table(name)
         if t is not None:
             parts[name] = load_section(decl, t)
             t.finish()
+    _unknown_sections(root, declared, errors)
     root.finish()
     cfg = Config(**parts, source=source)
     if cfg.upload.storage_dir is None:
@@ -607,13 +625,23 @@ def _check_certificates_dir(cfg: Config, errors: list[str]) -> None:
             errors.append(f"tls.certificates_dir: {cert!r} does not cover virtual host {host!r}")
 
 
+def _served_sections(cfg: Config) -> dict[str, Any]:
+    """The sections of what this configuration serves: core ones, and loaded modules' sections,
+    without those that say `enabled = false`."""
+    enabled = set(cfg.enabled_modules)
+    out = {}
+    for name in sections():
+        value = getattr(cfg, name)
+        if (name not in MODULE_SECTIONS or name in enabled) and getattr(value, "enabled", True):
+            out[name] = value
+    return out
+
+
 def _check_listeners(cfg: Config, errors: list[str]) -> None:
-    groups = [("c2s.listen", cfg.c2s.listen), ("c2s.direct_tls", cfg.c2s.direct_tls),
-              ("http.listen", cfg.http.listen)]
-    if cfg.s2s.enabled:
-        groups += [("s2s.listen", cfg.s2s.listen), ("s2s.direct_tls", cfg.s2s.direct_tls)]
-    if cfg.proxy65.enabled:
-        groups.append(("proxy65.listen", cfg.proxy65.listen))
+    """No two listeners of anything served (every listen-address option declared) share a port."""
+    groups = [(f"{name}.{f.name}", getattr(value, f.name))
+              for name, value in _served_sections(cfg).items()
+              for f, opt in section_options(type(value)) if opt.kind is LISTEN]
     seen: list[tuple[str, Listen]] = []
     for key, addrs in groups:
         for addr in addrs:
@@ -692,7 +720,7 @@ def check_config(cfg: Config) -> list[str]:
     _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
     _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
-    if cfg.upload.enabled and cfg.upload.storage_dir is not None:
+    if "upload" in _served_sections(cfg) and cfg.upload.storage_dir is not None:
         _check_writable_dir("upload.storage_dir", cfg.upload.storage_dir, errors)
     _check_modules(cfg, errors)
     return errors
