@@ -2,7 +2,7 @@
 
 Core sections are declared here or where they live (s2s/options.py, http/options.py,
 auth/options.py); each module declares its own section in its package (modules/muc/options.py,
-modules/sm.py, ...). `load_config()` reads them all with one generic reader, checking syntax and
+modules/sm_options.py, ...). `load_config()` reads them all with one generic reader, checking syntax and
 types and collecting every error into one `ConfigError`; `check_config()` adds the checks that
 touch the filesystem (certificates, data directory) and the cross-listener ones, for the
 `check-config` command. Durations are float seconds, sizes int bytes, listen addresses

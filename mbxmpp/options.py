@@ -282,7 +282,7 @@ class Option:
     each: Callable[[str], str] | None = None   # the same for each item of a list (bad ones dropped)
     required: str | None = None                # when the key must be set: what to say if it is not
     example: Any = MISSING                     # shown in the example file instead of the default
-    default_doc: str | None = None             # the default, in words (when it is not a value)
+    default_doc: str | None = None             # the default in words (when not a value); "": unsaid
     before: str = ""                           # a paragraph printed above the key in the example
 
 
@@ -395,16 +395,6 @@ def _read_rate(t: Table, k: str, opt: Option, default: Rate) -> Rate:
         return default
 
 
-def _rate_toml(r: Rate) -> str:
-    if not r.per_second:
-        return "0"
-    for unit, secs in (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("day", 86400.0)):
-        n = r.per_second * secs
-        if n >= 1 and abs(n - round(n)) < 1e-6:
-            return f'"{round(n)}/{unit}"'
-    return f'"{r.per_second:g}/s"'
-
-
 def _read_table(t: Table, k: str, opt: Option, default: Any) -> Any:
     sub = t.get_table(k)
     if sub is None:
@@ -424,7 +414,7 @@ LISTEN = Kind("listen addresses", lambda t, k, o, d: t.get_listen(k, d),
 STR_LIST = Kind("array of strings", lambda t, k, o, d: t.get_str_list(k, d),
                 lambda v: _toml(list(v or ())))
 DOMAIN_TEMPLATE = Kind("domain template", _read_template, _toml)
-RATE = Kind("rate", _read_rate, _rate_toml)
+RATE = Kind("rate", _read_rate, lambda r: _toml(r.text()) if r.per_second else "0")
 TABLE = Kind("table", _read_table, lambda v: "")
 
 
