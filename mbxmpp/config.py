@@ -30,7 +30,7 @@ from .http.options import HTTPConfig
 from .options import MISSING as MISSING_VALUE
 from .options import (BOOL, DURATION, INT, LISTEN, RATE, SIZE, STR, STR_LIST, Kind, Listen, Option, Table,
                       check_domain, dotted, format_listen, load_section, one_of, option, parse_listen,
-                      section_options, show)
+                      section_options, show, writable_dir_problem)
 from .s2s.options import S2SConfig
 from .util.ratelimit import Rate
 
@@ -666,22 +666,6 @@ def _hosts_overlap(a: str, b: str) -> bool:
     return ia.version == ib.version and (ia.is_unspecified or ib.is_unspecified)
 
 
-def _check_writable_dir(key: str, path: str, errors: list[str]) -> None:
-    p = os.path.abspath(path)
-    if os.path.exists(p):
-        if not os.path.isdir(p):
-            errors.append(f"{key}: {path!r} exists and is not a directory")
-        elif not os.access(p, os.W_OK | os.X_OK):
-            errors.append(f"{key}: directory {path!r} is not writable")
-        return
-    parent = os.path.dirname(p)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        errors.append(f"{key}: {path!r} does not exist and cannot be created "
-                      f"({parent!r} is not a writable directory)")
-
-
 def _check_modules(cfg: Config, errors: list[str]) -> None:
     try:
         import mbxmpp.modules as mods
@@ -697,30 +681,18 @@ def _check_modules(cfg: Config, errors: list[str]) -> None:
                 errors.append(f"{key}: unknown module {m!r} (known: {', '.join(sorted(registry))})")
 
 
-def _check_s2s_ca(cfg: Config, errors: list[str]) -> None:
-    path = cfg.s2s.ca_file
-    if not cfg.s2s.enabled or path is None:
-        return
-    try:
-        with open(path, "rb") as f:
-            pem = f.read()
-        from cryptography import x509
-        x509.load_pem_x509_certificates(pem)
-    except OSError as e:
-        errors.append(f"s2s.ca_file: cannot read {path!r}: {e.strerror or e}")
-    except ValueError:
-        errors.append(f"s2s.ca_file: {path!r} holds no PEM certificate")
-
-
 def check_config(cfg: Config) -> list[str]:
     """Checks beyond load_config, for `check-config`: files, keys, listeners, directories."""
     errors: list[str] = []
     _check_tls(cfg, errors)
     _check_certificates_dir(cfg, errors)
-    _check_s2s_ca(cfg, errors)
     _check_listeners(cfg, errors)
-    _check_writable_dir("server.data_dir", cfg.server.data_dir, errors)
-    if "upload" in _served_sections(cfg) and cfg.upload.storage_dir is not None:
-        _check_writable_dir("upload.storage_dir", cfg.upload.storage_dir, errors)
+    problem = writable_dir_problem(cfg.server.data_dir)
+    if problem is not None:
+        errors.append(f"server.data_dir: {problem}")
+    for name, section in _served_sections(cfg).items():  # the sections' own file checks
+        check_files = getattr(section, "check_files", None)
+        if check_files is not None:
+            check_files(lambda key, msg, name=name: errors.append(f"{name}.{key}: {msg}"))
     _check_modules(cfg, errors)
     return errors

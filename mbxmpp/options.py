@@ -5,7 +5,9 @@ A section is a frozen dataclass whose fields are declared with `option()`: the k
 any such class from a TOML table, collecting every problem as "section.key: message";
 `render_section()` writes it back as documented TOML (mbxmpp.example.toml is generated from
 these). A section with cross-field rules defines ``validate(self, error) -> Self``, called after
-its fields are read; ``error("key", "message")`` reports against a key of the section.
+its fields are read; ``error("key", "message")`` reports against a key of the section. One whose
+files can be checked (directories writable, certificates readable) defines
+``check_files(self, error)``, which `check-config` calls when the section is served.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import difflib
 import ipaddress
 import json
+import os
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -27,7 +30,8 @@ ErrorFn = Callable[[str, str], None]
 
 __all__ = ["Option", "Kind", "option", "Table", "load_section", "render_section", "section_options",
            "STR", "BOOL", "INT", "DURATION", "SIZE", "LISTEN", "STR_LIST", "DOMAIN_TEMPLATE", "RATE",
-           "TABLE", "one_of", "parse_listen", "format_listen", "check_domain", "show", "dotted"]
+           "TABLE", "one_of", "writable_dir_problem", "parse_listen", "format_listen", "check_domain",
+           "show", "dotted"]
 
 
 # ------------------------------------------------------------------------------------ value parsing
@@ -123,6 +127,23 @@ def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
             raise ValueError(f"must be one of {', '.join(choices)}, got {show(v.lower())}")
         return v.lower()
     return check
+
+
+def writable_dir_problem(path: str) -> str | None:
+    """Why the server could not write in directory `path` (creating it if need be), or None."""
+    p = os.path.abspath(path)
+    if os.path.exists(p):
+        if not os.path.isdir(p):
+            return f"{path!r} exists and is not a directory"
+        if not os.access(p, os.W_OK | os.X_OK):
+            return f"directory {path!r} is not writable"
+        return None
+    parent = os.path.dirname(p)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path!r} does not exist and cannot be created ({parent!r} is not a writable directory)"
+    return None
 
 
 # --------------------------------------------------------------------------------------- the reader

@@ -61,3 +61,16 @@ class S2SConfig:
         if self.onion_hosts and self.tor_socks is None:
             error("onion_hosts", "needs tor_socks (Tor's SocksPort): onion hosts federate only through Tor")
         return replace(self, onion_hosts=tuple(dict.fromkeys(self.onion_hosts)))
+
+    def check_files(self, error: ErrorFn) -> None:
+        if self.ca_file is None:
+            return
+        try:
+            with open(self.ca_file, "rb") as f:
+                pem = f.read()
+            from cryptography import x509
+            x509.load_pem_x509_certificates(pem)
+        except OSError as e:
+            error("ca_file", f"cannot read {self.ca_file!r}: {e.strerror or e}")
+        except ValueError:
+            error("ca_file", f"{self.ca_file!r} holds no PEM certificate")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from ...options import BOOL, DOMAIN_TEMPLATE, DURATION, INT, SIZE, STR, ErrorFn, option
+from ...options import BOOL, DOMAIN_TEMPLATE, DURATION, INT, SIZE, STR, ErrorFn, option, writable_dir_problem
 from ...util.units import format_size
 
 
@@ -26,3 +26,8 @@ class UploadConfig:
             error("quota_per_user", f"must be at least max_file_size ({format_size(self.max_file_size)}), "
                                     f"or files of that size could never be uploaded")
         return self
+
+    def check_files(self, error: ErrorFn) -> None:
+        problem = writable_dir_problem(self.storage_dir) if self.storage_dir is not None else None
+        if problem is not None:
+            error("storage_dir", problem)
