@@ -130,3 +130,30 @@ def test_reading_the_config_imports_no_module():
     out = subprocess.run([sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_check_config_covers_only_what_is_served(tmp_path):
+    """Listener clashes and file checks come from the declarations of the served sections."""
+    from mbxmpp.config import check_config
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    text = MINIMAL + f"""
+        data_dir = "{tmp_path / 'data'}"
+        {{modules}}
+        [c2s]
+        listen = ["127.0.0.1:7000"]
+        [proxy65]
+        listen = ["127.0.0.1:7000"]
+        [upload]
+        storage_dir = "{blocker / 'up'}"
+    """
+    errs = check_config(load_text(tmp_path, text.replace("{modules}", "")))
+    assert errs[0] == "proxy65.listen: 127.0.0.1:7000 clashes with c2s.listen 127.0.0.1:7000"
+    assert errs[1].startswith("upload.storage_dir: ") and "cannot be created" in errs[1]
+    assert len(errs) == 2
+    text = text.replace("[proxy65]\n", "[proxy65]\n        enabled = false\n")
+    proxy_off = text.replace("{modules}", 'modules = ["roster", "upload", "proxy65"]')
+    assert [e.split(":")[0] for e in check_config(load_text(tmp_path, proxy_off))] == ["upload.storage_dir"]
+    no_upload = text.replace("{modules}", 'modules = ["roster", "proxy65"]')
+    no_upload = no_upload[:no_upload.index("[upload]")] + "[upload]\nenabled = false\n"
+    assert check_config(load_text(tmp_path, no_upload)) == []
