@@ -490,8 +490,9 @@ def render_section(cls: type, path: tuple[str, ...], value: Any = None,
         if opt.before:
             out += _comment_lines(opt.before)
         text = (shown(f.name, example) if shown is not None else None) or opt.kind.toml(example)
-        doc = opt.doc
-        if opt.example is not MISSING and opt.example != default and opt.default_doc != "":
+        doc = f"required: {opt.doc}" if opt.required else opt.doc
+        if opt.example is not MISSING and opt.example != default and opt.default_doc != "" \
+                and not opt.required:
             words = opt.default_doc or ("none" if default in (None, (), "") else opt.kind.toml(default))
             doc = f"{doc}; default {words}" if doc else f"default {words}"
         out += _with_comment(f"{f.name} = {text}", doc)
