@@ -74,8 +74,6 @@ class Module(Generic[OptionsT]):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        section: Any = getattr(server.config, self.name, None)  # its [name] section, if it has one
-        self.options: OptionsT = section
         self.log = logging.getLogger(f"mbxmpp.modules.{self.name}")
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -86,6 +84,12 @@ class Module(Generic[OptionsT]):
         """Called on shutdown, before storage is flushed."""
 
     # Helpers --------------------------------------------------------------------------------
+    @property
+    def options(self) -> OptionsT:
+        """This module's [name] section (None for a module without options)."""
+        section: Any = getattr(self.server.config, self.name, None)
+        return section
+
     def handlers(self) -> tuple[list[tuple[str, str, str, str, Callable]], list[tuple[str, int, Callable]],
                                 list[tuple[str, str, Callable]]]:
         iqs: list[tuple[str, str, str, str, Callable]] = []
