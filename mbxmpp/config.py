@@ -1,7 +1,7 @@
 """The TOML configuration: every section a declared, frozen dataclass (mbxmpp/options.py).
 
 Core sections are declared here or where they live (s2s/options.py, http/options.py,
-auth/options.py); each module declares its own section in its package (modules/muc/options.py,
+auth/options.py, core/limits.py); each module declares its own section in its package (modules/muc/options.py,
 modules/sm_options.py, ...). `load_config()` reads them all with one generic reader, checking syntax and
 types and collecting every error into one `ConfigError`; `check_config()` adds the checks that
 touch the filesystem (certificates, data directory) and the cross-listener ones, for the
@@ -26,13 +26,13 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Self
 
 from .auth.options import AuthConfig, DovecotAuthConfig, LDAPAuthConfig
+from .core.limits import LimitsConfig
 from .http.options import HTTPConfig
 from .options import MISSING as MISSING_VALUE
-from .options import (BOOL, DURATION, INT, LISTEN, RATE, SIZE, STR, STR_LIST, Kind, Listen, Option, Table,
+from .options import (BOOL, DURATION, INT, LISTEN, SIZE, STR, STR_LIST, Kind, Listen, Option, Table,
                       check_domain, dotted, format_listen, load_section, one_of, option, parse_listen,
                       section_options, show, writable_dir_problem)
 from .s2s.options import S2SConfig
-from .util.ratelimit import Rate
 
 if TYPE_CHECKING:
     from .modules.mam.options import MAMConfig
@@ -322,36 +322,6 @@ class C2SConfig:
     max_auth_attempts: int = option(5, INT, "failed SASL attempts before the stream is closed", minimum=1)
     allow_plain: bool = option(True, BOOL, "offer SASL PLAIN (never offered without TLS)")
     require_encryption: bool = option(True, BOOL, "refuse to authenticate without TLS")
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    """abuse: token buckets a normal user never hits
-    Each is a sustained rate ("N/s", "N/min", "N/h", "N/day"; 0 = no limit) and <name>_burst, how many at
-    once (mbxmpp/util/ratelimit.py). Logins over a limit get SASL <temporary-auth-failure/> with "try
-    again in N s"."""
-    logins_per_address: Rate = option(Rate(100.0, 10_000), RATE, "every login attempt from one IP address: a "
-                                      "carrier NAT's reconnect storm is thousands at once")
-    failed_logins_per_address: Rate = option(Rate(10.0, 1_000), RATE, "failed ones from one address (all accounts)")
-    logins_per_account: Rate = option(Rate(2.0, 600), RATE, "every attempt for one account (all its devices "
-                                      "reconnecting at once fit the burst)")
-    failed_logins_per_account: Rate = option(Rate(10 / 60, 30), RATE, "per account AND address: guessing is "
-                                             "slowed; an attacker elsewhere cannot lock its user out")
-    stanzas_per_session: Rate = option(Rate(5000.0, 50_000), RATE, "over it, reading from the connection waits: "
-                                       "bursts slow down, nothing is refused (load tests: per pair)")
-    subscriptions_per_account: Rate = option(Rate(100 / 3600, 1_000), RATE, "presence subscription requests "
-                                             "sent; over it the request bounces with <policy-violation/>")
-    muc_rooms_per_account: Rate = option(Rate(10 / 3600, 100), RATE, "new group chat rooms one account creates; "
-                                         "over it <policy-violation/> ([muc] max_rooms_per_user: how many kept)")
-    reports_per_account: Rate = option(Rate(100 / 86400, 100), RATE, "spam reports (XEP-0377) recorded from one "
-                                       "account; over it the JID is still blocked, not reported")
-    bosh_sessions_per_address: Rate = option(Rate(20.0, 2_000), RATE, "new BOSH sessions from one address; over "
-                                             "it the request gets <body type='terminate' "
-                                             "condition='policy-violation'/>")
-
-    @property
-    def rates(self) -> dict[str, Rate]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
