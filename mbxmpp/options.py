@@ -307,11 +307,17 @@ class Option:
     before: str = ""                           # a paragraph printed above the key in the example
 
 
-def option(default: Any, kind: Kind, doc: str, **how: Any) -> Any:
-    """A dataclass field read from the file as `kind`; `how` takes Option's other fields.
-    `default` may be a zero-argument callable for mutable defaults (`factory=True`)."""
-    meta = {"option": Option(kind, doc, **{k: v for k, v in how.items() if k != "factory"})}
-    if how.get("factory"):
+def option(default: Any, kind: Kind, doc: str, *, minimum: float | None = None, maximum: float | None = None,
+           allow_empty: bool = False, check: Callable[[Any], Any] | None = None,
+           each: Callable[[str], str] | None = None, required: str | None = None, example: Any = MISSING,
+           default_doc: str | None = None, before: str = "", factory: bool = False) -> Any:
+    """A dataclass field read from the file as `kind` (see Option). With `factory`, `default` is a
+    zero-argument callable making the default (a mutable one, or a nested section)."""
+    if not doc.strip() and kind is not TABLE:
+        raise ValueError("an option needs its one-line doc (it goes into mbxmpp.example.toml)")
+    meta = {"option": Option(kind, doc, minimum, maximum, allow_empty, check, each, required, example,
+                             default_doc, before)}
+    if factory:
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
 

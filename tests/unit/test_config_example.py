@@ -94,6 +94,8 @@ def test_undocumented_option_would_break_the_example():
     errors = []
     assert load_section(Probe, Table({"size": 0}, ("probe",), errors)) == Probe()
     assert errors == ["probe.size: must be at least 1, got 0"]
+    with pytest.raises(ValueError, match="needs its one-line doc"):
+        option(3, INT, " ")
 
 
 @pytest.mark.parametrize("server", ['modules = ["roster", "ping"]', 'disabled_modules = ["muc"]'])
