@@ -367,9 +367,9 @@ class Config:
         return template.replace("{domain}", host.lower())
 
     def components(self, host: str) -> dict[str, str]:
-        """Enabled components of `host`: section -> component domain."""
+        """Served components of `host` (module loaded, section enabled): section -> domain."""
         return {s: self.component_domain(s, host) for s in COMPONENT_SECTIONS
-                if getattr(self, s).enabled}
+                if getattr(self, s).enabled and s in self.enabled_modules}
 
     @property
     def enabled_modules(self) -> tuple[str, ...]:

@@ -159,3 +159,8 @@ def test_check_config_covers_only_what_is_served(tmp_path):
     no_upload = text.replace("{modules}", 'modules = ["roster", "proxy65"]')
     no_upload = no_upload[:no_upload.index("[upload]")] + "[upload]\nenabled = false\n"
     assert check_config(load_text(tmp_path, no_upload)) == []
+
+
+def test_components_are_those_of_loaded_modules(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + 'modules = ["roster", "upload"]\n')
+    assert cfg.components("example.org") == {"upload": "upload.example.org"}
