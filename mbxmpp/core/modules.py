@@ -62,8 +62,9 @@ OptionsT = TypeVar("OptionsT")
 
 
 class Module(Generic[OptionsT]):
-    """A feature module; ``Module[XConfig]`` when it has a config section of its own, named
-    like the module and declared in its package (mbxmpp/options.py), read as ``self.options``."""
+    """A feature module. One with a config section of its own is a ``Module[XConfig]``: the
+    section is named like the module, XConfig is declared in its package with mbxmpp/options.py
+    and listed in config.MODULE_SECTIONS, and the module reads it as ``self.options``."""
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     xeps: ClassVar[dict[str, str]] = {}        # XEP number -> version implemented
