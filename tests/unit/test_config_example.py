@@ -164,3 +164,12 @@ def test_check_config_covers_only_what_is_served(tmp_path):
 def test_components_are_those_of_loaded_modules(tmp_path):
     cfg = load_text(tmp_path, MINIMAL + 'modules = ["roster", "upload"]\n')
     assert cfg.components("example.org") == {"upload": "upload.example.org"}
+
+
+async def test_modules_read_their_own_section():
+    from mbxmpp.modules.offline_options import OfflineConfig
+    from tests.harness import ServerHarness
+    async with ServerHarness(modules=["ping", "offline"], offline=OfflineConfig(max_messages=2)) as h:
+        offline, ping = h.server.module("offline"), h.server.module("ping")
+        assert offline.options is h.server.config.offline and offline.max_messages == 2
+        assert ping.options is None  # no section of its own
