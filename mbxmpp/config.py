@@ -373,7 +373,7 @@ class Config:
 
     @property
     def enabled_modules(self) -> tuple[str, ...]:
-        mods = DEFAULT_MODULES if self.server.modules is None else self.server.modules
+        mods = self.server.modules or DEFAULT_MODULES  # as Server.module_names: [] is the default list
         return tuple(m for m in mods if m not in self.server.disabled_modules)
 
     def tls_for(self, domain: str) -> TLSCertConfig | None:

@@ -173,3 +173,8 @@ async def test_modules_read_their_own_section():
         offline, ping = h.server.module("offline"), h.server.module("ping")
         assert offline.options is h.server.config.offline and offline.max_messages == 2
         assert ping.options is None  # no section of its own
+
+
+def test_empty_module_list_is_the_default_list_as_the_server_loads_it(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + 'modules = []\n[muc]\nmax_occupants = 10\n')
+    assert "muc" in cfg.enabled_modules and cfg.muc.max_occupants == 10
