@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", dest="config_sub", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the configuration and explain every error")
     sub.add_parser("xeps", help="list the XEPs this server implements")
+    sub.add_parser("config", help="the configuration's documentation").add_subparsers(
+        dest="config_command", required=True).add_parser(
+        "example", help="print every section and key with its doc (mbxmpp.example.toml)")
     arch = sub.add_parser("archive", help="message archive (XEP-0313) maintenance")
     asub = arch.add_subparsers(dest="archive_command", required=True)
     sizes = asub.add_parser("sizes", help="archived messages per account and room, largest first")
@@ -125,6 +128,10 @@ def _load(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config":  # needs no configuration of its own
+        from .config_example import example_toml
+        sys.stdout.write(example_toml())
+        return EXIT_OK
     try:
         cfg = _load(args)
     except ConfigError as e:

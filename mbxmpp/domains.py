@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .config import Config, _check_domain
+from .config import Config
+from .options import check_domain as _check_domain
 
 FILE_NAME = "domains"
 

@@ -430,8 +430,6 @@ listen = ["127.0.0.1:{free_port()}"]
 [http]
 listen = ["127.0.0.1:{self.http_port}"]
 
-[proxy65]
-listen = ["127.0.0.1:{free_port()}"]
 """ + ("""
 [limits]
 bosh_sessions_per_address_burst = 100000

@@ -12,17 +12,19 @@ only refuses is attack surface for nothing. The listener is on loopback by defau
 and ejabberd: the protocol has no TLS, and the stanzas (and a replayable-looking handshake)
 would cross the network in clear.
 
-This module imports nothing of the server: ``mbxmpp.config`` reads the section with it.
+Declared with mbxmpp/options.py; ``mbxmpp.config`` reads the section with it (nothing of the\nserver is imported here).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..options import LISTEN, SIZE, DURATION, Kind, Listen, Option, Table, check_domain, dotted, option
 
 if TYPE_CHECKING:
-    from ..config import Config, Listen, _Table
+    from ..config import Config
 
 DEFAULT_LISTEN = (("127.0.0.1", 5347),)
 
@@ -33,12 +35,56 @@ class ComponentHostConfig:
     name: str | None = None
 
 
+def _read_hosts(t: Table, k: str, opt: Option, default: Any) -> Mapping[str, ComponentHostConfig]:
+    ht = t.get_table(k)
+    if ht is None:
+        return default
+    hosts: dict[str, ComponentHostConfig] = {}
+    for name in list(ht.data):
+        sub = ht.get_table(name)
+        if sub is None:
+            continue
+        try:
+            domain: str | None = check_domain(name)
+        except ValueError as e:
+            ht.error(name, str(e))
+            domain = None
+        secret = sub.get_str("secret", None)
+        if secret is None and "secret" not in sub.data:
+            sub.error("secret", "missing: the shared secret the component authenticates with")
+        display = sub.get_str("name", None)
+        sub.finish()
+        if domain is not None and secret is not None:
+            hosts[domain] = ComponentHostConfig(secret, display)
+    ht.finish()
+    return MappingProxyType(hosts)
+
+
+def _hosts_toml(path: tuple[str, ...], value: Mapping[str, ComponentHostConfig]) -> list[str]:
+    out: list[str] = []
+    for domain, host in value.items():
+        out += [f"[{dotted(path + (domain,))}]", f'secret = "{host.secret}"']
+        if host.name is not None:
+            out.append(f'name = "{host.name}"')
+    return out
+
+
+COMPONENT_HOSTS = Kind("components by domain", _read_hosts, lambda v: "", block=_hosts_toml)
+
+
 @dataclass(frozen=True, slots=True)
 class ComponentsConfig:
-    listen: tuple[Listen, ...] = DEFAULT_LISTEN
-    max_stanza_size: int = 512 * 1024          # a bridge carries many users' traffic
-    auth_timeout: float = 30.0                 # from the connection to the accepted handshake
-    hosts: Mapping[str, ComponentHostConfig] = field(default_factory=lambda: MappingProxyType({}))
+    """external components (XEP-0114): bridges, gateways, bots; nothing listens without [components.hosts]"""
+    listen: tuple[Listen, ...] = option(DEFAULT_LISTEN, LISTEN, "where components connect (no TLS in "
+                                        "XEP-0114: keep it on loopback)")
+    max_stanza_size: int = option(512 * 1024, SIZE, "a bridge carries many users' traffic; larger stanzas "
+                                  "close its stream", minimum=4096)
+    auth_timeout: float = option(30.0, DURATION, "from the connection to the accepted handshake")
+    hosts: Mapping[str, ComponentHostConfig] = option(
+        lambda: MappingProxyType({}), COMPONENT_HOSTS, "each component domain with its shared secret "
+        "(and optional name in the parent domain's disco#items)", factory=True,
+        example=MappingProxyType({"irc.example.org": ComponentHostConfig("a long random string",
+                                                                         "IRC bridge")}))
 
     @property
     def listening(self) -> tuple[Listen, ...]:
@@ -46,44 +92,13 @@ class ComponentsConfig:
         return self.listen if self.hosts else ()
 
 
-def load_components(t: _Table) -> ComponentsConfig:
-    from ..config import _check_domain  # (here: mbxmpp.config imports this module)
-    d = ComponentsConfig()
-    hosts: dict[str, ComponentHostConfig] = {}
-    ht = t.get_table("hosts")
-    if ht is not None:
-        for name in list(ht.data):
-            sub = ht.get_table(name)
-            if sub is None:
-                continue
-            try:
-                domain: str | None = _check_domain(name)
-            except ValueError as e:
-                ht.error(name, str(e))
-                domain = None
-            secret = sub.get_str("secret", None)
-            if secret is None and "secret" not in sub.data:
-                sub.error("secret", "missing: the shared secret the component authenticates with")
-            display = sub.get_str("name", None)
-            sub.finish()
-            if domain is not None and secret is not None:
-                hosts[domain] = ComponentHostConfig(secret, display)
-        ht.finish()
-    return ComponentsConfig(
-        listen=t.get_listen("listen", d.listen),
-        max_stanza_size=t.get_size("max_stanza_size", d.max_stanza_size, minimum=4096),
-        auth_timeout=t.get_duration("auth_timeout", d.auth_timeout),
-        hosts=MappingProxyType(hosts))
-
-
 def check_component_domains(cfg: Config, owner: dict[str, str], errors: list[str]) -> None:
     """A component's domain may not be a served domain or an internal component's
     (``owner``: domain -> the key that serves it)."""
-    from ..config import _dotted
     for domain in cfg.components.hosts:
         prev = owner.get(domain)
         if prev is not None:
-            errors.append(f"{_dotted(('components', 'hosts', domain))}: {domain!r} is already served "
+            errors.append(f"{dotted(('components', 'hosts', domain))}: {domain!r} is already served "
                           f"by {prev}")
 
 

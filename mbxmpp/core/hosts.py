@@ -19,7 +19,7 @@ from ..xml.build import error_reply
 from ..xml.element import Element
 from ..xml.ns import NS_DISCO_INFO, NS_DISCO_ITEMS
 from .iq import IQContext, IQDispatcher
-from .modules import COMPONENT, COMPONENT_JID, Module
+from .modules import COMPONENT, COMPONENT_JID, Module, OptionsT
 
 if TYPE_CHECKING:
     from .router import Router
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 DiscoItem = tuple[str, "str | None", "str | None"]  # (jid, name, node)
 
 
-class ComponentModule(Module):
+class ComponentModule(Module[OptionsT]):
     """A module that answers for a whole domain of its own."""
 
     component_section: ClassVar[str] = ""      # config section with `domain` and `enabled`

@@ -4,10 +4,42 @@ the presence module, muc_rooms_per_account for the MUC module)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
-from ..config import LimitsConfig
-from ..util.ratelimit import RateLimits
+from ..options import RATE, option
+from ..util.ratelimit import Rate, RateLimits
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """abuse: token buckets a normal user never hits
+    Each is a sustained rate ("N/s", "N/min", "N/h", "N/day"; 0 = no limit) and <name>_burst, how many at
+    once (mbxmpp/util/ratelimit.py). Logins over a limit get SASL <temporary-auth-failure/> with "try
+    again in N s"."""
+    logins_per_address: Rate = option(Rate(100.0, 10_000), RATE, "every login attempt from one IP address: a "
+                                      "carrier NAT's reconnect storm is thousands at once")
+    failed_logins_per_address: Rate = option(Rate(10.0, 1_000), RATE, "failed ones from one address (all accounts)")
+    logins_per_account: Rate = option(Rate(2.0, 600), RATE, "every attempt for one account (all its devices "
+                                      "reconnecting at once fit the burst)")
+    failed_logins_per_account: Rate = option(Rate(10 / 60, 30), RATE, "per account AND address: guessing is "
+                                             "slowed; an attacker elsewhere cannot lock its user out")
+    stanzas_per_session: Rate = option(Rate(5000.0, 50_000), RATE, "over it, reading from the connection waits: "
+                                       "bursts slow down, nothing is refused (load tests: per pair)")
+    subscriptions_per_account: Rate = option(Rate(100 / 3600, 1_000), RATE, "presence subscription requests "
+                                             "sent; over it the request bounces with <policy-violation/>")
+    muc_rooms_per_account: Rate = option(Rate(10 / 3600, 100), RATE, "new group chat rooms one account creates; "
+                                         "over it <policy-violation/> ([muc] max_rooms_per_user: how many kept)")
+    reports_per_account: Rate = option(Rate(100 / 86400, 100), RATE, "spam reports (XEP-0377) recorded from one "
+                                       "account; over it the JID is still blocked, not reported")
+    bosh_sessions_per_address: Rate = option(Rate(20.0, 2_000), RATE, "new BOSH sessions from one address; over "
+                                             "it the request gets <body type='terminate' "
+                                             "condition='policy-violation'/>")
+
+    @property
+    def rates(self) -> dict[str, Rate]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def _retry(wait: float) -> str:

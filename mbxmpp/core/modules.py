@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from .api import ModuleServer
@@ -76,7 +76,13 @@ def _declares(decl: tuple[type[Module] | str, ...], cls: type[Module]) -> bool:
     return any(d is cls or d == cls.name for d in decl)
 
 
-class Module:
+OptionsT = TypeVar("OptionsT")
+
+
+class Module(Generic[OptionsT]):
+    """A feature module. One with a config section of its own is a ``Module[XConfig]``: the
+    section is named like the module, XConfig is declared in its package with mbxmpp/options.py
+    and listed in config.MODULE_SECTIONS, and the module reads it as ``self.options``."""
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     xeps: ClassVar[dict[str, str]] = {}        # XEP number -> version implemented
@@ -120,6 +126,12 @@ class Module:
         """Called on shutdown, before storage is flushed."""
 
     # Helpers --------------------------------------------------------------------------------
+    @property
+    def options(self) -> OptionsT:
+        """This module's [name] section (None for a module without options)."""
+        section: Any = getattr(self.server.config, self.name, None)
+        return section
+
     def handlers(self) -> tuple[list[tuple[str, str, str, str, Callable]], list[tuple[str, int, Callable]],
                                 list[tuple[str, str, Callable]]]:
         iqs: list[tuple[str, str, str, str, Callable]] = []

@@ -29,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from ..core import events as ev
+from .metrics_options import MetricsConfig
 from ..core.modules import Module, hook
 
 if TYPE_CHECKING:
@@ -37,13 +38,13 @@ if TYPE_CHECKING:
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-class Metrics(Module):
+class Metrics(Module[MetricsConfig]):
     name = "metrics"
     description = "OpenMetrics (/metrics) and health (/health) on the HTTP side"
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        cfg = server.config.metrics
+        cfg = self.options
         self.allow = [ipaddress.ip_network(n, strict=False) for n in cfg.allow]
         self.token = cfg.token
         self.started = time.time()

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
+from .offline_options import OfflineConfig
 from ..core.modules import Module, hook
 from ..errors import StanzaError
 from ..xml.element import Element
@@ -48,7 +49,7 @@ def worth_storing(msg: Element) -> bool:
     return False
 
 
-class Offline(Module):
+class Offline(Module[OfflineConfig]):
     name = "offline"
     description = "Offline message storage"
     xeps = {"0160": "1.0.1"}
@@ -62,7 +63,7 @@ class Offline(Module):
         # {id: (stanza bytes, sender)}. Without this, a message stored a few ms before its
         # recipient logs in would wait for the next login, and a burst could overshoot the cap.
         self._unflushed: dict[str, dict[str, tuple[bytes, str]]] = {}
-        self.bound, self.sender_bound = offline_bounds(server.config.offline)
+        self.bound, self.sender_bound = offline_bounds(self.options)
         self.ledger = Ledger(self._seed)  # what waits per account, per sender
         self.mam: MAM | None = None
 
@@ -71,7 +72,7 @@ class Offline(Module):
 
     @property
     def max_messages(self) -> int:
-        return int(self.server.config.offline.max_messages)
+        return self.options.max_messages
 
     def _seed(self, owner: str, since: float | None) -> Tally:
         t = Tally()

@@ -22,6 +22,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
+from .push_options import PushConfig
 from ..core.modules import SELF, Module, hook, iq_handler
 from ..errors import StanzaError
 from ..jid import JID, JIDError
@@ -108,7 +109,7 @@ class _Hib:
         self.timer = timer
 
 
-class Push(Module):
+class Push(Module[PushConfig]):
     name = "push"
     description = "Push Notifications to the app servers of hibernated or offline clients"
     xeps = {"0357": "0.4.1"}
@@ -121,7 +122,7 @@ class Push(Module):
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        cfg = server.config.push
+        cfg = self.options
         self.include_body = cfg.include_body  # XEP-0357 §9: bodies reach third parties only if wanted
         self.min_interval = cfg.min_interval
         self.publish_timeout = cfg.publish_timeout

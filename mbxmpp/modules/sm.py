@@ -15,6 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
+from .sm_options import SMConfig
 from ..core.modules import Module, hook, nonza
 from ..core.router import RouteEvent
 from ..errors import StanzaError, StreamError
@@ -79,7 +80,7 @@ class Hibernated:
         pass
 
 
-class StreamManagement(Module):
+class StreamManagement(Module[SMConfig]):
     name = "sm"
     description = "Stream Management: acks and resumption"
     xeps = {"0198": "1.6.1"}
@@ -87,7 +88,7 @@ class StreamManagement(Module):
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        self.cfg = server.config.sm
+        self.cfg = self.options
         self.by_id: dict[str, Any] = {}  # resumption id -> Session
         self._waiting: list[tuple[Any, int]] = []  # (stream, h) waiting for the next flush
         self._flusher: asyncio.Future[None] | None = None

@@ -44,13 +44,17 @@ class Rate:
         return cls(float(m.group(1)) / _UNITS[m.group(2)], float(burst))
 
     def describe(self) -> str:
+        return f"{self.text()}, burst {self.burst:g}" if self.per_second else "unlimited"
+
+    def text(self) -> str:
+        """The rate as written in the configuration ("10/min"; "0": no limit)."""
         if not self.per_second:
-            return "unlimited"
+            return "0"
         for unit, secs in (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("day", 86400.0)):
             n = self.per_second * secs
             if n >= 1 and abs(n - round(n)) < 1e-6:
-                return f"{round(n)}/{unit}, burst {self.burst:g}"
-        return f"{self.per_second:g}/s, burst {self.burst:g}"
+                return f"{round(n)}/{unit}"
+        return f"{self.per_second:g}/s"
 
 
 class TokenBucket:

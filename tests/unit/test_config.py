@@ -250,7 +250,12 @@ def test_unknown_key_in_tls_domain_entry(tmp_path):
 
 def test_unknown_section(tmp_path):
     errs = errors_of(tmp_path, MINIMAL + "[muc_light]\nenabled = true\n")
-    assert errs == ["unknown key 'muc_light'"]
+    assert errs == ["unknown section [muc_light] (sections: server, tls, c2s, http, s2s, sm, mam, muc, upload, "
+                    "proxy65, webchat, metrics, offline, push, limits, accounts, auth, components)"]
+    assert errors_of(tmp_path, MINIMAL + "[mucc]\nenabled = true\n") == [
+        "unknown section [mucc] (did you mean [muc]?)"]
+    assert errors_of(tmp_path, MINIMAL + "[roster]\nversioning = true\n") == [
+        "[roster]: the roster module has no options"]
 
 
 # -------------------------------------------------------------------------------------- wrong types

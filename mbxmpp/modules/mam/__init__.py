@@ -32,6 +32,7 @@ from .query import (DEFAULT_MAX, MAX_MAX, Page, Query, fin_element, parse_query,
                     result_messages, run_query, stamp, stored_bytes)
 from .quota import ONE_SENDER, OWN, Ledger, Tally, archive_bounds, sent_bound
 from .retention import Sweeper, oldest_kept
+from .options import MAMConfig
 
 if TYPE_CHECKING:
     from ...core.router import RouteEvent
@@ -130,7 +131,7 @@ def _same_jid(a: str | None, b: str) -> bool:
         return False
 
 
-class MAM(Module):
+class MAM(Module[MAMConfig]):
     name = "mam"
     description = "Message Archive Management: server-side history of one-to-one messages"
     xeps = {"0313": "1.1.3", "0359": "0.7.0", "0441": "0.2.0", "0059": "1.0"}
@@ -139,7 +140,7 @@ class MAM(Module):
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        cfg = server.config.mam
+        cfg = self.options
         self.archive: ArchiveStore = server.storage.archive(ARCHIVE_STORE, RECORD_VERSION)
         self.prefs = PrefsStore(server.storage.keyval(PREFS_STORE, 1))
         self.retention = cfg.retention

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Callable
 from ...util.units import format_duration, format_size
 
 if TYPE_CHECKING:
-    from ...config import Config, MAMConfig, OfflineConfig
+    from ...config import Config
+    from ..offline_options import OfflineConfig
+    from .options import MAMConfig
 
 CACHE = 10_000  # owners whose tallies are kept; others are rebuilt from storage when next written
 # (owner, sender) pairs kept over all those owners (~100 B each): owners x senders per window

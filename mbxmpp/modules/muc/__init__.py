@@ -34,6 +34,7 @@ from .affiliation import AFF_RANK, MEMBER, MODERATOR, OUTCAST, OWNER
 from .config_form import room_features, roominfo_form
 from .room import Room
 from .service import ROOMS_STORE, Service, room_vcard
+from .options import MUCConfig
 
 if TYPE_CHECKING:
     from ...core.api import ModuleServer
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 
-class MUC(ComponentModule):
+class MUC(ComponentModule[MUCConfig]):
     name = "muc"
     description = "Multi-User Chat: group chat rooms at conference.<domain>"
     xeps = {"0045": "1.35.1", "0249": "1.2", "0359": "0.7.0", "0410": "1.1.0", "0421": "0.1.0",

@@ -23,7 +23,7 @@ from .history import History, HistoryRequest, delayed
 from .occupant import Occupant, nick_key
 
 if TYPE_CHECKING:
-    from ...config import MUCConfig
+    from .options import MUCConfig
 
 # Payloads that make a groupchat message worth archiving (XEP-0313 §7.1.1 for rooms).
 _ARCHIVED = frozenset(((NS_CLIENT, "body"), (NS_RETRACT, "retract"), (NS_REACTIONS, "reactions"),

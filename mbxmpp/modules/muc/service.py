@@ -22,7 +22,7 @@ from .config_form import RoomConfig
 from .room import Room
 
 if TYPE_CHECKING:
-    from ...config import MUCConfig
+    from .options import MUCConfig
     from . import MUC
 
 ROOMS_STORE = "muc_rooms"
@@ -43,7 +43,7 @@ class Service:
         self.module = module
         self.host = host
         self.domain = host.domain
-        self.limits: MUCConfig = module.server.config.muc
+        self.limits: MUCConfig = module.options
         self.admins = frozenset(module.server.config.server.admins)
         self.rooms: dict[str, Room] = {}
         self.joined: dict[str, int] = {}  # bare JID -> rooms it is in (the joined-rooms limit)

@@ -16,12 +16,13 @@ from ...jid import JID, JIDError
 from ...xml.element import Element
 from ...xml.ns import NS_BYTESTREAMS
 from .relay import Relay, SocksConnection
+from .options import Proxy65Config
 
 if TYPE_CHECKING:
     from ...core.api import ModuleServer
 
 
-class Proxy65(ComponentModule):
+class Proxy65(ComponentModule[Proxy65Config]):
     name = "proxy65"
     description = "SOCKS5 Bytestreams proxy"
     xeps = {"0065": "1.8.2"}
@@ -32,7 +33,7 @@ class Proxy65(ComponentModule):
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        self.cfg = server.config.proxy65
+        self.cfg = self.options
         self.relay = Relay(self.cfg)
         self.listeners: list[asyncio.AbstractServer] = []
 

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ...config import Proxy65Config
+    from .options import Proxy65Config
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from ...xml.ns import NS_DATA, NS_UPLOAD
 from .http import UploadHTTP
 from .names import b64, is_media_type, media_type, sanitize_filename
 from .store import UploadStore
+from .options import UploadConfig
 
 if TYPE_CHECKING:
     from ...core.api import ModuleServer
@@ -49,7 +50,7 @@ def stamp(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Upload(ComponentModule):
+class Upload(ComponentModule[UploadConfig]):
     name = "upload"
     description = "HTTP File Upload, encrypted at rest"
     xeps = {"0363": "1.1.0"}
@@ -60,7 +61,7 @@ class Upload(ComponentModule):
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        self.cfg = server.config.upload
+        self.cfg = self.options
         root = self.cfg.storage_dir or os.path.join(server.data_dir, "upload")
         self.store = UploadStore(server.storage, root, self.cfg.expire_after)
         self.http = UploadHTTP(self)

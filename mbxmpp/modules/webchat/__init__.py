@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ...core.modules import Module
 from . import assets
+from .options import WebChatConfig
 
 if TYPE_CHECKING:
     from ...core.api import ModuleServer
@@ -49,13 +50,13 @@ MISSING = """<!DOCTYPE html>
 """
 
 
-class WebChat(Module):
+class WebChat(Module[WebChatConfig]):
     name = "webchat"
     description = "Converse.js web chat at /chat on the HTTP side"
 
     def __init__(self, server: ModuleServer) -> None:
         super().__init__(server)
-        cfg = server.config.webchat
+        cfg = self.options
         self.assets_dir = cfg.assets_dir or os.path.join(server.config.server.data_dir, "webchat")
         self.language = cfg.language
 
