@@ -87,6 +87,8 @@ class ServerHarness:
                  storage: str = "memory", **sections: Any) -> None:
         self._tmp = tempfile.TemporaryDirectory()
         server_cfg = ServerConfig(domains=domains, data_dir=self._tmp.name, modules=tuple(modules))
+        if "proxy65" not in sections:  # (its real port 5000 would clash with a daemon beside us)
+            sections["proxy65"] = dataclasses.replace(Config().proxy65, listen=(("127.0.0.1", 0),))
         self.config = dataclasses.replace(Config(), server=server_cfg, **sections)
         self.storage_kind = storage
         self.server: Server = None  # type: ignore[assignment]
