@@ -39,7 +39,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "muc", "upload", "proxy65", "webchat", "metrics", "adhoc",
+    "muc", "upload", "proxy65", "webchat", "metrics", "adhoc", "register",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")

@@ -25,4 +25,5 @@ REGISTRY: dict[str, str] = {
     "metrics": "mbxmpp.modules.metrics:Metrics",
     "muc": "mbxmpp.modules.muc:MUC",
     "adhoc": "mbxmpp.modules.adhoc:AdHoc",
+    "register": "mbxmpp.modules.register:Register",
 }

@@ -60,6 +60,9 @@ class FakeServer:
     def post_auth_features(self, stream):
         return []
 
+    def preauth_iq(self, stream, iq):
+        return False
+
     def handle_nonza(self, stream, el):
         return False
 
