@@ -12,7 +12,7 @@ import pytest
 from mbxmpp.xml import Element
 from tests.authservers import USERS
 from tests.daemon import Daemon
-from tests.rawclient import RawClient
+from tests.rawclient import RawClient, connect_client
 
 PASSWORD = "pw-register"
 NS_REG = "jabber:iq:register"
@@ -30,15 +30,30 @@ def daemon() -> Iterator[Daemon]:
     d.finish()
 
 
-@pytest.fixture(scope="module")
-def dovecot_daemon(dovecot) -> Iterator[Daemon]:  # type: ignore[no-untyped-def]
-    d = Daemon(domains=("mb.example",),
-               extra=f'[accounts]\nchat_plans = ["paid"]\n[auth]\nbackend = "dovecot"\n'
-                     f'[auth.dovecot]\nclient_socket = "{dovecot.client_socket}"\n'
-                     f'userdb_socket = "{dovecot.userdb_socket}"\ntimeout = "2s"\n')
+def external_daemon(auth: str) -> Iterator[Daemon]:
+    d = Daemon(domains=("mb.example",), extra=f'[accounts]\nchat_plans = ["paid"]\n{auth}')
     d.start()
     yield d
     d.finish()
+
+
+@pytest.fixture(scope="module")
+def dovecot_daemon(dovecot) -> Iterator[Daemon]:  # type: ignore[no-untyped-def]
+    yield from external_daemon(
+        f'[auth]\nbackend = "dovecot"\n[auth.dovecot]\nclient_socket = "{dovecot.client_socket}"\n'
+        f'userdb_socket = "{dovecot.userdb_socket}"\ntimeout = "2s"\n')
+
+
+@pytest.fixture(scope="module")
+def ldap_daemon(slapd) -> Iterator[Daemon]:  # type: ignore[no-untyped-def]
+    yield from external_daemon(
+        f'[auth]\nbackend = "ldap"\n[auth.ldap]\nuri = "{slapd.uri}"\n'
+        f'base_dn = "ou=people,{slapd.SUFFIX}"\nplan_attribute = "employeeType"\ntimeout = "2s"\n')
+
+
+@pytest.fixture(params=["dovecot", "ldap"])
+def external(request) -> Daemon:  # type: ignore[no-untyped-def]
+    return request.getfixturevalue(f"{request.param}_daemon")
 
 
 def query(body: str = "") -> str:
@@ -87,8 +102,8 @@ async def test_no_register_stream_feature(daemon):
     await c.close()
 
 
-async def test_before_login_there_is_no_sign_up(daemon):
-    c = await RawClient.connect(daemon.c2s)
+async def test_before_login_there_is_no_sign_up(daemon, transport):
+    c = await connect_client(daemon, transport)
     await c.secure_open()
     # §3.1: the host does not offer in-band registration: <service-unavailable/>.
     cond, code, text = stanza_error(await iq(c, "get", query(), "g1", to="localhost"))
@@ -253,11 +268,11 @@ async def test_removal_answers_then_ends_every_stream_and_deletes_the_account(da
     await c.close()
 
 
-# -- an external backend: the mail system owns the account -------------------------------------
+# -- an external backend (Dovecot, LDAP): the mail system owns the account -------------------------------------
 
-async def test_with_dovecot_the_mail_provider_owns_password_and_account(dovecot_daemon):
+async def test_with_a_mail_backend_the_mail_provider_owns_password_and_account(external):
     password = USERS["alice@mb.example"][0]
-    c = await logged_in(dovecot_daemon, "alice", password, domain="mb.example")
+    c = await logged_in(external, "alice", password, domain="mb.example")
     reply = await iq(c, "get", query(), "g1")
     q = reply.find("query", NS_REG)
     assert reply.get("type") == "result" and q is not None and q.find("registered") is not None
@@ -276,9 +291,9 @@ async def test_with_dovecot_the_mail_provider_owns_password_and_account(dovecot_
     # Still logged in, and the mail password still works.
     assert (await iq(c, "get", "<ping xmlns='urn:xmpp:ping'/>", "p1")).get("type") == "result"
     await c.close()
-    assert (await sasl_plain(dovecot_daemon, "alice", password, "mb.example")).tag == "success"
+    assert (await sasl_plain(external, "alice", password, "mb.example")).tag == "success"
     # Before login, the same: no sign-up.
-    c = await RawClient.connect(dovecot_daemon.c2s)
+    c = await RawClient.connect(external.c2s)
     await c.secure_open("mb.example")
     assert stanza_error(await iq(c, "set", query("<username>new</username><password>x</password>"), "s1"))[0] \
         == "not-allowed"
