@@ -127,25 +127,16 @@ async def test_before_login_there_is_no_sign_up(daemon, transport):
     await c.close()
 
 
-async def test_before_login_other_iqs_still_end_the_stream(daemon):
+@pytest.mark.parametrize("secure,stanza", [
+    (True, "<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>"),  # not ours
+    (True, f"<iq type='result' id='x1'>{query()}</iq>"),   # nobody's answer
+    # Encryption is required: nothing but STARTTLS before it (a password would go in clear).
+    (False, f"<iq type='get' id='g1'>{query()}</iq>"),
+])
+async def test_before_login_anything_else_ends_the_stream(daemon, secure, stanza):
     c = await RawClient.connect(daemon.c2s)
-    await c.secure_open()
-    await c.send("<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
-    assert await c.stream_error() == "not-authorized"
-    await c.close()
-    # A registration result/error is nobody's answer either.
-    c = await RawClient.connect(daemon.c2s)
-    await c.secure_open()
-    await c.send(f"<iq type='result' id='x1'>{query()}</iq>")
-    assert await c.stream_error() == "not-authorized"
-    await c.close()
-
-
-async def test_before_tls_registration_is_not_answered(daemon):
-    # Encryption is required: nothing but STARTTLS before it (the password would go in clear).
-    c = await RawClient.connect(daemon.c2s)
-    await c.open()
-    await c.send(f"<iq type='get' id='g1'>{query()}</iq>")
+    await (c.secure_open() if secure else c.open())
+    await c.send(stanza)
     assert await c.stream_error() == "not-authorized"
     await c.close()
 
