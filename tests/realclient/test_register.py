@@ -10,7 +10,8 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from tests.daemon import Daemon
-from tests.realclient.conftest import PASSWORD, connect, disconnect, running_daemon
+from tests.realclient.conftest import (PASSWORD, connect, disconnect, running_daemon,
+                                       subscribe_both)
 
 pytestmark = pytest.mark.realclient
 
@@ -78,6 +79,8 @@ async def test_bad_password_change_is_refused(daemon):
 
 async def test_cancel_registration_deletes_the_account(daemon):
     c = await connect(daemon, "carol@localhost", plugins=PLUGINS)
+    contact = await connect(daemon, "alice@localhost")
+    await subscribe_both(c, contact)
     c.auto_reconnect = False
     gone = disconnected(c)
     errors = stream_errors(c)
@@ -85,6 +88,13 @@ async def test_cancel_registration_deletes_the_account(daemon):
     assert result["type"] == "result"
     await asyncio.wait_for(gone.wait(), 10)
     assert errors == ["not-authorized"]  # §3.2
+    # §3.2: its presence subscriptions are cancelled; the contact's roster says so.
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while contact.client_roster["carol@localhost"]["subscription"] != "none":
+        assert loop.time() < end, contact.client_roster["carol@localhost"]["subscription"]
+        await asyncio.sleep(0.05)
+    await disconnect(contact)
     with pytest.raises(PermissionError):
         await connect(daemon, "carol@localhost", PASSWORD)
     assert "carol@localhost" not in daemon.cli("user", "list").stdout.split()
