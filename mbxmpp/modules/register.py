@@ -1,9 +1,11 @@
 """In-Band Registration (XEP-0077) for a server whose accounts come from the mail system.
 
-There is no sign-up: no <register/> stream feature, and before authentication a request for the
-registration fields is <service-unavailable/> (§3.1: the host does not offer in-band
-registration), an attempt to register <not-allowed/>, both with a text that says where accounts
-come from. After authentication an account may, on its own home server (§3.2, §3.3):
+There is no sign-up: no <register/> stream feature (§8), and before authentication a request for
+the registration fields is <service-unavailable/> (§3.1: the host does not offer in-band
+registration), an attempt to register <not-allowed/>, a removal <registration-required/> (§3.2),
+each with a text that says where accounts come from. Only on a stream secure enough for SASL; any
+other IQ before authentication still ends the stream (RFC 6120 §4.9.3.12). After authentication
+an account may, on its own home server (§3.2, §3.3):
 
 - read its registration: <registered/> and its username;
 - change its password (internal store only): the same steps as ``python -m mbxmpp user passwd``
@@ -15,9 +17,9 @@ come from. After authentication an account may, on its own home server (§3.2, �
 
 With an external backend (Dovecot, LDAP) the mail system owns the password and the account: both
 are <not-allowed/> with a text that sends the user to the mail provider, and ``jabber:iq:register``
-is not advertised, so that clients do not offer a password change that always fails. Errors about
-a password change never echo the request (§3.3: it carries the password), and carry the legacy
-code of §7 (XEP-0086).
+is not advertised, so that clients do not offer a password change that always fails. Errors of
+this module never echo the request (§3.3: it carries the password), and carry the legacy
+code of §9 (XEP-0086).
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ NO_SIGNUP = ("There is no sign-up here: chat accounts come from the mail service
              "your mail address and mail password.")
 MAIL_PASSWORD = ("Your chat password is your mail password: change it with your mail provider.")
 MAIL_ACCOUNT = ("Your chat account is your mail account: close it with your mail provider.")
-REGISTERED = "You are registered. Send a new password to change it, or <remove/> to delete the account."
+REGISTERED = "You are registered: you may change your password or delete your account here."
 REGISTERED_EXTERNAL = ("You are registered through your mail account: its password and the "
                        "account itself are managed by your mail provider.")
 
-# XEP-0077 §7 / XEP-0086: the HTTP-style code beside each condition.
+# XEP-0077 §9 / XEP-0086: the HTTP-style code beside each condition.
 LEGACY_CODES = {"bad-request": "400", "unexpected-request": "400", "not-authorized": "401",
                 "forbidden": "403", "not-allowed": "405", "not-acceptable": "406",
                 "registration-required": "407", "internal-server-error": "500",
