@@ -62,7 +62,7 @@ DEFAULT_CONFIG_FILE = "mbxmpp.toml"
 DEFAULT_MODULES: tuple[str, ...] = (
     "disco", "roster", "presence", "offline", "carbons", "csi", "sm", "push", "blocking",
     "mam", "ping", "version", "time", "last", "vcard", "private", "pep", "bookmarks",
-    "muc", "upload", "proxy65", "webchat", "metrics", "outage", "adhoc",
+    "muc", "upload", "proxy65", "webchat", "metrics", "outage", "adhoc", "register",
 )
 
 COMPONENT_SECTIONS = ("muc", "upload", "proxy65")

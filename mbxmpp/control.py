@@ -374,11 +374,13 @@ async def add_account(server: Operator, bare: str, creds: dict[str, ScramCredent
     log.info("account %s created", bare)
 
 
-async def set_password(server: Operator, bare: str, creds: dict[str, ScramCredential]) -> int:
+async def set_password(server: Operator, bare: str, creds: dict[str, ScramCredential],
+                       keep: Session | None = None) -> int:
+    """``keep``: the session that changed its own password (XEP-0077) stays."""
     await server.accounts.set_credentials(bare, creds)
     log.info("password of %s changed", bare)
     # After the commit: a client that reconnects at once meets the new credentials.
-    return server.end_sessions(bare, StreamError(*END_PASSWORD))
+    return server.end_sessions(bare, StreamError(*END_PASSWORD), keep)
 
 
 async def delete_account(server: Operator, bare: str) -> int:

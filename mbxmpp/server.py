@@ -52,6 +52,17 @@ SHUTDOWN_TEXT = "the server is restarting: reconnect in a moment"
 HOST_GONE_TEXT = "this domain is no longer served here"
 
 
+class PreauthIQEvent:
+    __slots__ = ("stream", "iq")
+
+    def __init__(self, stream: C2SStream, iq: Element) -> None:
+        self.stream = stream
+        self.iq = iq
+
+    def reply(self, el: Element) -> None:
+        self.stream.send_stanza(el)
+
+
 class StreamFeaturesEvent:
     __slots__ = ("stream", "features")
 
@@ -402,6 +413,9 @@ class Server:
         self.hooks.fire_all(ev.STREAM_FEATURES, e)
         return e.features
 
+    def preauth_iq(self, stream: C2SStream, iq: Element) -> bool:
+        return self.hooks.fire(ev.PREAUTH_IQ, PreauthIQEvent(stream, iq)) is not None
+
     def handle_nonza(self, stream: C2SStream, el: Element) -> bool:
         fn = self.nonzas.get((el.ns, el.tag))
         if fn is None:
@@ -432,16 +446,16 @@ class Server:
             self.sessions.unbind(session)
 
     # -- for the operator (control socket) -----------------------------------------------------
-    def end_sessions(self, jid: str, err: StreamError) -> int:
+    def end_sessions(self, jid: str, err: StreamError, keep: Session | None = None) -> int:
         """End at once, with the stream error ``err``, the sessions of an account (a bare JID:
         all its resources, those hibernated by Stream Management and its streams authenticated
-        but not bound yet) or one session (a full JID). Returns how many ended."""
+        but not bound yet, but ``keep``) or one session (a full JID). Returns how many ended."""
         bare, _, resource = jid.partition("/")
         if resource:
             one = self.sessions.get(jid)
             sessions = [] if one is None else [one]
         else:
-            sessions = self.sessions.resources(bare)
+            sessions = [s for s in self.sessions.resources(bare) if s is not keep]
         for session in sessions:
             stream = session.stream
             # Destroyed first, so that the stream's close is an end and not a hibernation.

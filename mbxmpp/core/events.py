@@ -38,6 +38,10 @@ ACCOUNT_CREATED = "account-created"
 ACCOUNT_DELETED = "account-deleted"
 # Stream features offered after authentication (handlers append elements to ev.features).
 STREAM_FEATURES = "stream-features"
+# An IQ a client sent before authenticating (on a stream secure enough for SASL); the arg has
+# ``stream``, ``iq`` and ``reply(el)``. A handler that answers it returns True; unanswered, the
+# stream ends with <not-authorized/> (RFC 6120 §4.9.3.12). XEP-0077 registration uses it.
+PREAUTH_IQ = "preauth-iq"
 
 ROUTE_EVENTS = {
     ("message", "host"): MESSAGE_HOST,

@@ -26,4 +26,5 @@ REGISTRY: dict[str, str] = {
     "outage": "mbxmpp.modules.outage:Outage",
     "muc": "mbxmpp.modules.muc:MUC",
     "adhoc": "mbxmpp.modules.adhoc:AdHoc",
+    "register": "mbxmpp.modules.register:Register",
 }

@@ -82,6 +82,7 @@ class C2SHost(Protocol):
     def bind(self, stream: C2SStream, jid: JID, resource: str | None) -> Session: ...
     def route_from_client(self, stanza: Element, session: Session) -> None: ...
     def post_auth_features(self, stream: C2SStream) -> list[Element]: ...
+    def preauth_iq(self, stream: C2SStream, iq: Element) -> bool: ...  # answered by a module
     def handle_nonza(self, stream: C2SStream, el: Element) -> bool: ...
     def stream_closed(self, stream: C2SStream) -> None: ...
 
@@ -313,7 +314,12 @@ class C2SStream:
             if self.stage == ST_BIND and el.tag == "iq":
                 self._bind_iq(el)
             elif self.username is None:
-                raise StreamError("not-authorized", "authenticate first")
+                # A module may answer an IQ before authentication (XEP-0077 registration,
+                # refused with its stanza error), once the stream is secure enough for SASL.
+                if not (el.tag == "iq" and self.stage in (ST_TLS, ST_SASL)
+                        and (self.secure or not self.require_encryption)
+                        and self.server.preauth_iq(self, el)):
+                    raise StreamError("not-authorized", "authenticate first")
             else:
                 raise StreamError("not-authorized", "bind a resource first")
         elif self.username is None:

@@ -172,8 +172,9 @@ def test_a_module_reaching_past_the_interface_fails_mypy(tmp_path):
 
 
 def test_only_the_operators_tools_use_the_operator_view():
-    """``operator`` (ending sessions, connections, s2s) is for the administration commands and
-    the metrics; the interface's private parts are for the dependency accessors only."""
+    """``operator`` (ending sessions, connections, s2s) is for the administration commands, the
+    metrics and an account's own password change and removal (XEP-0077: the same steps as the
+    operator's); the interface's private parts are for the dependency accessors only."""
     users: set[str] = set()
     private: list[str] = []
     base = os.path.join(ROOT, "mbxmpp", "modules")
@@ -188,5 +189,5 @@ def test_only_the_operators_tools_use_the_operator_view():
             if ".operator" in text:
                 users.add(rel.split(os.sep)[0].removesuffix(".py"))
             private += [rel for p in ("server._server", "server._modules", "server._loaded") if p in text]
-    assert users == {"adhoc", "metrics"}
+    assert users == {"adhoc", "metrics", "register"}
     assert private == []

@@ -35,6 +35,8 @@ class FakeServer:
         self.closed: list[C2SStream] = []
         self.refuse: str | None = None
         self.authenticated_streams: list[C2SStream] = []
+        self.preauth_answers = False  # whether a module (XEP-0077) answers pre-auth IQs
+        self.preauth_seen: list[Element] = []
 
     def get_credential(self, username, host, mech):
         return CREDS[mech] if username == "juliet" else None
@@ -59,6 +61,10 @@ class FakeServer:
 
     def post_auth_features(self, stream):
         return []
+
+    def preauth_iq(self, stream, iq):
+        self.preauth_seen.append(iq)
+        return self.preauth_answers
 
     def handle_nonza(self, stream, el):
         return False
@@ -176,6 +182,25 @@ def test_stanza_before_auth_not_authorized():
     p = Peer()
     p.feed(HEADER)
     assert stream_error(p.feed(b"<message to='a@example.org'/>")) == "not-authorized"
+
+
+@pytest.mark.parametrize("secure,require_encryption,offered", [
+    (True, True, True),     # after TLS
+    (False, False, True),   # a plaintext stream where encryption is not required
+    (False, True, False),   # before the required TLS: never (the stream ends)
+])
+def test_preauth_iq_offered_to_the_modules_only_where_sasl_is(secure, require_encryption, offered):
+    p = Peer(secure=secure, require_encryption=require_encryption)
+    p.server.preauth_answers = True
+    p.feed(HEADER)
+    ev = p.feed(b"<iq type='get' id='r'><query xmlns='jabber:iq:register'/></iq>")
+    assert len(p.server.preauth_seen) == (1 if offered else 0)
+    assert (ev == []) if offered else stream_error(ev) == "not-authorized"
+    assert p.stream.stage != ST_CLOSED if offered else p.stream.stage == ST_CLOSED
+    if offered:  # not answered by any module: the stream ends
+        p.server.preauth_answers = False
+        assert stream_error(p.feed(b"<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>")) \
+            == "not-authorized"
 
 
 def test_unknown_host():
