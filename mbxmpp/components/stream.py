@@ -23,10 +23,11 @@ import logging
 from typing import Any, Callable, Protocol
 
 from ..errors import StreamError
+from ..stream.feed import feed_events
 from ..s2s.stream import _domain  # (a header's bare domain, or None)
 from ..util.ids import new_id
 from ..util.logjson import loggable
-from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
+from ..xml import STREAM_END, Element, StreamHeader, XMLParser
 from ..xml.build import stream_error_bytes
 from ..xml.element import _escape_attr
 from ..xml.ns import NS_CLIENT, NS_STREAMS
@@ -92,19 +93,9 @@ class ComponentStream:
     def receive_data(self, data: bytes) -> None:
         if self.stage == ST_CLOSED:
             return
-        try:
-            events = self.parser.feed(data)
-        except XMLError as e:
-            for event in e.events:
-                self._event(event)
-                if self.stage == ST_CLOSED:
-                    return
-            self.fail(e)
-            return
-        for event in events:
-            self._event(event)
-            if self.stage == ST_CLOSED:
-                return
+        error = feed_events(self.parser, data, self._event, lambda: self.stage == ST_CLOSED)
+        if error is not None:
+            self.fail(error)
 
     def _event(self, event: Any) -> None:
         try:

@@ -21,10 +21,11 @@ import logging
 from typing import Any, Callable, Protocol
 
 from ..errors import StreamError
+from ..stream.feed import feed_events
 from ..jid import JID, JIDError
 from ..util.ids import new_id
 from ..util.logjson import loggable
-from ..xml import STREAM_END, Element, StreamHeader, XMLError, XMLParser
+from ..xml import STREAM_END, Element, StreamHeader, XMLParser
 from ..xml.build import stream_error_bytes
 from ..xml.element import _escape_attr, _escape_text
 from ..xml.ns import (
@@ -118,19 +119,11 @@ class S2SStream:
     def receive_data(self, data: bytes) -> None:
         if self.stage == ST_CLOSED or self.tls_requested:
             return
-        try:
-            events = self.parser.feed(data)
-        except XMLError as e:
-            for event in e.events:
-                self._event(event)
-                if self.stage == ST_CLOSED:
-                    return
-            self.fail(e)
-            return
-        for event in events:
-            self._event(event)
-            if self.stage == ST_CLOSED or self.tls_requested:
-                return  # after <proceed/> (or <starttls/>) the rest is plaintext injection
+        # (after <proceed/> or <starttls/> the rest is plaintext injection: dropped)
+        error = feed_events(self.parser, data, self._event,
+                            lambda: self.stage == ST_CLOSED or self.tls_requested)
+        if error is not None:
+            self.fail(error)
 
     def _event(self, event: Any) -> None:
         try:
