@@ -97,6 +97,9 @@ class StreamManagement(Module[SMConfig]):
         self._ack_delay = self.cfg.ack_delay
         self._saved = SavedSessions(server.storage)  # kept across a graceful restart
         self._restored: set[str] = set()  # resumption ids of sessions brought back at start
+        # Whether this run has taken over the saved sessions (restore_sessions): until then a
+        # stop must leave them stored (a start that fails before would otherwise wipe them).
+        self._took_over_saved = False
 
     @hook(ev.STREAM_FEATURES)
     def offer(self, e) -> None:  # type: ignore[no-untyped-def]
@@ -294,6 +297,8 @@ class StreamManagement(Module[SMConfig]):
         that cannot be resumed, then save the hibernated resumable ones and let them go without
         ending them (no unavailable presence, nothing to offline storage: the next start brings
         them back). Returns how many were saved."""
+        if not self._took_over_saved:
+            return 0  # the start failed before restore_sessions: the saved ones wait for the next
         server = self.server
         kept = [s for s in server.sessions.full.values()
                 if isinstance(s.stream, Hibernated) and s.mod.get(StreamManagement) is not None
@@ -353,6 +358,7 @@ class StreamManagement(Module[SMConfig]):
                 resumable += 1
         for session in stale:  # once all are back: contacts among them see these go
             self.server.destroy_session(session)
+        self._took_over_saved = True  # (every record is back in memory, or forgotten)
         # Durable before any client may resume: after a kill -9 a record marked restored is
         # never resumed again (its counters may be stale), one not yet marked may be.
         await self._storage.flush()

@@ -338,3 +338,37 @@ async def test_resume_across_a_restart_over_each_transport(transport):
         finish(d)
     finally:
         d.cleanup()
+
+
+async def test_a_start_that_fails_before_restoring_keeps_the_saved_sessions():
+    """A start that fails after the modules loaded but before the sessions were restored (here
+    the s2s port is taken) stops without having restored anything: the saved sessions, and the
+    unacknowledged messages in them, must wait for the next start instead of being wiped."""
+    import socket
+    d = daemon()
+    try:
+        a_jid, sm_id = await stopped_with_unacked(d, "phone", "kept through a failed start")
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", d.s2s))
+        taken.listen()
+        try:
+            try:
+                d.start()
+            except RuntimeError:
+                pass  # exited: the s2s listener could not bind
+            else:
+                raise AssertionError("the daemon started with its s2s port taken")
+            assert d.proc is not None and d.proc.poll() is not None
+            d.stop()
+        finally:
+            taken.close()
+        d.start()
+        a2, res = await resume(d, "alice", sm_id, 1)  # (handled: its presence echo)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        assert await bodies(a2, 1) == ["kept through a failed start"]
+        await a2.send(f"<a xmlns='{NS_SM}' h='2'/>")
+        await a2.send("</stream:stream>")
+        await a2.close()
+        finish(d)
+    finally:
+        d.cleanup()
