@@ -314,10 +314,16 @@ class Push(Module[PushConfig]):
             timer = loop.call_at(when, self._wake, session, hib)
         session.mod[Push] = _Hib(hib, timer)
         # Messages the client had not acknowledged when the connection died may never have
-        # been seen: notify for them now.
-        for data in list(hib.sm.queue):  # type: ignore[union-attr]
-            if data.startswith(b"<message"):
-                self._message_for_absent(session.bare, parse_fragment(data))
+        # been seen: notify for them now. A session restored by this start had them counted
+        # before the stop (the count is stored): notify again without counting them twice.
+        messages = [d for d in hib.sm.queue if d.startswith(b"<message")]  # type: ignore[union-attr]
+        if messages and self._sm is not None and self._sm.was_restored(session) \
+                and self.summary(session.bare)[0]:
+            for key in self.registrations(session.bare):
+                self._schedule(session.bare, key)
+            return
+        for data in messages:
+            self._message_for_absent(session.bare, parse_fragment(data))
 
     def _wake(self, session: Session, hib: Any) -> None:
         """The hibernation is about to expire: a last push so that the client resumes it."""

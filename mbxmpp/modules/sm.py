@@ -248,6 +248,11 @@ class StreamManagement(Module[SMConfig]):
     def hibernating(self, session: Any) -> bool:
         return isinstance(session.stream, Hibernated)
 
+    def was_restored(self, session: Any) -> bool:
+        """Whether ``session`` is one this start brought back (sm_restart.py), not yet resumed."""
+        sm = session.mod.get(StreamManagement)
+        return sm is not None and sm.id in self._restored
+
     @hook(ev.SESSION_CLOSED, priority=100)
     def session_closed(self, session: Any) -> None:
         sm = session.mod.pop(StreamManagement, None)

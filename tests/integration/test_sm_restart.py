@@ -372,3 +372,43 @@ async def test_a_start_that_fails_before_restoring_keeps_the_saved_sessions():
         finish(d)
     finally:
         d.cleanup()
+
+
+async def test_push_count_of_a_restored_session_counts_each_message_once():
+    """A push-registered session hibernated with one unacknowledged message: the restart brings
+    it back (and notifies again), but the stored XEP-0357 message-count stays 1, not 2."""
+    from mbxmpp.storage import open_storage
+    d = daemon()
+    try:
+        d.add_user("app@localhost", PW)
+        app = await sender(d, "app")  # the app server: a local resource answering the publish
+        await app.send("<presence/>")
+        a, a_jid, _ = await sm_client(d, "alice", "phone")
+        await a.send("<iq type='set' id='p1'><enable xmlns='urn:xmpp:push:0' "
+                     "jid='app@localhost/desk' node='n1'/></iq>")
+        while (await a.element()).get("id") != "p1":
+            pass
+        a.writer.transport.abort()  # hibernates
+        b = await sender(d)
+        await send_all(b, a_jid, ["pending"])
+        while True:
+            el = await app.element()
+            if el.tag == "iq" and el.get("type") == "set":
+                await app.send(f"<iq type='result' id='{el.get('id')}' to='{el.get('from')}'/>")
+                break
+        await b.close()
+        await app.close()
+        assert d.stop() == 0
+        d.start()
+        b = await sender(d)  # (served: the restored session is back and notified)
+        await send_all(b, "bob@localhost", [])
+        await b.close()
+        assert d.stop() == 0
+        storage = open_storage("lmdb", f"{d.dir}/data")
+        try:
+            count = storage.map("push").get("alice@localhost", "summary")[1]
+        finally:
+            await storage.close()
+        assert count == 1, count
+    finally:
+        d.cleanup()
