@@ -106,6 +106,7 @@ class Server:
         self.s2s: S2SService | None = None
         self.external_components: ComponentService | None = None  # [components] (XEP-0114)
         self.started = False
+        self.stopping = False
         self._stopping: asyncio.Future | None = None
         self._cert_watch: asyncio.Task | None = None
         self.api = ModuleServer(self)  # what the modules get of the server (core/api.py)
@@ -291,6 +292,7 @@ class Server:
         self.started = True
 
     async def stop(self) -> None:
+        self.stopping = True  # (push keeps the registrations that the stop's failures hit)
         if self._cert_watch is not None:
             self._cert_watch.cancel()
         try:

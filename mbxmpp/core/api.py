@@ -45,6 +45,8 @@ class Operator(Protocol):
     @property
     def started(self) -> bool: ...
     @property
+    def stopping(self) -> bool: ...
+    @property
     def connections(self) -> Collection[Any]: ...
     @property
     def components(self) -> Mapping[str, ComponentHost]: ...
@@ -113,6 +115,11 @@ class ModuleServer:
     def started(self) -> bool:
         """Every module started and the listeners open."""
         return self._server.started
+
+    @property
+    def stopping(self) -> bool:
+        """A stop is under way (the server's own links are going down)."""
+        return self._server.stopping
 
     def advertised(self, attr: Advertised) -> list[Any]:
         """The union of one disco attribute over the loaded modules (for disco#info)."""

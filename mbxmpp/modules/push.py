@@ -417,6 +417,8 @@ class Push(Module[PushConfig]):
             return  # may be transient: keep the registration
         if reply.get("type") != "error":
             return
+        if self.server.stopping:
+            return  # the server is stopping: its own links failed, not the app server (restart)
         err = reply.find("error", NS_CLIENT)
         etype = err.get("type") if err is not None else None
         if etype == "wait":

@@ -412,3 +412,35 @@ async def test_push_count_of_a_restored_session_counts_each_message_once():
         assert count == 1, count
     finally:
         d.cleanup()
+
+
+async def test_a_graceful_stop_keeps_the_push_registrations():
+    """The stop hibernates a push-registered session holding an unacknowledged message; the
+    notification then fails because the server's own links are going down (here the app
+    server's session ends too; a remote one is cut off by the stopped federation). That is
+    not the app server's refusal (XEP-0357 §7.1): the registration stays for the restart."""
+    from mbxmpp.storage import open_storage
+    d = daemon()
+    try:
+        d.add_user("app@localhost", PW)
+        app = await sender(d, "app")
+        await app.send("<presence/>")
+        a, a_jid, _ = await sm_client(d, "alice", "phone")
+        await a.send("<iq type='set' id='p1'><enable xmlns='urn:xmpp:push:0' "
+                     "jid='app@localhost/desk' node='n1'/></iq>")
+        while (await a.element()).get("id") != "p1":
+            pass
+        b = await sender(d)
+        await send_all(b, a_jid, ["unacked at the stop"])
+        assert await bodies(a, 1) == ["unacked at the stop"]
+        assert d.stop() == 0
+        for c in (a, b, app):
+            await c.close()
+        storage = open_storage("lmdb", f"{d.dir}/data")
+        try:
+            kept = [k for k in storage.map("push").get_all("alice@localhost") if k != "summary"]
+        finally:
+            await storage.close()
+        assert len(kept) == 1, (kept, d.log())
+    finally:
+        d.cleanup()
