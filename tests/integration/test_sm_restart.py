@@ -374,20 +374,27 @@ async def test_a_start_that_fails_before_restoring_keeps_the_saved_sessions():
         d.cleanup()
 
 
+async def push_registered(d: Daemon) -> tuple[RawClient, RawClient, str]:
+    """The app server (a local resource, app@localhost/desk, that the publishes reach) and
+    alice's SM session, push-registered with it (XEP-0357 enable)."""
+    d.add_user("app@localhost", PW)
+    app = await sender(d, "app")
+    await app.send("<presence/>")
+    a, a_jid, _ = await sm_client(d, "alice", "phone")
+    await a.send("<iq type='set' id='p1'><enable xmlns='urn:xmpp:push:0' "
+                 "jid='app@localhost/desk' node='n1'/></iq>")
+    while (await a.element()).get("id") != "p1":
+        pass
+    return app, a, a_jid
+
+
 async def test_push_count_of_a_restored_session_counts_each_message_once():
     """A push-registered session hibernated with one unacknowledged message: the restart brings
     it back (and notifies again), but the stored XEP-0357 message-count stays 1, not 2."""
     from mbxmpp.storage import open_storage
     d = daemon()
     try:
-        d.add_user("app@localhost", PW)
-        app = await sender(d, "app")  # the app server: a local resource answering the publish
-        await app.send("<presence/>")
-        a, a_jid, _ = await sm_client(d, "alice", "phone")
-        await a.send("<iq type='set' id='p1'><enable xmlns='urn:xmpp:push:0' "
-                     "jid='app@localhost/desk' node='n1'/></iq>")
-        while (await a.element()).get("id") != "p1":
-            pass
+        app, a, a_jid = await push_registered(d)
         a.writer.transport.abort()  # hibernates
         b = await sender(d)
         await send_all(b, a_jid, ["pending"])
@@ -422,14 +429,7 @@ async def test_a_graceful_stop_keeps_the_push_registrations():
     from mbxmpp.storage import open_storage
     d = daemon()
     try:
-        d.add_user("app@localhost", PW)
-        app = await sender(d, "app")
-        await app.send("<presence/>")
-        a, a_jid, _ = await sm_client(d, "alice", "phone")
-        await a.send("<iq type='set' id='p1'><enable xmlns='urn:xmpp:push:0' "
-                     "jid='app@localhost/desk' node='n1'/></iq>")
-        while (await a.element()).get("id") != "p1":
-            pass
+        app, a, a_jid = await push_registered(d)
         b = await sender(d)
         await send_all(b, a_jid, ["unacked at the stop"])
         assert await bodies(a, 1) == ["unacked at the stop"]
