@@ -115,7 +115,14 @@ class Server:
     def module_names(self) -> list[str]:
         names = list(self.config.server.modules or DEFAULT_MODULES)
         names = [n for n in names if n not in self.config.server.disabled_modules]
-        return order_by_dependencies(names, REGISTRY)
+        ordered = order_by_dependencies(names, REGISTRY)
+        for name in ordered:
+            if name in self.config.server.disabled_modules:  # (another module depends on it)
+                dependants = [n for n in ordered if name in (
+                    d if isinstance(d, str) else d.name for d in load_class(REGISTRY[n]).depends)]
+                log.warning("module %s is in disabled_modules but loaded: %s depend%s on it", name,
+                            ", ".join(dependants) or "another module", "s" if len(dependants) == 1 else "")
+        return ordered
 
     def load_modules(self) -> None:
         for name in self.module_names():

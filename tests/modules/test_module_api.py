@@ -4,13 +4,14 @@ modules only through declared, typed dependencies, and influence each other thro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
-from mbxmpp.config import MUCConfig
+from mbxmpp.config import Config, MUCConfig, ServerConfig
 from mbxmpp.core import events as ev
 from mbxmpp.core.api import ModuleServer
 from mbxmpp.core.modules import Module, ModuleLoadError, order_by_dependencies
@@ -24,6 +25,7 @@ from mbxmpp.modules.pep import PEP
 from mbxmpp.modules.presence import Presence
 from mbxmpp.modules.private import Private
 from mbxmpp.modules.roster import Roster
+from mbxmpp.server import Server
 from mbxmpp.xml.element import Element
 from mbxmpp.xml.ns import NS_SM
 from tests.harness import ServerHarness
@@ -191,3 +193,11 @@ def test_only_the_operators_tools_use_the_operator_view():
             private += [rel for p in ("server._server", "server._modules", "server._loaded") if p in text]
     assert users == {"adhoc", "metrics", "register"}
     assert private == []
+
+
+def test_a_disabled_module_that_others_need_is_loaded_with_a_warning(caplog):
+    cfg = dataclasses.replace(Config(), server=ServerConfig(disabled_modules=("private",)))
+    with caplog.at_level(logging.WARNING, logger="mbxmpp.server"):
+        names = Server(cfg).module_names()
+    assert "private" in names and names.index("private") < names.index("bookmarks")
+    assert "module private is in disabled_modules but loaded: bookmarks depends on it" in caplog.text
