@@ -1,0 +1,117 @@
+"""Stream Management resumption after a graceful restart against hostile input, over the wire:
+an h larger than what was sent (XEP-0198 §4: <undefined-condition/> with
+<handled-count-too-high/>), two resumptions of one session at once, and saved records that are
+corrupt: none of them takes the restored session from its owner or leaves a ghost behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.integration.test_sm_restart import (NS_SM, bodies, daemon, finish, item_not_found, resume, sender,
+                                               send_all, sm_client, stanzas, stopped_with_unacked, tamper)
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+
+
+async def test_resume_after_restart_with_h_too_high_is_handled_count_too_high():
+    d = daemon()
+    try:
+        _, sm_id = await stopped_with_unacked(d, "phone", "unacked")
+        d.start()
+        # sent: its own presence and 'unacked' (2); the client claims 7
+        c, err = await resume(d, "alice", sm_id, 7)
+        assert err.tag == "error" and err.ns == NS_STREAMS, err  # type: ignore[attr-defined]
+        assert err.find("undefined-condition", NS_STREAM_ERRORS) is not None  # type: ignore[attr-defined]
+        hc = err.find("handled-count-too-high", NS_SM)  # type: ignore[attr-defined]
+        assert hc is not None and (hc.get("h"), hc.get("send-count")) == ("7", "2")
+        await c.expect_closed()
+        # the session is still there for its owner's honest resumption
+        a2, res = await resume(d, "alice", sm_id, 1)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        assert await bodies(a2, 1) == ["unacked"]
+        await a2.send(f"<a xmlns='{NS_SM}' h='2'/></stream:stream>")
+        await a2.close()
+        finish(d)
+    finally:
+        d.cleanup()
+
+
+async def test_two_resumptions_at_once_after_restart_one_session_one_stream():
+    """Both get <resumed/> in turn (XEP-0198 §5: the newer takes over); the one taken over ends
+    with <conflict/>, the other carries the session."""
+    d = daemon()
+    try:
+        a_jid, sm_id = await stopped_with_unacked(d, "phone", "unacked")
+        d.start()
+        c1, c2 = await asyncio.gather(*(_authenticated(d) for _ in range(2)))
+        request = f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='1'/>"
+        await asyncio.gather(c1.send(request), c2.send(request))
+        outcomes = await asyncio.gather(_outcome(c1), _outcome(c2))
+        assert sorted(outcomes) == ["conflict", "live"], outcomes
+        live = c1 if outcomes[0] == "live" else c2
+        b = await sender(d)
+        await send_all(b, a_jid, ["after"])
+        assert (await bodies(live, 1)) == ["after"]
+        await live.send(f"<a xmlns='{NS_SM}' h='{live.handled}'/></stream:stream>")  # type: ignore[attr-defined]
+        await live.close()
+        await b.close()
+        finish(d)
+    finally:
+        d.cleanup()
+
+
+async def _authenticated(d):  # type: ignore[no-untyped-def]
+    from tests.rawclient import RawClient
+    c = await RawClient.connect(d.c2s)
+    await c.auth("alice", "restart-pass")
+    return c
+
+
+async def _outcome(c) -> str:  # type: ignore[no-untyped-def]
+    """'live' for a resumed stream that stays, 'conflict' for one resumed then taken over."""
+    res = await c.element()
+    assert res.tag == "resumed", res
+    c.handled = 1
+    await stanzas(c, 1)  # 'unacked' again
+    await c.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while True:
+        el = await c.element()
+        if el.tag == "iq" and el.get("id") == "alive":
+            return "live"
+        if el.tag == "error" and el.ns == NS_STREAMS:
+            assert el.find("conflict", NS_STREAM_ERRORS) is not None, el
+            await c.expect_closed()
+            return "conflict"
+
+
+async def test_saved_record_with_bad_fields_leaves_no_ghost_session():
+    """A record whose presence-side fields are unreadable is dropped whole: its full JID is not
+    bound to a session nobody can resume (an IQ to it gets service-unavailable, RFC 6120
+    §10.5.3.2, instead of waiting in a ghost's queue), and the good one resumes."""
+    d = daemon()
+    try:
+        good, _, good_id = await sm_client(d, "alice", "good")
+        bad, bad_jid, bad_id = await sm_client(d, "alice", "bad")
+        assert d.stop() == 0
+        await good.close()
+        await bad.close()
+        await tamper(d, lambda recs: {k: (dict(v, priority="high", directed=5) if k == bad_id else v)
+                                      for k, v in recs.items()})
+        d.start()
+        b2, res = await resume(d, "alice", bad_id, 0)
+        assert item_not_found(res), res
+        await b2.close()
+        b = await sender(d)
+        await b.send(f"<iq type='get' id='ghost' to='{bad_jid}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        reply = await b.element()
+        assert reply.get("id") == "ghost" and reply.get("type") == "error", reply
+        assert reply.find("error").find("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas") is not None  # type: ignore[union-attr]
+        await b.close()
+        g2, res = await resume(d, "alice", good_id, 0)
+        assert res.tag == "resumed", res  # type: ignore[attr-defined]
+        await g2.send("</stream:stream>")
+        await g2.close()
+        finish(d)
+    finally:
+        d.cleanup()
