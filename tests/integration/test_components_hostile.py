@@ -12,8 +12,8 @@ import pytest
 from mbxmpp.xml import StreamHeader
 from tests.daemon import Daemon, free_ports
 from tests.integration.test_components import (BRIDGE, HEADER, HOSTS, OTHER, OTHER_SECRET, PASSWORD, SECRET,
-                                               client, component, digest, expect_error, open_component,
-                                               stanza)
+                                               client, component, condition, digest, expect_error,
+                                               open_component, stanza)
 from tests.rawclient import RawClient
 
 PING = "<iq type='get' id='{id}' to='localhost'{frm}><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -272,3 +272,25 @@ async def test_stanza_to_a_stuck_component_does_not_block_the_router(daemon: Dae
     await alice.close()
     await bob.close()
     await still_serving(daemon)
+
+
+async def test_whitespace_flood_before_the_handshake_hits_the_preauth_budget(daemon: Daemon) -> None:
+    """Whitespace between elements is legal, but not 64 KiB of it before authenticating."""
+    c, _ = await open_component(daemon)
+    for _ in range(10):
+        await c.send(" " * (16 * 1024))
+    await expect_error(c, "policy-violation")
+
+
+@pytest.mark.parametrize("to", ["@@@", "u@", "u@/r", "x" * 1100 + "@localhost"])
+async def test_malformed_to_is_bounced_with_jid_malformed(daemon: Daemon, to: str) -> None:
+    """RFC 6120 §8.3.3.8; the component's stream stays."""
+    comp = await component(daemon)
+    await comp.send(f"<message from='u@{BRIDGE}' to='{to}' id='jm'><body>x</body></message>")
+    err = await stanza(comp, "message")
+    assert err.attrs["type"] == "error" and err.attrs["id"] == "jm"
+    assert condition(err) == ("modify", "jid-malformed")
+    await comp.send(PING.format(id="still", frm=f" from='{BRIDGE}'"))
+    assert (await stanza(comp, "iq")).attrs["id"] == "still"
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
