@@ -294,3 +294,32 @@ async def test_malformed_to_is_bounced_with_jid_malformed(daemon: Daemon, to: st
     assert (await stanza(comp, "iq")).attrs["id"] == "still"
     await comp.send("</stream:stream>")
     await comp.expect_closed()
+
+
+@pytest.mark.parametrize("iq", [
+    f"<iq id='i1' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",               # no type
+    f"<iq type='bogus' id='i1' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    f"<iq type='get' id='i1' from='{BRIDGE}' to='localhost'/>",                                    # no payload
+    f"<iq type='get' id='i1' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/>"
+    "<ping xmlns='urn:xmpp:ping'/></iq>",                                                          # two
+    f"<iq type='get' id='i1' from='{BRIDGE}' to='alice@localhost'><ping xmlns='urn:xmpp:ping'/>"
+    "<query xmlns='jabber:iq:version'/></iq>",
+], ids=["no-type", "bogus-type", "no-payload", "two-payloads", "two-payloads-to-a-client"])
+async def test_bad_iq_from_the_component_is_bad_request(daemon: Daemon, iq: str) -> None:
+    """RFC 6120 §8.2.3: a type among the four, exactly one payload in a get or set."""
+    comp = await component(daemon)
+    await comp.send(iq)
+    err = await stanza(comp, "iq")
+    assert err.attrs["type"] == "error" and err.attrs["id"] == "i1"
+    assert condition(err) == ("modify", "bad-request")
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
+
+
+async def test_iq_without_id_from_the_component_is_bad_request(daemon: Daemon) -> None:
+    comp = await component(daemon)
+    await comp.send(f"<iq type='get' from='{BRIDGE}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    err = await stanza(comp, "iq")
+    assert err.attrs["type"] == "error" and condition(err) == ("modify", "bad-request")
+    await comp.send("</stream:stream>")
+    await comp.expect_closed()
