@@ -323,3 +323,10 @@ async def test_iq_without_id_from_the_component_is_bad_request(daemon: Daemon) -
     assert err.attrs["type"] == "error" and condition(err) == ("modify", "bad-request")
     await comp.send("</stream:stream>")
     await comp.expect_closed()
+
+
+async def test_close_before_the_handshake_is_answered_with_the_close(daemon: Daemon) -> None:
+    c, _ = await open_component(daemon)
+    await c.send("</stream:stream>")
+    await c.expect_closed()
+    await still_serving(daemon)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.integration.test_sm_restart import (NS_SM, bodies, daemon, finish, item_not_found, resume, sender,
                                                send_all, sm_client, stanzas, stopped_with_unacked, tamper)
 
@@ -115,3 +117,62 @@ async def test_saved_record_with_bad_fields_leaves_no_ghost_session():
         finish(d)
     finally:
         d.cleanup()
+
+
+@pytest.mark.parametrize("attrs, condition", [
+    ("h='abc'", "invalid-xml"),
+    ("h='-1'", "invalid-xml"),
+    ("h='4294967296'", "invalid-xml"),     # past the 32-bit counter
+    ("", "invalid-xml"),                  # no h at all
+])
+async def test_resume_with_an_unreadable_h_ends_the_stream_and_keeps_the_session(shared, attrs, condition):
+    """The restored session stays for an honest resumption."""
+    d, sm_id = shared
+    c = await _authenticated(d)
+    await c.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' {attrs}/>")
+    assert await c.stream_error() == condition
+    await c.expect_closed()
+
+
+@pytest.mark.parametrize("attrs", ["", "previd=''", "previd='" + "x" * 5000 + "'"])
+async def test_resume_without_a_known_previd_is_item_not_found(shared, attrs):
+    d, _ = shared
+    c = await _authenticated(d)
+    await c.send(f"<resume xmlns='{NS_SM}' {attrs} h='0'/>")
+    assert item_not_found(await c.element())
+    assert (await c.bind("after")).startswith("alice@localhost/")
+    await c.close()
+
+
+async def test_resume_before_authentication_is_not_authorized(shared):
+    from tests.rawclient import RawClient
+    d, sm_id = shared
+    c = await RawClient.connect(d.c2s)
+    await c.secure_open()
+    await c.send(f"<resume xmlns='{NS_SM}' previd='{sm_id}' h='0'/>")
+    assert await c.stream_error() == "not-authorized"
+    await c.close()
+
+
+async def test_after_the_hostile_ones_the_owner_resumes(shared):
+    d, sm_id = shared
+    a2, res = await resume(d, "alice", sm_id, 1)
+    assert res.tag == "resumed", res  # type: ignore[attr-defined]
+    assert await bodies(a2, 1) == ["unacked"]
+    await a2.send(f"<a xmlns='{NS_SM}' h='2'/></stream:stream>")
+    await a2.close()
+
+
+@pytest.fixture(scope="module")
+def shared():  # type: ignore[no-untyped-def]
+    """A daemon restarted with one of alice's sessions saved, not yet resumed (a long window)."""
+    d = daemon("300s")
+    loop = asyncio.new_event_loop()
+    try:
+        _, sm_id = loop.run_until_complete(stopped_with_unacked(d, "phone", "unacked"))
+    finally:
+        loop.close()
+    d.start()
+    yield d, sm_id
+    finish(d)
+    d.cleanup()
