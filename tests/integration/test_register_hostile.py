@@ -74,6 +74,8 @@ async def test_registration_addressed_to_the_stream_host_is_answered(daemon, tra
     assert reply.get("from") in (None, "example.test")
     reply = await iq(c, "get", query(), "t2")
     assert stanza_error(reply)[:2] == ("service-unavailable", "503")
+    reply = await iq(c, "get", query(), "t3", to="Example.TEST")  # the same domain (RFC 7622)
+    assert stanza_error(reply)[:2] == ("service-unavailable", "503")
     await c.close()
 
 
