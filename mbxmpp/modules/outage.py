@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -30,6 +31,18 @@ NS_SOS = "urn:xmpp:sos:0"
 PATH = "/outage.json"
 DOCUMENT = "outage.json"
 MAX_DOCUMENT = 64 * 1024
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the file at ``path``; OSError if it is not a regular file (a
+    named pipe would block the loop at open or read, a device never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def _not_json(name: str) -> None:
@@ -66,8 +79,7 @@ class Outage(Module):
 
     async def document(self, request: web.Request) -> web.StreamResponse:
         try:
-            with open(self.document_path, "rb") as fh:
-                raw = fh.read(MAX_DOCUMENT + 1)
+            raw = _read_regular_file(self.document_path, MAX_DOCUMENT + 1)
             if len(raw) > MAX_DOCUMENT:
                 raise ValueError(f"larger than {MAX_DOCUMENT} bytes")
             status = json.loads(raw.decode("utf-8"), parse_constant=_not_json)

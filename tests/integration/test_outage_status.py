@@ -3,6 +3,7 @@ serves the operator's <data_dir>/outage.json, and null without one or with one t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -97,3 +98,21 @@ async def test_a_directory_in_place_of_the_document_is_null(daemon):
     finally:
         os.rmdir(path)
     assert (await _status(daemon))[:2] == (200, None)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+async def test_a_document_that_is_not_a_file_is_null_and_nothing_waits(daemon, kind):
+    """A named pipe nobody writes to (reading it would wait for ever, the server with it) or a
+    device (/dev/zero never ends): null; the server answers at once."""
+    path = os.path.join(daemon.dir, "data", "outage.json")
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    try:
+        assert (await asyncio.wait_for(_status(daemon), 10))[:2] == (200, None)
+    finally:
+        os.remove(path)
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", "secret")
+    await c.close()
