@@ -129,3 +129,23 @@ async def test_a_flood_of_registration_iqs_before_login_hits_the_budget(daemon, 
     assert await c.stream_error(10) == "policy-violation"
     await c.close()
     await still_serving(daemon)
+
+
+async def test_before_login_a_spoofed_from_reaches_nobody_and_removes_nothing(daemon, transport):
+    """The answer goes back on the stream it came from, never to the JID it claims."""
+    alice = await RawClient.connect(daemon.c2s)
+    await alice.login("alice", PASSWORD, resource="phone")
+    c = await connect_client(daemon, transport)
+    await c.secure_open()
+    body = query(f"<remove/><username>alice</username><password>{PASSWORD}</password>")
+    await c.send(f"<iq type='set' id='sp1' from='alice@localhost/phone'>{body}</iq>")
+    reply = await c.element()
+    assert stanza_error(reply)[:2] == ("registration-required", "407")
+    await c.close()
+    await alice.send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    got = await alice.element()
+    assert got.tag == "iq" and got.get("id") == "alive"  # (no error reply reached alice first)
+    await alice.close()
+    again = await RawClient.connect(daemon.c2s)
+    await again.login("alice", PASSWORD, resource="kept")
+    await again.close()
