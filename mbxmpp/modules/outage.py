@@ -3,7 +3,8 @@ document, which clients read when they cannot connect or before a planned mainte
 
 The HTTP side serves it at /outage.json from ``<data_dir>/outage.json``, written by the operator
 (XEP-0455 §4: ``{"planned": true, "beginning": "...", "expected_end": "...", "message":
-{"en": "..."}}``); without that file, or with one that is not JSON, it is ``null``: no outage.
+{"en": "..."}}``); without that file, or with one that is not a JSON object (at most 64 KiB,
+UTF-8, no NaN), it is ``null``: no outage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -28,6 +30,24 @@ log = logging.getLogger(__name__)
 NS_SOS = "urn:xmpp:sos:0"
 PATH = "/outage.json"
 DOCUMENT = "outage.json"
+MAX_DOCUMENT = 64 * 1024
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the file at ``path``; OSError if it is not a regular file (a
+    named pipe would block the loop at open or read, a device never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _not_json(name: str) -> None:
+    """NaN and Infinity: Python's json reads them, clients' JSON parsers do not (RFC 8259 §6)."""
+    raise ValueError(f"{name} is not JSON")
 
 
 class Outage(Module):
@@ -59,12 +79,15 @@ class Outage(Module):
 
     async def document(self, request: web.Request) -> web.StreamResponse:
         try:
-            with open(self.document_path, "rb") as fh:
-                raw = fh.read(64 * 1024)
-            status = json.loads(raw)
+            raw = _read_regular_file(self.document_path, MAX_DOCUMENT + 1)
+            if len(raw) > MAX_DOCUMENT:
+                raise ValueError(f"larger than {MAX_DOCUMENT} bytes")
+            status = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
+            if not isinstance(status, dict):
+                raise ValueError("not a JSON object")
         except FileNotFoundError:
             status = None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # (RecursionError: nested too deep)
             log.warning("outage: %s is not a JSON status document (%s); serving null", self.document_path, e)
             status = None
         # Read by web clients on other origins too; never cached past a change of status.

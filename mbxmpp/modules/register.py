@@ -33,7 +33,7 @@ from ..core import events as ev
 from ..core.iq import IQContext
 from ..core.modules import BARE, HOST, SELF, Module, hook, iq_handler
 from ..errors import StanzaError
-from ..jid import JIDError, nodeprep
+from ..jid import JID, JIDError, nodeprep
 from ..stream.scram import make_credentials
 from ..xml.build import error_reply, iq_result
 from ..xml.element import Element
@@ -77,6 +77,17 @@ def unregistered(iq: Element, query: Element) -> StanzaError:
     return StanzaError("not-allowed", NO_SIGNUP)
 
 
+def _to_stream_host(to: str | None, host: str | None) -> bool:
+    """Before authentication only the server the stream is with is asked (no 'to' is it too)."""
+    if to is None:
+        return True
+    try:
+        jid = JID.parse(to)
+    except JIDError:
+        return False
+    return jid.local is None and jid.resource is None and jid.domain == host
+
+
 class Register(Module):
     name = "register"
     description = "In-band registration: password change and account removal, no sign-up"
@@ -99,8 +110,13 @@ class Register(Module):
         if query is None or query.ns != NS_REGISTER or query.tag != "query" \
                 or iq.get("type") not in ("get", "set"):
             return None  # not ours: the stream ends with <not-authorized/>
+        if not _to_stream_host(iq.get("to"), e.stream.host):
+            return None  # another server's (or user's) registration: not ours to answer for
         if not iq.get("id"):
             e.reply(error(iq, StanzaError("bad-request", "IQ needs an id")))
+        elif sum(1 for _ in iq.elements()) != 1:
+            # RFC 6120 §8.2.3, as after authentication (stream/c2s.py)
+            e.reply(error(iq, StanzaError("bad-request", "IQ get/set needs exactly one payload")))
         else:
             e.reply(error(iq, unregistered(iq, query)))
         return True

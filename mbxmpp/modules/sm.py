@@ -29,7 +29,7 @@ from ..xml.ns import NS_CARBONS, NS_MAM, NS_SM, NS_STANZAS
 from .carbons import Carbons
 from .csi import CSI
 from .pep import PEP
-from .sm_restart import (SavedSessions, down_too_long, restore_fields, restore_pep_interest,
+from .sm_restart import (SavedSessions, down_too_long, presence_fields, restore_fields, restore_pep_interest,
                          saved_jid, session_record, sm_state)
 
 if TYPE_CHECKING:
@@ -381,11 +381,12 @@ class StreamManagement(Module[SMConfig]):
         try:
             sm = sm_state(sm_id, rec)
             remaining = max(1.0, float(rec["remaining"]))
+            fields = presence_fields(rec)  # (before binding: a bad record leaves no session)
         except (KeyError, TypeError, ValueError):
             return None
         h = Hibernated(sm, None, self.cfg.max_unacked)
         session = server.sessions.bind(jid.bare_jid(), h, jid.resource)
-        restore_fields(session, rec)
+        restore_fields(session, fields)
         if rec.get("carbons"):
             session.mod[Carbons] = True
         restore_pep_interest(self.optional(PEP), session, rec.get("caps_features"))

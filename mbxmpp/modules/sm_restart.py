@@ -78,20 +78,35 @@ def sm_state(sm_id: str, rec: dict[str, Any]) -> SMState:
     return sm
 
 
-def restore_fields(session: Session, rec: dict[str, Any]) -> None:
-    """The presence-side state of a saved session (an unreadable presence counts as none)."""
-    session.available = bool(rec.get("available"))
-    session.priority = int(rec.get("priority") or 0)
+def presence_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """The presence-side state of a saved session, read before a session is bound for it: a
+    field of the wrong type raises (TypeError, ValueError) and the record is dropped whole. An
+    unreadable presence counts as none."""
     pres = rec.get("presence")
+    presence = None
     if pres is not None:
         try:
-            session.presence = parse_fragment(pres)
+            presence = parse_fragment(pres)
         except Exception:
-            session.presence = None
-    session.interested = bool(rec.get("interested"))
-    session.directed = set(rec.get("directed") or ())
-    session.created = float(rec.get("created") or session.created)
-    session.mod["peer"] = rec.get("peer") or ""
+            presence = None
+    directed = rec.get("directed") or ()
+    if isinstance(directed, (str, bytes)) or not all(isinstance(j, str) for j in directed):
+        raise ValueError("'directed' is not a list of JIDs")
+    return {"available": bool(rec.get("available")), "priority": int(rec.get("priority") or 0),
+            "presence": presence, "interested": bool(rec.get("interested")),
+            "directed": set(directed), "created": float(rec.get("created") or 0.0),
+            "peer": str(rec.get("peer") or "")}
+
+
+def restore_fields(session: Session, fields: dict[str, Any]) -> None:
+    """Give a restored session what presence_fields() read."""
+    session.available = fields["available"]
+    session.priority = fields["priority"]
+    session.presence = fields["presence"]
+    session.interested = fields["interested"]
+    session.directed = fields["directed"]
+    session.created = fields["created"] or session.created
+    session.mod["peer"] = fields["peer"]
 
 
 def down_too_long(rec: dict[str, Any]) -> bool:

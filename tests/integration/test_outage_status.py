@@ -3,6 +3,7 @@ serves the operator's <data_dir>/outage.json, and null without one or with one t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -66,3 +67,52 @@ async def test_the_document_is_the_operators(daemon):
     assert "is not a JSON status document" in daemon.log()
     os.remove(path)
     assert (await _status(daemon))[:2] == (200, None)
+
+
+@pytest.mark.parametrize("content", [
+    b"[" * 40000 + b"]" * 40000,                                      # nested past the parser's recursion
+    b'{"planned": true, "message": {"en": "' + b"a" * (200 * 1024) + b'"}}',  # past what is read
+    b'{"planned": NaN, "beginning": Infinity}',                      # Python's JSON, not JSON
+    b'"maintenance"',                                                # JSON, not a status document
+    b"[1, 2]",
+    b"\xff\xfe{\x00}\x00",                                           # not UTF-8
+    b"",
+], ids=["deep", "huge", "nan", "string", "list", "utf16", "empty"])
+async def test_a_hostile_document_is_served_as_null(daemon, content):
+    """Whatever the file holds, clients get a status document (XEP-0455 §4) or null, never a
+    server error nor text a JSON parser refuses; the server goes on serving."""
+    path = os.path.join(daemon.dir, "data", "outage.json")
+    with open(path, "wb") as f:
+        f.write(content)
+    try:
+        assert (await _status(daemon))[:2] == (200, None)
+    finally:
+        os.remove(path)
+
+
+async def test_a_directory_in_place_of_the_document_is_null(daemon):
+    path = os.path.join(daemon.dir, "data", "outage.json")
+    os.mkdir(path)
+    try:
+        assert (await _status(daemon))[:2] == (200, None)
+    finally:
+        os.rmdir(path)
+    assert (await _status(daemon))[:2] == (200, None)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+async def test_a_document_that_is_not_a_file_is_null_and_nothing_waits(daemon, kind):
+    """A named pipe nobody writes to (reading it would wait for ever, the server with it) or a
+    device (/dev/zero never ends): null; the server answers at once."""
+    path = os.path.join(daemon.dir, "data", "outage.json")
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink("/dev/zero", path)
+    try:
+        assert (await asyncio.wait_for(_status(daemon), 10))[:2] == (200, None)
+    finally:
+        os.remove(path)
+    c = await RawClient.connect(daemon.c2s)
+    await c.login("alice", "secret")
+    await c.close()

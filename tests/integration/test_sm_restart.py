@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.daemon import Daemon
 from tests.rawclient import RawClient, connect_client
 
@@ -294,20 +296,32 @@ async def tamper(d: Daemon, change) -> None:  # type: ignore[no-untyped-def]
         await storage.close()
 
 
-async def test_unreadable_saved_session_is_dropped_and_the_others_resume():
+@pytest.mark.parametrize("damage", [
+    {"h_out": "many", "full": "@@"},
+    {"priority": "high", "directed": 5},  # presence-side fields: read after the counters
+], ids=["counters", "presence-fields"])
+async def test_unreadable_saved_session_is_dropped_and_the_others_resume(damage):
+    """Dropped whole: its full JID is not left bound to a session nobody can resume (an IQ to
+    it gets service-unavailable, RFC 6120 §10.5.3.2, instead of waiting in a ghost's queue)."""
     d = daemon()
     try:
         good, good_jid, good_id = await sm_client(d, "alice", "good")
-        bad, _, bad_id = await sm_client(d, "alice", "bad")
+        bad, bad_jid, bad_id = await sm_client(d, "alice", "bad")
         assert d.stop() == 0
         await good.close()
         await bad.close()
-        await tamper(d, lambda recs: {k: (dict(v, h_out="many", full="@@") if k == bad_id else v)
+        await tamper(d, lambda recs: {k: (dict(v, **damage) if k == bad_id else v)
                                 for k, v in recs.items()})
         d.start()
         b2, res = await resume(d, "alice", bad_id, 0)
         assert item_not_found(res), res
         await b2.close()
+        b = await sender(d)
+        await b.send(f"<iq type='get' id='ghost' to='{bad_jid}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        reply = await b.element()
+        assert reply.get("id") == "ghost" and reply.get("type") == "error", reply
+        assert reply.find("error").find("service-unavailable", NS_STANZAS) is not None  # type: ignore[union-attr]
+        await b.close()
         g2, res = await resume(d, "alice", good_id, 0)
         assert res.tag == "resumed", res  # type: ignore[attr-defined]
         await g2.send("</stream:stream>")
