@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .xml import Element
+
 # RFC 6120 §8.3.3: each defined condition and its usual error type.
 STANZA_ERROR_TYPES = {
     "bad-request": "modify",
@@ -71,3 +76,14 @@ class RemoteProtocolError(StreamError):
 
 class LocalProtocolError(Exception):
     """We misused the protocol: a bug, logged and never sent to the peer as is."""
+
+
+def iq_shape_error(iq: Element) -> StanzaError | None:
+    """RFC 6120 §8.2.3, as the c2s stream checks its clients' IQs (here: those of components and
+    peer servers): an id, one of the four types, exactly one payload in a get or set."""
+    t = iq.attrs.get("type")
+    if "id" not in iq.attrs or t not in ("get", "set", "result", "error"):
+        return StanzaError("bad-request", "IQ needs an id and a valid type")
+    if t in ("get", "set") and sum(1 for _ in iq.elements()) != 1:
+        return StanzaError("bad-request", "IQ get/set needs exactly one payload")
+    return None

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..core.admission import PreauthAdmission
-from ..errors import StanzaError, StreamError
+from ..errors import StanzaError, StreamError, iq_shape_error
 from ..jid import JID, JIDError
 from ..net.connection import TCPStreamConnection
 from ..xml.element import Element
@@ -131,7 +131,7 @@ class ComponentService:
             self.server.router.bounce(stanza, StanzaError("bad-request", "a stanza needs 'to'"))
             return
         if stanza.tag == "iq":
-            shape = _iq_shape_error(stanza)
+            shape = iq_shape_error(stanza)
             if shape is not None:
                 self.server.router.bounce(stanza, shape)  # (an error is never answered)
                 return
@@ -145,17 +145,6 @@ class ComponentService:
         if route is not None and route.stream is stream:
             route.stream = None
             log.info("component %s: %s disconnected", stream.peer, stream.domain)
-
-
-def _iq_shape_error(iq: Element) -> StanzaError | None:
-    """RFC 6120 §8.2.3, as the c2s stream checks its clients' IQs: an id, one of the four
-    types, exactly one payload in a get or set."""
-    t = iq.attrs.get("type")
-    if "id" not in iq.attrs or t not in ("get", "set", "result", "error"):
-        return StanzaError("bad-request", "IQ needs an id and a valid type")
-    if t in ("get", "set") and sum(1 for _ in iq.elements()) != 1:
-        return StanzaError("bad-request", "IQ get/set needs exactly one payload")
-    return None
 
 
 class ComponentConnection(TCPStreamConnection):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import random
+import types
 
 import pytest
 from cryptography import x509
@@ -12,11 +13,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mbxmpp.config import Config
 from mbxmpp.s2s.certs import identities
 from mbxmpp.s2s.dialback import dialback_key, key_matches, load_secret
 from mbxmpp.s2s.dns import Target, order_srv
+from mbxmpp.s2s.net import S2SService
 from mbxmpp.s2s.stream import ST_CLOSED, ST_READY, S2SStream
 from mbxmpp.xml import Element, PyXMLParser, StreamHeader
+from tests.harness import parse_stanza
 
 SECRET = b"s" * 64
 HEADER = ("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' "
@@ -491,3 +495,26 @@ def test_check_config_reads_the_ca_file(tmp_path):
     (tmp_path / "junk.pem").write_text("not a certificate")
     junk = _build({**base, "s2s": {"ca_file": str(tmp_path / "junk.pem")}}, None)
     assert any("holds no PEM certificate" in e for e in check_config(junk))
+
+
+@pytest.mark.parametrize("iq, text", [
+    ("<iq from='eve@evil.example/x' to='mb.example' type='get'><ping xmlns='urn:xmpp:ping'/></iq>",
+     "IQ needs an id and a valid type"),
+    ("<iq from='eve@evil.example/x' to='mb.example' id='1' type='fetch'><ping xmlns='urn:xmpp:ping'/></iq>",
+     "IQ needs an id and a valid type"),
+    ("<iq from='eve@evil.example/x' to='mb.example' id='2' type='get'/>", "IQ get/set needs exactly one payload"),
+    ("<iq from='eve@evil.example/x' to='mb.example' id='3' type='set'><a xmlns='x'/><b xmlns='x'/></iq>",
+     "IQ get/set needs exactly one payload"),
+])
+def test_malformed_iq_from_a_peer_is_refused_with_bad_request(tmp_path, iq, text):
+    """RFC 6120 §8.2.3: what the c2s stream refuses of clients is refused of peer servers too."""
+    routed: list = []
+    bounced: list = []
+    router = types.SimpleNamespace(route=routed.append, bounce=lambda st, e: bounced.append((st, e)))
+    service = S2SService(types.SimpleNamespace(router=router, data_dir=str(tmp_path), config=Config()))
+    service.route_incoming(parse_stanza(iq), None)  # type: ignore[arg-type]
+    assert routed == [] and [(e.condition, e.text) for _, e in bounced] == [("bad-request", text)]
+    service.route_incoming(parse_stanza(
+        "<iq from='eve@evil.example/x' to='mb.example' id='4' type='get'><ping xmlns='urn:xmpp:ping'/></iq>"),
+        None)  # type: ignore[arg-type]
+    assert len(routed) == 1
