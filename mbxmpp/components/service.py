@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..core.admission import PreauthAdmission
-from ..errors import StanzaError, StreamError, iq_shape_error
+from ..errors import StanzaError, StreamError
 from ..jid import JID, JIDError
 from ..net.connection import TCPStreamConnection
 from ..xml.element import Element
@@ -130,15 +130,7 @@ class ComponentService:
             # As Prosody: refused, the stream stays (XEP-0114 §3: stanzas MUST have 'to').
             self.server.router.bounce(stanza, StanzaError("bad-request", "a stanza needs 'to'"))
             return
-        if stanza.tag == "iq":
-            shape = iq_shape_error(stanza)
-            if shape is not None:
-                self.server.router.bounce(stanza, shape)  # (an error is never answered)
-                return
-        try:
-            self.server.router.route(stanza)
-        except StanzaError as e:
-            self.server.router.bounce(stanza, e)
+        self.server.router.route_from_peer(stanza)
 
     def stream_closed(self, stream: ComponentStream) -> None:
         route = self.routes.get(stream.domain)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import StanzaError
+from ..errors import StanzaError, iq_shape_error
 from ..jid import JID, JIDError
 from ..xml.build import error_reply
 from ..xml.element import Element
@@ -231,6 +231,18 @@ class Router:
             if self.hooks.fire(ev.DELIVER, d) is not None:
                 return
         session.send(stanza)
+
+    def route_from_peer(self, stanza: Element) -> None:
+        """Route a stanza from a peer server or a component: a malformed IQ (RFC 6120 §8.2.3)
+        or a stanza that cannot be routed is answered with its error."""
+        shape = iq_shape_error(stanza) if stanza.tag == "iq" else None
+        if shape is not None:
+            self.bounce(stanza, shape)  # (an error is never answered)
+            return
+        try:
+            self.route(stanza)
+        except StanzaError as e:
+            self.bounce(stanza, e)
 
     def bounce(self, stanza: Element, err: StanzaError) -> None:
         """Send the error reply for ``stanza``; errors are never answered with errors."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import dns.exception
 
-from ..errors import StanzaError, StreamError, iq_shape_error
+from ..errors import StanzaError, StreamError
 from ..jid import JID
 from ..net.tls import DEFAULT_CIPHERS
 from ..xml import STREAM_END, PyXMLParser, XMLError
@@ -826,15 +826,7 @@ class S2SService:
         waiting.dialback_done(originating, receiving, True if t == "valid" else None if t == "error" else False)
 
     def route_incoming(self, stanza: Element, stream: S2SStream) -> None:
-        if stanza.tag == "iq":
-            shape = iq_shape_error(stanza)
-            if shape is not None:
-                self.server.router.bounce(stanza, shape)  # (an error is never answered)
-                return
-        try:
-            self.server.router.route(stanza)
-        except StanzaError as e:
-            self.server.router.bounce(stanza, e)
+        self.server.router.route_from_peer(stanza)
 
     def outgoing_ready(self, stream: S2SStream) -> None:
         entry = self.out.get((stream.local or "", stream.remote or ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import random
 import types
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mbxmpp.config import Config
+from mbxmpp.core.router import Router
 from mbxmpp.s2s.certs import identities
 from mbxmpp.s2s.dialback import dialback_key, key_matches, load_secret
 from mbxmpp.s2s.dns import Target, order_srv
@@ -511,6 +513,7 @@ def test_malformed_iq_from_a_peer_is_refused_with_bad_request(tmp_path, iq, text
     routed: list = []
     bounced: list = []
     router = types.SimpleNamespace(route=routed.append, bounce=lambda st, e: bounced.append((st, e)))
+    router.route_from_peer = functools.partial(Router.route_from_peer, router)  # the real check
     service = S2SService(types.SimpleNamespace(router=router, data_dir=str(tmp_path), config=Config()))
     service.route_incoming(parse_stanza(iq), None)  # type: ignore[arg-type]
     assert routed == [] and [(e.condition, e.text) for _, e in bounced] == [("bad-request", text)]
